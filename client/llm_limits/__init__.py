@@ -1,0 +1,1 @@
+"""llm-limits: a Supabase-native quota controller for the Google AI API."""
