@@ -1,0 +1,355 @@
+-- Settling a reservation: commit_usage (the call succeeded), release (it
+-- failed or never ran), report_rate_limit (Google said 429 anyway), and
+-- disable_key (Google said the key is invalid or leaked). Lock order as in
+-- acquire: the (group, model) window row first, then the reservation row.
+
+-- Lock a reservation's window and then the reservation itself.
+create function google_ai_internal.lock_reservation(
+    p_reservation_id uuid,
+    out res public.google_ai_reservations,
+    out st public.google_ai_quota_state
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    cfg public.google_ai_settings := google_ai_internal.settings();
+    target record;
+begin
+    if p_reservation_id is null then
+        raise exception using errcode = 'LL006', message = 'reservation_id must not be null',
+            hint = 'Pass the reservation_id that acquire() returned.';
+    end if;
+    select r.quota_group, r.model into target
+    from public.google_ai_reservations as r
+    where r.id = p_reservation_id;
+    if not found then
+        raise exception using errcode = 'LL006',
+            message = pg_catalog.format('unknown reservation %s', p_reservation_id),
+            hint = 'Pass the reservation_id that acquire() returned.';
+    end if;
+    st := google_ai_internal.lock_window(
+        target.quota_group, target.model, google_ai_internal.clock(),
+        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        cfg.rpd_time_zone
+    );
+    select r.* into res from public.google_ai_reservations as r
+    where r.id = p_reservation_id
+    for update;
+end;
+$$;
+
+-- Change what a reservation contributes to its windows. A row that already
+-- left the window (granted_at <= swept_to) no longer affects the totals.
+create function google_ai_internal.recount(
+    st public.google_ai_quota_state,
+    res public.google_ai_reservations,
+    p_requests smallint,
+    p_tokens integer
+)
+returns public.google_ai_quota_state
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if res.granted_at > st.swept_to then
+        st.window_requests := st.window_requests + p_requests - res.counted_requests;
+        st.window_tokens := st.window_tokens + p_tokens - res.counted_tokens;
+    end if;
+    if res.rpd_day = st.rpd_day then
+        st.day_requests := st.day_requests + p_requests - res.counted_requests;
+    end if;
+    return st;
+end;
+$$;
+
+create function google_ai_internal.audit(
+    p_event text, p_res public.google_ai_reservations, p_details jsonb
+)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
+    values (
+        google_ai_internal.clock(), p_event, p_res.key_alias, p_res.model, p_res.id,
+        pg_catalog.jsonb_strip_nulls(p_details)
+    );
+$$;
+
+/*
+ * commit_usage: the call succeeded; record what it really used.
+ *
+ * Replaces the estimate with the actual input tokens in the reservation's
+ * original slot of the window (freeing or taking tokens at once), writes one
+ * token_usage row (meta gets key_alias and reservation_id), audits `committed`.
+ * Idempotent: a repeat returns false and writes nothing. A late commit of an
+ * expired reservation is accepted.
+ *
+ * Returns true when this call committed the reservation.
+ * Raises: LL006 unknown reservation, LL002 bad token counts, LL007 meta not
+ *         an object, LL008 reservation released or rate-limited.
+ * Example: select public.commit_usage('…uuid…', 812, 95, '{"finish_reason":"STOP"}');
+ */
+create function public.commit_usage(
+    reservation_id uuid,
+    prompt_tokens integer,
+    completion_tokens integer default 0,
+    meta jsonb default '{}'
+)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    res public.google_ai_reservations;
+    st public.google_ai_quota_state;
+    locked record;
+    usage_meta jsonb;
+begin
+    if prompt_tokens is null or prompt_tokens < 0
+       or completion_tokens is null or completion_tokens < 0 then
+        raise exception using errcode = 'LL002',
+            message = pg_catalog.format(
+                'prompt_tokens and completion_tokens must be non-negative, got %s and %s',
+                coalesce(prompt_tokens::text, 'null'), coalesce(completion_tokens::text, 'null')),
+            hint = 'Pass usage_metadata.prompt_token_count and candidates_token_count.';
+    end if;
+    if meta is null or pg_catalog.jsonb_typeof(meta) <> 'object' then
+        raise exception using errcode = 'LL007', message = 'meta must be a JSON object',
+            hint = 'Pass ''{}'' when there is nothing to add.';
+    end if;
+    if pg_catalog.octet_length(meta::text) > 16384 then
+        raise exception using errcode = 'LL007', message = 'meta is larger than 16 kB',
+            hint = 'Keep meta to a few small fields (model version, finish reason).';
+    end if;
+
+    locked := google_ai_internal.lock_reservation(commit_usage.reservation_id);
+    res := locked.res;
+    st := locked.st;
+    if res.status = 'committed' then
+        return false;
+    end if;
+    if res.status not in ('reserved', 'expired') then
+        raise exception using errcode = 'LL008',
+            message = pg_catalog.format('reservation %s is already %s', res.id, res.status),
+            hint = 'A released or rate-limited reservation cannot be committed; acquire again.';
+    end if;
+
+    st := google_ai_internal.recount(st, res, res.counted_requests, prompt_tokens);
+    perform google_ai_internal.save_window(st);
+    update public.google_ai_reservations as r
+    set
+        status = 'committed',
+        actual_tokens = prompt_tokens,
+        completion_tokens = commit_usage.completion_tokens,
+        counted_tokens = prompt_tokens,
+        settled_at = google_ai_internal.clock()
+    where r.id = res.id;
+
+    usage_meta := meta || pg_catalog.jsonb_build_object(
+        'key_alias', res.key_alias,
+        'reservation_id', res.id,
+        'quota_group', res.quota_group,
+        'estimated_tokens', res.estimated_tokens,
+        'caller', res.caller
+    );
+    insert into public.token_usage (
+        ts, model, prompt_tokens, completion_tokens, total_tokens, request_id, meta
+    ) values (
+        google_ai_internal.clock(), res.api_model, prompt_tokens, completion_tokens,
+        prompt_tokens + completion_tokens, res.request_id, usage_meta
+    );
+    perform google_ai_internal.audit('committed', res, pg_catalog.jsonb_build_object(
+        'estimated_tokens', res.estimated_tokens,
+        'prompt_tokens', prompt_tokens,
+        'completion_tokens', completion_tokens,
+        'late', res.status = 'expired'
+    ));
+    return true;
+end;
+$$;
+
+comment on function public.commit_usage(uuid, integer, integer, jsonb) is
+'Settle a grant as used: reconcile the estimate with the actual input tokens in its window slot, write token_usage, audit. Idempotent.';
+
+/*
+ * release: the call did not complete.
+ *
+ *   sent = false  it never reached Google: refund the request and the tokens
+ *                 (in the window and in the day);
+ *   sent = true   it may have reached Google (timeout, 5xx): keep it counted.
+ *
+ * Idempotent: releasing a settled reservation returns false and changes
+ * nothing (so a client's `finally: release()` is always safe).
+ * Returns true when this call released the reservation.
+ * Raises: LL006 unknown reservation, LL007 reason too long.
+ * Example: select public.release('…uuid…', 'timeout', true);
+ */
+create function public.release(
+    reservation_id uuid,
+    reason text default null,
+    sent boolean default false
+)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    res public.google_ai_reservations;
+    st public.google_ai_quota_state;
+    locked record;
+    refund boolean := not coalesce(sent, false);
+begin
+    perform google_ai_internal.check_text('reason', reason, 500);
+    locked := google_ai_internal.lock_reservation(release.reservation_id);
+    res := locked.res;
+    st := locked.st;
+    if res.status not in ('reserved', 'expired') then
+        return false;
+    end if;
+    if refund then
+        st := google_ai_internal.recount(st, res, 0::smallint, 0);
+        perform google_ai_internal.save_window(st);
+    end if;
+    update public.google_ai_reservations as r
+    set
+        status = 'released',
+        counted_requests = case when refund then 0 else r.counted_requests end,
+        counted_tokens = case when refund then 0 else r.counted_tokens end,
+        settled_at = google_ai_internal.clock()
+    where r.id = res.id;
+    perform google_ai_internal.audit('released', res, pg_catalog.jsonb_build_object(
+        'reason', reason, 'sent', not refund, 'refunded', refund,
+        'previous_status', res.status
+    ));
+    return true;
+end;
+$$;
+
+comment on function public.release(uuid, text, boolean) is
+'Settle a grant that did not complete: sent=false refunds it, sent=true keeps it counted. Idempotent.';
+
+/*
+ * report_rate_limit: Google answered 429 despite our accounting.
+ *
+ * The call stays counted. The reservation's (group, model) cools down until
+ * now + retry_delay_ms (default google_ai_settings.default_cooldown_ms), or
+ * until the next midnight of the quota day when quota_id names a per-day
+ * quota. A cooldown is only ever extended. Audited as `rate_limited`.
+ * Repeating it is harmless.
+ *
+ * Returns the cooldown end.
+ * Raises: LL006 unknown reservation, LL007 bad quota_id or retry_delay_ms.
+ * Example: select public.report_rate_limit('…uuid…',
+ *            'GenerateRequestsPerMinutePerProjectPerModel-FreeTier', 21000);
+ */
+create function public.report_rate_limit(
+    reservation_id uuid,
+    quota_id text default null,
+    retry_delay_ms integer default null
+)
+returns timestamptz
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    cfg public.google_ai_settings := google_ai_internal.settings();
+    res public.google_ai_reservations;
+    st public.google_ai_quota_state;
+    locked record;
+    at_now timestamptz;
+    until timestamptz;
+    per_day boolean := coalesce(quota_id ilike '%PerDay%', false);
+begin
+    perform google_ai_internal.check_text('quota_id', quota_id, 300);
+    if retry_delay_ms is not null and (retry_delay_ms < 0 or retry_delay_ms > 86400000) then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('retry_delay_ms must be between 0 and 86400000, got %s',
+                                        retry_delay_ms),
+            hint = 'Pass RetryInfo.retryDelay in milliseconds, or null when Google gave none.';
+    end if;
+    locked := google_ai_internal.lock_reservation(report_rate_limit.reservation_id);
+    res := locked.res;
+    st := locked.st;
+    at_now := google_ai_internal.clock();
+    -- A per-day violation may carry a short retryDelay; the day is what binds.
+    until := case
+        when per_day then google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone)
+        else at_now + pg_catalog.make_interval(
+            secs => coalesce(retry_delay_ms, cfg.default_cooldown_ms) / 1000.0
+        )
+    end;
+    if st.cooldown_until is null or until > st.cooldown_until then
+        st.cooldown_until := until;
+        st.cooldown_reason := coalesce(quota_id, 'rate_limited');
+    end if;
+    perform google_ai_internal.save_window(st);
+    if res.status in ('reserved', 'expired') then
+        update public.google_ai_reservations as r
+        set status = 'rate_limited', settled_at = at_now
+        where r.id = res.id;
+    end if;
+    perform google_ai_internal.audit('rate_limited', res, pg_catalog.jsonb_build_object(
+        'quota_id', quota_id,
+        'retry_delay_ms', retry_delay_ms,
+        'per_day', per_day,
+        'cooldown_until', st.cooldown_until,
+        'quota_group', res.quota_group,
+        'previous_status', res.status
+    ));
+    return st.cooldown_until;
+end;
+$$;
+
+comment on function public.report_rate_limit(uuid, text, integer) is
+'Record a 429 from Google for a grant: it stays counted and its group and model cool down (until the next Pacific midnight for a per-day quota).';
+
+/*
+ * disable_key: take a key out of the pool (Google said API_KEY_INVALID, or
+ * that the key leaked). Audited twice: `key_disabled` with the reason, and
+ * `config_changed` by the table trigger.
+ * Returns true when the key was active. Raises: LL009 unknown key, LL007.
+ * Example: select public.disable_key('kaggle-2', 'API_KEY_INVALID');
+ */
+create function public.disable_key(key_alias text, reason text default null)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    was_active boolean;
+begin
+    perform google_ai_internal.check_text('reason', reason, 500);
+    select k.is_active is true into was_active
+    from public.google_ai_api_keys as k
+    where k.key_alias = disable_key.key_alias
+    for update;
+    if not found then
+        raise exception using errcode = 'LL009',
+            message = pg_catalog.format('unknown key %L', pg_catalog.left(key_alias, 200)),
+            hint = 'See the aliases in public.google_ai_api_keys.';
+    end if;
+    update public.google_ai_api_keys as k
+    set is_active = false, disabled_reason = coalesce(reason, 'disabled')
+    where k.key_alias = disable_key.key_alias;
+    insert into public.google_ai_audit_log (ts, event, key_alias, details)
+    values (google_ai_internal.clock(), 'key_disabled', disable_key.key_alias,
+            pg_catalog.jsonb_build_object('reason', reason, 'was_active', was_active));
+    return was_active;
+end;
+$$;
+
+comment on function public.disable_key(text, text) is
+'Mark a key inactive (invalid or leaked) and audit why.';
