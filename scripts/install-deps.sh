@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what `make test`, `make demo` and `make bench` need on a bare
+# Debian 12 machine: pgTAP and pg_prove (apt), pg_cron (apt, for the
+# maintenance schedule test), the pinned Supabase CLI (npm ci) and the Python
+# package with its dev extras (.venv). Each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(postgresql-15 postgresql-contrib postgresql-15-pgtap
+              libtap-parser-sourcehandler-pgtap-perl postgresql-15-cron)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "installing apt packages: ${missing[*]}"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+pinned=$(node -p "require('./package.json').devDependencies.supabase")
+installed=$(node -p "try { require('./node_modules/supabase/package.json').version } catch (e) { '' }")
+if [[ "$pinned" != "$installed" ]]; then
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.llm-limits-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+fi

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make test`: everything CI checks, on a throwaway PostgreSQL 15 cluster
+# shaped like a hosted Supabase project, deployed with `supabase db push`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+py=.venv/bin/python
+
+scripts/install-deps.sh
+
+workdir=$(mktemp -d /tmp/llm-limits-test.XXXXXX)
+chmod 755 "$workdir"
+cleanup() {
+    $py -m llm_limits.cli.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "start a throwaway PostgreSQL 15 cluster (pg_cron preloaded)"
+admin_url=$($py -m llm_limits.cli.localstack up --dir "$workdir/pg" \
+    --set shared_preload_libraries=pg_cron --set cron.database_name=llm_limits_template)
+echo "$admin_url"
+base=${admin_url%/*}
+
+step "deploy the migrations with supabase db push"
+psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_template"
+template_url="$base/llm_limits_template"
+psql -X -q -v ON_ERROR_STOP=1 "$template_url" -f client/llm_limits/cli/supabase_hosted.sql 2>/dev/null
+supabase db push --remote="$template_url" --yes 2>&1 | grep -v 'TLS\|^│$'
+step "a second push is a no-op"
+supabase db push --remote="$template_url" --yes 2>&1 | grep -q "Remote database is up to date"
+echo "up to date"
+
+step "supabase db advisors (Supabase's linter)"
+supabase db advisors --remote="$template_url" --fail-on warn --yes 2>&1 | grep -v 'TLS\|^│$'
+
+step "pgTAP (pg_prove)"
+psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
+pgtap_url="$base/llm_limits_pgtap"
+psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pgtap with schema extensions"
+pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
+
+step "sqlfluff lint"
+.venv/bin/sqlfluff lint supabase/migrations supabase/tests
+
+step "ruff and mypy"
+.venv/bin/ruff check client tests
+.venv/bin/ruff format --check client tests
+.venv/bin/mypy
+
+step "pytest"
+LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
+    .venv/bin/pytest ${PYTEST_ARGS:-}
+
+step "all checks passed"

@@ -1,0 +1,76 @@
+"""Shared fixtures: real PostgreSQL databases cloned from the migrated template.
+
+`make test` starts a throwaway cluster, deploys the migrations into the
+database named by LLM_LIMITS_TEST_TEMPLATE with `supabase db push`, and points
+LLM_LIMITS_TEST_ADMIN_URL at the cluster. Each test that needs a database gets
+its own clone (CREATE DATABASE ... TEMPLATE), so tests never see each other's
+rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+ADMIN_URL = os.environ.get("LLM_LIMITS_TEST_ADMIN_URL")
+TEMPLATE = os.environ.get("LLM_LIMITS_TEST_TEMPLATE", "llm_limits_template")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long stress and fault runs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long run; pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def admin_url() -> str:
+    if not ADMIN_URL:
+        pytest.skip("no database: run through `make test` (LLM_LIMITS_TEST_ADMIN_URL unset)")
+    return ADMIN_URL
+
+
+def url_for(dbname: str) -> str:
+    return re.sub(r"/[^/]*$", f"/{dbname}", admin_url())
+
+
+def create_database(template: str | None = TEMPLATE, prefix: str = "t") -> str:
+    """A new database (a clone of the migrated template by default); returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        if template:
+            conn.execute(f'create database "{name}" template "{template}"')
+        else:
+            conn.execute(f'create database "{name}"')
+    return url_for(name)
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def db_url() -> Iterator[str]:
+    """URL of a fresh, migrated database for this test only."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection to a fresh, migrated database."""
+    with psycopg.connect(db_url, autocommit=True, prepare_threshold=None) as conn:
+        yield conn
