@@ -59,9 +59,10 @@ _FAULT_MESSAGES = {
     503: "The model is overloaded. Please try again later.",
     504: "Deadline expired before operation could complete.",
 }
+_RATE_LIMITS_URL = "https://ai.google.dev/gemini-api/docs/rate-limits"
 _QUOTA_TEXT = (
     "You exceeded your current quota, please check your plan and billing details. For more "
-    "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
+    f"information on this error, head to: {_RATE_LIMITS_URL}. "
     "To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit. "
 )
 
@@ -81,6 +82,9 @@ DEFAULT_LIMITS: dict[str, Limits] = {
     "gemma-3-27b-it": Limits(rpm=30, tpm=15000, rpd=14400),
     "gemini-2.5-flash": Limits(rpm=5, tpm=250000, rpd=20),
 }
+
+
+_Body = dict[str, Any]
 
 
 class Grant(NamedTuple):
@@ -110,12 +114,9 @@ class Stats:
         }
 
 
-_Body = dict[str, Any]
-
-
 class _Reply(NamedTuple):
     status: int
-    body: dict[str, Any]
+    body: _Body
     who: str  # project name or key hash: the only identity that may reach a log
     delay: float = 0.0
 
@@ -141,14 +142,14 @@ def _fmt_delay(seconds: float) -> str:
     return f"{tenths // 10}s" if tenths % 10 == 0 else f"{tenths / 10:.1f}s"
 
 
-def _error(status: int, message: str, details: list[dict[str, Any]] | None = None) -> _Body:
-    err: dict[str, Any] = {"code": status, "message": message, "status": _STATUS[status]}
+def _error(status: int, message: str, details: list[_Body] | None = None) -> _Body:
+    err: _Body = {"code": status, "message": message, "status": _STATUS[status]}
     if details is not None:
         err["details"] = details
     return {"error": err}
 
 
-_KEY_INVALID = [
+_KEY_INVALID: list[_Body] = [
     {"@type": _T + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}
 ]
 
@@ -205,10 +206,7 @@ def _quota_error(model: str, violations: list[_Violation]) -> _Body:
         f"\n* Quota exceeded for metric: {v.metric}, limit: {v.limit}, model: {group}"
         for v in violations
     )
-    help_link = {
-        "description": "Learn more about Gemini API quotas",
-        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
-    }
+    help_link = {"description": "Learn more about Gemini API quotas", "url": _RATE_LIMITS_URL}
     failures = [
         {
             "quotaMetric": v.metric,
@@ -218,7 +216,7 @@ def _quota_error(model: str, violations: list[_Violation]) -> _Body:
         }
         for v in violations
     ]
-    details = [
+    details: list[_Body] = [
         {"@type": _T + "Help", "links": [help_link]},
         {"@type": _T + "QuotaFailure", "violations": failures},
         {"@type": _T + "RetryInfo", "retryDelay": delay},
@@ -296,20 +294,20 @@ class FakeGemini:
             self._stats = Stats()
             self._minute: dict[tuple[str, str], deque[Grant]] = {}
             self._daily: dict[tuple[str, str], tuple[date, int]] = {}
-            self._faults: list[list[Any]] = []  # [status, remaining, key or None]
-            self._hangs: list[list[float]] = []  # [seconds, remaining]
+            self._faults: list[tuple[int, str | None]] = []  # one entry per call to fail
+            self._hangs: deque[float] = deque()
 
     def inject(self, status: int, count: int = 1, key: str | None = None) -> None:
         """Fail the next `count` generateContent calls (only those with `key`, if given)."""
         if status != 429 and status not in _FAULT_MESSAGES:
             raise ValueError(f"cannot inject {status}; use 429, 500, 503 or 504")
         with self._lock:
-            self._faults.append([status, count, key])
+            self._faults.extend([(status, key)] * count)
 
     def hang(self, seconds: float, count: int = 1) -> None:
         """Delay the responses to the next `count` generateContent calls by `seconds`."""
         with self._lock:
-            self._hangs.append([seconds, count])
+            self._hangs.extend([seconds] * count)
 
     def stats(self) -> Stats:
         with self._lock:
@@ -338,7 +336,8 @@ class FakeGemini:
         if match is None:
             return _Reply(404, _error(404, f"The requested URL {path} was not found."), who)
         version, model, method = match.groups()
-        delay = self._take(self._hangs, None) if method == "generateContent" else 0.0
+        hang = bool(self._hangs) and method == "generateContent"
+        delay = self._hangs.popleft() if hang else 0.0
         if key is None:
             msg = "Method doesn't allow unregistered callers. Please use an API Key."
             return _Reply(403, _error(403, msg), who, delay)
@@ -368,7 +367,7 @@ class FakeGemini:
         tokens = _prompt_tokens(req)
         if method == "countTokens":
             return _Reply(200, {"totalTokens": tokens}, who)
-        fault = int(self._take(self._faults, key))
+        fault = self._take_fault(key)
         if fault == 429:
             violation = _Violation(_METRIC_REQ, RPM_ID, limits.rpm, 1.0)
             return _Reply(429, _quota_error(model, [violation]), who, delay)
@@ -390,19 +389,11 @@ class FakeGemini:
         self._stats.grants.setdefault((project, model), []).append(grant)
         reply = "fake reply to: " + _last_user_text(_get(req, "contents"))[:40]
         out = count_tokens(reply)
+        content = {"role": "model", "parts": [{"text": reply}]}
+        usage = {"promptTokenCount": tokens, "candidatesTokenCount": out}
         body = {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": reply}]},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": tokens,
-                "candidatesTokenCount": out,
-                "totalTokenCount": tokens + out,
-            },
+            "candidates": [{"content": content, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {**usage, "totalTokenCount": tokens + out},
             "modelVersion": model,
             "responseId": uuid.uuid4().hex,
         }
@@ -410,14 +401,11 @@ class FakeGemini:
         # counts, as a call that reached Google does.
         return _Reply(200, body, who, delay + self.latency)
 
-    @staticmethod
-    def _take(queue: list[list[Any]], key: str | None) -> Any:
-        for entry in queue:
-            if len(entry) < 3 or entry[2] is None or entry[2] == key:
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    queue.remove(entry)
-                return entry[0]
+    def _take_fault(self, key: str) -> int:
+        for i, (status, only) in enumerate(self._faults):
+            if only is None or only == key:
+                del self._faults[i]
+                return status
         return 0
 
     def _violations(

@@ -73,6 +73,16 @@ add column if not exists model text,
 add column if not exists bucket_kind text,
 add column if not exists bucket_start timestamptz;
 
+-- Rollup rows carry no legacy bucket values (their types are unknown), so
+-- legacy NOT NULL constraints on those columns are relaxed; no row changes.
+alter table public.google_ai_usage_counters
+alter column api_key_id drop not null,
+alter column minute_bucket drop not null,
+alter column day_bucket drop not null;
+
+create unique index if not exists google_ai_usage_counters_rollup_key
+on public.google_ai_usage_counters (bucket_kind, key_alias, model, bucket_start);
+
 comment on table public.google_ai_usage_counters is
 'Per key and model rollup of the reservation ledger (bucket_kind minute or day), written by run_maintenance() before old ledger rows are deleted. Dashboards read it.';
 

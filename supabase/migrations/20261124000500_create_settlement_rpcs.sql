@@ -159,12 +159,24 @@ begin
         'estimated_tokens', res.estimated_tokens,
         'caller', res.caller
     );
+    -- Through jsonb_populate_record: the adopted table's legacy column types
+    -- (request_id text or uuid, meta json or jsonb, ...) are not ours to know.
     insert into public.token_usage (
         ts, model, prompt_tokens, completion_tokens, total_tokens, request_id, meta
-    ) values (
-        google_ai_internal.clock(), res.api_model, prompt_tokens, completion_tokens,
-        prompt_tokens + completion_tokens, res.request_id, usage_meta
-    );
+    )
+    select u.ts, u.model, u.prompt_tokens, u.completion_tokens, u.total_tokens, u.request_id, u.meta
+    from pg_catalog.jsonb_populate_record(
+        null::public.token_usage,
+        pg_catalog.jsonb_build_object(
+            'ts', google_ai_internal.clock(),
+            'model', res.api_model,
+            'prompt_tokens', prompt_tokens,
+            'completion_tokens', completion_tokens,
+            'total_tokens', prompt_tokens + completion_tokens,
+            'request_id', res.request_id,
+            'meta', usage_meta
+        )
+    ) as u;
     perform google_ai_internal.audit('committed', res, pg_catalog.jsonb_build_object(
         'estimated_tokens', res.estimated_tokens,
         'prompt_tokens', prompt_tokens,
