@@ -49,6 +49,16 @@ add column if not exists api_model text;
 create unique index if not exists google_ai_model_limits_model_key
 on public.google_ai_model_limits (model);
 
+-- Fill api_model for legacy rows (before any audit or updated_at trigger
+-- exists: this is adoption, not an operator's change). Gemma's API ids carry
+-- an -it suffix; other models use their name as is.
+update public.google_ai_model_limits
+set api_model = case
+    when model like 'gemma-%' and model not like '%-it' then model || '-it'
+    else model
+end
+where api_model is null;
+
 comment on table public.google_ai_model_limits is
 'Per-model quotas (Google free tier by default). A null limit is not enforced. Per-project overrides live in google_ai_group_limits.';
 comment on column public.google_ai_model_limits.api_model is

@@ -1,6 +1,6 @@
 -- Google's published limits for the models the bot uses (free tier, also
 -- Tier 1 for Gemma). Rows that already exist, under either name, are left
--- exactly as the operator set them; only the new api_model column is filled.
+-- exactly as the operator set them.
 
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
 select v.model, v.api_model, v.rpm, v.tpm, v.rpd
@@ -13,11 +13,3 @@ where not exists (
     select from public.google_ai_model_limits as m
     where m.model in (v.model, v.api_model) or m.api_model in (v.model, v.api_model)
 );
-
--- Gemma's API ids carry an -it suffix; other models use their name as is.
-update public.google_ai_model_limits
-set api_model = case
-    when model like 'gemma-%' and model not like '%-it' then model || '-it'
-    else model
-end
-where api_model is null;
