@@ -61,7 +61,9 @@ class LocalCluster:
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
             return False
-        return _as_postgres([str(PG_BIN / "pg_ctl"), "status", "-D", str(self.data)]).returncode == 0
+        return (
+            _as_postgres([str(PG_BIN / "pg_ctl"), "status", "-D", str(self.data)]).returncode == 0
+        )
 
 
 def _as_postgres(cmd: list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -94,8 +96,16 @@ def up(root: Path, settings: dict[str, str] | None = None) -> LocalCluster:
     _give_to_postgres(cluster.root)
     if not (cluster.data / "PG_VERSION").exists():
         _as_postgres(
-            [str(PG_BIN / "initdb"), "-D", str(cluster.data), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(cluster.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
             check=True,
         )
     port = _free_port()
@@ -110,8 +120,19 @@ def up(root: Path, settings: dict[str, str] | None = None) -> LocalCluster:
     options.update(settings or {})
     opt_string = " ".join(f"-c {k}={v}" for k, v in options.items())
     _as_postgres(
-        [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(cluster.data),
-         "-l", str(cluster.log), "-o", opt_string],
+        [
+            str(PG_BIN / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(cluster.data),
+            "-l",
+            str(cluster.log),
+            "-o",
+            opt_string,
+        ],
         check=True,
     )
     bootstrap(cluster.url())
@@ -127,7 +148,9 @@ def bootstrap(url: str) -> None:
 def psql(url: str, sql: str) -> str:
     proc = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", url],
-        input=sql, capture_output=True, text=True,
+        input=sql,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise LocalStackError(f"psql failed: {proc.stderr.strip()}")
@@ -148,9 +171,18 @@ def supabase_cli(project_dir: Path) -> list[str]:
 def push(url: str, project_dir: Path) -> str:
     """Apply supabase/migrations with the real deploy path, ``supabase db push``."""
     proc = subprocess.run(
-        [*supabase_cli(project_dir), "db", "push", f"--remote={url}", "--yes",
-         "--workdir", str(project_dir)],
-        capture_output=True, text=True, cwd=project_dir,
+        [
+            *supabase_cli(project_dir),
+            "db",
+            "push",
+            f"--remote={url}",
+            "--yes",
+            "--workdir",
+            str(project_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project_dir,
     )
     if proc.returncode != 0:
         raise LocalStackError(f"supabase db push failed:\n{proc.stdout}{proc.stderr}")
@@ -179,8 +211,13 @@ def create_database(cluster: LocalCluster, name: str) -> str:
 def wait_ready(cluster: LocalCluster, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1",
-                           "-p", str(cluster.port)], capture_output=True).returncode == 0:
+        if (
+            subprocess.run(
+                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(cluster.port)],
+                capture_output=True,
+            ).returncode
+            == 0
+        ):
             return
         time.sleep(0.2)
     raise LocalStackError("the cluster did not become ready")
@@ -191,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "destroy", "url", "status", "push"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--project", type=Path, default=Path.cwd())
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra server setting, e.g. shared_preload_libraries=pg_cron")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra server setting, e.g. shared_preload_libraries=pg_cron",
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
