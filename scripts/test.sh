@@ -20,7 +20,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "start a throwaway PostgreSQL 15 cluster (pg_cron preloaded)"
 admin_url=$($py -m llm_limits.cli.localstack up --dir "$workdir/pg" \
-    --set shared_preload_libraries=pg_cron --set cron.database_name=llm_limits_template)
+    --set shared_preload_libraries=pg_cron --set cron.database_name=llm_limits_cron)
 echo "$admin_url"
 base=${admin_url%/*}
 
@@ -39,6 +39,8 @@ supabase db advisors --remote="$template_url" --fail-on warn --yes 2>&1 | grep -
 step "pgTAP (pg_prove)"
 psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
 pgtap_url="$base/llm_limits_pgtap"
+# Database-level settings (search_path with `extensions`) are not cloned.
+psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -f client/llm_limits/cli/supabase_hosted.sql 2>/dev/null
 psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pgtap with schema extensions"
 pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from google import genai
 from google.genai import errors, types
+
 from llm_limits.fake_gemini import (
     PACIFIC,
     RPD_ID,

@@ -3,7 +3,7 @@
 begin;
 select plan(8);
 
-set local llm_limits.now = '2026-03-01 12:00:00+00';
+select set_config('llm_limits.now', '2026-03-01 12:00:00+00', true);
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
 values ('test-model', 'test-model-api', 2, 1000, 100);
 insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
@@ -23,12 +23,12 @@ select is((select r.reason from refusal as r), 'rpm', 'refused for rpm');
 -- The oldest grant was at 12:00:00; it leaves after the 60 s window + 1 s guard.
 select is((select r.retry_after_ms from refusal as r), 61000, 'retry_after_ms is when the oldest slot frees');
 
-set local llm_limits.now = '2026-03-01 12:01:00.999+00';
+select set_config('llm_limits.now', '2026-03-01 12:01:00.999+00', true);
 select is(
     (select a.granted from public.acquire('test-model', 10) as a), false,
     'still refused 1 ms before window + guard ends'
 );
-set local llm_limits.now = '2026-03-01 12:01:01+00';
+select set_config('llm_limits.now', '2026-03-01 12:01:01+00', true);
 select is(
     (select a.granted from public.acquire('test-model', 10) as a), true,
     'granted once window + guard has passed'
