@@ -446,6 +446,7 @@ declare
     verdict public.acquire_result;
     biggest_tpm bigint;
     has_unlimited boolean;
+    queue_model integer;
     queue_key integer;
     remaining_ms double precision;
     nap_ms double precision;
@@ -510,13 +511,14 @@ begin
 
     deadline := started + pg_catalog.make_interval(secs => max_wait_ms / 1000.0);
     if wait_mode and max_wait_ms > 0 then
-        select pg_catalog.hashtext(wanted.model || '|' || coalesce(
-            pg_catalog.array_to_string(array(
-                select distinct a from pg_catalog.unnest(key_aliases) as a order by a
-            ), ','), '*'))
-        into queue_key;
+        -- The queue is keyed by (model, candidate set); the model half lets
+        -- quota_status() count waiters per model from pg_locks.
+        queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
+        queue_key := pg_catalog.hashtext(coalesce(pg_catalog.array_to_string(array(
+            select distinct a from pg_catalog.unnest(key_aliases) as a order by a
+        ), ','), '*'));
         -- Somebody already waits for this candidate set: queue behind them.
-        if not pg_catalog.pg_try_advisory_xact_lock(1819045988, queue_key) then
+        if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
             old_lock_timeout := pg_catalog.current_setting('lock_timeout');
             begin
                 perform pg_catalog.set_config(
@@ -524,7 +526,7 @@ begin
                     greatest(1, max_wait_ms)::text || 'ms',
                     true
                 );
-                perform pg_catalog.pg_advisory_xact_lock(1819045988, queue_key);
+                perform pg_catalog.pg_advisory_xact_lock(queue_model, queue_key);
                 perform pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
             exception when lock_not_available then
                 queue_timed_out := true;
