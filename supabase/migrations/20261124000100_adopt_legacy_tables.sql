@@ -136,7 +136,7 @@ public.google_ai_model_limits,
 public.google_ai_usage_counters,
 public.token_usage,
 public.google_ai_maintenance_log
-from public, anon, authenticated;
+from public, anon, authenticated, service_role;
 
 grant select, insert, update, delete on table
 public.google_ai_api_keys,

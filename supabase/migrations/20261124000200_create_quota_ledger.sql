@@ -164,7 +164,7 @@ public.google_ai_group_limits,
 public.google_ai_reservations,
 public.google_ai_quota_state,
 public.google_ai_audit_log
-from public, anon, authenticated;
+from public, anon, authenticated, service_role;
 
 grant select, insert, update, delete on table
 public.google_ai_settings,
@@ -176,7 +176,7 @@ public.google_ai_quota_state,
 public.google_ai_audit_log
 to service_role;
 
-revoke all on sequence public.google_ai_audit_log_id_seq from public, anon, authenticated;
+revoke all on sequence public.google_ai_audit_log_id_seq from public, anon, authenticated, service_role;
 revoke all on function google_ai_internal.guard_audit_log() from public, anon, authenticated;
 
 -- The one clock every RPC reads. clock_timestamp(), not now(): now() is frozen
@@ -185,11 +185,12 @@ revoke all on function google_ai_internal.guard_audit_log() from public, anon, a
 -- `set llm_limits.clock_skew = '<interval>'` (a shift of the real clock).
 create function google_ai_internal.clock()
 returns timestamptz
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-    select
+begin
+    return
         coalesce(
             nullif(pg_catalog.current_setting('llm_limits.now', true), '')::timestamptz,
             pg_catalog.clock_timestamp()
@@ -198,6 +199,7 @@ as $$
             nullif(pg_catalog.current_setting('llm_limits.clock_skew', true), '')::interval,
             interval '0'
         );
+end;
 $$;
 
 revoke all on function google_ai_internal.clock() from public, anon, authenticated;

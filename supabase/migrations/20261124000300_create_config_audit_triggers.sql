@@ -2,9 +2,14 @@
 -- `config_changed` audit row with the old and new values, whoever made it
 -- (an RPC, the CLI, the Supabase dashboard or plain SQL).
 
+-- SECURITY DEFINER: whoever may change the config (service_role, the CLI's
+-- login role) must be able to write the audit row without any privilege on
+-- the audit log or on google_ai_internal. The actor recorded is the caller's
+-- role, not the definer.
 create function google_ai_internal.audit_config_change()
 returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare
@@ -15,12 +20,16 @@ begin
     if tg_op = 'UPDATE' and old_row = new_row then
         return new;
     end if;
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, details)
+    insert into public.google_ai_audit_log (ts, event, key_alias, model, actor, details)
     values (
         google_ai_internal.clock(),
         'config_changed',
         row_now ->> 'key_alias',
         row_now ->> 'model',
+        case
+            when pg_catalog.current_setting('role') = 'none' then session_user
+            else pg_catalog.current_setting('role')
+        end,
         pg_catalog.jsonb_build_object(
             'table', tg_table_name,
             'op', pg_catalog.lower(tg_op),

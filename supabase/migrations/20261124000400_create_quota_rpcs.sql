@@ -9,13 +9,22 @@
 --   LL005 invalid wait             LL010 audit log is append-only
 --
 -- LOCK ORDER (the only one; every function follows it):
---   1. the advisory "waiter queue" lock of a candidate set (WAIT mode only);
---   2. one google_ai_quota_state row (group, model) at a time: a refused try
---      runs in a subtransaction that is rolled back, which releases the row
---      before the next candidate is locked;
---   3. the google_ai_reservations row.
--- No table locks. No row lock is held across pg_sleep: each WAIT attempt is
--- a subtransaction rolled back on refusal.
+--   acquire:    1. the advisory "waiter queue" lock of (model, candidate set),
+--                  WAIT mode only;
+--               2. one google_ai_quota_state row (group, model) at a time: a
+--                  refused try on one of several candidates, or any WAIT try,
+--                  runs in a subtransaction that is rolled back, releasing the
+--                  row before the next candidate is locked or before sleeping.
+--               It only inserts reservation rows, never waits on one.
+--   settlement (commit_usage, release, report_rate_limit, run_maintenance):
+--               1. the google_ai_reservations row; 2. its quota_state row.
+-- Nothing waits on a reservation row while holding a window row, so there is
+-- no cycle. No table locks. No row lock is held across pg_sleep.
+--
+-- PLANS: hot-path functions set plan_cache_mode = force_generic_plan. Their
+-- parameterized filters ("aliases is null or alias = any(...)", time ranges)
+-- otherwise make the plan cache re-plan on every call (~100-150 us each);
+-- the generic plans use the same indexes.
 
 create type public.acquire_result as (
     granted boolean,
@@ -33,11 +42,16 @@ comment on type public.acquire_result is
 
 create function google_ai_internal.settings()
 returns public.google_ai_settings
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select s.* from public.google_ai_settings as s where s.id;
+declare
+    cfg public.google_ai_settings;
+begin
+    select s.* into strict cfg from public.google_ai_settings as s where s.id;
+    return cfg;
+end;
 $$;
 
 -- Resolve a caller's model name: the limits row name or the API id.
@@ -84,22 +98,61 @@ begin
 end;
 $$;
 
--- Lock the (group, model) window row and bring it up to date: subtract the
--- ledger rows that aged out of the window (+ guard) since the last sweep, and
--- roll the Pacific day. A missing row is rebuilt from the ledger, so the state
--- is derived data. The caller writes the returned row back.
-create function google_ai_internal.lock_window(
+-- Create the (group, model) window row if it is missing, its totals rebuilt
+-- from the ledger: the row is derived data, and both acquire and settlement
+-- create it the same way, so whichever inserts first, the other's
+-- `on conflict` waits for it and then sees consistent totals.
+create function google_ai_internal.ensure_window(
     p_group text, p_model text, p_now timestamptz, p_hold interval, p_time_zone text
 )
-returns public.google_ai_quota_state
+returns void
 language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
+    insert into public.google_ai_quota_state as s (
+        quota_group, model, window_requests, window_tokens, swept_to, rpd_day, day_requests
+    )
+    select
+        p_group, p_model,
+        coalesce(sum(r.counted_requests) filter (where r.granted_at > p_now - p_hold), 0),
+        coalesce(sum(r.counted_tokens) filter (where r.granted_at > p_now - p_hold), 0),
+        p_now - p_hold,
+        (p_now at time zone p_time_zone)::date,
+        coalesce(
+            sum(r.counted_requests)
+                filter (where r.rpd_day = (p_now at time zone p_time_zone)::date),
+            0
+        )
+    from public.google_ai_reservations as r
+    where r.quota_group = p_group and r.model = p_model
+    on conflict (quota_group, model) do nothing;
+end;
+$$;
+
+-- Lock the (group, model) window row, then read the clock (so grants on one
+-- window are stamped in lock order), then bring the row up to date: subtract
+-- the ledger rows that aged out of the window (+ guard) since the last sweep,
+-- and roll the quota day. The caller writes the row back if it changes it.
+create function google_ai_internal.lock_window(
+    p_group text,
+    p_model text,
+    p_cfg public.google_ai_settings,
+    out st public.google_ai_quota_state,
+    out at_now timestamptz
+)
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
 declare
-    st public.google_ai_quota_state;
-    horizon timestamptz := p_now - p_hold;
-    today date := (p_now at time zone p_time_zone)::date;
+    hold interval := pg_catalog.make_interval(
+        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
+    );
+    horizon timestamptz;
+    today date;
     gone_requests bigint;
     gone_tokens bigint;
 begin
@@ -108,25 +161,17 @@ begin
     where s.quota_group = p_group and s.model = p_model
     for update;
     if not found then
-        insert into public.google_ai_quota_state as s (
-            quota_group, model, window_requests, window_tokens, swept_to, rpd_day, day_requests
-        )
-        select
-            p_group, p_model,
-            coalesce(sum(r.counted_requests) filter (where r.granted_at > horizon), 0),
-            coalesce(sum(r.counted_tokens) filter (where r.granted_at > horizon), 0),
-            horizon,
-            today,
-            coalesce(sum(r.counted_requests) filter (where r.rpd_day = today), 0)
-        from public.google_ai_reservations as r
-        where r.quota_group = p_group and r.model = p_model
-        on conflict (quota_group, model) do nothing;
+        perform google_ai_internal.ensure_window(
+            p_group, p_model, google_ai_internal.clock(), hold, p_cfg.rpd_time_zone
+        );
         select s.* into st
         from public.google_ai_quota_state as s
         where s.quota_group = p_group and s.model = p_model
         for update;
     end if;
 
+    at_now := google_ai_internal.clock();
+    horizon := at_now - hold;
     if horizon > st.swept_to then
         select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
         into gone_requests, gone_tokens
@@ -139,72 +184,119 @@ begin
         st.window_requests := st.window_requests - gone_requests;
         st.window_tokens := st.window_tokens - gone_tokens;
         st.swept_to := horizon;
+    elsif horizon < st.swept_to then
+        -- The window grew (window_ms or the guard was raised) or the clock
+        -- stepped back: count again the rows the new window covers.
+        select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
+        into gone_requests, gone_tokens
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = p_group
+            and r.model = p_model
+            and r.granted_at > horizon
+            and r.granted_at <= st.swept_to;
+        st.window_requests := st.window_requests + gone_requests;
+        st.window_tokens := st.window_tokens + gone_tokens;
+        st.swept_to := horizon;
     end if;
 
+    today := (at_now at time zone p_cfg.rpd_time_zone)::date;
     if st.rpd_day is null or today > st.rpd_day then
         st.rpd_day := today;
         st.day_requests := 0;
     end if;
-    return st;
 end;
-$$;
-
-create function google_ai_internal.save_window(st public.google_ai_quota_state)
-returns void
-language sql
-volatile
-set search_path = ''
-as $$
-    update public.google_ai_quota_state as s
-    set
-        window_requests = st.window_requests,
-        window_tokens = st.window_tokens,
-        swept_to = st.swept_to,
-        rpd_day = st.rpd_day,
-        day_requests = st.day_requests,
-        cooldown_until = st.cooldown_until,
-        cooldown_reason = st.cooldown_reason
-    where s.quota_group = st.quota_group and s.model = st.model;
 $$;
 
 -- The next midnight of the quota day, as Google resets RPD.
 create function google_ai_internal.next_day_start(p_now timestamptz, p_time_zone text)
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select (((p_now at time zone p_time_zone)::date + 1)::timestamp at time zone p_time_zone);
+begin
+    return ((p_now at time zone p_time_zone)::date + 1)::timestamp at time zone p_time_zone;
+end;
 $$;
 
--- Effective limits of a (group, model): the group override, else the model's.
-create function google_ai_internal.group_limits(p_group text, p_model text)
-returns table (rpm integer, tpm integer, rpd integer)
-language sql
+-- A key group that may serve a request, with its effective limits (the group
+-- override, else the model's).
+create type google_ai_internal.candidate as (
+    quota_group text,
+    key_alias text,
+    env_var_name text,
+    priority integer,
+    rpm integer,
+    tpm integer,
+    rpd integer
+);
+
+-- The candidate groups that could ever serve `p_tokens`, best first: one key per group (lowest
+-- priority value, then alias); groups by priority, then by most headroom
+-- (the tightest remaining fraction of any limit, read without locks); groups
+-- cooling down last.
+create function google_ai_internal.candidates(
+    p_model text, p_key_aliases text [], p_now timestamptz, p_tokens integer
+)
+returns setof google_ai_internal.candidate
+language plpgsql
 stable
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
-    select
-        coalesce(g.rpm, m.rpm::integer),
-        coalesce(g.tpm, m.tpm::integer),
-        coalesce(g.rpd, m.rpd::integer)
-    from public.google_ai_model_limits as m
-    left join public.google_ai_group_limits as g
-        on g.model = m.model and g.quota_group = p_group
-    where m.model = p_model;
+begin
+    return query
+        select c.quota_group, c.key_alias, c.env_var_name, c.priority, c.rpm, c.tpm, c.rpd
+        from (
+            select distinct on (g.quota_group)
+                g.quota_group, g.key_alias, g.env_var_name, g.priority,
+                coalesce(o.rpm, m.rpm::integer) as rpm,
+                coalesce(o.tpm, m.tpm::integer) as tpm,
+                coalesce(o.rpd, m.rpd::integer) as rpd
+            from (
+                select
+                    coalesce(k.quota_group, k.key_alias) as quota_group,
+                    k.key_alias, k.env_var_name, coalesce(k.priority, 100)::integer as priority
+                from public.google_ai_api_keys as k
+                where
+                    k.is_active is true
+                    and (p_key_aliases is null or k.key_alias = any(p_key_aliases))
+            ) as g
+            cross join public.google_ai_model_limits as m
+            left join public.google_ai_group_limits as o
+                on o.quota_group = g.quota_group and o.model = m.model
+            where m.model = p_model
+            order by g.quota_group, g.priority, g.key_alias
+        ) as c
+        left join public.google_ai_quota_state as s
+            on s.quota_group = c.quota_group and s.model = p_model
+        -- A group whose TPM can never hold the request is no candidate (its
+        -- retry_after would be a promise it cannot keep).
+        where c.tpm is null or c.tpm >= p_tokens
+        order by
+            (s.cooldown_until > p_now) is true,
+            c.priority,
+            least(
+                1.0 - coalesce(s.window_requests, 0)::numeric / nullif(c.rpm, 0),
+                1.0 - coalesce(s.window_tokens, 0)::numeric / nullif(c.tpm, 0),
+                1.0 - coalesce(s.day_requests, 0)::numeric / nullif(c.rpd, 0)
+            ) desc nulls first,
+            c.key_alias;
+end;
 $$;
 
--- One try on one (group, key): lock the window, decide, and on success write
--- the reservation. On refusal nothing is written and the caller rolls the
--- subtransaction back. retry_after_ms is the truthful earliest moment every
--- binding dimension has freed, computed from the ledger.
+-- One try on one candidate: lock its window, decide, and on success write
+-- the reservation and the new totals. On refusal nothing is written.
+-- retry_after_ms is the truthful earliest moment every binding dimension has
+-- freed, computed from the ledger (a release can only make it sooner).
 create function google_ai_internal.try_reserve(
-    p_group text,
-    p_key_alias text,
+    p_cand google_ai_internal.candidate,
     p_model public.google_ai_model_limits,
     p_tokens integer,
     p_caller text,
     p_request_id text,
+    p_cfg public.google_ai_settings,
     out granted boolean,
     out reservation_id uuid,
     out reason text,
@@ -213,47 +305,45 @@ create function google_ai_internal.try_reserve(
 language plpgsql
 volatile
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
-    cfg public.google_ai_settings := google_ai_internal.settings();
     hold interval := pg_catalog.make_interval(
-        secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0
+        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
     );
-    at_now timestamptz := google_ai_internal.clock();
+    locked record;
     st public.google_ai_quota_state;
-    lim_rpm integer;
-    lim_tpm integer;
-    lim_rpd integer;
+    at_now timestamptz;
     free_at timestamptz;
     candidate timestamptz;
 begin
     granted := false;
-    st := google_ai_internal.lock_window(p_group, p_model.model, at_now, hold, cfg.rpd_time_zone);
-    select l.rpm, l.tpm, l.rpd into lim_rpm, lim_tpm, lim_rpd
-    from google_ai_internal.group_limits(p_group, p_model.model) as l;
+    locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
+    st := locked.st;
+    at_now := locked.at_now;
 
     if st.cooldown_until > at_now then
         reason := 'cooldown';
         free_at := st.cooldown_until;
     end if;
 
-    if lim_rpd is not null and st.day_requests + 1 > lim_rpd then
-        candidate := google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone);
+    if p_cand.rpd is not null and st.day_requests + 1 > p_cand.rpd then
+        candidate := google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
         if free_at is null or candidate > free_at then
             reason := 'rpd';
             free_at := candidate;
         end if;
     end if;
 
-    if lim_rpm is not null and st.window_requests + 1 > lim_rpm then
+    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
         -- The slot frees when the k-th oldest counted grant leaves the window.
         select r.granted_at + hold into candidate
         from public.google_ai_reservations as r
         where
-            r.quota_group = p_group and r.model = p_model.model
+            r.quota_group = p_cand.quota_group and r.model = p_model.model
             and r.granted_at > st.swept_to and r.counted_requests > 0
         order by r.granted_at
-        offset greatest(st.window_requests - lim_rpm, 0) limit 1;
+        offset greatest(st.window_requests - p_cand.rpm, 0) limit 1;
         candidate := coalesce(candidate, at_now + hold);
         if free_at is null or candidate > free_at then
             reason := 'rpm';
@@ -261,7 +351,7 @@ begin
         end if;
     end if;
 
-    if lim_tpm is not null and st.window_tokens + p_tokens > lim_tpm then
+    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
         -- Tokens free when enough of the oldest grants have left the window.
         select w.granted_at + hold into candidate
         from (
@@ -270,10 +360,10 @@ begin
                 sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
             from public.google_ai_reservations as r
             where
-                r.quota_group = p_group and r.model = p_model.model
+                r.quota_group = p_cand.quota_group and r.model = p_model.model
                 and r.granted_at > st.swept_to and r.counted_tokens > 0
         ) as w
-        where w.freed >= st.window_tokens + p_tokens - lim_tpm
+        where w.freed >= st.window_tokens + p_tokens - p_cand.tpm
         order by w.granted_at
         limit 1;
         candidate := coalesce(candidate, at_now + hold);
@@ -294,30 +384,39 @@ begin
         key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
         granted_at, rpd_day, lease_until, caller, request_id
     ) values (
-        p_key_alias, p_group, p_model.model, coalesce(p_model.api_model, p_model.model),
+        p_cand.key_alias, p_cand.quota_group, p_model.model,
+        coalesce(p_model.api_model, p_model.model),
         p_tokens, p_tokens, at_now, st.rpd_day,
-        at_now + pg_catalog.make_interval(secs => cfg.lease_ms / 1000.0),
+        at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
         p_caller, p_request_id
     )
     returning id into reservation_id;
 
-    st.window_requests := st.window_requests + 1;
-    st.window_tokens := st.window_tokens + p_tokens;
-    st.day_requests := st.day_requests + 1;
-    perform google_ai_internal.save_window(st);
+    update public.google_ai_quota_state as s
+    set
+        window_requests = st.window_requests + 1,
+        window_tokens = st.window_tokens + p_tokens,
+        swept_to = st.swept_to,
+        rpd_day = st.rpd_day,
+        day_requests = st.day_requests + 1
+    where s.quota_group = st.quota_group and s.model = st.model;
     granted := true;
 end;
 $$;
 
--- One round over the candidate groups, best first. Each try is its own
--- subtransaction; a refused try is rolled back so its row lock is released
--- before the next candidate is locked (no lock is ever held on two windows).
+-- One round over the candidates, best first. With several candidates, or
+-- when the caller will sleep afterwards, each try is a subtransaction that is
+-- rolled back on refusal, so its row lock is released before the next
+-- candidate is locked (never two windows at once) and before any pg_sleep.
+-- A single NO_WAIT try needs no subtransaction: it locks one row only.
 create function google_ai_internal.reserve_round(
     p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
     p_tokens integer,
-    p_key_aliases text [],
     p_caller text,
-    p_request_id text
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_release_on_refusal boolean
 )
 returns public.acquire_result
 language plpgsql
@@ -327,51 +426,30 @@ as $$
 declare
     verdict public.acquire_result;
     attempt record;
-    cand record;
-    at_now timestamptz := google_ai_internal.clock();
-    refused_try constant text := 'LL999';
+    cand google_ai_internal.candidate;
+    guarded boolean := p_release_on_refusal or pg_catalog.cardinality(p_cands) > 1;
 begin
     verdict.granted := false;
     verdict.model := coalesce(p_model.api_model, p_model.model);
     verdict.reason := 'no_key';
-    for cand in
-        select c.*
-        from (
-            select distinct on (g.quota_group)
-                g.quota_group, g.key_alias, g.env_var_name, g.priority
-            from (
-                select
-                    coalesce(k.quota_group, k.key_alias) as quota_group,
-                    k.key_alias, k.env_var_name, coalesce(k.priority, 100) as priority
-                from public.google_ai_api_keys as k
-                where
-                    k.is_active is true
-                    and (p_key_aliases is null or k.key_alias = any(p_key_aliases))
-            ) as g
-            order by g.quota_group, g.priority, g.key_alias
-        ) as c
-        left join public.google_ai_quota_state as s
-            on s.quota_group = c.quota_group and s.model = p_model.model
-        left join lateral google_ai_internal.group_limits(c.quota_group, p_model.model) as l
-            on true
-        order by
-            (s.cooldown_until > at_now) is true,
-            c.priority,
-            -- most headroom first: the tightest remaining fraction of any limit
-            least(
-                1.0 - coalesce(s.window_requests, 0)::numeric / nullif(l.rpm, 0),
-                1.0 - coalesce(s.window_tokens, 0)::numeric / nullif(l.tpm, 0),
-                1.0 - coalesce(s.day_requests, 0)::numeric / nullif(l.rpd, 0)
-            ) desc nulls first,
-            c.key_alias
-    loop
-        begin
+    foreach cand in array p_cands loop
+        if guarded then
+            begin
+                attempt := google_ai_internal.try_reserve(
+                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
+                );
+                if not attempt.granted then
+                    raise exception using errcode = 'LL999';
+                end if;
+            exception when sqlstate 'LL999' then
+                null;  -- rolled back: the window row is unlocked again
+            end;
+        else
             attempt := google_ai_internal.try_reserve(
-                cand.quota_group, cand.key_alias, p_model, p_tokens, p_caller, p_request_id
+                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
             );
-            if not attempt.granted then
-                raise exception using errcode = refused_try;
-            end if;
+        end if;
+        if attempt.granted then
             verdict.granted := true;
             verdict.reservation_id := attempt.reservation_id;
             verdict.key_alias := cand.key_alias;
@@ -379,14 +457,13 @@ begin
             verdict.reason := null;
             verdict.retry_after_ms := null;
             return verdict;
-        exception when sqlstate 'LL999' then
-            -- Report the refusal that frees soonest: that is when to retry.
-            if verdict.retry_after_ms is null or attempt.retry_after_ms < verdict.retry_after_ms then
-                verdict.reason := attempt.reason;
-                verdict.retry_after_ms := attempt.retry_after_ms;
-                verdict.key_alias := cand.key_alias;
-            end if;
-        end;
+        end if;
+        -- Report the refusal that frees soonest: that is when to retry.
+        if verdict.retry_after_ms is null or attempt.retry_after_ms < verdict.retry_after_ms then
+            verdict.reason := attempt.reason;
+            verdict.retry_after_ms := attempt.retry_after_ms;
+            verdict.key_alias := cand.key_alias;
+        end if;
     end loop;
     return verdict;
 end;
@@ -436,20 +513,21 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();
+    started timestamptz := pg_catalog.clock_timestamp();
     wanted public.google_ai_model_limits;
     wait_mode boolean;
-    started timestamptz := pg_catalog.clock_timestamp();
     deadline timestamptz;
+    cands google_ai_internal.candidate [];
     verdict public.acquire_result;
-    biggest_tpm bigint;
-    has_unlimited boolean;
+    biggest_tpm integer;
+    unlimited boolean;
     queue_model integer;
     queue_key integer;
     remaining_ms double precision;
-    nap_ms double precision;
     rounds integer := 0;
     queue_timed_out boolean := false;
     old_lock_timeout text;
@@ -488,56 +566,67 @@ begin
             hint = 'Pass only the aliases this process holds.';
     end if;
 
-    -- A request larger than every candidate's TPM can never be granted.
-    select
-        max(l.tpm),
-        bool_or(l.tpm is null)
-    into biggest_tpm, has_unlimited
-    from public.google_ai_api_keys as k
-    cross join lateral google_ai_internal.group_limits(
-        coalesce(k.quota_group, k.key_alias), wanted.model
-    ) as l
-    where k.is_active is true and (key_aliases is null or k.key_alias = any(key_aliases));
-    if has_unlimited is null then
-        biggest_tpm := wanted.tpm;
-        has_unlimited := wanted.tpm is null;
-    end if;
-    if not has_unlimited and tokens > biggest_tpm then
-        raise exception using errcode = 'LL003',
-            message = pg_catalog.format('%s tokens can never fit: the largest TPM of %s is %s',
-                                        tokens, wanted.model, biggest_tpm),
-            hint = 'Split the prompt or raise the limit for a paid-tier group.';
+    cands := array(
+        select c
+        from google_ai_internal.candidates(
+            wanted.model, key_aliases, google_ai_internal.clock(), tokens
+        ) as c
+    );
+    if pg_catalog.cardinality(cands) = 0 then
+        -- No candidate: either no usable key (a refusal) or a request larger
+        -- than every TPM that applies (bad input: it can never be granted).
+        select
+            coalesce(max(coalesce(o.tpm, wanted.tpm::integer)), wanted.tpm::integer),
+            coalesce(bool_or(coalesce(o.tpm, wanted.tpm::integer) is null), wanted.tpm is null)
+        into biggest_tpm, unlimited
+        from public.google_ai_api_keys as k
+        left join public.google_ai_group_limits as o
+            on o.quota_group = coalesce(k.quota_group, k.key_alias) and o.model = wanted.model
+        where k.is_active is true and (key_aliases is null or k.key_alias = any(key_aliases));
+        if not unlimited and tokens > biggest_tpm then
+            raise exception using errcode = 'LL003',
+                message = pg_catalog.format(
+                    '%s tokens can never fit: the largest TPM of %s is %s',
+                    tokens, wanted.model, biggest_tpm
+                ),
+                hint = 'Split the prompt or raise the limit for a paid-tier group.';
+        end if;
     end if;
 
     deadline := started + pg_catalog.make_interval(secs => max_wait_ms / 1000.0);
-    if wait_mode and max_wait_ms > 0 then
-        -- The queue is keyed by (model, candidate set); the model half lets
-        -- quota_status() count waiters per model from pg_locks.
+    wait_mode := wait_mode and max_wait_ms > 0;
+    if wait_mode then
+        -- Waiters form a FIFO per (model, candidate set): the lock manager
+        -- hands this advisory lock over in arrival order, so only the head
+        -- re-checks and the rest sleep in the lock queue without polling.
+        -- The model half lets quota_status() count waiters per model.
         queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
         queue_key := pg_catalog.hashtext(coalesce(pg_catalog.array_to_string(array(
             select distinct a from pg_catalog.unnest(key_aliases) as a order by a
         ), ','), '*'));
-        -- Somebody already waits for this candidate set: queue behind them.
         if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
             old_lock_timeout := pg_catalog.current_setting('lock_timeout');
             begin
-                perform pg_catalog.set_config(
-                    'lock_timeout',
-                    greatest(1, max_wait_ms)::text || 'ms',
-                    true
-                );
+                perform pg_catalog.set_config('lock_timeout', max_wait_ms::text || 'ms', true);
                 perform pg_catalog.pg_advisory_xact_lock(queue_model, queue_key);
                 perform pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
             exception when lock_not_available then
                 queue_timed_out := true;
             end;
+            -- Keys may have changed while we queued.
+            cands := array(
+                select c
+                from google_ai_internal.candidates(
+                    wanted.model, key_aliases, google_ai_internal.clock(), tokens
+                ) as c
+            );
         end if;
     end if;
 
     loop
         rounds := rounds + 1;
         verdict := google_ai_internal.reserve_round(
-            wanted, tokens, key_aliases, caller, request_id
+            wanted, cands, tokens, caller, request_id, cfg, wait_mode
         );
         exit when verdict.granted or not wait_mode or verdict.reason = 'no_key' or queue_timed_out;
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
@@ -548,12 +637,17 @@ begin
         -- Nothing but time frees a cooldown or a day: don't sit out a wait
         -- that cannot end in a grant.
         exit when verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > remaining_ms;
-        nap_ms := least(
-            coalesce(verdict.retry_after_ms, cfg.wait_recheck_ms),
-            cfg.wait_recheck_ms,
-            remaining_ms
+        -- Sleep until the window frees, but re-check every wait_recheck_ms to
+        -- notice releases and reconciled commits.
+        perform pg_catalog.pg_sleep(
+            least(verdict.retry_after_ms, cfg.wait_recheck_ms, remaining_ms) / 1000.0
         );
-        perform pg_catalog.pg_sleep(nap_ms / 1000.0);
+        cands := array(
+            select c
+            from google_ai_internal.candidates(
+                wanted.model, key_aliases, google_ai_internal.clock(), tokens
+            ) as c
+        );
     end loop;
     if queue_timed_out and not verdict.granted then
         verdict.reason := 'wait_timeout';

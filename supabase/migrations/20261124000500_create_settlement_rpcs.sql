@@ -1,67 +1,77 @@
 -- Settling a reservation: commit_usage (the call succeeded), release (it
 -- failed or never ran), report_rate_limit (Google said 429 anyway), and
--- disable_key (Google said the key is invalid or leaked). Lock order as in
--- acquire: the (group, model) window row first, then the reservation row.
+-- disable_key (Google said the key is invalid or leaked). Lock order (see
+-- 20261124000400): the reservation row first, then its window row.
 
--- Lock a reservation's window and then the reservation itself.
-create function google_ai_internal.lock_reservation(
-    p_reservation_id uuid,
-    out res public.google_ai_reservations,
-    out st public.google_ai_quota_state
-)
+-- Lock a reservation row (first in the settlement lock order).
+create function google_ai_internal.lock_reservation(p_reservation_id uuid)
+returns public.google_ai_reservations
 language plpgsql
 volatile
 set search_path = ''
 as $$
 declare
-    cfg public.google_ai_settings := google_ai_internal.settings();
-    target record;
+    res public.google_ai_reservations;
 begin
     if p_reservation_id is null then
         raise exception using errcode = 'LL006', message = 'reservation_id must not be null',
             hint = 'Pass the reservation_id that acquire() returned.';
     end if;
-    select r.quota_group, r.model into target
+    select r.* into res
     from public.google_ai_reservations as r
-    where r.id = p_reservation_id;
+    where r.id = p_reservation_id
+    for update;
     if not found then
         raise exception using errcode = 'LL006',
             message = pg_catalog.format('unknown reservation %s', p_reservation_id),
             hint = 'Pass the reservation_id that acquire() returned.';
     end if;
-    st := google_ai_internal.lock_window(
-        target.quota_group, target.model, google_ai_internal.clock(),
-        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
-        cfg.rpd_time_zone
-    );
-    select r.* into res from public.google_ai_reservations as r
-    where r.id = p_reservation_id
-    for update;
+    return res;
 end;
 $$;
 
--- Change what a reservation contributes to its windows. A row that already
--- left the window (granted_at <= swept_to) no longer affects the totals.
+-- Change what a (locked) reservation contributes to its window totals, in
+-- one UPDATE of the window row (second in the lock order). A row that
+-- already left the window (granted_at <= swept_to) no longer affects the
+-- window totals; a row of an earlier quota day no longer affects the day.
+-- The sweep later subtracts the new counted values, so the totals stay exact.
 create function google_ai_internal.recount(
-    st public.google_ai_quota_state,
-    res public.google_ai_reservations,
-    p_requests smallint,
-    p_tokens integer
+    p_res public.google_ai_reservations, p_requests smallint, p_tokens integer
 )
-returns public.google_ai_quota_state
+returns void
 language plpgsql
-immutable
+volatile
 set search_path = ''
 as $$
+declare
+    cfg public.google_ai_settings;
 begin
-    if res.granted_at > st.swept_to then
-        st.window_requests := st.window_requests + p_requests - res.counted_requests;
-        st.window_tokens := st.window_tokens + p_tokens - res.counted_tokens;
-    end if;
-    if res.rpd_day = st.rpd_day then
-        st.day_requests := st.day_requests + p_requests - res.counted_requests;
-    end if;
-    return st;
+    for attempt in 1..2 loop
+        update public.google_ai_quota_state as s
+        set
+            window_requests = s.window_requests + case
+                when p_res.granted_at > s.swept_to then p_requests - p_res.counted_requests
+                else 0
+            end,
+            window_tokens = s.window_tokens + case
+                when p_res.granted_at > s.swept_to then p_tokens - p_res.counted_tokens
+                else 0
+            end,
+            day_requests = s.day_requests + case
+                when p_res.rpd_day = s.rpd_day then p_requests - p_res.counted_requests
+                else 0
+            end
+        where s.quota_group = p_res.quota_group and s.model = p_res.model;
+        exit when found;
+        -- The window row is gone (maintenance drops idle ones): rebuild it
+        -- from the ledger, which still holds this row's old counts.
+        cfg := google_ai_internal.settings();
+        perform google_ai_internal.ensure_window(
+            p_res.quota_group, p_res.model, google_ai_internal.clock(),
+            pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+            cfg.rpd_time_zone
+        );
+    end loop;
 end;
 $$;
 
@@ -69,15 +79,17 @@ create function google_ai_internal.audit(
     p_event text, p_res public.google_ai_reservations, p_details jsonb
 )
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
     insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
     values (
         google_ai_internal.clock(), p_event, p_res.key_alias, p_res.model, p_res.id,
         pg_catalog.jsonb_strip_nulls(p_details)
     );
+end;
 $$;
 
 /*
@@ -105,11 +117,10 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     res public.google_ai_reservations;
-    st public.google_ai_quota_state;
-    locked record;
     usage_meta jsonb;
 begin
     if prompt_tokens is null or prompt_tokens < 0
@@ -129,9 +140,7 @@ begin
             hint = 'Keep meta to a few small fields (model version, finish reason).';
     end if;
 
-    locked := google_ai_internal.lock_reservation(commit_usage.reservation_id);
-    res := locked.res;
-    st := locked.st;
+    res := google_ai_internal.lock_reservation(commit_usage.reservation_id);
     if res.status = 'committed' then
         return false;
     end if;
@@ -141,8 +150,6 @@ begin
             hint = 'A released or rate-limited reservation cannot be committed; acquire again.';
     end if;
 
-    st := google_ai_internal.recount(st, res, res.counted_requests, prompt_tokens);
-    perform google_ai_internal.save_window(st);
     update public.google_ai_reservations as r
     set
         status = 'committed',
@@ -183,6 +190,8 @@ begin
         'completion_tokens', completion_tokens,
         'late', res.status = 'expired'
     ));
+    -- Last, so the shared window row stays locked only until commit.
+    perform google_ai_internal.recount(res, res.counted_requests, prompt_tokens);
     return true;
 end;
 $$;
@@ -216,20 +225,12 @@ set search_path = ''
 as $$
 declare
     res public.google_ai_reservations;
-    st public.google_ai_quota_state;
-    locked record;
     refund boolean := not coalesce(sent, false);
 begin
     perform google_ai_internal.check_text('reason', reason, 500);
-    locked := google_ai_internal.lock_reservation(release.reservation_id);
-    res := locked.res;
-    st := locked.st;
+    res := google_ai_internal.lock_reservation(release.reservation_id);
     if res.status not in ('reserved', 'expired') then
         return false;
-    end if;
-    if refund then
-        st := google_ai_internal.recount(st, res, 0::smallint, 0);
-        perform google_ai_internal.save_window(st);
     end if;
     update public.google_ai_reservations as r
     set
@@ -242,6 +243,9 @@ begin
         'reason', reason, 'sent', not refund, 'refunded', refund,
         'previous_status', res.status
     ));
+    if refund then
+        perform google_ai_internal.recount(res, 0::smallint, 0);
+    end if;
     return true;
 end;
 $$;
@@ -290,10 +294,10 @@ begin
                                         retry_delay_ms),
             hint = 'Pass RetryInfo.retryDelay in milliseconds, or null when Google gave none.';
     end if;
-    locked := google_ai_internal.lock_reservation(report_rate_limit.reservation_id);
-    res := locked.res;
+    res := google_ai_internal.lock_reservation(report_rate_limit.reservation_id);
+    locked := google_ai_internal.lock_window(res.quota_group, res.model, cfg);
     st := locked.st;
-    at_now := google_ai_internal.clock();
+    at_now := locked.at_now;
     -- A per-day violation may carry a short retryDelay; the day is what binds.
     until := case
         when per_day then google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone)
@@ -305,7 +309,16 @@ begin
         st.cooldown_until := until;
         st.cooldown_reason := coalesce(quota_id, 'rate_limited');
     end if;
-    perform google_ai_internal.save_window(st);
+    update public.google_ai_quota_state as s
+    set
+        window_requests = st.window_requests,
+        window_tokens = st.window_tokens,
+        swept_to = st.swept_to,
+        rpd_day = st.rpd_day,
+        day_requests = st.day_requests,
+        cooldown_until = st.cooldown_until,
+        cooldown_reason = st.cooldown_reason
+    where s.quota_group = st.quota_group and s.model = st.model;
     if res.status in ('reserved', 'expired') then
         update public.google_ai_reservations as r
         set status = 'rate_limited', settled_at = at_now

@@ -8,20 +8,20 @@ revoke all on function
 google_ai_internal.settings(),
 google_ai_internal.resolve_model(text),
 google_ai_internal.check_text(text, text, integer),
-google_ai_internal.lock_window(text, text, timestamptz, interval, text),
-google_ai_internal.save_window(public.google_ai_quota_state),
+google_ai_internal.ensure_window(text, text, timestamptz, interval, text),
+google_ai_internal.lock_window(text, text, public.google_ai_settings),
 google_ai_internal.next_day_start(timestamptz, text),
-google_ai_internal.group_limits(text, text),
+google_ai_internal.candidates(text, text [], timestamptz, integer),
 google_ai_internal.try_reserve(
-    text, text, public.google_ai_model_limits, integer, text, text
+    google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
+    public.google_ai_settings
 ),
 google_ai_internal.reserve_round(
-    public.google_ai_model_limits, integer, text [], text, text
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, boolean
 ),
 google_ai_internal.lock_reservation(uuid),
-google_ai_internal.recount(
-    public.google_ai_quota_state, public.google_ai_reservations, smallint, integer
-),
+google_ai_internal.recount(public.google_ai_reservations, smallint, integer),
 google_ai_internal.audit(text, public.google_ai_reservations, jsonb)
 from public, anon, authenticated;
 

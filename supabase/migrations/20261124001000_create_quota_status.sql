@@ -55,11 +55,11 @@ begin
         coalesce(m.api_model, m.model),
         g.aliases,
         coalesce(u.rpm_used, 0)::integer,
-        l.rpm,
+        coalesce(o.rpm, m.rpm::integer),
         coalesce(u.tpm_used, 0)::bigint,
-        l.tpm,
+        coalesce(o.tpm, m.tpm::integer),
         coalesce(u.rpd_used, 0)::integer,
-        l.rpd,
+        coalesce(o.rpd, m.rpd::integer),
         case when s.cooldown_until > at_now then s.cooldown_until end,
         case when s.cooldown_until > at_now then s.cooldown_reason end,
         google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone),
@@ -76,7 +76,8 @@ begin
         )
     from groups as g
     cross join public.google_ai_model_limits as m
-    cross join lateral google_ai_internal.group_limits(g.grp, m.model) as l
+    left join public.google_ai_group_limits as o
+        on o.quota_group = g.grp and o.model = m.model
     left join public.google_ai_quota_state as s
         on s.quota_group = g.grp and s.model = m.model
     left join lateral (

@@ -1,0 +1,27 @@
+-- WAIT on a window that stays full gives up after max_wait_ms with reason
+-- wait_timeout. Real clock: llm_limits.now is not frozen here.
+begin;
+select plan(6);
+
+insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
+values ('test-model', 'test-model', 1, null, null);
+insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
+values ('k1', 'TEST_KEY_1', 'proj-1');
+
+select is((select a.granted from public.acquire('test-model', 0) as a), true, 'the one request of the minute');
+
+create temp table r_wait as select * from public.acquire('test-model', 0, 'WAIT', 300);
+select is((select r.granted from r_wait as r), false, 'WAIT 300 ms on a full minute: refused');
+select is((select r.reason from r_wait as r), 'wait_timeout', 'reason wait_timeout');
+select cmp_ok((select r.waited_ms from r_wait as r), '>=', 300, 'it waited the whole 300 ms');
+select cmp_ok((select r.waited_ms from r_wait as r), '<', 1500, 'and not much longer');
+select results_eq(
+    $$select a.details ->> 'reason', a.details ->> 'mode', (a.details ->> 'max_wait_ms')::int,
+             (a.details ->> 'waited_ms')::int >= 300
+      from public.google_ai_audit_log as a where a.model = 'test-model' and a.event = 'refused'$$,
+    $$values ('wait_timeout'::text, 'WAIT'::text, 300, true)$$,
+    'one refused audit row records the wait'
+);
+
+select * from finish();
+rollback;
