@@ -69,7 +69,9 @@ def worker(url: str, seed: int, stop: float, outcomes: Counter[str], lock: threa
                 conn.execute("select public.release(%s, 'timeout', true)", (rid,))
 
 
-def test_32_connections_never_over_grant(db: psycopg.Connection[tuple[object, ...]], db_url: str) -> None:
+def test_32_connections_never_over_grant(
+    db: psycopg.Connection[tuple[object, ...]], db_url: str
+) -> None:
     db.execute(
         "update public.google_ai_settings set window_ms = %s, window_guard_ms = 100",
         (int(WINDOW.total_seconds() * 1000),),

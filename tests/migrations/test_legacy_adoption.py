@@ -151,7 +151,7 @@ def test_push_keeps_every_legacy_row_and_edited_limit(legacy_url: str) -> None:
         ).fetchone()
         assert grant is not None and grant[0] is True and grant[1] == "kaggle-1"
         assert conn.execute(
-            "select public.commit_usage(%s, 80, 20, '{\"finish_reason\": \"STOP\"}')", (grant[2],)
+            'select public.commit_usage(%s, 80, 20, \'{"finish_reason": "STOP"}\')', (grant[2],)
         ).fetchone() == (True,)
         assert conn.execute(
             "select total_tokens, meta::jsonb ->> 'key_alias' from token_usage "
