@@ -1,6 +1,8 @@
--- One acquire + commit_usage pair on a single hot quota group.
+-- One acquire + commit_usage pair on a single hot quota group. The model is
+-- passed with -D model=...: bench-free (limit does not bind) or bench-30k
+-- (30,000 RPM, the highest Gemini tier). A refusal ends the pair early.
 select granted::int as ok, reservation_id as rid
-from public.acquire(model => 'bench-model', tokens => 100, key_aliases => array['bench-1']) \gset
+from public.acquire(model => ':model', tokens => 100, key_aliases => array['bench-1']) \gset
 \if :ok
 select public.commit_usage(':rid'::uuid, 90, 10);
 \endif

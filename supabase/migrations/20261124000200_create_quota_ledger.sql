@@ -101,7 +101,9 @@ create table public.google_ai_quota_state (
     cooldown_until timestamptz,
     cooldown_reason text,
     primary key (quota_group, model)
-);
+)
+-- Updated on every grant: room on the page keeps those updates HOT.
+with (fillfactor = 20);
 
 comment on table public.google_ai_quota_state is
 'Running window totals per (quota group, model), maintained by the RPCs under a row lock. Derived from the ledger; safe to truncate while idle.';
@@ -122,9 +124,9 @@ create table public.google_ai_audit_log (
     details jsonb not null default '{}'::jsonb
 );
 
-create index google_ai_audit_log_ts_idx on public.google_ai_audit_log (ts);
-create index google_ai_audit_log_reservation_idx
-on public.google_ai_audit_log (reservation_id) where reservation_id is not null;
+-- Two rows are appended per call in the hot path, so the log carries one
+-- cheap index: BRIN on the append order, for `--since` reads and trimming.
+create index google_ai_audit_log_ts_idx on public.google_ai_audit_log using brin (ts);
 
 comment on table public.google_ai_audit_log is
 'Append-only audit of every grant, refusal, settlement, 429 and configuration change.';

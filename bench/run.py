@@ -1,0 +1,572 @@
+"""`make bench`: llm-limits measured next to a pgbench baseline from the same run.
+
+Everything runs on one throwaway cluster started by scripts/bench.sh. Each
+figure is printed next to its goal and, where the goal is relative, next to
+the baseline (`pgbench -N` on the same cluster, same client count). The
+result is written to BENCHMARKS.md between markers, so the prose around it
+stays hand-written.
+
+    python -m bench.run --admin-url postgresql://postgres@127.0.0.1:PORT/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from llm_limits.cli import localstack
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS = 16
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def connect(url: str) -> Conn:
+    return psycopg.connect(url, autocommit=True, prepare_threshold=None)
+
+
+def fresh_db(admin_url: str, name: str) -> str:
+    with connect(admin_url) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    localstack.bootstrap(url)
+    localstack.push(url, REPO)
+    return url
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def pgbench(url: str, args: list[str], seconds: int) -> float:
+    out = subprocess.run(
+        ["pgbench", "-n", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), *args, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"tps = ([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def seed_bench(url: str, keys: int = 16) -> None:
+    with connect(url) as conn:
+        conn.execute(
+            "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values "
+            "('bench-free', 'bench-free', 1000000000, 2000000000, 2000000000), "
+            "('bench-30k', 'bench-30k', 30000, 2000000000, 2000000000)"
+        )
+        conn.execute(
+            "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group) "
+            "select 'bench-' || i, 'BENCH_' || i, 'bench-group-' || i "
+            "from generate_series(1, %s) as i",
+            (keys,),
+        )
+
+
+# --- throughput ------------------------------------------------------------
+
+
+def throughput(admin_url: str, seconds: int) -> dict[str, float]:
+    base = fresh_db(admin_url, "bench_pgbench")
+    subprocess.run(["pgbench", "-i", "-q", "-s", "16", base], capture_output=True, check=True)
+    baseline = pgbench(base, ["-N"], seconds)
+
+    url = fresh_db(admin_url, "bench_pairs")
+    seed_bench(url)
+    spread = pgbench(url, ["-f", str(REPO / "bench/acquire_commit_spread.sql")], seconds)
+    hot = pgbench(
+        url, ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-free"], seconds
+    )
+    with connect(url) as conn:
+        before = conn.execute(
+            "select count(*) from public.google_ai_reservations where model = 'bench-30k'"
+        ).fetchone()
+    t0 = time.monotonic()
+    hot30k_scripts = pgbench(
+        url, ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-30k"], seconds
+    )
+    elapsed = time.monotonic() - t0
+    with connect(url) as conn:
+        after = conn.execute(
+            "select count(*) from public.google_ai_reservations where model = 'bench-30k'"
+        ).fetchone()
+    assert before and after
+    return {
+        "baseline_tps": baseline,
+        "spread_pairs": spread,
+        "hot_pairs": hot,
+        "hot30k_calls": hot30k_scripts,
+        "hot30k_grants_per_s": (after[0] - before[0]) / elapsed,
+    }
+
+
+# --- latency ---------------------------------------------------------------
+
+
+def pair_latencies(url: str, clients: int, pairs_each: int) -> tuple[list[float], list[float]]:
+    acq: list[float] = []
+    com: list[float] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        alias = f"bench-{i % 16 + 1}"
+        mine_a: list[float] = []
+        mine_c: list[float] = []
+        with connect(url) as conn:
+            for _ in range(pairs_each):
+                t0 = time.perf_counter()
+                row = conn.execute(
+                    "select reservation_id from public.acquire(model => 'bench-free'::text, "
+                    "tokens => 100::int, key_aliases => array[%s]::text[])",
+                    (alias,),
+                ).fetchone()
+                t1 = time.perf_counter()
+                assert row is not None
+                conn.execute("select public.commit_usage(%s, 90, 10)", (row[0],))
+                t2 = time.perf_counter()
+                mine_a.append((t1 - t0) * 1000)
+                mine_c.append((t2 - t1) * 1000)
+        with lock:
+            acq.extend(mine_a)
+            com.extend(mine_c)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acq, com
+
+
+def latency(admin_url: str) -> dict[str, float]:
+    url = fresh_db(admin_url, "bench_latency")
+    seed_bench(url)
+    pair_latencies(url, 1, 200)  # warm caches and plans
+    a1, c1 = pair_latencies(url, 1, 2000)
+    a16, c16 = pair_latencies(url, CLIENTS, 300)
+    return {
+        "acquire_p50_1": pct(a1, 50),
+        "acquire_p99_1": pct(a1, 99),
+        "commit_p50_1": pct(c1, 50),
+        "commit_p99_1": pct(c1, 99),
+        "acquire_p50_16": pct(a16, 50),
+        "acquire_p99_16": pct(a16, 99),
+        "commit_p50_16": pct(c16, 50),
+        "commit_p99_16": pct(c16, 99),
+    }
+
+
+# --- cost growth -----------------------------------------------------------
+
+
+def acquire_p50(url: str, alias: str | None, n: int = 1500) -> float:
+    times = []
+    with connect(url) as conn:
+        for i in range(n + 100):
+            t0 = time.perf_counter()
+            row = conn.execute(
+                "select reservation_id from public.acquire(model => 'bench-free'::text, "
+                "tokens => 100::int, key_aliases => %s::text[])",
+                ([alias] if alias else None,),
+            ).fetchone()
+            times.append((time.perf_counter() - t0) * 1000)
+            assert row is not None
+            conn.execute("select public.commit_usage(%s, 90, 10)", (row[0],))
+            _ = i
+    return statistics.median(times[100:])
+
+
+def fill_history(url: str, rows: int) -> None:
+    """Old, settled ledger rows and their audit rows, as weeks of traffic leave them."""
+    with connect(url) as conn:
+        conn.execute(
+            "insert into public.google_ai_reservations (key_alias, quota_group, model, api_model,"
+            " status, estimated_tokens, actual_tokens, counted_tokens, granted_at, rpd_day,"
+            " lease_until, settled_at) "
+            "select 'bench-' || (i %% 16 + 1), 'bench-group-' || (i %% 16 + 1), 'bench-free',"
+            " 'bench-free', 'committed', 100, 90, 90, t, t::date, t, t "
+            "from generate_series(1, %s) as i, "
+            "lateral (select now() - interval '2 hours' - i * interval '10 ms' as t) as x",
+            (rows,),
+        )
+        conn.execute(
+            "insert into public.google_ai_audit_log (ts, event, key_alias, model, details) "
+            "select now() - interval '2 hours' - i * interval '10 ms', 'granted', 'bench-1',"
+            " 'bench-free', '{}'::jsonb from generate_series(1, %s) as i",
+            (rows,),
+        )
+        conn.execute("vacuum analyze public.google_ai_reservations")
+        conn.execute("vacuum analyze public.google_ai_audit_log")
+
+
+def cost_growth(admin_url: str, big_rows: int) -> dict[str, float]:
+    small = fresh_db(admin_url, "bench_small")
+    seed_bench(small)
+    fill_history(small, 10_000)
+    big = fresh_db(admin_url, "bench_big")
+    seed_bench(big)
+    fill_history(big, big_rows)
+    keys10 = fresh_db(admin_url, "bench_keys10")
+    seed_bench(keys10, keys=10)
+    keys1000 = fresh_db(admin_url, "bench_keys1000")
+    seed_bench(keys1000, keys=1000)
+    return {
+        "p50_10k": acquire_p50(small, "bench-1"),
+        "p50_big": acquire_p50(big, "bench-1"),
+        "p50_keys10": acquire_p50(keys10, "bench-1"),
+        "p50_keys1000": acquire_p50(keys1000, "bench-1"),
+        "p50_keys10_all": acquire_p50(keys10, None, 500),
+        "p50_keys1000_all": acquire_p50(keys1000, None, 500),
+    }
+
+
+# --- utilization, grant lag, fairness (WAIT quality) ------------------------
+
+WINDOW_MS, GUARD_MS = 10_000, 100
+
+
+@contextmanager
+def waiters(url: str, n: int, body: Callable[[Conn, int], None], seconds: float):  # type: ignore[no-untyped-def]
+    stop = time.monotonic() + seconds
+    threads = []
+
+    def loop(i: int) -> None:
+        with connect(url) as conn:
+            while time.monotonic() < stop:
+                body(conn, i)
+
+    for i in range(n):
+        t = threading.Thread(target=loop, args=(i,))
+        t.start()
+        threads.append(t)
+    yield stop
+    for t in threads:
+        t.join()
+
+
+def utilization(admin_url: str, windows: int) -> dict[str, float]:
+    """Saturating WAIT demand on one group for `windows` windows of 10 s.
+
+    Utilization = what was granted / what the limits allowed, measured over
+    the windows after the first (the first window is an unconstrained burst).
+    """
+    url = fresh_db(admin_url, "bench_util")
+    with connect(url) as conn:
+        conn.execute(
+            "update public.google_ai_settings set window_ms = %s, window_guard_ms = %s, "
+            "wait_recheck_ms = 25",
+            (WINDOW_MS, GUARD_MS),
+        )
+        conn.execute(
+            "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values "
+            "('util-rpm', 'util-rpm', 60, 100000000, 100000000), "
+            "('util-tpm', 'util-tpm', 100000, 20000, 100000000)"
+        )
+        conn.execute(
+            "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group) "
+            "values ('u1', 'U1', 'util-group')"
+        )
+    # Demand runs a little past the measured windows so it never thins out.
+    seconds = windows * WINDOW_MS / 1000 + 2
+
+    def rpm_call(conn: Conn, i: int) -> None:
+        row = conn.execute(
+            "select granted, reservation_id from public.acquire(model => 'util-rpm'::text, "
+            "tokens => 10::int, mode => 'WAIT', max_wait_ms => 15000)"
+        ).fetchone()
+        if row and row[0]:
+            conn.execute("select public.commit_usage(%s, 10, 5)", (row[1],))
+
+    def tpm_call(conn: Conn, i: int) -> None:
+        # Estimate 1000 tokens, actually 800: commit reconciles at once.
+        row = conn.execute(
+            "select granted, reservation_id from public.acquire(model => 'util-tpm'::text, "
+            "tokens => 1000::int, mode => 'WAIT', max_wait_ms => 15000)"
+        ).fetchone()
+        if row and row[0]:
+            time.sleep(0.05)
+            conn.execute("select public.commit_usage(%s, 800, 5)", (row[1],))
+
+    with waiters(url, 8, rpm_call, seconds):
+        pass
+    with waiters(url, 8, tpm_call, seconds):
+        pass
+
+    result: dict[str, float] = {}
+    with connect(url) as conn:
+        for model, limit, column in (
+            ("util-rpm", 60, "counted_requests"),
+            ("util-tpm", 20000, "counted_tokens"),
+        ):
+            rows = conn.execute(
+                f"select granted_at, {column} from public.google_ai_reservations "
+                "where model = %s order by granted_at",
+                (model,),
+            ).fetchall()
+            start: datetime = rows[0][0]
+            # Measure windows 2..N: the first is an unconstrained burst.
+            lo, hi = WINDOW_MS, windows * WINDOW_MS
+            steady = [
+                w for t, w in rows if lo <= (t - start).total_seconds() * 1000 < hi
+            ]
+            result[f"util_{model}"] = sum(steady) / (limit * (windows - 1))
+            # Grant lag for RPM: a slot frees at (grant k-60) + window + guard.
+            if model == "util-rpm":
+                times = [t for t, _ in rows]
+                lags = []
+                for k in range(limit, len(times)):
+                    free_at = times[k - limit].timestamp() + (WINDOW_MS + GUARD_MS) / 1000
+                    lag = (times[k].timestamp() - free_at) * 1000
+                    if lag >= 0:
+                        lags.append(lag)
+                result["lag_window_p50"] = pct(lags, 50)
+                result["lag_window_p95"] = pct(lags, 95)
+        rounds = conn.execute(
+            "select sum((details ->> 'rounds')::int - 1), sum((details ->> 'waited_ms')::int) "
+            "from public.google_ai_audit_log where event in ('granted', 'refused') "
+            "and (details ->> 'waited_ms')::int > 0"
+        ).fetchone()
+        assert rounds is not None
+        result["rechecks_per_waiter_s"] = float(rounds[0] or 0) / (float(rounds[1] or 1) / 1000)
+        result["util_max"] = WINDOW_MS / (WINDOW_MS + GUARD_MS)
+    return result
+
+
+def release_lag(admin_url: str, samples: int) -> dict[str, float]:
+    """A full window, one waiter, then a release: how long until it holds the slot?"""
+    url = fresh_db(admin_url, "bench_lag")
+    with connect(url) as conn:
+        conn.execute(
+            "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) "
+            "values ('lag-model', 'lag-model', 1, 100000, 100000000)"
+        )
+        conn.execute(
+            "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group) "
+            "values ('l1', 'L1', 'lag-group')"
+        )
+    lags = []
+    with connect(url) as holder, connect(url) as waiter_conn:
+        for _ in range(samples):
+            row = holder.execute(
+                "select reservation_id from public.acquire('lag-model', 1)"
+            ).fetchone()
+            assert row is not None and row[0] is not None
+            got: dict[str, Any] = {}
+
+            def wait() -> None:
+                got["row"] = waiter_conn.execute(
+                    "select reservation_id from public.acquire('lag-model', 1, 'WAIT', 5000)"
+                ).fetchone()
+                got["t"] = time.perf_counter()
+
+            t = threading.Thread(target=wait)
+            t.start()
+            time.sleep(0.1 + (_ % 7) * 0.013)
+            holder.execute("select public.release(%s, 'bench', false)", (row[0],))
+            released = time.perf_counter()
+            t.join()
+            assert got["row"][0] is not None
+            lags.append((got["t"] - released) * 1000)
+            waiter_conn.execute("select public.release(%s, 'bench', false)", (got["row"][0],))
+    return {"lag_release_p50": pct(lags, 50), "lag_release_p95": pct(lags, 95)}
+
+
+def fairness(admin_url: str, seconds: float) -> dict[str, float]:
+    """Small (100-token) and large (2,000-token) WAIT callers share one group
+    whose TPM (4,000 per 10 s) binds. FIFO must not let the small ones starve
+    the large ones."""
+    url = fresh_db(admin_url, "bench_fair")
+    with connect(url) as conn:
+        conn.execute(
+            "update public.google_ai_settings set window_ms = %s, window_guard_ms = %s",
+            (WINDOW_MS, GUARD_MS),
+        )
+        conn.execute(
+            "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) "
+            "values ('fair-model', 'fair-model', 100000, 4000, 100000000)"
+        )
+        conn.execute(
+            "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group) "
+            "values ('f1', 'F1', 'fair-group')"
+        )
+    waits: dict[str, list[float]] = {"small": [], "large": []}
+    lock = threading.Lock()
+
+    def call(conn: Conn, i: int) -> None:
+        kind = "large" if i == 0 else "small"
+        tokens = 2000 if kind == "large" else 100
+        row = conn.execute(
+            "select granted, reservation_id, waited_ms from public.acquire("
+            "model => 'fair-model'::text, tokens => %s::int, mode => 'WAIT', "
+            "max_wait_ms => 30000, caller => %s::text)",
+            (tokens, kind),
+        ).fetchone()
+        assert row is not None
+        if row[0]:
+            conn.execute("select public.commit_usage(%s, %s::int, 5)", (row[1], tokens))
+            with lock:
+                waits[kind].append(float(row[2]))
+
+    with waiters(url, 6, call, seconds):
+        pass
+    return {
+        "large_grants": float(len(waits["large"])),
+        "small_grants": float(len(waits["small"])),
+        "large_max_wait_ms": max(waits["large"], default=float("nan")),
+        "small_max_wait_ms": max(waits["small"], default=float("nan")),
+        "large_p50_wait_ms": pct(waits["large"], 50),
+        "small_p50_wait_ms": pct(waits["small"], 50),
+    }
+
+
+# --- report ------------------------------------------------------------------
+
+
+def machine(admin_url: str) -> str:
+    with connect(admin_url) as conn:
+        version = conn.execute("show server_version").fetchone()
+        settings = conn.execute(
+            "select string_agg(name || '=' || setting || coalesce(unit, ''), ', ' order by name) "
+            "from pg_settings where name in ('shared_buffers', 'synchronous_commit', 'fsync', "
+            "'max_connections', 'wal_level', 'work_mem')"
+        ).fetchone()
+    assert version and settings
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, "
+        f"PostgreSQL {version[0]} ({settings[0]})"
+    )
+
+
+def render(m: dict[str, float], machine_line: str, argv: str) -> str:
+    base = m["baseline_tps"]
+
+    def ratio(x: float) -> str:
+        return f"{x / base:.2f}×"
+
+    def ok(cond: bool) -> str:
+        return "met" if cond else "**not met**"
+
+    growth_rows = m["p50_big"] / m["p50_10k"]
+    growth_keys = m["p50_keys1000"] / m["p50_keys10"]
+    lines = [
+        f"Measured {datetime.now().strftime('%Y-%m-%d %H:%M UTC')} by `{argv}` on: {machine_line}.",
+        "",
+        f"Baseline: `pgbench -N -c {CLIENTS} -j 2` on the same cluster: **{base:.0f} tps**.",
+        "",
+        "| measurement | figure | vs baseline | goal | |",
+        "|---|---|---|---|---|",
+        f"| (a) acquire+commit pairs/s, 16 clients, 16 groups | {m['spread_pairs']:.0f} |"
+        f" {ratio(m['spread_pairs'])} | ≥ 0.35× | {ok(m['spread_pairs'] >= 0.35 * base)} |",
+        f"| (b) pairs/s, 16 clients, one hot group, limit not binding | {m['hot_pairs']:.0f} |"
+        f" {ratio(m['hot_pairs'])} | ≥ 0.15× | {ok(m['hot_pairs'] >= 0.15 * base)} |",
+        f"| (c) calls/s, one hot group at 30,000 RPM (grants/s) | {m['hot30k_calls']:.0f}"
+        f" ({m['hot30k_grants_per_s']:.0f} granted/s = {m['hot30k_grants_per_s'] * 60:.0f}/min) |"
+        f" {ratio(m['hot30k_calls'])} | grants ≤ 30,000/min |"
+        f" {ok(m['hot30k_grants_per_s'] * 60 <= 30000 * 1.02)} |",
+        f"| acquire p50 / p99, uncontended | {m['acquire_p50_1']:.2f} / {m['acquire_p99_1']:.2f} ms"
+        f" | | p50 ≤ 1 ms | {ok(m['acquire_p50_1'] <= 1.0)} |",
+        f"| commit p50 / p99, uncontended | {m['commit_p50_1']:.2f} / {m['commit_p99_1']:.2f} ms"
+        " | | | |",
+        f"| acquire p50 / p99, 16 clients | {m['acquire_p50_16']:.2f} / {m['acquire_p99_16']:.2f} ms"
+        " | | | |",
+        f"| commit p50 / p99, 16 clients | {m['commit_p50_16']:.2f} / {m['commit_p99_16']:.2f} ms"
+        " | | | |",
+        f"| acquire p50 with 10 k vs {m['big_rows']:.0f} old ledger + audit rows |"
+        f" {m['p50_10k']:.2f} → {m['p50_big']:.2f} ms ({growth_rows:.2f}×) | | ≤ 1.3× |"
+        f" {ok(growth_rows <= 1.3)} |",
+        f"| acquire p50 with 10 vs 1,000 keys (caller passes its alias) |"
+        f" {m['p50_keys10']:.2f} → {m['p50_keys1000']:.2f} ms ({growth_keys:.2f}×) | | ≤ 1.3× |"
+        f" {ok(growth_keys <= 1.3)} |",
+        f"| same, key_aliases = null (every key a candidate) |"
+        f" {m['p50_keys10_all']:.2f} → {m['p50_keys1000_all']:.2f} ms | | (info) | |",
+        f"| utilization, RPM-bound WAIT load, {m['windows']:.0f} windows |"
+        f" {m['util_util-rpm'] * 100:.1f}% (ceiling {m['util_max'] * 100:.1f}%) | | ≥ 98% |"
+        f" {ok(m['util_util-rpm'] >= 0.98)} |",
+        f"| utilization, TPM-bound WAIT load (reconciled commits) |"
+        f" {m['util_util-tpm'] * 100:.1f}% | | ≥ 98% | {ok(m['util_util-tpm'] >= 0.98)} |",
+        f"| grant lag after a window slot frees, p50 / p95 |"
+        f" {m['lag_window_p50']:.1f} / {m['lag_window_p95']:.1f} ms | | p95 ≤ 50 ms |"
+        f" {ok(m['lag_window_p95'] <= 50)} |",
+        f"| grant lag after a release, p50 / p95 |"
+        f" {m['lag_release_p50']:.1f} / {m['lag_release_p95']:.1f} ms | | p95 ≤ 50 ms |"
+        f" {ok(m['lag_release_p95'] <= 50)} |",
+        f"| re-checks per second per waiter (server side, no client polling) |"
+        f" {m['rechecks_per_waiter_s']:.1f} | | no busy polling | |",
+        f"| fairness: max wait large (2,000 tok) vs small (100 tok) |"
+        f" {m['large_max_wait_ms']:.0f} vs {m['small_max_wait_ms']:.0f} ms"
+        f" ({m['large_grants']:.0f} large, {m['small_grants']:.0f} small grants) | |"
+        f" large not starved | {ok(m['large_grants'] > 0)} |",
+    ]
+    if "client_overhead_ms" in m:
+        lines.append(
+            f"| client overhead around a Google call (acquire + commit), p50 |"
+            f" {m['client_overhead_ms']:.2f} ms | | (info) | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(report: str, path: Path) -> None:
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{report}{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--admin-url", required=True)
+    parser.add_argument("--seconds", type=int, default=20, help="per pgbench run")
+    parser.add_argument("--big-rows", type=int, default=1_000_000)
+    parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    m: dict[str, float] = {"big_rows": args.big_rows, "windows": args.windows}
+    steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
+        ("throughput", lambda: throughput(args.admin_url, args.seconds)),
+        ("latency", lambda: latency(args.admin_url)),
+        ("cost growth", lambda: cost_growth(args.admin_url, args.big_rows)),
+        ("utilization and grant lag", lambda: utilization(args.admin_url, args.windows)),
+        ("release lag", lambda: release_lag(args.admin_url, 40)),
+        ("fairness", lambda: fairness(args.admin_url, 30)),
+    ]
+    try:
+        from bench.client_overhead import client_overhead
+    except ImportError:  # the client is optional for the database figures
+        pass
+    else:
+        steps.append(("client overhead", lambda: client_overhead()))
+    for name, step in steps:
+        t0 = time.monotonic()
+        m.update(step())
+        print(f"{name}: done in {time.monotonic() - t0:.0f} s", flush=True)
+    report = render(m, machine(args.admin_url), "make bench")
+    print(report)
+    write(report, args.out)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
