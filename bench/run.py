@@ -325,9 +325,7 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
             start: datetime = rows[0][0]
             # Measure windows 2..N: the first is an unconstrained burst.
             lo, hi = WINDOW_MS, windows * WINDOW_MS
-            steady = [
-                w for t, w in rows if lo <= (t - start).total_seconds() * 1000 < hi
-            ]
+            steady = [w for t, w in rows if lo <= (t - start).total_seconds() * 1000 < hi]
             result[f"util_{model}"] = sum(steady) / (limit * (windows - 1))
             # Grant lag for RPM: a slot frees at (grant k-60) + window + guard.
             if model == "util-rpm":
@@ -372,7 +370,7 @@ def release_lag(admin_url: str, samples: int) -> dict[str, float]:
             assert row is not None and row[0] is not None
             got: dict[str, Any] = {}
 
-            def wait() -> None:
+            def wait(got: dict[str, Any] = got) -> None:
                 got["row"] = waiter_conn.execute(
                     "select reservation_id from public.acquire('lag-model', 1, 'WAIT', 5000)"
                 ).fetchone()
@@ -486,8 +484,8 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" | | p50 ≤ 1 ms | {ok(m['acquire_p50_1'] <= 1.0)} |",
         f"| commit p50 / p99, uncontended | {m['commit_p50_1']:.2f} / {m['commit_p99_1']:.2f} ms"
         " | | | |",
-        f"| acquire p50 / p99, 16 clients | {m['acquire_p50_16']:.2f} / {m['acquire_p99_16']:.2f} ms"
-        " | | | |",
+        f"| acquire p50 / p99, 16 clients | {m['acquire_p50_16']:.2f} /"
+        f" {m['acquire_p99_16']:.2f} ms | | | |",
         f"| commit p50 / p99, 16 clients | {m['commit_p50_16']:.2f} / {m['commit_p99_16']:.2f} ms"
         " | | | |",
         f"| acquire p50 with 10 k vs {m['big_rows']:.0f} old ledger + audit rows |"

@@ -48,8 +48,8 @@ step "sqlfluff lint"
 .venv/bin/sqlfluff lint supabase/migrations supabase/tests
 
 step "ruff and mypy"
-.venv/bin/ruff check client tests
-.venv/bin/ruff format --check client tests
+.venv/bin/ruff check client tests bench
+.venv/bin/ruff format --check client tests bench
 .venv/bin/mypy
 
 step "pytest"
