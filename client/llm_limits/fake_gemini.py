@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-WINDOW = 60.0
+WINDOW = 60.0  # Google's minute window; tests and demos may shorten it per server
 _T = "type.googleapis.com/google.rpc."
 _METRIC_REQ = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
 _METRIC_TOK = "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count"
@@ -237,6 +237,7 @@ class FakeGemini:
         leaked_keys: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] | None = None,
+        window: float = WINDOW,
     ) -> None:
         self._project_of: dict[str, str] = {}
         for project, keys in projects.items():
@@ -248,6 +249,7 @@ class FakeGemini:
         self._invalid, self._leaked = set(invalid_keys), set(leaked_keys)
         self.latency, self.host, self._port = latency, host, port
         self._clock, self._log = clock, log
+        self.window = window
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
@@ -412,21 +414,23 @@ class FakeGemini:
         self, project: str, model: str, lim: Limits, tokens: int, now: float
     ) -> list[_Violation]:
         win = self._minute.setdefault((project, model), deque())
-        while win and win[0].ts <= now - WINDOW:
+        while win and win[0].ts <= now - self.window:
             win.popleft()
         out: list[_Violation] = []
         if len(win) >= lim.rpm:
             # Admission needs the oldest grants to age out until only rpm - 1 remain.
-            out.append(_Violation(_METRIC_REQ, RPM_ID, lim.rpm, win[-lim.rpm].ts + WINDOW - now))
+            out.append(
+                _Violation(_METRIC_REQ, RPM_ID, lim.rpm, win[-lim.rpm].ts + self.window - now)
+            )
         excess = sum(g.input_tokens for g in win) + tokens - lim.tpm
         if excess > 0:
-            wait = WINDOW  # a prompt larger than the whole budget never fits; say a minute
+            wait = self.window  # a prompt larger than the whole budget never fits; say a minute
             if tokens <= lim.tpm:
                 freed = 0
                 for g in win:
                     freed += g.input_tokens
                     if freed >= excess:
-                        wait = g.ts + WINDOW - now
+                        wait = g.ts + self.window - now
                         break
             out.append(_Violation(_METRIC_TOK, TPM_ID, lim.tpm, wait))
         today = datetime.fromtimestamp(now, PACIFIC).date()
@@ -442,6 +446,8 @@ class FakeGemini:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog (5) drops connections under a burst of callers.
+    request_queue_size = 128
     block_on_close = False
     fake: FakeGemini
 
@@ -507,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         help="add or override a model's limits",
     )
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per successful call")
+    ap.add_argument("--window", type=float, default=WINDOW, help="RPM/TPM window in seconds")
     args = ap.parse_args(argv)
     projects: dict[str, list[str]] = {}
     for spec in args.project:
@@ -535,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         host=args.host,
         port=args.port,
+        window=args.window,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     with fake:

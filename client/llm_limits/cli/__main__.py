@@ -1,0 +1,5 @@
+"""``python -m llm_limits.cli``: the same as the ``llm-limits`` console script."""
+
+from llm_limits.cli.app import main
+
+main()

@@ -1,0 +1,190 @@
+"""Every SQL statement the operator CLI runs, in one place.
+
+The quota logic lives in the RPCs; the CLI only calls them (``acquire`` excepted: that goes
+through ``llm_limits.Client``) and edits the configuration tables, whose triggers write the
+``config_changed`` audit rows. Parameters are named and cast explicitly.
+"""
+
+from __future__ import annotations
+
+# -- keys ---------------------------------------------------------------------------------------
+
+LIST_KEYS = """
+select k.key_alias, k.env_var_name, k.quota_group, k.priority, k.is_active,
+       k.disabled_reason, k.notes
+from public.google_ai_api_keys as k
+order by coalesce(k.quota_group, k.key_alias), k.priority, k.key_alias
+"""
+
+# Returns a row only when the key was added (or, with exist_ok, updated).
+ADD_KEY = """
+insert into public.google_ai_api_keys as k
+    (key_alias, env_var_name, quota_group, priority, notes)
+values (%(alias)s::text, %(env_var)s::text, %(group)s::text, %(priority)s::integer,
+        %(notes)s::text)
+on conflict (key_alias) do nothing
+returning k.key_alias
+"""
+
+ADD_OR_UPDATE_KEY = """
+insert into public.google_ai_api_keys as k
+    (key_alias, env_var_name, quota_group, priority, notes)
+values (%(alias)s::text, %(env_var)s::text, %(group)s::text, %(priority)s::integer,
+        %(notes)s::text)
+on conflict (key_alias) do update set
+    env_var_name = excluded.env_var_name,
+    quota_group = excluded.quota_group,
+    priority = excluded.priority,
+    notes = coalesce(excluded.notes, k.notes)
+returning k.key_alias
+"""
+
+ENABLE_KEY = """
+update public.google_ai_api_keys as k
+set is_active = true, disabled_reason = null
+where k.key_alias = %(alias)s::text
+returning k.key_alias
+"""
+
+DISABLE_KEY = "select public.disable_key(%(alias)s::text, %(reason)s::text) as was_active"
+
+# An empty --group or --notes clears the column (the key becomes its own quota group).
+SET_KEY = """
+update public.google_ai_api_keys as k set
+    quota_group = case when %(group_given)s::boolean
+                       then nullif(%(group)s::text, '') else k.quota_group end,
+    priority = coalesce(%(priority)s::integer, k.priority),
+    env_var_name = coalesce(%(env_var)s::text, k.env_var_name),
+    notes = case when %(notes_given)s::boolean then nullif(%(notes)s::text, '') else k.notes end
+where k.key_alias = %(alias)s::text
+returning k.key_alias
+"""
+
+# -- models -------------------------------------------------------------------------------------
+
+LIST_MODELS = """
+select m.model, m.api_model, m.rpm, m.tpm, m.rpd,
+       coalesce((
+           select jsonb_agg(jsonb_build_object(
+                      'group', g.quota_group, 'rpm', g.rpm, 'tpm', g.tpm, 'rpd', g.rpd)
+                  order by g.quota_group)
+           from public.google_ai_group_limits as g
+           where g.model = m.model
+       ), '[]'::jsonb) as overrides
+from public.google_ai_model_limits as m
+order by m.model
+"""
+
+# The same resolution as google_ai_internal.resolve_model: the row name wins over an API id.
+RESOLVE_MODEL = """
+select m.model, m.api_model, m.rpm, m.tpm, m.rpd
+from public.google_ai_model_limits as m
+where m.model = %(model)s::text or m.api_model = %(model)s::text
+order by (m.model = %(model)s::text) desc
+limit 1
+"""
+
+UPDATE_MODEL = """
+update public.google_ai_model_limits as m set
+    rpm = coalesce(%(rpm)s::integer, m.rpm),
+    tpm = coalesce(%(tpm)s::integer, m.tpm),
+    rpd = coalesce(%(rpd)s::integer, m.rpd),
+    api_model = coalesce(%(api_model)s::text, m.api_model)
+where m.model = %(model)s::text
+returning m.model
+"""
+
+UPSERT_MODEL = """
+insert into public.google_ai_model_limits as m (model, api_model, rpm, tpm, rpd)
+values (%(model)s::text, coalesce(%(api_model)s::text, %(model)s::text),
+        %(rpm)s::integer, %(tpm)s::integer, %(rpd)s::integer)
+on conflict (model) do update set
+    rpm = coalesce(excluded.rpm, m.rpm),
+    tpm = coalesce(excluded.tpm, m.tpm),
+    rpd = coalesce(excluded.rpd, m.rpd),
+    api_model = coalesce(%(api_model)s::text, m.api_model)
+returning m.model
+"""
+
+# A null override falls back to google_ai_model_limits, so unspecified limits stay as they were.
+UPSERT_GROUP_LIMITS = """
+insert into public.google_ai_group_limits as g (quota_group, model, rpm, tpm, rpd)
+values (%(group)s::text, %(model)s::text, %(rpm)s::integer, %(tpm)s::integer, %(rpd)s::integer)
+on conflict (quota_group, model) do update set
+    rpm = coalesce(excluded.rpm, g.rpm),
+    tpm = coalesce(excluded.tpm, g.tpm),
+    rpd = coalesce(excluded.rpd, g.rpd)
+returning g.quota_group
+"""
+
+# -- status, audit, maintenance -----------------------------------------------------------------
+
+SETTINGS = """
+select s.window_ms, s.window_guard_ms, s.rpd_time_zone
+from public.google_ai_settings as s
+where s.id
+"""
+
+QUOTA_STATUS = "select * from public.quota_status()"
+
+# Newest first; the caller reverses the page.
+AUDIT_PAGE = """
+select a.id, a.ts, a.event, a.key_alias, a.model, a.reservation_id, a.actor, a.details
+from public.google_ai_audit_log as a
+where (%(since)s::timestamptz is null or a.ts >= %(since)s::timestamptz)
+  and (%(events)s::text[] is null or a.event = any(%(events)s::text[]))
+order by a.id desc
+limit %(limit)s::integer
+"""
+
+# --follow re-reads a short overlap: ids are handed out before commit, so a row with a lower id
+# can become visible after a higher one. The caller skips ids it has already printed.
+AUDIT_SINCE = """
+select a.id, a.ts, a.event, a.key_alias, a.model, a.reservation_id, a.actor, a.details
+from public.google_ai_audit_log as a
+where a.ts >= %(since)s::timestamptz
+  and (%(events)s::text[] is null or a.event = any(%(events)s::text[]))
+order by a.ts, a.id
+limit 5000
+"""
+
+RUN_MAINTENANCE = "select public.run_maintenance() as log_row"
+
+# -- simulate -----------------------------------------------------------------------------------
+
+ACTIVE_KEYS = """
+select k.key_alias, k.env_var_name, coalesce(k.quota_group, k.key_alias) as quota_group
+from public.google_ai_api_keys as k
+where k.is_active is true
+order by 3, k.priority, k.key_alias
+"""
+
+WAITS_OF_CALLER = """
+select (a.details ->> 'waited_ms')::integer as waited_ms
+from public.google_ai_audit_log as a
+where a.event = 'granted'
+  and a.ts >= %(since)s::timestamptz
+  and a.details ->> 'caller' = %(caller)s::text
+"""
+
+GRANTS_OF_CALLER = """
+select r.quota_group, r.granted_at
+from public.google_ai_reservations as r
+where r.model = %(model)s::text
+  and r.granted_at >= %(since)s::timestamptz
+  and r.caller = %(caller)s::text
+order by r.granted_at
+"""
+
+RATE_LIMITED_OF_MODEL = """
+select count(*)::integer as n
+from public.google_ai_audit_log as a
+where a.event = 'rate_limited'
+  and a.model = %(model)s::text
+  and a.ts >= %(since)s::timestamptz
+"""
+
+MIGRATIONS = """
+select count(*)::integer as applied, max(m.version) as latest
+from supabase_migrations.schema_migrations as m
+"""

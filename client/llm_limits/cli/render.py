@@ -1,0 +1,233 @@
+"""How the CLI shows quota state and audit rows (rich renderables and plain lines)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+BAR_WIDTH = 10
+EVENT_STYLES = {
+    "granted": "green",
+    "refused": "yellow",
+    "committed": "cyan",
+    "released": "blue",
+    "rate_limited": "bold red",
+    "expired": "magenta",
+    "config_changed": "bold",
+    "key_disabled": "bold red",
+}
+# Bookkeeping columns that every config change touches; they say nothing to an operator.
+_QUIET_COLUMNS = {"id", "created_at", "updated_at"}
+
+
+def number(n: int | None) -> str:
+    return "∞" if n is None else f"{n:,}"
+
+
+def human_seconds(seconds: float) -> str:
+    """A short duration: 850ms, 42s, 5m02s, 9h12m, 3d04h."""
+    s = max(seconds, 0.0)
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 60:
+        return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
+    m, sec = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{sec:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def usage(used: int, limit: int | None, width: int = BAR_WIDTH) -> Text:
+    """``███░░░░░░░ 3/30``, coloured by how close the limit is."""
+    gap = " " if width else ""
+    if limit is None:
+        return Text(f"{'·' * width}{gap}{number(used)}/∞", style="dim")
+    frac = 1.0 if limit <= 0 else min(used / limit, 1.0)
+    full = round(frac * width)
+    style = "red" if frac >= 0.9 else "yellow" if frac >= 0.7 else "green"
+    text = Text("█" * full, style=style)
+    text.append("░" * (width - full), style="dim")
+    text.append(f"{gap}{number(used)}/{number(limit)}", style=style if not width else "")
+    return text
+
+
+def local_clock(ts: datetime) -> str:
+    return ts.astimezone().strftime("%H:%M:%S")
+
+
+def bar_width_for(console_width: int) -> int:
+    """Bars as wide as the terminal allows; none at all in 80 columns."""
+    return 10 if console_width >= 150 else 5 if console_width >= 120 else 0
+
+
+def status_view(
+    rows: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    now: datetime,
+    bar_width: int = BAR_WIDTH,
+) -> RenderableType:
+    """One table per quota group, one row per model, from public.quota_status()."""
+    window = human_seconds(settings["window_ms"] / 1000)
+    guard = settings["window_guard_ms"]
+    reset = rows[0]["next_rpd_reset"] if rows else None
+    head = Text.assemble(
+        ("llm-limits status", "bold"),
+        f"  {now.astimezone():%Y-%m-%d %H:%M:%S %Z}  ·  sliding window {window}",
+        f" (+{guard} ms guard)  ·  RPD resets at midnight {settings['rpd_time_zone']}",
+        f" ({local_clock(reset)} here)" if reset else "",
+    )
+    if not rows:
+        return Group(head, Text("no active keys; add one with `llm-limits keys add`"))
+    tables: list[RenderableType] = [head]
+    by_group: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_group.setdefault(row["quota_group"], []).append(row)
+    for group, models in by_group.items():
+        keys = ", ".join(models[0]["key_aliases"] or [])
+        table = Table(
+            title=Text.assemble((group, "bold"), f"  keys: {keys}"),
+            title_justify="left",
+            expand=False,
+        )
+        table.add_column("model", no_wrap=True)
+        for col in ("RPM", "TPM", "RPD"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("cooldown")
+        # Narrow terminals: the reset is in the heading line already, and headers shrink.
+        compact = bar_width == 0
+        if not compact:
+            table.add_column("RPD reset", no_wrap=True)
+        table.add_column("flight" if compact else "in flight", justify="right")
+        table.add_column("wait" if compact else "waiters", justify="right")
+        for r in models:
+            cells: list[RenderableType] = [
+                r["model"],
+                usage(r["rpm_used"], r["rpm_limit"], bar_width),
+                usage(r["tpm_used"], r["tpm_limit"], bar_width),
+                usage(r["rpd_used"], r["rpd_limit"], bar_width),
+                cooldown(r["cooldown_until"], r["cooldown_reason"], now),
+            ]
+            if not compact:
+                left = (r["next_rpd_reset"] - now).total_seconds()
+                cells.append(f"in {human_seconds(left)}")
+            table.add_row(*cells, str(r["in_flight"]), str(r["waiters"]))
+        tables.append(table)
+    return Group(*tables)
+
+
+def cooldown(until: datetime | None, reason: str | None, now: datetime) -> Text:
+    if until is None:
+        return Text("-", style="dim")
+    left = human_seconds((until - now).total_seconds())
+    return Text(f"{reason or 'cooldown'} until {local_clock(until)} ({left})", style="red")
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value if len(value) <= 40 else value[:37] + "..."
+    return json.dumps(value)
+
+
+def _config_change(details: Mapping[str, Any]) -> str:
+    table = str(details.get("table", "?")).removeprefix("google_ai_")
+    op = str(details.get("op", "?"))
+    old = details.get("old") or {}
+    new = details.get("new") or {}
+    if op == "update":
+        changes = [
+            f"{col}: {_scalar(old.get(col))}→{_scalar(new.get(col))}"
+            for col in new
+            if col not in _QUIET_COLUMNS and old.get(col) != new.get(col)
+        ]
+    elif op == "insert":
+        changes = [
+            f"{col}={_scalar(v)}"
+            for col, v in new.items()
+            if col not in _QUIET_COLUMNS and v is not None
+        ]
+    else:
+        changes = []
+    return " ".join([f"{table} {op}", *changes])
+
+
+# The fields an operator reads first; the rest follow alphabetically.
+_DETAIL_ORDER = (
+    "reason",
+    "tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_tokens",
+    "waited_ms",
+    "retry_after_ms",
+    "quota_id",
+    "cooldown_until",
+    "mode",
+    "max_wait_ms",
+    "caller",
+)
+
+
+def _detail_rank(key: str) -> tuple[int, str]:
+    return (_DETAIL_ORDER.index(key) if key in _DETAIL_ORDER else len(_DETAIL_ORDER), key)
+
+
+def compact_details(event: str, details: Mapping[str, Any] | None) -> str:
+    """The audit row's details as short ``key=value`` pairs; config changes as a diff."""
+    if not details:
+        return ""
+    if event == "config_changed":
+        return _config_change(details)
+    parts = []
+    for key, value in sorted(details.items(), key=lambda kv: _detail_rank(kv[0])):
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        if key == "request_id" and isinstance(value, str):
+            parts.append(f"req={value[:8]}")
+        elif key.endswith("_ms") and isinstance(value, (int, float)):
+            parts.append(f"{key.removesuffix('_ms')}={human_seconds(value / 1000)}")
+        else:
+            parts.append(f"{key}={_scalar(value)}")
+    return " ".join(parts)
+
+
+def short_id(rid: UUID | str | None) -> str:
+    return str(rid)[:8] if rid else "-"
+
+
+def audit_line(row: Mapping[str, Any], with_date: bool = False) -> Text:
+    ts: datetime = row["ts"]
+    stamp = ts.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
+    event = row["event"]
+    text = Text(stamp[:-3] + "  ", style="dim")
+    text.append(f"{event:<14} ", style=EVENT_STYLES.get(event, ""))
+    text.append(f"{row['key_alias'] or '-':<16} {row['model'] or '-':<18} ")
+    text.append(f"{short_id(row['reservation_id']):<8}  ", style="dim")
+    text.append(compact_details(event, row["details"]))
+    return text
+
+
+def audit_header(with_date: bool = False) -> Text:
+    time_col = "date       time" if with_date else "time"
+    width = 23 if with_date else 12
+    return Text(
+        f"{time_col:<{width}}  {'event':<14} {'key':<16} {'model':<18} {'res.':<8}  details",
+        style="bold",
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,300 @@
+"""``llm-limits simulate``: N concurrent callers through the real client against a fake Gemini.
+
+Each worker is a thread calling ``Client.generate`` in a loop, as a bot would; they share one
+``Client`` (it is thread-safe: a locked free list of connections). Unless a base URL is given,
+an in-process ``FakeGemini`` plays Google, with one project per quota group holding that
+group's keys and the database's limits for the model, so a 429 from it means the controller
+let through more than Google allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from llm_limits import fake_gemini
+from llm_limits.cli import queries
+from llm_limits.cli.connect import CliError, Conn
+from llm_limits.errors import LimitsError, RateLimited
+from llm_limits.keys import resolve_keys
+
+# A limit the database leaves unenforced (null) must not bind inside the fake either.
+UNLIMITED = 10**9
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run needs from the database, read once before it starts."""
+
+    model: str
+    api_model: str
+    window_s: float
+    guard_s: float
+    model_limits: fake_gemini.Limits
+    group_rpm: dict[str, int | None]  # the effective RPM per quota group, for this model
+    group_of: dict[str, str]  # alias -> quota group, for the keys this machine holds
+    projects: dict[str, list[str]]  # quota group -> key values: the fake's projects
+    overridden: list[str]  # groups whose own limits differ from the model's
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted(self.projects)
+
+
+def read_setup(conn: Conn, model_row: Mapping[str, Any]) -> Setup:
+    model = str(model_row["model"])
+    settings = conn.execute(queries.SETTINGS).fetchone()
+    if settings is None:
+        raise CliError("google_ai_settings has no row; are the migrations applied?")
+    rows = conn.execute(queries.ACTIVE_KEYS).fetchall()
+    held = resolve_keys((r["key_alias"], r["env_var_name"]) for r in rows)
+    group_of = {r["key_alias"]: r["quota_group"] for r in rows if held.value(r["key_alias"])}
+    if not group_of:
+        raise CliError(
+            "this machine holds none of the active keys: export the env vars named by "
+            "`llm-limits keys list`"
+        )
+    projects: dict[str, list[str]] = {}
+    for alias, group in group_of.items():
+        projects.setdefault(group, []).append(str(held.value(alias)))
+    status = [r for r in conn.execute(queries.QUOTA_STATUS).fetchall() if r["model"] == model]
+    group_rpm = {r["quota_group"]: r["rpm_limit"] for r in status if r["quota_group"] in projects}
+    base = (model_row["rpm"], model_row["tpm"], model_row["rpd"])
+    overridden = [
+        r["quota_group"]
+        for r in status
+        if r["quota_group"] in projects and (r["rpm_limit"], r["tpm_limit"], r["rpd_limit"]) != base
+    ]
+    limits = fake_gemini.Limits(*(UNLIMITED if n is None else max(1, n) for n in base))
+    return Setup(
+        model=model,
+        api_model=str(model_row["api_model"] or model),
+        window_s=settings["window_ms"] / 1000,
+        guard_s=settings["window_guard_ms"] / 1000,
+        model_limits=limits,
+        group_rpm=group_rpm,
+        group_of=group_of,
+        projects=projects,
+        overridden=overridden,
+    )
+
+
+@contextmanager
+def fake_server(setup: Setup, latency: float, port: int) -> Iterator[fake_gemini.FakeGemini]:
+    """An in-process FakeGemini with the database's projects, limits and window."""
+    limits = {setup.model: setup.model_limits, setup.api_model: setup.model_limits}
+    with fake_gemini.FakeGemini(
+        setup.projects, limits, latency=latency, port=port, window=setup.window_s
+    ) as fake:
+        yield fake
+
+
+@dataclass
+class Tally:
+    """What the workers saw, updated under ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    grants: Counter[str] = field(default_factory=Counter)  # per quota group
+    refusals: Counter[str] = field(default_factory=Counter)  # per reason
+    errors: Counter[str] = field(default_factory=Counter)
+    cut_off: int = 0  # calls still waiting for quota when the run ended
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    in_flight: int = 0
+    recent: dict[str, deque[float]] = field(default_factory=dict)  # group -> commit times
+
+    @property
+    def total_grants(self) -> int:
+        return sum(self.grants.values())
+
+    def in_window(self, group: str, now: float, window_s: float) -> int:
+        times = self.recent.get(group)
+        if not times:
+            return 0
+        while times and times[0] <= now - window_s:
+            times.popleft()
+        return len(times)
+
+
+@dataclass
+class Outcome:
+    tally: Tally
+    started: float  # epoch seconds
+    elapsed: float
+    caller: str
+    fake_429s: int | None  # None when the server is not ours to ask
+    fake_grants: dict[str, list[float]] | None  # group -> epoch seconds, from the fake
+    interrupted: bool = False
+
+
+def run_workers(
+    client: Any,
+    setup: Setup,
+    tally: Tally,
+    *,
+    workers: int,
+    duration: float,
+    wait: bool,
+    max_wait: float | None,
+    caller: str,
+    tick: Callable[[float], None],
+) -> tuple[float, float, bool]:
+    """Run the workers for ``duration`` seconds; ``tick(elapsed)`` runs about 4 times a second.
+
+    Returns (start epoch, elapsed seconds, interrupted).
+    """
+    stop = threading.Event()
+    start_mono = time.monotonic()
+    start_epoch = time.time()
+    deadline = start_mono + duration
+
+    def worker(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0.05:
+                return
+            i += 1
+            prompt = f"simulated request {i} from worker {n}: reply with one short sentence."
+            with tally.lock:
+                tally.in_flight += 1
+            try:
+                client.generate(
+                    setup.model,
+                    prompt,
+                    mode="WAIT" if wait else "NO_WAIT",
+                    max_wait=left if max_wait is None else min(max_wait, left),
+                    caller=caller,
+                )
+            except RateLimited as exc:
+                ended = exc.reason == "wait_timeout" and deadline - time.monotonic() < 0.1
+                with tally.lock:
+                    if ended:
+                        tally.cut_off += 1
+                    else:
+                        tally.refusals[exc.reason] += 1
+                if not wait:
+                    pause = exc.retry_after if exc.retry_after is not None else 0.5
+                    stop.wait(min(max(pause, 0.01), max(deadline - time.monotonic(), 0)))
+            except LimitsError as exc:
+                with tally.lock:
+                    tally.errors[type(exc).__name__] += 1
+                stop.wait(0.2)
+            except Exception as exc:  # Google's errors after the client's last attempt
+                code = getattr(exc, "code", None)
+                with tally.lock:
+                    tally.errors[f"http {code}" if code else type(exc).__name__] += 1
+                stop.wait(0.2)
+            finally:
+                with tally.lock:
+                    tally.in_flight -= 1
+
+    threads = [
+        threading.Thread(target=worker, args=(n,), name=f"simulate-{n}", daemon=True)
+        for n in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    interrupted = False
+    try:
+        while any(t.is_alive() for t in threads):
+            tick(time.monotonic() - start_mono)
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        # Calls cut short from here on are teardown, not findings: keep the log quiet.
+        logging.getLogger("llm_limits").setLevel(logging.CRITICAL)
+        grace = time.monotonic() + 2.0
+        for t in threads:
+            t.join(timeout=max(0.0, grace - time.monotonic()))
+    tick(time.monotonic() - start_mono)
+    return start_epoch, time.monotonic() - start_mono, interrupted
+
+
+def on_usage_recorder(tally: Tally, setup: Setup) -> Callable[[Any], None]:
+    """The Client's ``on_usage`` hook: counts grants per group and tokens."""
+
+    def record(usage: Any) -> None:
+        group = setup.group_of.get(usage.key_alias, usage.key_alias)
+        with tally.lock:
+            tally.grants[group] += 1
+            tally.prompt_tokens += usage.prompt_tokens
+            tally.completion_tokens += usage.completion_tokens
+            tally.recent.setdefault(group, deque()).append(time.time())
+
+    return record
+
+
+def new_caller() -> str:
+    return f"simulate-{uuid.uuid4().hex[:8]}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def waits_of(conn: Conn, caller: str, since: float) -> list[float]:
+    """Seconds each grant of this run waited inside acquire(), as the database measured."""
+    rows = conn.execute(
+        queries.WAITS_OF_CALLER, {"caller": caller, "since": epoch_to_dt(since)}
+    ).fetchall()
+    return [r["waited_ms"] / 1000 for r in rows if r["waited_ms"] is not None]
+
+
+def grants_from_ledger(conn: Conn, model: str, caller: str, since: float) -> dict[str, list[float]]:
+    rows = conn.execute(
+        queries.GRANTS_OF_CALLER, {"model": model, "caller": caller, "since": epoch_to_dt(since)}
+    ).fetchall()
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        out.setdefault(r["quota_group"], []).append(r["granted_at"].timestamp())
+    return out
+
+
+def rate_limited_in_db(conn: Conn, model: str, since: float) -> int:
+    row = conn.execute(
+        queries.RATE_LIMITED_OF_MODEL, {"model": model, "since": epoch_to_dt(since)}
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def epoch_to_dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def windows_begun(elapsed: float, window_s: float) -> int:
+    """A sliding window admits a full RPM at the start of every window the run reaches."""
+    return max(1, math.ceil(elapsed / window_s - 1e-9))
+
+
+def utilization(grants: int, rpm: int | None, elapsed: float, window_s: float) -> float | None:
+    if not rpm:
+        return None
+    return grants / (rpm * windows_begun(elapsed, window_s))
+
+
+def summarize_waits(waits: list[float]) -> str:
+    if not waits:
+        return "waits: none recorded"
+    return (
+        f"waits: p50 {fmt_s(statistics.median(waits))}  p95 {fmt_s(percentile(waits, 95))}"
+        f"  max {fmt_s(max(waits))}  (n={len(waits)})"
+    )
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"

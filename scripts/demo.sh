@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make demo`: from a fresh clone on a bare machine, start an embedded PostgreSQL 15 shaped
+# like a Supabase project, deploy the migrations with `supabase db push`, register demo keys
+# in two Cloud projects, and drive gemma-3-27b with concurrent callers through the real client
+# against a local fake Gemini that enforces Google's limits. Fails if a single 429 reached it.
+#
+#   scripts/demo.sh          run the demo (DEMO_DURATION seconds, default 150)
+#   scripts/demo.sh down     stop the local database it started (`make demo-down`)
+#
+# DEMO_DURATION, DEMO_WORKERS and DEMO_LATENCY (fake seconds per call) tune the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+py=.venv/bin/python
+stack_dir=.llm-limits/pg
+chart=.llm-limits/demo-chart.png
+report=.llm-limits/demo-report.txt
+
+cli() { "$py" -m llm_limits.cli "$@"; }
+step() { printf '\n==> %s\n' "$*"; }
+
+if [[ ${1:-} == down ]]; then
+    if [[ -x $py ]]; then
+        cli local down --dir "$stack_dir"
+    fi
+    exit 0
+elif [[ $# -gt 0 ]]; then
+    echo "usage: scripts/demo.sh [down]" >&2
+    exit 2
+fi
+
+duration=${DEMO_DURATION:-150}
+workers=${DEMO_WORKERS:-8}
+latency=${DEMO_LATENCY:-0.3}
+
+step "install dependencies (apt, npm ci, .venv)"
+scripts/install-deps.sh
+
+step "start the embedded PostgreSQL 15 in $stack_dir and push the migrations"
+url=$(cli local up --dir "$stack_dir")
+# Only the local demo database, whatever the shell points at: demo keys must never land in a
+# real project, and the demo must hold only its own fake keys.
+export LLM_LIMITS_DB_URL=$url
+unset SUPABASE_DB_URL DATABASE_URL GOOGLE_API_KEY GOOGLE_API_LOCALNAME GOOGLE_GEMINI_BASE_URL
+echo "$url"
+
+step "register demo keys: two in demo-project-a, one in demo-project-b"
+# Fake values: the fake Gemini accepts exactly these, grouped into the same two projects.
+export DEMO_KEY_A1=demo-fake-key-a1 DEMO_KEY_A2=demo-fake-key-a2 DEMO_KEY_B1=demo-fake-key-b1
+cli keys add demo-a1 --env-var DEMO_KEY_A1 --group demo-project-a --notes "make demo" --exist-ok
+cli keys add demo-a2 --env-var DEMO_KEY_A2 --group demo-project-a --notes "make demo" --exist-ok
+cli keys add demo-b1 --env-var DEMO_KEY_B1 --group demo-project-b --notes "make demo" --exist-ok
+# Google's published free-tier numbers (the fake enforces what the database says).
+cli models set gemma-3-27b --rpm 30 --tpm 15000 --rpd 14400
+cli keys list
+
+step "simulate: $workers callers for ${duration}s on gemma-3-27b (2 projects x 30 RPM)"
+mkdir -p "$(dirname "$report")"
+status=0
+cli simulate --model gemma-3-27b --workers "$workers" --duration "$duration" \
+    --latency "$latency" --chart "$chart" >"$report" || status=$?
+
+step "status"
+cli status
+
+step "the last grants, settlements and 429s in the audit log"
+cli audit --since 10m --limit 8 --event granted --event committed --event rate_limited
+
+step "report"
+cat "$report"
+if ((status == 1)); then
+    echo "FAILED: the fake Gemini answered 429; the controller let too much through" >&2
+elif ((status != 0)); then
+    echo "FAILED: simulate exited with $status" >&2
+else
+    echo "demo passed: no 429 reached the fake Gemini. Stop the database with: make demo-down"
+fi
+exit "$status"

@@ -1,0 +1,67 @@
+"""`llm-limits simulate`: a short load run on a shortened window reports no 429s."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from llm_limits.fake_gemini import FakeGemini, Limits
+from tests.cli.conftest import Invoke
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+KEYS = {"LLT_SIM_A1": "sim-a1-value", "LLT_SIM_A2": "sim-a2-value", "LLT_SIM_B1": "sim-b1-value"}
+ENV: dict[str, str | None] = {**KEYS, "GOOGLE_API_KEY": None, "GOOGLE_API_LOCALNAME": None}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def pool(cli: Invoke, db: Conn) -> Iterator[None]:
+    """Two projects, three keys, and a 2 s window (+100 ms guard) so runs span windows."""
+    db.execute("update public.google_ai_settings set window_ms = 2000, window_guard_ms = 100")
+    cli("keys", "add", "sim-a1", "--env-var", "LLT_SIM_A1", "--group", "sim-project-a")
+    cli("keys", "add", "sim-a2", "--env-var", "LLT_SIM_A2", "--group", "sim-project-a")
+    cli("keys", "add", "sim-b1", "--env-var", "LLT_SIM_B1", "--group", "sim-project-b")
+    yield
+
+
+def report(stdout: str) -> dict[str, str]:
+    return dict(
+        line.split(": ", 1) for line in stdout.splitlines() if ": " in line and line[0] != " "
+    )
+
+
+def test_short_run_reports_no_429s_and_writes_the_chart(
+    cli: Invoke, pool: None, tmp_path: Path
+) -> None:
+    chart = tmp_path / "sim.png"
+    result = cli("simulate", "--workers", "6", "--duration", "8", "--latency", "0.05",
+                 "--chart", str(chart), env=ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = report(result.stdout)
+    assert lines["429s"] == "0"
+    assert int(lines["grants"]) > 0
+    assert lines["tokens"].endswith("completion")
+    assert lines["waits"].startswith("p50 ")
+    assert "sim-project-a: " in result.stdout and "sim-project-b: " in result.stdout
+    assert lines["chart"] == str(chart.resolve())
+    assert chart.read_bytes()[:8] == PNG
+    for value in KEYS.values():
+        assert value not in result.output
+
+
+def test_exit_1_when_the_server_answers_429(cli: Invoke, pool: None, tmp_path: Path) -> None:
+    # A server stricter than the database: Google lowered a limit and nobody told us.
+    strict = {"gemma-3-27b-it": Limits(rpm=3, tpm=15000, rpd=14400)}
+    projects = {"sim-project-a": [KEYS["LLT_SIM_A1"], KEYS["LLT_SIM_A2"]],
+                "sim-project-b": [KEYS["LLT_SIM_B1"]]}  # fmt: skip
+    with FakeGemini(projects, strict) as server:
+        result = cli("simulate", "--workers", "3", "--duration", "3", "--base-url",
+                     server.base_url, "--chart", str(tmp_path / "c.png"), env=ENV)  # fmt: skip
+        served = server.stats().rate_limited
+    assert served > 0
+    assert result.exit_code == 1, result.output
+    assert int(report(result.stdout)["429s"]) > 0

@@ -1,0 +1,76 @@
+"""`llm-limits status` shows what public.quota_status() has."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.cli.conftest import Invoke
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def acquire(db: Conn, tokens: int) -> Any:
+    row = db.execute(
+        "select granted, reservation_id from public.acquire('gemma-3-27b', %s, 'NO_WAIT', 0, "
+        "null, 'test', null)",
+        (tokens,),
+    ).fetchone()
+    assert row is not None and row[0]
+    return row[1]
+
+
+def test_status_renders_the_database_numbers(cli: Invoke, db: Conn) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    cli("keys", "add", "b1", "--env-var", "B1", "--group", "proj-b", "--priority", "500")
+    for _ in range(3):
+        acquire(db, 100)
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # proj-a's key has the better priority, so it takes all three.
+    assert "3/30" in out and "0/30" in out
+    assert "300/15,000" in out
+    assert "3/14,400" in out
+    assert "proj-a" in out and "proj-b" in out
+
+
+def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    rid = acquire(db, 10)
+    db.execute(
+        "select public.report_rate_limit(%s, "
+        "'GenerateRequestsPerMinutePerProjectPerModel-FreeTier', 20000)",
+        (rid,),
+    )
+    out = cli("status").stdout
+    assert "GenerateRequestsPerMinutePerProjectPerModel-FreeTier until" in out
+
+
+def test_status_without_keys_says_so(cli: Invoke) -> None:
+    result = cli("status")
+    assert result.exit_code == 0
+    assert "no active keys" in result.stdout
+
+
+def test_watch_refreshes_until_ctrl_c(
+    cli: Invoke, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    naps = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 1:
+            acquire(db, 10)
+            return
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    result = cli("status", "--watch", "--interval", "0.2")
+    assert result.exit_code == 0, result.output
+    assert naps == [0.2, 0.2]
+    assert "1/30" in result.stdout  # the refresh after the first nap saw the grant
