@@ -1,1 +1,68 @@
-"""llm-limits: a Supabase-native quota controller for the Google AI API."""
+"""llm-limits: a Supabase-native quota controller for the Google AI API.
+
+Quota decisions live in SQL RPCs; this package is the thin client around them::
+
+    import llm_limits
+
+    client = llm_limits.Client.from_env()  # or llm_limits.Client(dsn=..., ...)
+    resp = client.generate("gemma-3-27b", "Hello", mode="WAIT", max_wait=30.0, caller="bot")
+    resp = await client.agenerate("gemma-3-27b", "Hello")
+    resp = llm_limits.generate("gemma-3-27b", "Hello")  # on a lazily built default client
+
+``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
+the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
+"""
+
+from .client import Client, Usage, agenerate, default_client, generate
+from .db import SQL
+from .errors import (
+    SQLSTATE_ERRORS,
+    AuditAppendOnly,
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidArgument,
+    InvalidMode,
+    InvalidTokens,
+    InvalidWait,
+    LimitsError,
+    NoKeyAvailable,
+    PromptTooLarge,
+    RateLimited,
+    ReservationSettled,
+    RpcError,
+    UnknownKey,
+    UnknownModel,
+    UnknownReservation,
+    UnsupportedByModel,
+)
+from .tokens import estimate_tokens
+
+__all__ = [
+    "SQL",
+    "SQLSTATE_ERRORS",
+    "AuditAppendOnly",
+    "Client",
+    "ConfigurationError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "InvalidArgument",
+    "InvalidMode",
+    "InvalidTokens",
+    "InvalidWait",
+    "LimitsError",
+    "NoKeyAvailable",
+    "PromptTooLarge",
+    "RateLimited",
+    "ReservationSettled",
+    "RpcError",
+    "UnknownKey",
+    "UnknownModel",
+    "UnknownReservation",
+    "UnsupportedByModel",
+    "Usage",
+    "agenerate",
+    "default_client",
+    "estimate_tokens",
+    "generate",
+]

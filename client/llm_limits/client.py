@@ -1,0 +1,401 @@
+"""The thin client: every quota decision is an RPC; this module calls them around Google.
+
+One ``generate`` makes at most ``max_attempts`` attempts, and each attempt asks the database
+again: ``acquire`` a grant, call Google with the granted key, then settle the grant with
+``commit_usage`` (success), ``report_rate_limit`` (429) or ``release`` (anything else). The
+logic is one generator plan (see ``ops``), run blocking by ``generate`` and on asyncio by
+``agenerate``.
+
+Logging: logger ``llm_limits``, one line per attempt, with ``extra`` fields reservation_id,
+key_alias, model, estimated_tokens, actual_tokens, waited_ms, attempt and outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from . import google_errors, ops
+from .db import Database, dsn_from_env
+from .errors import LimitsError, NoKeyAvailable, RateLimited
+from .gemma import prepare_request
+from .keys import HeldKeys, resolve_keys
+from .tokens import estimate_tokens
+
+log = logging.getLogger("llm_limits")
+
+MAX_WAIT_PER_ACQUIRE_MS = 90_000  # acquire() raises LL005 above this; wait longer by looping
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What ``on_usage`` receives after each commit (the fields of the bot's llm_logger)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    request_id: str | None
+    key_alias: str
+    reservation_id: str
+
+
+@dataclass(frozen=True)
+class _Grant:  # one row of public.acquire_result
+    granted: bool
+    reservation_id: uuid.UUID | None
+    key_alias: str | None
+    env_var_name: str | None
+    model: str
+    waited_ms: int | None
+    reason: str | None
+    retry_after_ms: int | None
+
+
+@dataclass(frozen=True)
+class _Call:
+    model: str
+    mode: str
+    wait: bool
+    deadline: float
+    estimate: int
+    caller: str | None
+    request_id: str
+
+
+class Client:
+    """Quota-controlled access to the Gemini API (see the package docstring).
+
+    ``on_usage(Usage)`` runs inline after every commit (keep it quick); its exceptions are
+    logged, never raised. ``pool`` / ``async_pool`` take psycopg_pool pools whose connections
+    are made with ``autocommit=True, prepare_threshold=None``. ``timeout`` bounds each HTTP
+    call to Google, in seconds; ``backoff`` is the first pause after a 5xx or timeout.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: Any = None,
+        async_pool: Any = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_attempts: int = 3,
+        backoff: float = 0.5,
+        caller: str | None = None,
+        on_usage: Callable[[Usage], object] | None = None,
+        connect_timeout: int = 10,
+        keys_ttl: float = 300.0,
+    ) -> None:
+        self._db = Database(dsn, pool, async_pool, connect_timeout)
+        self.max_attempts, self.backoff, self.caller = max(1, max_attempts), backoff, caller
+        self.on_usage, self.keys_ttl = on_usage, keys_ttl
+        # Retries stay with us, each re-checking the limits: attempts=1 also stops the SDK's
+        # implicit aiohttp reconnect, which would send a second request on one grant.
+        self._http_options = types.HttpOptions(
+            api_version="v1beta",
+            base_url=base_url,  # None: the SDK reads GOOGLE_GEMINI_BASE_URL itself
+            timeout=round(timeout * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        self._lock = threading.Lock()
+        self._keys: HeldKeys | None = None
+        self._keys_until = 0.0
+        self._google: dict[str, tuple[str, genai.Client]] = {}
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Client:
+        """A client on the first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL."""
+        return cls(dsn_from_env(), **kwargs)
+
+    def __repr__(self) -> str:
+        keys = self._keys.aliases if self._keys is not None else "unresolved"
+        return f"<llm_limits.Client db={self._db.describe()} keys={keys}>"
+
+    def generate(
+        self,
+        model: str,
+        contents: Any,
+        *,
+        mode: str = "WAIT",
+        max_wait: float = 30.0,
+        config: Any = None,
+        caller: str | None = None,
+        request_id: str | None = None,
+    ) -> types.GenerateContentResponse:
+        """Call ``models.generate_content`` under the quota; see the package docstring."""
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        return ops.run(plan, self._db)
+
+    async def agenerate(
+        self,
+        model: str,
+        contents: Any,
+        *,
+        mode: str = "WAIT",
+        max_wait: float = 30.0,
+        config: Any = None,
+        caller: str | None = None,
+        request_id: str | None = None,
+    ) -> types.GenerateContentResponse:
+        """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        return await ops.arun(plan, self._db)
+
+    def held_keys(self) -> list[str]:
+        """Aliases of the active keys this process holds (resolving them now if needed)."""
+        return ops.run(self._held(), self._db).aliases
+
+    def refresh_keys(self) -> None:
+        """Resolve the held keys again on the next call (they are cached for ``keys_ttl``)."""
+        self._keys = None
+
+    def _plan(
+        self,
+        model: str,
+        contents: Any,
+        mode: str,
+        max_wait: float,
+        config: Any,
+        caller: str | None,
+        request_id: str | None,
+    ) -> ops.Plan[types.GenerateContentResponse]:
+        contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
+        wait = str(mode).upper() == "WAIT"
+        call = _Call(
+            model=model,
+            mode=str(mode),
+            wait=wait,
+            deadline=time.monotonic() + (max(0.0, max_wait) if wait else 0.0),
+            estimate=estimate_tokens(contents, cfg),
+            caller=caller or self.caller,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        keys = yield from self._held()
+        failure: BaseException | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            if not len(keys):
+                raise NoKeyAvailable(f"this process holds no usable key for {model}") from failure
+            grant = yield from self._acquire(call, keys, attempt, failure)
+            outcome = yield from self._attempt(call, keys, grant, attempt, contents, cfg)
+            if not isinstance(outcome, BaseException):
+                return outcome
+            failure = outcome
+        assert failure is not None
+        raise failure
+
+    def _held(self) -> ops.Plan[HeldKeys]:
+        keys = self._keys
+        if keys is None or time.monotonic() >= self._keys_until:
+            rows = yield ops.Query("keys")
+            keys = resolve_keys((str(alias), str(var)) for alias, var in rows)
+            for alias in keys.aliases:  # built now (~0.1 s each), not between grant and send
+                self._google_client(alias, keys)
+            self._keys, self._keys_until = keys, time.monotonic() + self.keys_ttl
+        return keys
+
+    def _acquire(
+        self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
+    ) -> ops.Plan[_Grant]:
+        while True:
+            left_ms = int((call.deadline - time.monotonic()) * 1000) if call.wait else 0
+            wait_ms = min(MAX_WAIT_PER_ACQUIRE_MS, max(0, left_ms))
+            params = (call.model, call.estimate, call.mode, wait_ms, keys.aliases)
+            rows = yield ops.Query("acquire", (*params, call.caller, call.request_id))
+            grant = _Grant(*rows[0])
+            if grant.granted:
+                return grant
+            if grant.reason == "wait_timeout" and call.deadline - time.monotonic() > 0.001:
+                continue  # this acquire's wait was capped; the caller's is not over
+            self._log(logging.INFO, call, attempt, f"refused:{grant.reason}", grant)
+            if grant.reason == "no_key":
+                raise NoKeyAvailable(f"no key this process holds is active for {call.model}")
+            after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
+            raise RateLimited(grant.reason or "refused", after) from failure
+
+    def _attempt(
+        self,
+        call: _Call,
+        keys: HeldKeys,
+        grant: _Grant,
+        attempt: int,
+        contents: Any,
+        cfg: types.GenerateContentConfig | None,
+    ) -> ops.Plan[types.GenerateContentResponse | BaseException]:
+        """One granted attempt: the response, an error worth another attempt, or a raise."""
+        rid, alias = grant.reservation_id, str(grant.key_alias)
+        sent = False
+        try:
+            google = self._google_client(alias, keys)
+            sent = True
+            response = yield ops.Send(google, grant.model, contents, cfg)
+        except genai_errors.APIError as err:
+            if google_errors.is_rate_limit(err):
+                yield from self._settle("report_rate_limit", rid, *google_errors.quota_of(err))
+                self._log(logging.WARNING, call, attempt, "rate_limited", grant)
+                return err
+            yield from self._settle("release", rid, f"http {err.code}", True)
+            if google_errors.is_transient(err):
+                return (yield from self._back_off(call, grant, attempt, err))
+            rejected = google_errors.key_rejection(err)
+            if rejected is not None:
+                yield from self._settle("disable_key", alias, rejected)
+                keys.drop(alias)
+            self._log(logging.ERROR, call, attempt, rejected or f"http_{err.code}", grant)
+            raise
+        except google_errors.TRANSPORT_ERRORS as err:
+            yield from self._settle("release", rid, type(err).__name__, True)
+            return (yield from self._back_off(call, grant, attempt, err))
+        except BaseException as err:  # incl. CancelledError and KeyboardInterrupt
+            unsent = not sent or google_errors.is_request_invalid(err)
+            yield from self._settle("release", rid, type(err).__name__, not unsent)
+            self._log(logging.WARNING, call, attempt, type(err).__name__, grant)
+            raise
+        return (yield from self._commit(call, grant, attempt, response))
+
+    def _back_off(
+        self, call: _Call, grant: _Grant, attempt: int, err: BaseException
+    ) -> ops.Plan[BaseException]:
+        self._log(logging.WARNING, call, attempt, f"transient:{type(err).__name__}", grant)
+        if attempt < self.max_attempts and self.backoff > 0:
+            yield ops.Sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+        return err
+
+    def _commit(
+        self, call: _Call, grant: _Grant, attempt: int, response: types.GenerateContentResponse
+    ) -> ops.Plan[types.GenerateContentResponse]:
+        usage = response.usage_metadata
+        prompt = call.estimate  # no usage_metadata: the upper bound stays counted
+        completion = 0
+        if usage is not None:
+            prompt = call.estimate if usage.prompt_token_count is None else usage.prompt_token_count
+            completion = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+        finish = response.candidates[0].finish_reason if response.candidates else None
+        meta = {
+            "model_version": response.model_version,
+            "finish_reason": getattr(finish, "value", finish),
+            "thoughts_tokens": usage.thoughts_token_count if usage else None,
+            "attempt": attempt,
+        }
+        meta_json = json.dumps({k: v for k, v in meta.items() if v is not None})
+        try:
+            rows = yield ops.Query(
+                "commit_usage", (grant.reservation_id, prompt, completion, meta_json)
+            )
+        except LimitsError as err:
+            # The answer is here and the estimate (an upper bound) stays counted: return it.
+            log.warning("commit_usage failed; the estimate stays counted: %s", err)
+            rows = [(False,)]
+        except BaseException:
+            yield from self._settle("release", grant.reservation_id, "interrupted", True)
+            raise
+        self._log(logging.INFO, call, attempt, "ok", grant, actual=prompt)
+        if rows[0][0] and self.on_usage is not None:
+            fields = (grant.model, prompt, completion, prompt + completion, call.request_id)
+            try:
+                self.on_usage(Usage(*fields, str(grant.key_alias), str(grant.reservation_id)))
+            except Exception:
+                log.exception("on_usage hook failed")
+        return response
+
+    def _settle(self, name: str, *params: Any) -> ops.Plan[Any]:
+        """Run a settling RPC; its failure is logged, never raised over the real outcome."""
+        try:
+            return (yield ops.Query(name, params))
+        except LimitsError as err:
+            log.warning("%s failed: %s", name, err)
+            return None
+
+    def _google_client(self, alias: str, keys: HeldKeys) -> genai.Client:
+        """One SDK client per key, built on first use and reused."""
+        value = keys.value(alias)
+        if value is None:
+            raise NoKeyAvailable(f"key {alias!r} was granted but this process does not hold it")
+        with self._lock:
+            cached = self._google.get(alias)
+            if cached is None or cached[0] != value:
+                google = genai.Client(
+                    api_key=value, vertexai=False, http_options=self._http_options
+                )
+                cached = self._google[alias] = (value, google)
+            return cached[1]
+
+    def _log(
+        self, level: int, call: _Call, attempt: int, outcome: str, grant: _Grant | None,
+        actual: int | None = None,
+    ) -> None:  # fmt: skip
+        rid = str(grant.reservation_id) if grant and grant.reservation_id else None
+        alias = grant.key_alias if grant else None
+        fields = {
+            "reservation_id": rid,
+            "key_alias": alias,
+            "model": call.model,
+            "estimated_tokens": call.estimate,
+            "actual_tokens": actual,
+            "waited_ms": grant.waited_ms if grant else None,
+            "attempt": attempt,
+            "outcome": outcome,
+        }
+        log.log(
+            level, "%s attempt %d: %s (key %s, reservation %s, tokens %d estimated, %s actual)",
+            call.model, attempt, outcome, alias, rid, call.estimate, actual, extra=fields,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            google, self._google = self._google, {}
+        for _, client in google.values():
+            client.close()
+        self._db.close()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            google = list(self._google.values())
+        for _, client in google:
+            await client.aio.aclose()
+        await self._db.aclose()
+        self.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process-wide client behind ``llm_limits.generate``, built from_env() on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client.from_env()
+        return _default
+
+
+def generate(model: str, contents: Any, **kwargs: Any) -> types.GenerateContentResponse:
+    return default_client().generate(model, contents, **kwargs)
+
+
+async def agenerate(model: str, contents: Any, **kwargs: Any) -> types.GenerateContentResponse:
+    return await default_client().agenerate(model, contents, **kwargs)

@@ -1,0 +1,110 @@
+"""A call's steps as data, so the attempt logic is written once and run blocking or async.
+
+A plan is a generator that yields ``Query``, ``Send`` and ``Sleep`` and receives each result
+(or has each exception thrown into it, so its own ``try`` blocks settle a reservation). ``run``
+performs the steps with blocking I/O, ``arun`` with asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google import genai
+from google.genai import types
+
+from .db import Database
+
+T = TypeVar("T")
+
+# A cancelled acquire is cancelled in the server too; a settlement, once started, is finished.
+INTERRUPTIBLE = frozenset({"keys", "acquire"})
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str  # a key of db.SQL
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Send:
+    google: genai.Client
+    model: str
+    contents: Any
+    config: types.GenerateContentConfig | None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Op = Query | Send | Sleep
+Plan = Generator[Op, Any, T]
+
+
+async def uninterruptible(coro: Coroutine[Any, Any, T]) -> T:
+    """Finish ``coro`` even if the caller is cancelled meanwhile, then re-raise that."""
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller must see
+        raise cancelled
+    return task.result()
+
+
+def run(plan: Plan[T], db: Database) -> T:
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = plan.throw(error) if error is not None else plan.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(op, Query):
+                value = db.query(op.name, op.params)
+            elif isinstance(op, Send):
+                value = op.google.models.generate_content(
+                    model=op.model, contents=op.contents, config=op.config
+                )
+            else:
+                time.sleep(op.seconds)
+        except BaseException as exc:  # KeyboardInterrupt too: the plan settles, then re-raises
+            error = exc
+
+
+async def arun(plan: Plan[T], db: Database) -> T:
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = plan.throw(error) if error is not None else plan.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(op, Query):
+                query = db.aquery(op.name, op.params)
+                value = await (query if op.name in INTERRUPTIBLE else uninterruptible(query))
+            elif isinstance(op, Send):
+                value = await op.google.aio.models.generate_content(
+                    model=op.model, contents=op.contents, config=op.config
+                )
+            else:
+                await asyncio.sleep(op.seconds)
+        except BaseException as exc:  # CancelledError too
+            error = exc
