@@ -49,5 +49,5 @@ def client(keyed_db: Conn, db_url: str, fake: FakeGemini) -> Iterator[Client]:
 
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="llm_limits")  # the CLI tests may have raised it
     return caplog
