@@ -28,7 +28,7 @@ from google.genai import types
 
 from . import google_errors, ops
 from .db import Database, dsn_from_env
-from .errors import LimitsError, NoKeyAvailable, RateLimited
+from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
 from .keys import HeldKeys, resolve_keys
 from .tokens import estimate_tokens
@@ -208,11 +208,18 @@ class Client:
     def _acquire(
         self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
     ) -> ops.Plan[_Grant]:
+        lost_once = False
         while True:
             left_ms = int((call.deadline - time.monotonic()) * 1000) if call.wait else 0
             wait_ms = min(MAX_WAIT_PER_ACQUIRE_MS, max(0, left_ms))
             params = (call.model, call.estimate, call.mode, wait_ms, keys.aliases)
-            rows = yield ops.Query("acquire", (*params, call.caller, call.request_id))
+            try:
+                rows = yield ops.Query("acquire", (*params, call.caller, call.request_id))
+            except DatabaseUnavailable:
+                if lost_once:
+                    raise
+                lost_once = True  # once more on a fresh connection, with the wait left
+                continue
             grant = _Grant(*rows[0])
             if grant.granted:
                 return grant

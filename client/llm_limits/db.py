@@ -2,16 +2,24 @@
 
 The client runs only ``select ... from public.fn(...)`` with named, explicitly cast arguments,
 plus one read of the key pool. psycopg 3 in autocommit with ``prepare_threshold=None``: the
-Supabase transaction pooler (Supavisor, port 6543) has no prepared statements. A dropped
-connection is reconnected once before ``DatabaseUnavailable``; retrying is safe for every
-statement here because the settling RPCs are idempotent, and a repeated ``acquire`` can only
-over-count (its lost twin is held until its lease expires), never under-count.
+Supabase transaction pooler (Supavisor, port 6543) has no prepared statements.
+
+A dropped connection (a restart, a pooler hiccup) discards every idle connection, since they
+are most likely dead too, and the statement is retried on a fresh one:
+
+* the settling RPCs are idempotent, so they are retried for a few seconds with backoff: a
+  short outage must not lose a call's usage record;
+* ``acquire`` is not retried here: its ``max_wait_ms`` belongs to the caller's deadline, so
+  the client retries it once with the wait recomputed (a lost reply can only over-count);
+* the key read is retried once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -39,6 +47,17 @@ SQL = {
 }
 
 Rows = list[tuple[Any, ...]]
+
+# Pauses before each retry after a lost connection, per statement (see the module docstring).
+_SETTLE_BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0)
+RETRY_PAUSES: dict[str, tuple[float, ...]] = {
+    "keys": (0.0,),
+    "acquire": (),
+    "commit_usage": _SETTLE_BACKOFF,
+    "release": _SETTLE_BACKOFF,
+    "report_rate_limit": _SETTLE_BACKOFF,
+    "disable_key": _SETTLE_BACKOFF,
+}
 
 
 def dsn_from_env() -> str:
@@ -99,27 +118,46 @@ class Database:
         return f"{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
     def query(self, name: str, params: tuple[Any, ...]) -> Rows:
-        for final in (False, True):
+        pauses = RETRY_PAUSES[name]
+        for attempt in range(len(pauses) + 1):
             try:
                 with self._connection() as conn:
                     return conn.execute(SQL[name], params).fetchall()
             except psycopg.Error as exc:
-                error = _error_for(exc, final)
+                if _is_connection_lost(exc):
+                    self._discard_idle()  # they are most likely dead too
+                error = _error_for(exc, final=attempt == len(pauses))
                 if error is not None:
                     raise error from exc
+            time.sleep(pauses[attempt])
         raise AssertionError("unreachable")
 
     async def aquery(self, name: str, params: tuple[Any, ...]) -> Rows:
-        for final in (False, True):
+        pauses = RETRY_PAUSES[name]
+        for attempt in range(len(pauses) + 1):
             try:
                 async with self._aconnection() as conn:
                     cursor = await conn.execute(SQL[name], params)
                     return await cursor.fetchall()
             except psycopg.Error as exc:
-                error = _error_for(exc, final)
+                if _is_connection_lost(exc):
+                    await self._adiscard_idle()
+                error = _error_for(exc, final=attempt == len(pauses))
                 if error is not None:
                     raise error from exc
+            await asyncio.sleep(pauses[attempt])
         raise AssertionError("unreachable")
+
+    def _discard_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    async def _adiscard_idle(self) -> None:
+        idle, self._aidle = self._aidle, []
+        for conn in idle:
+            await conn.close()
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -162,13 +200,8 @@ class Database:
                 await conn.close()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._discard_idle()
 
     async def aclose(self) -> None:
-        idle, self._aidle = self._aidle, []
-        for conn in idle:
-            await conn.close()
+        await self._adiscard_idle()
         self.close()

@@ -31,10 +31,14 @@ end;
 $$;
 
 -- Change what a (locked) reservation contributes to its window totals, in
--- one UPDATE of the window row (second in the lock order). A row that
--- already left the window (granted_at <= swept_to) no longer affects the
--- window totals; a row of an earlier quota day no longer affects the day.
--- The sweep later subtracts the new counted values, so the totals stay exact.
+-- one UPDATE of the window row (second in the lock order). p_res is the row
+-- as it was before the caller wrote its new counts. A row that already left
+-- the window (granted_at <= swept_to) no longer affects the window totals; a
+-- row of an earlier quota day no longer affects the day. The sweep later
+-- subtracts the new counted values, so the totals stay exact.
+-- If the window row is missing (truncated, or dropped by maintenance), it is
+-- rebuilt, locked, and recounted from the ledger, which already holds this
+-- reservation's new counts: applying the delta on top would count it twice.
 create function google_ai_internal.recount(
     p_res public.google_ai_reservations, p_requests smallint, p_tokens integer
 )
@@ -46,32 +50,56 @@ as $$
 declare
     cfg public.google_ai_settings;
 begin
-    for attempt in 1..2 loop
-        update public.google_ai_quota_state as s
-        set
-            window_requests = s.window_requests + case
-                when p_res.granted_at > s.swept_to then p_requests - p_res.counted_requests
-                else 0
-            end,
-            window_tokens = s.window_tokens + case
-                when p_res.granted_at > s.swept_to then p_tokens - p_res.counted_tokens
-                else 0
-            end,
-            day_requests = s.day_requests + case
-                when p_res.rpd_day = s.rpd_day then p_requests - p_res.counted_requests
-                else 0
-            end
-        where s.quota_group = p_res.quota_group and s.model = p_res.model;
-        exit when found;
-        -- The window row is gone (maintenance drops idle ones): rebuild it
-        -- from the ledger, which still holds this row's old counts.
-        cfg := google_ai_internal.settings();
-        perform google_ai_internal.ensure_window(
-            p_res.quota_group, p_res.model, google_ai_internal.clock(),
-            pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
-            cfg.rpd_time_zone
-        );
-    end loop;
+    update public.google_ai_quota_state as s
+    set
+        window_requests = s.window_requests + case
+            when p_res.granted_at > s.swept_to then p_requests - p_res.counted_requests
+            else 0
+        end,
+        window_tokens = s.window_tokens + case
+            when p_res.granted_at > s.swept_to then p_tokens - p_res.counted_tokens
+            else 0
+        end,
+        day_requests = s.day_requests + case
+            when p_res.rpd_day = s.rpd_day then p_requests - p_res.counted_requests
+            else 0
+        end
+    where s.quota_group = p_res.quota_group and s.model = p_res.model;
+    if found then
+        return;
+    end if;
+
+    -- The window row is gone (truncated, or dropped by maintenance): rebuild
+    -- it, then take its lock and recount it from the ledger in a statement
+    -- that starts after the lock is held.
+    cfg := google_ai_internal.settings();
+    perform google_ai_internal.ensure_window(
+        p_res.quota_group, p_res.model, google_ai_internal.clock(),
+        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        cfg.rpd_time_zone
+    );
+    perform 1
+    from public.google_ai_quota_state as s
+    where s.quota_group = p_res.quota_group and s.model = p_res.model
+    for update;
+    update public.google_ai_quota_state as s
+    set
+        window_requests = coalesce((
+            select sum(r.counted_requests)
+            from public.google_ai_reservations as r
+            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
+        ), 0),
+        window_tokens = coalesce((
+            select sum(r.counted_tokens)
+            from public.google_ai_reservations as r
+            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
+        ), 0),
+        day_requests = coalesce((
+            select sum(r.counted_requests)
+            from public.google_ai_reservations as r
+            where r.quota_group = s.quota_group and r.model = s.model and r.rpd_day = s.rpd_day
+        ), 0)
+    where s.quota_group = p_res.quota_group and s.model = p_res.model;
 end;
 $$;
 
@@ -124,10 +152,12 @@ declare
     usage_meta jsonb;
 begin
     if prompt_tokens is null or prompt_tokens < 0
-       or completion_tokens is null or completion_tokens < 0 then
+       or completion_tokens is null or completion_tokens < 0
+       -- token_usage.total_tokens is an integer: the sum must fit too.
+       or prompt_tokens::bigint + completion_tokens > 2147483647 then
         raise exception using errcode = 'LL002',
             message = pg_catalog.format(
-                'prompt_tokens and completion_tokens must be non-negative, got %s and %s',
+                'prompt_tokens and completion_tokens must be non-negative with a sum below 2^31, got %s and %s',
                 coalesce(prompt_tokens::text, 'null'), coalesce(completion_tokens::text, 'null')),
             hint = 'Pass usage_metadata.prompt_token_count and candidates_token_count.';
     end if;

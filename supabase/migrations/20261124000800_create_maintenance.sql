@@ -74,12 +74,12 @@ begin
     buckets as (
         select 'minute' as kind, o.key_alias, o.model,
                pg_catalog.date_trunc('minute', o.granted_at) as bucket_start,
-               sum(o.counted_requests)::integer as requests, sum(o.counted_tokens)::integer as tokens
+               sum(o.counted_requests) as requests, sum(o.counted_tokens) as tokens
         from old_rows as o group by 2, 3, 4
         union all
         select 'day', o.key_alias, o.model,
                (o.rpd_day::timestamp at time zone cfg.rpd_time_zone),
-               sum(o.counted_requests)::integer, sum(o.counted_tokens)::integer
+               sum(o.counted_requests), sum(o.counted_tokens)
         from old_rows as o group by 2, 3, 4
     ),
     rolled as (
@@ -90,15 +90,15 @@ begin
     select
         (select k.id from public.google_ai_api_keys as k where k.key_alias = b.key_alias),
         b.key_alias, b.model, b.kind, b.bucket_start,
-        case when b.kind = 'minute' then b.requests else 0 end,
-        b.tokens,
-        case when b.kind = 'day' then b.requests else 0 end,
+        case when b.kind = 'minute' then least(b.requests, 2147483647) else 0 end,
+        least(b.tokens, 2147483647),
+        case when b.kind = 'day' then least(b.requests, 2147483647) else 0 end,
         started
     from buckets as b
     on conflict (bucket_kind, key_alias, model, bucket_start) do update
-    set rpm_used = c.rpm_used + excluded.rpm_used,
-        tpm_used = c.tpm_used + excluded.tpm_used,
-        rpd_used = c.rpd_used + excluded.rpd_used,
+    set rpm_used = least(c.rpm_used::bigint + excluded.rpm_used, 2147483647),
+        tpm_used = least(c.tpm_used::bigint + excluded.tpm_used, 2147483647),
+        rpd_used = least(c.rpd_used::bigint + excluded.rpd_used, 2147483647),
         updated_at = excluded.updated_at
     returning 1
     )

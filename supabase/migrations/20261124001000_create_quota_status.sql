@@ -31,6 +31,9 @@ language plpgsql
 stable
 security definer
 set search_path = ''
+-- Its tables are tiny and seldom analyzed; default estimates cost the plan
+-- above the JIT thresholds, and compiling it took ~0.5 s a call.
+set jit = off
 as $$
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();

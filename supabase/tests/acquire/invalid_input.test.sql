@@ -13,7 +13,7 @@ select is((select a.granted from public.acquire('test-model', 100) as a), true, 
 
 create temp table before_state as
 select
-    (select count(*) from public.google_ai_reservations) as reservations,
+    (select count(*) from public.google_ai_reservations where model = 'test-model') as reservations,
     (select count(*) from public.google_ai_quota_state) as windows,
     (select count(*) from public.google_ai_audit_log) as audit_rows,
     (select sum(s.window_requests) from public.google_ai_quota_state as s) as window_requests,
@@ -72,7 +72,7 @@ select throws_ok(
 
 select results_eq(
     $$select
-        (select count(*) from public.google_ai_reservations),
+        (select count(*) from public.google_ai_reservations where model = 'test-model'),
         (select count(*) from public.google_ai_quota_state),
         (select count(*) from public.google_ai_audit_log),
         (select sum(s.window_requests) from public.google_ai_quota_state as s),

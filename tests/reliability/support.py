@@ -1,0 +1,105 @@
+"""Helpers shared by the reliability tests: fixtures' setup rows, the steered
+clock, SQLSTATE capture and a text snapshot of every table of ours."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+OUR_SCHEMAS = ("public", "google_ai_internal")
+RPCS = (
+    "acquire",
+    "commit_usage",
+    "release",
+    "report_rate_limit",
+    "disable_key",
+    "run_maintenance",
+    "quota_status",
+)
+
+
+def add_model(
+    conn: Conn,
+    model: str,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    api: str | None = None,
+) -> None:
+    conn.execute(
+        "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) "
+        "values (%s, %s, %s, %s, %s)",
+        (model, api or model, rpm, tpm, rpd),
+    )
+
+
+def add_key(conn: Conn, alias: str, group: str | None = None, priority: int = 100) -> None:
+    conn.execute(
+        "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group, priority) "
+        "values (%s, %s, %s, %s)",
+        (alias, alias.upper().replace("-", "_"), group, priority),
+    )
+
+
+def set_now(conn: Conn, instant: object) -> None:
+    """Steer google_ai_internal.clock() for this session (`set llm_limits.now`)."""
+    conn.execute("select set_config('llm_limits.now', %s, false)", (str(instant),))
+
+
+def acquire(conn: Conn, model: str, tokens: int, **kw: object) -> tuple[Any, ...]:
+    row = conn.execute(
+        "select granted, reservation_id, key_alias, reason, retry_after_ms "
+        "from public.acquire(model => %s::text, tokens => %s::int, mode => %s::text, "
+        "max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
+        "request_id => %s::text)",
+        (
+            model,
+            tokens,
+            kw.get("mode", "NO_WAIT"),
+            kw.get("max_wait_ms", 0),
+            kw.get("key_aliases"),
+            kw.get("caller", "tests"),
+            kw.get("request_id"),
+        ),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def sqlstate_of(call: Callable[[], object]) -> str | None:
+    """The SQLSTATE `call` raised, or None when it returned."""
+    try:
+        call()
+    except psycopg.Error as exc:
+        return exc.sqlstate
+    return None
+
+
+def our_tables(conn: Conn) -> list[str]:
+    """Every table of ours, schema-qualified and quoted, in a stable order."""
+    rows = conn.execute(
+        "select format('%%I.%%I', n.nspname, c.relname) "
+        "from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
+        "where n.nspname = any(%s) and c.relkind in ('r', 'p') "
+        "  and not exists (select from pg_depend as d "
+        "                  where d.classid = 'pg_class'::regclass and d.objid = c.oid "
+        "                    and d.deptype = 'e') "
+        "order by 1",
+        (list(OUR_SCHEMAS),),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def snapshot(
+    conn: Conn, skip: tuple[str, ...] = ("public.google_ai_audit_log",)
+) -> dict[str, list[str]]:
+    """All rows of all our tables (but `skip`) as sorted text: equal snapshots, equal data."""
+    return {
+        table: [str(r[0]) for r in conn.execute(f"select t::text from {table} as t order by 1")]
+        for table in our_tables(conn)
+        if table not in skip
+    }

@@ -1,0 +1,317 @@
+"""Every parameter of every RPC, fed bad and borderline values.
+
+Each case says exactly what must happen: one of our SQLSTATEs (LL0xx), a
+clean Postgres error raised while casting the argument before our code runs
+(22P02 invalid_text_representation, 22003 numeric_value_out_of_range), or a
+success with a known result for values that are legitimately valid. After
+every failing call, all rows of all our tables (the audit log aside) are
+unchanged. Successful calls run in a rolled-back transaction, so every case
+starts from the same state.
+
+Arguments are sent the way the thin client sends them: named, with explicit
+casts (`public.fn(name => %s::type, ...)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import create_database, drop_database
+from tests.reliability.support import Conn, add_key, add_model, set_now, snapshot, sqlstate_of
+
+T = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+NEXT_PACIFIC_MIDNIGHT = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+MAX_INT = 2**31 - 1
+SQLI = "'; drop table public.google_ai_api_keys; --"
+HUGE = "x" * 100_000
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+# Placeholders for reservations made by the fixture.
+OPEN, COMMITTED, RELEASED, RATE_LIMITED = "<open>", "<committed>", "<released>", "<rate_limited>"
+
+
+@dataclass(frozen=True)
+class Ok:
+    """The call succeeds and returns this (acquire: (granted, reason))."""
+
+    result: Any
+
+
+SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
+    # rpc: [(parameter, cast, default value used when another one is under test)]
+    "acquire": [
+        ("model", "text", "bad-model"),
+        ("tokens", "integer", 10),
+        ("mode", "text", "NO_WAIT"),
+        ("max_wait_ms", "integer", 0),
+        ("key_aliases", "text[]", None),
+        ("caller", "text", "tests"),
+        ("request_id", "text", None),
+    ],
+    "commit_usage": [
+        ("reservation_id", "uuid", OPEN),
+        ("prompt_tokens", "integer", 8),
+        ("completion_tokens", "integer", 2),
+        ("meta", "jsonb", "{}"),
+    ],
+    "release": [
+        ("reservation_id", "uuid", OPEN),
+        ("reason", "text", "tests"),
+        ("sent", "boolean", False),
+    ],
+    "report_rate_limit": [
+        ("reservation_id", "uuid", OPEN),
+        ("quota_id", "text", None),
+        ("retry_delay_ms", "integer", 0),
+    ],
+    "disable_key": [("key_alias", "text", "k1"), ("reason", "text", "tests")],
+}
+
+GRANT, NO_KEY = Ok((True, None)), Ok((False, "no_key"))
+
+CASES: list[tuple[str, str, str, object, str | Ok]] = [
+    # (rpc, parameter, label, value, expected)
+    ("acquire", "model", "null", None, "LL001"),
+    ("acquire", "model", "empty", "", "LL001"),
+    ("acquire", "model", "unknown", "no-such-model", "LL001"),
+    ("acquire", "model", "api id", "bad-model-api", GRANT),
+    ("acquire", "model", "sql-like", SQLI, "LL001"),
+    ("acquire", "model", "201 chars", "m" * 201, "LL007"),
+    ("acquire", "model", "100k chars", HUGE, "LL007"),
+    ("acquire", "model", "wrong type (int)", 12345, "LL001"),
+    ("acquire", "tokens", "null", None, "LL002"),
+    ("acquire", "tokens", "negative", -1, "LL002"),
+    ("acquire", "tokens", "min int", -(2**31), "LL002"),
+    ("acquire", "tokens", "zero", 0, GRANT),
+    # The fixture's window holds 25 tokens of TPM 1000 (open 10, committed 5,
+    # released 0, rate-limited 10).
+    ("acquire", "tokens", "the headroom", 975, GRANT),
+    ("acquire", "tokens", "headroom + 1 (a refusal)", 976, Ok((False, "tpm"))),
+    ("acquire", "tokens", "exactly TPM (a refusal)", 1000, Ok((False, "tpm"))),
+    ("acquire", "tokens", "TPM + 1", 1001, "LL003"),
+    ("acquire", "tokens", "max int", MAX_INT, "LL003"),
+    ("acquire", "tokens", "2^31 (cast)", 2**31, "22003"),
+    ("acquire", "tokens", "wrong type", "abc", "22P02"),
+    ("acquire", "tokens", "fraction", "1.5", "22P02"),
+    ("acquire", "mode", "null", None, "LL004"),
+    ("acquire", "mode", "empty", "", "LL004"),
+    ("acquire", "mode", "unknown", "maybe", "LL004"),
+    ("acquire", "mode", "lower case", "no_wait", GRANT),
+    ("acquire", "mode", "padded", " WAIT", "LL004"),
+    ("acquire", "mode", "sql-like", SQLI, "LL004"),
+    ("acquire", "mode", "100k chars", HUGE, "LL004"),
+    ("acquire", "mode", "WAIT", "WAIT", GRANT),
+    ("acquire", "max_wait_ms", "null", None, "LL005"),
+    ("acquire", "max_wait_ms", "negative", -1, "LL005"),
+    ("acquire", "max_wait_ms", "zero", 0, GRANT),
+    ("acquire", "max_wait_ms", "the cap", 90_000, GRANT),
+    ("acquire", "max_wait_ms", "cap + 1", 90_001, "LL005"),
+    ("acquire", "max_wait_ms", "max int", MAX_INT, "LL005"),
+    ("acquire", "max_wait_ms", "wrong type", "abc", "22P02"),
+    ("acquire", "key_aliases", "null (every key)", None, GRANT),
+    ("acquire", "key_aliases", "empty", [], NO_KEY),
+    ("acquire", "key_aliases", "unknown", ["nope"], NO_KEY),
+    ("acquire", "key_aliases", "null element", [None], NO_KEY),
+    ("acquire", "key_aliases", "disabled key", ["k-off"], NO_KEY),
+    ("acquire", "key_aliases", "sql-like", [SQLI], NO_KEY),
+    ("acquire", "key_aliases", "100k chars", [HUGE], NO_KEY),
+    ("acquire", "key_aliases", "1000 entries", ["k1"] + [f"a{i}" for i in range(999)], GRANT),
+    ("acquire", "key_aliases", "1001 entries", [f"a{i}" for i in range(1001)], "LL007"),
+    ("acquire", "key_aliases", "wrong type", "abc", "22P02"),
+    ("acquire", "caller", "null", None, GRANT),
+    ("acquire", "caller", "empty", "", GRANT),
+    ("acquire", "caller", "sql-like", SQLI, GRANT),
+    ("acquire", "caller", "200 chars", "c" * 200, GRANT),
+    ("acquire", "caller", "201 chars", "c" * 201, "LL007"),
+    ("acquire", "caller", "100k chars", HUGE, "LL007"),
+    ("acquire", "caller", "wrong type (int)", 12345, GRANT),
+    ("acquire", "request_id", "null", None, GRANT),
+    ("acquire", "request_id", "sql-like", SQLI, GRANT),
+    ("acquire", "request_id", "200 chars", "r" * 200, GRANT),
+    ("acquire", "request_id", "201 chars", "r" * 201, "LL007"),
+    ("acquire", "request_id", "100k chars", HUGE, "LL007"),
+    ("acquire", "request_id", "wrong type (int)", 12345, GRANT),
+    ("commit_usage", "reservation_id", "null", None, "LL006"),
+    ("commit_usage", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
+    ("commit_usage", "reservation_id", "wrong type", "abc", "22P02"),
+    ("commit_usage", "reservation_id", "sql-like", SQLI, "22P02"),
+    ("commit_usage", "reservation_id", "open", OPEN, Ok(True)),
+    ("commit_usage", "reservation_id", "already committed", COMMITTED, Ok(False)),
+    ("commit_usage", "reservation_id", "released", RELEASED, "LL008"),
+    ("commit_usage", "reservation_id", "rate-limited", RATE_LIMITED, "LL008"),
+    ("commit_usage", "prompt_tokens", "null", None, "LL002"),
+    ("commit_usage", "prompt_tokens", "negative", -1, "LL002"),
+    ("commit_usage", "prompt_tokens", "zero", 0, Ok(True)),
+    ("commit_usage", "prompt_tokens", "above the estimate", 5000, Ok(True)),
+    ("commit_usage", "prompt_tokens", "max int - 2", MAX_INT - 2, Ok(True)),
+    ("commit_usage", "prompt_tokens", "max int (sum overflows)", MAX_INT, "LL002"),
+    ("commit_usage", "prompt_tokens", "wrong type", "abc", "22P02"),
+    ("commit_usage", "completion_tokens", "null", None, "LL002"),
+    ("commit_usage", "completion_tokens", "negative", -1, "LL002"),
+    ("commit_usage", "completion_tokens", "zero", 0, Ok(True)),
+    ("commit_usage", "completion_tokens", "max int (sum overflows)", MAX_INT, "LL002"),
+    ("commit_usage", "completion_tokens", "wrong type", "abc", "22P02"),
+    ("commit_usage", "meta", "null", None, "LL007"),
+    ("commit_usage", "meta", "array", "[]", "LL007"),
+    ("commit_usage", "meta", "string", '"STOP"', "LL007"),
+    ("commit_usage", "meta", "number", "123", "LL007"),
+    ("commit_usage", "meta", "not json", "abc", "22P02"),
+    ("commit_usage", "meta", "sql-like string", '"' + SQLI + '"', "LL007"),
+    ("commit_usage", "meta", "sql-like value", '{"x": "' + SQLI + '"}', Ok(True)),
+    ("commit_usage", "meta", "100k chars", '{"x": "' + HUGE + '"}', "LL007"),
+    ("commit_usage", "meta", "just over 16 kB", '{"x": "' + "y" * 16_380 + '"}', "LL007"),
+    ("release", "reservation_id", "null", None, "LL006"),
+    ("release", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
+    ("release", "reservation_id", "wrong type", "abc", "22P02"),
+    ("release", "reservation_id", "open", OPEN, Ok(True)),
+    ("release", "reservation_id", "committed", COMMITTED, Ok(False)),
+    ("release", "reservation_id", "released", RELEASED, Ok(False)),
+    ("release", "reservation_id", "rate-limited", RATE_LIMITED, Ok(False)),
+    ("release", "reason", "null", None, Ok(True)),
+    ("release", "reason", "empty", "", Ok(True)),
+    ("release", "reason", "sql-like", SQLI, Ok(True)),
+    ("release", "reason", "500 chars", "r" * 500, Ok(True)),
+    ("release", "reason", "501 chars", "r" * 501, "LL007"),
+    ("release", "reason", "100k chars", HUGE, "LL007"),
+    ("release", "reason", "wrong type (int)", 12345, Ok(True)),
+    ("release", "sent", "null", None, Ok(True)),
+    ("release", "sent", "true", True, Ok(True)),
+    ("release", "sent", "text 'yes'", "yes", Ok(True)),
+    ("release", "sent", "wrong type", "abc", "22P02"),
+    ("report_rate_limit", "reservation_id", "null", None, "LL006"),
+    ("report_rate_limit", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
+    ("report_rate_limit", "reservation_id", "wrong type", "abc", "22P02"),
+    ("report_rate_limit", "reservation_id", "open", OPEN, Ok(T)),
+    ("report_rate_limit", "reservation_id", "committed", COMMITTED, Ok(T)),
+    ("report_rate_limit", "reservation_id", "rate-limited", RATE_LIMITED, Ok(T)),
+    ("report_rate_limit", "quota_id", "null", None, Ok(T)),
+    ("report_rate_limit", "quota_id", "sql-like", SQLI, Ok(T)),
+    (
+        "report_rate_limit",
+        "quota_id",
+        "per day",
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        Ok(NEXT_PACIFIC_MIDNIGHT),
+    ),
+    ("report_rate_limit", "quota_id", "300 chars", "q" * 300, Ok(T)),
+    ("report_rate_limit", "quota_id", "301 chars", "q" * 301, "LL007"),
+    ("report_rate_limit", "quota_id", "100k chars", HUGE, "LL007"),
+    ("report_rate_limit", "quota_id", "wrong type (int)", 12345, Ok(T)),
+    (
+        "report_rate_limit",
+        "retry_delay_ms",
+        "null (default cooldown)",
+        None,
+        Ok(T + timedelta(minutes=1)),
+    ),
+    ("report_rate_limit", "retry_delay_ms", "negative", -1, "LL007"),
+    ("report_rate_limit", "retry_delay_ms", "min int", -(2**31), "LL007"),
+    ("report_rate_limit", "retry_delay_ms", "zero", 0, Ok(T)),
+    ("report_rate_limit", "retry_delay_ms", "one day", 86_400_000, Ok(T + timedelta(days=1))),
+    ("report_rate_limit", "retry_delay_ms", "one day + 1", 86_400_001, "LL007"),
+    ("report_rate_limit", "retry_delay_ms", "max int", MAX_INT, "LL007"),
+    ("report_rate_limit", "retry_delay_ms", "wrong type", "abc", "22P02"),
+    ("disable_key", "key_alias", "null", None, "LL009"),
+    ("disable_key", "key_alias", "empty", "", "LL009"),
+    ("disable_key", "key_alias", "unknown", "nope", "LL009"),
+    ("disable_key", "key_alias", "sql-like", SQLI, "LL009"),
+    ("disable_key", "key_alias", "100k chars", HUGE, "LL009"),
+    ("disable_key", "key_alias", "wrong type (int)", 12345, "LL009"),
+    ("disable_key", "key_alias", "active", "k1", Ok(True)),
+    ("disable_key", "key_alias", "already disabled", "k-off", Ok(False)),
+    ("disable_key", "reason", "null", None, Ok(True)),
+    ("disable_key", "reason", "sql-like", SQLI, Ok(True)),
+    ("disable_key", "reason", "500 chars", "r" * 500, Ok(True)),
+    ("disable_key", "reason", "501 chars", "r" * 501, "LL007"),
+    ("disable_key", "reason", "100k chars", HUGE, "LL007"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_db() -> Iterator[tuple[Conn, dict[str, str]]]:
+    """One database for all cases: a model, keys, and a reservation in each state."""
+    url = create_database()
+    try:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+            set_now(conn, T)
+            add_model(conn, "bad-model", rpm=100, tpm=1000, rpd=1000, api="bad-model-api")
+            add_key(conn, "k1", group="g1")
+            add_key(conn, "k-off", group="g2")
+            conn.execute("select public.disable_key('k-off', 'setup')")
+
+            def grant() -> str:
+                row = conn.execute(
+                    "select reservation_id from public.acquire('bad-model', 10)"
+                ).fetchone()
+                assert row is not None and row[0] is not None
+                return str(row[0])
+
+            ids = {OPEN: grant(), COMMITTED: grant(), RELEASED: grant(), RATE_LIMITED: grant()}
+            conn.execute("select public.commit_usage(%s, 5, 1)", (ids[COMMITTED],))
+            conn.execute("select public.release(%s, 'setup', false)", (ids[RELEASED],))
+            # retry_delay_ms 0: the cooldown ends at once, grants stay possible.
+            conn.execute("select public.report_rate_limit(%s, null, 0)", (ids[RATE_LIMITED],))
+            yield conn, ids
+    finally:
+        drop_database(url)
+
+
+def call(conn: Conn, rpc: str, args: dict[str, object]) -> Any:
+    params = ", ".join(f"{name} => %s::{cast}" for name, cast, _ in SIGNATURES[rpc])
+    values = tuple(args[name] for name, _, _ in SIGNATURES[rpc])
+    if rpc == "acquire":
+        row = conn.execute(
+            f"select granted, reason from public.acquire({params})", values
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+    row = conn.execute(f"select public.{rpc}({params})", values).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_every_parameter_has_cases(bad_db: tuple[Conn, dict[str, str]]) -> None:
+    """The table covers every parameter of every RPC, each at least with null."""
+    conn, _ = bad_db
+    declared = {
+        (str(r[0]), str(r[1]))
+        for r in conn.execute(
+            "select p.proname, a.name from pg_proc as p "
+            "cross join lateral unnest(p.proargnames) as a (name) "
+            "where p.pronamespace = 'public'::regnamespace and p.proname = any(%s)",
+            (list(SIGNATURES),),
+        ).fetchall()
+    }
+    assert declared == {(rpc, name) for rpc, sig in SIGNATURES.items() for name, _, _ in sig}
+    nulls = {(rpc, param) for rpc, param, _, value, _ in CASES if value is None}
+    assert nulls == declared
+
+
+@pytest.mark.parametrize(
+    ("rpc", "param", "value", "expected"),
+    [
+        pytest.param(rpc, param, value, exp, id=f"{rpc}.{param}: {label}")
+        for rpc, param, label, value, exp in CASES
+    ],
+)
+def test_bad_input(
+    bad_db: tuple[Conn, dict[str, str]], rpc: str, param: str, value: object, expected: str | Ok
+) -> None:
+    conn, ids = bad_db
+    args = {name: default for name, _, default in SIGNATURES[rpc]}
+    args[param] = value
+    args = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
+
+    if isinstance(expected, Ok):
+        with conn.transaction(force_rollback=True):
+            assert call(conn, rpc, args) == expected.result
+        return
+
+    before = snapshot(conn)
+    assert sqlstate_of(lambda: call(conn, rpc, args)) == expected
+    assert snapshot(conn) == before

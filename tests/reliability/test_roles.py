@@ -1,0 +1,238 @@
+"""The role matrix.
+
+* anon and authenticated (PostgREST's roles) reach nothing of ours: no table,
+  view, sequence, function, or the private schema, checked object by object
+  with has_*_privilege and by actually calling as them (42501);
+* service_role executes every RPC;
+* supabase/roles.sql's optional `llm_limits_client` logs in, executes the six
+  client RPCs, and can read or change no table directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from llm_limits.cli import localstack
+from tests.reliability.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlstate_of
+
+REPO = Path(__file__).resolve().parents[2]
+API_ROLES = ("anon", "authenticated")
+CLIENT_RPCS = {
+    "acquire(text,integer,text,integer,text[],text,text)",
+    "commit_usage(uuid,integer,integer,jsonb)",
+    "release(uuid,text,boolean)",
+    "report_rate_limit(uuid,text,integer)",
+    "disable_key(text,text)",
+    "quota_status()",
+}
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def reachable(conn: Conn, role: str) -> list[str]:
+    """Every privilege `role` holds on an object of ours, as readable strings."""
+    rows = conn.execute(
+        """
+        with objects as (
+            select c.oid, c.relkind, format('%%I.%%I', n.nspname, c.relname) as name
+            from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+            where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+        )
+        select o.name || ': ' || p.priv
+        from objects as o
+        cross join unnest(%(table_privs)s::text[]) as p (priv)
+        where o.relkind <> 'S' and has_table_privilege(%(role)s, o.oid, p.priv)
+        union all
+        select o.name || ': some column'
+        from objects as o
+        where o.relkind <> 'S'
+          and has_any_column_privilege(%(role)s, o.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
+        union all
+        select o.name || ': ' || p.priv
+        from objects as o cross join unnest(array['USAGE', 'SELECT', 'UPDATE']) as p (priv)
+        where o.relkind = 'S' and has_sequence_privilege(%(role)s, o.oid, p.priv)
+        union all
+        select p.oid::regprocedure::text || ': EXECUTE'
+        from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace
+        where n.nspname = any(%(schemas)s) and has_function_privilege(%(role)s, p.oid, 'EXECUTE')
+        union all
+        select 'schema google_ai_internal: ' || p.priv
+        from unnest(array['USAGE', 'CREATE']) as p (priv)
+        where has_schema_privilege(%(role)s, 'google_ai_internal', p.priv)
+        order by 1
+        """,
+        {
+            "schemas": list(OUR_SCHEMAS),
+            "table_privs": list(TABLE_PRIVILEGES),
+            "role": role,
+        },
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def count_objects(conn: Conn) -> int:
+    row = conn.execute(
+        "select (select count(*) from pg_class as c where c.relnamespace = any(%(s)s::regnamespace[]) "
+        "          and c.relkind in ('r', 'S')) "
+        "     + (select count(*) from pg_proc as p where p.pronamespace = any(%(s)s::regnamespace[]))",
+        {"s": list(OUR_SCHEMAS)},
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+def test_api_roles_reach_no_object_of_ours(db: Conn, role: str) -> None:
+    # The check would pass vacuously on an empty schema.
+    assert count_objects(db) > 30
+    assert reachable(db, role) == []
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+def test_api_roles_are_refused_when_they_try(db: Conn, role: str) -> None:
+    add_model(db, "m-roles", rpm=10, tpm=1000, rpd=100)
+    add_key(db, "k1")
+    attempts = [
+        "select * from public.acquire('m-roles', 1)",
+        "select public.commit_usage('00000000-0000-4000-8000-000000000000', 1, 0)",
+        "select public.release('00000000-0000-4000-8000-000000000000')",
+        "select public.report_rate_limit('00000000-0000-4000-8000-000000000000')",
+        "select public.disable_key('k1')",
+        "select public.run_maintenance()",
+        "select * from public.quota_status()",
+        "select * from public.google_ai_api_keys",
+        "select * from public.google_ai_reservations",
+        "select * from public.google_ai_audit_log",
+        "insert into public.token_usage (model) values ('x')",
+        "update public.google_ai_settings set lease_ms = 1000",
+        "select nextval('public.google_ai_api_keys_id_seq')",
+        "select google_ai_internal.clock()",
+    ]
+    for sql in attempts:
+        with db.transaction(force_rollback=True):
+            db.execute(f"set local role {role}")
+            assert sqlstate_of(lambda sql=sql: db.execute(sql)) == "42501", sql
+    assert db.execute("select count(*) from public.google_ai_reservations").fetchone() == (0,)
+    assert db.execute("select is_active from public.google_ai_api_keys").fetchone() == (True,)
+
+
+def test_service_role_executes_every_rpc(db: Conn) -> None:
+    add_model(db, "m-roles", rpm=10, tpm=1000, rpd=100)
+    add_key(db, "k1")
+    add_key(db, "k2")
+    db.execute("set role service_role")
+    granted = [acquire(db, "m-roles", 5, key_aliases=["k1"]) for _ in range(3)]
+    assert all(g[0] for g in granted)
+    assert db.execute("select public.commit_usage(%s, 4, 1)", (granted[0][1],)).fetchone() == (
+        True,
+    )
+    assert db.execute("select public.release(%s)", (granted[1][1],)).fetchone() == (True,)
+    assert db.execute(
+        "select public.report_rate_limit(%s, null, 1000) is not null", (granted[2][1],)
+    ).fetchone() == (True,)
+    assert db.execute("select public.disable_key('k2', 'test')").fetchone() == (True,)
+    assert db.execute("select public.run_maintenance() ->> 'status'").fetchone() == ("ok",)
+    assert db.execute(
+        "select rpm_used from public.quota_status() where quota_group = 'k1' and model = 'm-roles'"
+    ).fetchone() == (2,)
+    db.execute("reset role")
+
+
+@pytest.fixture
+def client_url(db_url: str) -> Iterator[str]:
+    """The database with supabase/roles.sql applied (twice: it is idempotent)."""
+    sql = (REPO / "supabase" / "roles.sql").read_text()
+    # Drift that a re-run must take back.
+    localstack.psql(db_url, sql)
+    localstack.psql(db_url, "grant select on public.google_ai_api_keys to llm_limits_client")
+    localstack.psql(db_url, sql)
+    # Trust authentication in the test cluster: the password is not checked.
+    # The role is cluster-wide and is left in place; its grants go with the
+    # database.
+    yield db_url.replace("postgresql://postgres@", "postgresql://llm_limits_client:unused@")
+
+
+def test_roles_sql_is_plain_sql() -> None:
+    """The Supabase CLI applies it as-is: no psql meta-commands, no variables."""
+    lines = (REPO / "supabase" / "roles.sql").read_text().splitlines()
+    code = [line for line in lines if not line.lstrip().startswith("--")]
+    assert not any(line.lstrip().startswith("\\") for line in code)
+    assert not any(":'" in line or ':"' in line for line in code)
+
+
+def test_client_role_calls_the_rpcs_and_nothing_else(db: Conn, client_url: str) -> None:
+    add_model(db, "m-roles", rpm=10, tpm=1000, rpd=100)
+    add_key(db, "k1")
+    add_key(db, "k2")
+    attributes = db.execute(
+        "select rolcanlogin, rolinherit, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
+        "from pg_roles where rolname = 'llm_limits_client'"
+    ).fetchone()
+    assert attributes == (True, False, False, False, False, False)
+    executable = {
+        r.split(": ")[0].removeprefix("public.") for r in reachable(db, "llm_limits_client")
+    }
+    assert executable == CLIENT_RPCS
+
+    with psycopg.connect(client_url, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("select current_user, session_user").fetchone() == (
+            "llm_limits_client",
+            "llm_limits_client",
+        )
+        grants = [acquire(conn, "m-roles", 5, key_aliases=["k1"]) for _ in range(3)]
+        assert all(g[0] for g in grants)
+        assert conn.execute("select public.commit_usage(%s, 4, 1)", (grants[0][1],)).fetchone() == (
+            True,
+        )
+        assert conn.execute(
+            "select public.release(%s, 'x', false)", (grants[1][1],)
+        ).fetchone() == (True,)
+        assert conn.execute(
+            "select public.report_rate_limit(%s, null, 0) is not null", (grants[2][1],)
+        ).fetchone() == (True,)
+        assert conn.execute("select public.disable_key('k2', 'test')").fetchone() == (True,)
+        assert conn.execute(
+            "select rpm_used from public.quota_status() where quota_group = 'k1' and model = 'm-roles'"
+        ).fetchone() == (2,)
+
+        tables = [
+            str(r[0])
+            for r in db.execute(
+                "select format('%%I.%%I', schemaname, tablename) from pg_tables "
+                "where schemaname = any(%s) order by 1",
+                (list(OUR_SCHEMAS),),
+            ).fetchall()
+        ]
+        assert len(tables) >= 10
+        for table in tables:
+            assert (
+                sqlstate_of(lambda t=table: conn.execute(f"select 1 from {t} limit 1")) == "42501"
+            ), table
+        for sql in (
+            "select public.run_maintenance()",
+            "select google_ai_internal.clock()",
+            "update public.google_ai_api_keys set is_active = true",
+            "delete from public.google_ai_audit_log",
+        ):
+            assert sqlstate_of(lambda sql=sql: conn.execute(sql)) == "42501", sql
+    # What the client did is audited under its own name.
+    assert db.execute(
+        "select actor from public.google_ai_audit_log where event = 'config_changed' "
+        "and key_alias = 'k2' order by id desc limit 1"
+    ).fetchone() == ("llm_limits_client",)
+
+
+def test_roles_sql_sets_a_password_from_a_setting(db_url: str) -> None:
+    sql = (REPO / "supabase" / "roles.sql").read_text()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("set llm_limits.client_password = 'correct horse'")
+        conn.execute(sql)
+        row = conn.execute(
+            "select rolpassword like 'SCRAM-SHA-256$%%' or rolpassword like 'md5%%' "
+            "from pg_authid where rolname = 'llm_limits_client'"
+        ).fetchone()
+        assert row == (True,)
+        conn.execute("alter role llm_limits_client password null")
