@@ -86,7 +86,7 @@ def seed_bench(url: str, keys: int = 16) -> None:
 # --- throughput ------------------------------------------------------------
 
 
-def throughput(admin_url: str, seconds: int) -> dict[str, float]:
+def throughput(admin_url: str, seconds: int, hot_limit_seconds: int) -> dict[str, float]:
     base = fresh_db(admin_url, "bench_pgbench")
     subprocess.run(["pgbench", "-i", "-q", "-s", "16", base], capture_output=True, check=True)
     baseline = pgbench(base, ["-N"], seconds)
@@ -97,26 +97,27 @@ def throughput(admin_url: str, seconds: int) -> dict[str, float]:
     hot = pgbench(
         url, ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-free"], seconds
     )
-    with connect(url) as conn:
-        before = conn.execute(
-            "select count(*) from public.google_ai_reservations where model = 'bench-30k'"
-        ).fetchone()
-    t0 = time.monotonic()
-    hot30k_scripts = pgbench(
-        url, ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-30k"], seconds
+    # (c) runs past one whole window so the 30,000 RPM limit binds; the
+    # largest count of grants in any sliding 60 s is read back from the ledger.
+    hot30k_calls = pgbench(
+        url,
+        ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-30k"],
+        hot_limit_seconds,
     )
-    elapsed = time.monotonic() - t0
     with connect(url) as conn:
-        after = conn.execute(
-            "select count(*) from public.google_ai_reservations where model = 'bench-30k'"
+        row = conn.execute(
+            "select count(*), max(n) from (select count(*) over (order by granted_at range "
+            "between interval '59.999999 seconds' preceding and current row) as n "
+            "from public.google_ai_reservations where model = 'bench-30k') as w"
         ).fetchone()
-    assert before and after
+    assert row is not None
     return {
         "baseline_tps": baseline,
         "spread_pairs": spread,
         "hot_pairs": hot,
-        "hot30k_calls": hot30k_scripts,
-        "hot30k_grants_per_s": (after[0] - before[0]) / elapsed,
+        "hot30k_calls": hot30k_calls,
+        "hot30k_grants_per_s": row[0] / hot_limit_seconds,
+        "hot30k_max_60s": float(row[1] or 0),
     }
 
 
@@ -298,14 +299,14 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
             conn.execute("select public.commit_usage(%s, 10, 5)", (row[1],))
 
     def tpm_call(conn: Conn, i: int) -> None:
-        # Estimate 1000 tokens, actually 800: commit reconciles at once.
+        # Estimate 400 tokens (2% of the TPM), actually 320: commit reconciles at once.
         row = conn.execute(
             "select granted, reservation_id from public.acquire(model => 'util-tpm'::text, "
-            "tokens => 1000::int, mode => 'WAIT', max_wait_ms => 15000)"
+            "tokens => 400::int, mode => 'WAIT', max_wait_ms => 15000)"
         ).fetchone()
         if row and row[0]:
             time.sleep(0.05)
-            conn.execute("select public.commit_usage(%s, 800, 5)", (row[1],))
+            conn.execute("select public.commit_usage(%s, 320, 5)", (row[1],))
 
     with waiters(url, 8, rpm_call, seconds):
         pass
@@ -477,10 +478,10 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" {ratio(m['spread_pairs'])} | ≥ 0.35× | {ok(m['spread_pairs'] >= 0.35 * base)} |",
         f"| (b) pairs/s, 16 clients, one hot group, limit not binding | {m['hot_pairs']:.0f} |"
         f" {ratio(m['hot_pairs'])} | ≥ 0.15× | {ok(m['hot_pairs'] >= 0.15 * base)} |",
-        f"| (c) calls/s, one hot group at 30,000 RPM (grants/s) | {m['hot30k_calls']:.0f}"
-        f" ({m['hot30k_grants_per_s']:.0f} granted/s = {m['hot30k_grants_per_s'] * 60:.0f}/min) |"
-        f" {ratio(m['hot30k_calls'])} | grants ≤ 30,000/min |"
-        f" {ok(m['hot30k_grants_per_s'] * 60 <= 30000 * 1.02)} |",
+        f"| (c) acquire calls/s, one hot group at 30,000 RPM, {m['hot_limit_seconds']:.0f} s |"
+        f" {m['hot30k_calls']:.0f} ({m['hot30k_grants_per_s']:.0f} granted/s; most grants in any"
+        f" 60 s: {m['hot30k_max_60s']:.0f}) | {ratio(m['hot30k_calls'])} |"
+        f" ≤ 30,000 per 60 s | {ok(m['hot30k_max_60s'] <= 30000)} |",
         f"| acquire p50 / p99, uncontended | {m['acquire_p50_1']:.2f} / {m['acquire_p99_1']:.2f} ms"
         f" | | p50 ≤ 1 ms | {ok(m['acquire_p50_1'] <= 1.0)} |",
         f"| commit p50 / p99, uncontended | {m['commit_p50_1']:.2f} / {m['commit_p99_1']:.2f} ms"
@@ -500,7 +501,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f"| utilization, RPM-bound WAIT load, {m['windows']:.0f} windows |"
         f" {m['util_util-rpm'] * 100:.1f}% (ceiling {m['util_max'] * 100:.1f}%) | | ≥ 98% |"
         f" {ok(m['util_util-rpm'] >= 0.98)} |",
-        f"| utilization, TPM-bound WAIT load (reconciled commits) |"
+        f"| utilization, TPM-bound WAIT load (estimate 400, actual 320 tokens) |"
         f" {m['util_util-tpm'] * 100:.1f}% | | ≥ 98% | {ok(m['util_util-tpm'] >= 0.98)} |",
         f"| grant lag after a window slot frees, p50 / p95 |"
         f" {m['lag_window_p50']:.1f} / {m['lag_window_p95']:.1f} ms | | p95 ≤ 50 ms |"
@@ -537,14 +538,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--admin-url", required=True)
     parser.add_argument("--seconds", type=int, default=20, help="per pgbench run")
+    parser.add_argument("--hot-limit-seconds", type=int, default=75, help="run (c) this long")
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
 
-    m: dict[str, float] = {"big_rows": args.big_rows, "windows": args.windows}
+    m: dict[str, float] = {
+        "big_rows": args.big_rows,
+        "windows": args.windows,
+        "hot_limit_seconds": args.hot_limit_seconds,
+    }
     steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
-        ("throughput", lambda: throughput(args.admin_url, args.seconds)),
+        ("throughput", lambda: throughput(args.admin_url, args.seconds, args.hot_limit_seconds)),
         ("latency", lambda: latency(args.admin_url)),
         ("cost growth", lambda: cost_growth(args.admin_url, args.big_rows)),
         ("utilization and grant lag", lambda: utilization(args.admin_url, args.windows)),

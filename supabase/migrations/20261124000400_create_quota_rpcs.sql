@@ -232,10 +232,11 @@ create type google_ai_internal.candidate as (
     rpd integer
 );
 
--- The candidate groups that could ever serve `p_tokens`, best first: one key per group (lowest
--- priority value, then alias); groups by priority, then by most headroom
--- (the tightest remaining fraction of any limit, read without locks); groups
--- cooling down last.
+-- The keys that could ever serve `p_tokens`, best first: cooling-down groups
+-- last, then by priority (lower first), then by most headroom (the tightest
+-- remaining fraction of any limit, read without locks), then alias. A group
+-- may appear once per key; reserve_round tries each group only once, on its
+-- first (best) key.
 create function google_ai_internal.candidates(
     p_model text, p_key_aliases text [], p_now timestamptz, p_tokens integer
 )
@@ -247,42 +248,33 @@ set plan_cache_mode = force_generic_plan
 as $$
 begin
     return query
-        select c.quota_group, c.key_alias, c.env_var_name, c.priority, c.rpm, c.tpm, c.rpd
-        from (
-            select distinct on (g.quota_group)
-                g.quota_group, g.key_alias, g.env_var_name, g.priority,
-                coalesce(o.rpm, m.rpm::integer) as rpm,
-                coalesce(o.tpm, m.tpm::integer) as tpm,
-                coalesce(o.rpd, m.rpd::integer) as rpd
-            from (
-                select
-                    coalesce(k.quota_group, k.key_alias) as quota_group,
-                    k.key_alias, k.env_var_name, coalesce(k.priority, 100)::integer as priority
-                from public.google_ai_api_keys as k
-                where
-                    k.is_active is true
-                    and (p_key_aliases is null or k.key_alias = any(p_key_aliases))
-            ) as g
-            cross join public.google_ai_model_limits as m
-            left join public.google_ai_group_limits as o
-                on o.quota_group = g.quota_group and o.model = m.model
-            where m.model = p_model
-            order by g.quota_group, g.priority, g.key_alias
-        ) as c
-        left join public.google_ai_quota_state as s
-            on s.quota_group = c.quota_group and s.model = p_model
+    select
+        g.quota_group, k.key_alias, k.env_var_name, coalesce(k.priority, 100)::integer,
+        coalesce(o.rpm, m.rpm::integer),
+        coalesce(o.tpm, m.tpm::integer),
+        coalesce(o.rpd, m.rpd::integer)
+    from public.google_ai_api_keys as k
+    cross join lateral (select coalesce(k.quota_group, k.key_alias) as quota_group) as g
+    inner join public.google_ai_model_limits as m on m.model = p_model
+    left join public.google_ai_group_limits as o
+        on o.quota_group = g.quota_group and o.model = m.model
+    left join public.google_ai_quota_state as s
+        on s.quota_group = g.quota_group and s.model = m.model
+    where
+        k.is_active is true
+        and (p_key_aliases is null or k.key_alias = any(p_key_aliases))
         -- A group whose TPM can never hold the request is no candidate (its
         -- retry_after would be a promise it cannot keep).
-        where c.tpm is null or c.tpm >= p_tokens
-        order by
-            (s.cooldown_until > p_now) is true,
-            c.priority,
-            least(
-                1.0 - coalesce(s.window_requests, 0)::numeric / nullif(c.rpm, 0),
-                1.0 - coalesce(s.window_tokens, 0)::numeric / nullif(c.tpm, 0),
-                1.0 - coalesce(s.day_requests, 0)::numeric / nullif(c.rpd, 0)
-            ) desc nulls first,
-            c.key_alias;
+        and coalesce(o.tpm, m.tpm::integer, p_tokens) >= p_tokens
+    order by
+        (s.cooldown_until > p_now) is true,
+        coalesce(k.priority, 100),
+        least(
+            1.0 - coalesce(s.window_requests, 0)::numeric / nullif(coalesce(o.rpm, m.rpm), 0),
+            1.0 - coalesce(s.window_tokens, 0)::numeric / nullif(coalesce(o.tpm, m.tpm), 0),
+            1.0 - coalesce(s.day_requests, 0)::numeric / nullif(coalesce(o.rpd, m.rpd), 0)
+        ) desc nulls first,
+        k.key_alias;
 end;
 $$;
 
@@ -427,12 +419,15 @@ declare
     verdict public.acquire_result;
     attempt record;
     cand google_ai_internal.candidate;
+    tried text [] := '{}';
     guarded boolean := p_release_on_refusal or pg_catalog.cardinality(p_cands) > 1;
 begin
     verdict.granted := false;
     verdict.model := coalesce(p_model.api_model, p_model.model);
     verdict.reason := 'no_key';
     foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);  -- keys of one group share its window
+        tried := tried || cand.quota_group;
         if guarded then
             begin
                 attempt := google_ai_internal.try_reserve(
@@ -537,7 +532,14 @@ begin
         raise exception using errcode = 'LL001', message = 'model must not be null',
             hint = 'Pass a model name such as gemma-3-27b.';
     end if;
-    perform google_ai_internal.check_text('model', acquire.model, 200);
+    -- One cheap test on the hot path; check_text names the culprit.
+    if greatest(
+        pg_catalog.length(acquire.model), pg_catalog.length(caller), pg_catalog.length(request_id)
+    ) > 200 then
+        perform google_ai_internal.check_text('model', acquire.model, 200);
+        perform google_ai_internal.check_text('caller', caller, 200);
+        perform google_ai_internal.check_text('request_id', request_id, 200);
+    end if;
     wanted := google_ai_internal.resolve_model(acquire.model);
     if tokens is null or tokens < 0 then
         raise exception using errcode = 'LL002',
@@ -559,8 +561,6 @@ begin
             detail = 'The cap keeps a WAIT under Supabase''s 2-minute statement timeout.',
             hint = 'Wait longer by calling acquire again.';
     end if;
-    perform google_ai_internal.check_text('caller', caller, 200);
-    perform google_ai_internal.check_text('request_id', request_id, 200);
     if key_aliases is not null and pg_catalog.cardinality(key_aliases) > 1000 then
         raise exception using errcode = 'LL007', message = 'key_aliases has more than 1000 entries',
             hint = 'Pass only the aliases this process holds.';

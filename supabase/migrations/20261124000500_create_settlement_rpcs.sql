@@ -150,6 +150,7 @@ as $$
 declare
     res public.google_ai_reservations;
     usage_meta jsonb;
+    at_now timestamptz := google_ai_internal.clock();
 begin
     if prompt_tokens is null or prompt_tokens < 0
        or completion_tokens is null or completion_tokens < 0
@@ -186,7 +187,7 @@ begin
         actual_tokens = prompt_tokens,
         completion_tokens = commit_usage.completion_tokens,
         counted_tokens = prompt_tokens,
-        settled_at = google_ai_internal.clock()
+        settled_at = at_now
     where r.id = res.id;
 
     usage_meta := meta || pg_catalog.jsonb_build_object(
@@ -205,7 +206,7 @@ begin
     from pg_catalog.jsonb_populate_record(
         null::public.token_usage,
         pg_catalog.jsonb_build_object(
-            'ts', google_ai_internal.clock(),
+            'ts', at_now,
             'model', res.api_model,
             'prompt_tokens', prompt_tokens,
             'completion_tokens', completion_tokens,
@@ -214,7 +215,8 @@ begin
             'meta', usage_meta
         )
     ) as u;
-    perform google_ai_internal.audit('committed', res, pg_catalog.jsonb_build_object(
+    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
+    values (at_now, 'committed', res.key_alias, res.model, res.id, pg_catalog.jsonb_build_object(
         'estimated_tokens', res.estimated_tokens,
         'prompt_tokens', prompt_tokens,
         'completion_tokens', completion_tokens,
