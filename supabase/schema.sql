@@ -337,8 +337,9 @@ declare
     );
     horizon timestamptz;
     today date;
-    gone_requests bigint;
-    gone_tokens bigint;
+    moved_requests bigint;
+    moved_tokens bigint;
+    direction integer;
 begin
     select s.* into st
     from public.google_ai_quota_state as s
@@ -356,31 +357,21 @@ begin
 
     at_now := google_ai_internal.clock();
     horizon := at_now - hold;
-    if horizon > st.swept_to then
+    if horizon <> st.swept_to then
+        -- Rows between the old and the new horizon leave the window (the usual
+        -- case) or, if the window grew (window_ms or the guard was raised) or
+        -- the clock stepped back, enter it again.
         select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
-        into gone_requests, gone_tokens
+        into moved_requests, moved_tokens
         from public.google_ai_reservations as r
         where
             r.quota_group = p_group
             and r.model = p_model
-            and r.granted_at > st.swept_to
-            and r.granted_at <= horizon;
-        st.window_requests := st.window_requests - gone_requests;
-        st.window_tokens := st.window_tokens - gone_tokens;
-        st.swept_to := horizon;
-    elsif horizon < st.swept_to then
-        -- The window grew (window_ms or the guard was raised) or the clock
-        -- stepped back: count again the rows the new window covers.
-        select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
-        into gone_requests, gone_tokens
-        from public.google_ai_reservations as r
-        where
-            r.quota_group = p_group
-            and r.model = p_model
-            and r.granted_at > horizon
-            and r.granted_at <= st.swept_to;
-        st.window_requests := st.window_requests + gone_requests;
-        st.window_tokens := st.window_tokens + gone_tokens;
+            and r.granted_at > least(st.swept_to, horizon)
+            and r.granted_at <= greatest(st.swept_to, horizon);
+        direction := case when horizon > st.swept_to then -1 else 1 end;
+        st.window_requests := st.window_requests + direction * moved_requests;
+        st.window_tokens := st.window_tokens + direction * moved_tokens;
         st.swept_to := horizon;
     end if;
 
