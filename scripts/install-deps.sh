@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what `make test`, `make demo` and `make bench` need on a bare
 # Debian 12 machine: pgTAP and pg_prove (apt), pg_cron (apt, for the
-# maintenance schedule test), the pinned Supabase CLI (npm ci) and the Python
+# maintenance schedule test), the pinned npm tools (npm ci) and the Python
 # package with its dev extras (.venv). Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +20,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-pinned=$(node -p "require('./package.json').devDependencies.supabase")
-installed=$(node -p "try { require('./node_modules/supabase/package.json').version } catch (e) { '' }")
-if [[ "$pinned" != "$installed" ]]; then
+# npm: the Supabase CLI, Deno, and Gemma 3's vocabulary for the fake server.
+npm_stamp=node_modules/.llm-limits-installed
+if [[ ! -f $npm_stamp || package-lock.json -nt $npm_stamp ]]; then
     npm ci --no-audit --no-fund --loglevel=error
+    touch "$npm_stamp"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

@@ -394,6 +394,35 @@ begin
 end;
 $$;
 
+-- Name: record_acquire_verdict(public.acquire_result, text, integer, text, integer, integer, text, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
+    values (
+        google_ai_internal.clock(),
+        case when p_verdict.granted then 'granted' else 'refused' end,
+        p_verdict.key_alias,
+        p_model,
+        p_verdict.reservation_id,
+        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'tokens', p_tokens,
+            'mode', p_mode,
+            'max_wait_ms', p_max_wait_ms,
+            'waited_ms', p_verdict.waited_ms,
+            'rounds', p_rounds,
+            'reason', p_verdict.reason,
+            'retry_after_ms', p_verdict.retry_after_ms,
+            'caller', p_caller,
+            'request_id', p_request_id
+        ))
+    );
+end;
+$$;
+
 -- Name: recount(public.google_ai_reservations, smallint, integer); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.recount(p_res public.google_ai_reservations, p_requests smallint, p_tokens integer) RETURNS void
@@ -841,24 +870,9 @@ begin
         extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
     )::integer;
 
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
-    values (
-        google_ai_internal.clock(),
-        case when verdict.granted then 'granted' else 'refused' end,
-        verdict.key_alias,
-        wanted.model,
-        verdict.reservation_id,
-        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-            'tokens', tokens,
-            'mode', pg_catalog.upper(mode),
-            'max_wait_ms', max_wait_ms,
-            'waited_ms', verdict.waited_ms,
-            'rounds', rounds,
-            'reason', verdict.reason,
-            'retry_after_ms', verdict.retry_after_ms,
-            'caller', caller,
-            'request_id', request_id
-        ))
+    perform google_ai_internal.record_acquire_verdict(
+        verdict, wanted.model, tokens, pg_catalog.upper(mode), max_wait_ms, rounds, caller,
+        request_id
     );
     return verdict;
 end;
@@ -1702,6 +1716,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text
 -- Name: FUNCTION next_day_start(p_now timestamp with time zone, p_time_zone text); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with time zone, p_time_zone text) FROM PUBLIC;
+
+-- Name: FUNCTION record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text) FROM PUBLIC;
 
 -- Name: FUNCTION recount(p_res public.google_ai_reservations, p_requests smallint, p_tokens integer); Type: ACL; Schema: google_ai_internal; Owner: -
 
