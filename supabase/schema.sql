@@ -394,6 +394,23 @@ begin
 end;
 $$;
 
+-- Name: queue_waiters(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    -- acquire queues on the advisory lock (hashtext('llm_limits:' || model), key set).
+    select count(*)::integer
+    from pg_catalog.pg_locks as pl
+    where
+        pl.locktype = 'advisory'
+        and pl.objsubid = 2
+        and pl.classid::bigint = (
+            pg_catalog.hashtext('llm_limits:' || p_model)::bigint & 4294967295
+        )
+$$;
+
 -- Name: record_acquire_verdict(public.acquire_result, text, integer, text, integer, integer, text, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text) RETURNS void
@@ -1046,16 +1063,7 @@ begin
         case when s.cooldown_until > at_now then s.cooldown_reason end,
         google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone),
         coalesce(u.in_flight, 0)::integer,
-        (
-            select count(*)::integer
-            from pg_catalog.pg_locks as pl
-            where
-                pl.locktype = 'advisory'
-                and pl.objsubid = 2
-                and pl.classid::bigint = (
-                    pg_catalog.hashtext('llm_limits:' || m.model)::bigint & 4294967295
-                )
-        )
+        google_ai_internal.queue_waiters(m.model)
     from groups as g
     cross join public.google_ai_model_limits as m
     left join public.google_ai_group_limits as o
@@ -1716,6 +1724,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text
 -- Name: FUNCTION next_day_start(p_now timestamp with time zone, p_time_zone text); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with time zone, p_time_zone text) FROM PUBLIC;
+
+-- Name: FUNCTION queue_waiters(p_model text); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.queue_waiters(p_model text) FROM PUBLIC;
 
 -- Name: FUNCTION record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text); Type: ACL; Schema: google_ai_internal; Owner: -
 
