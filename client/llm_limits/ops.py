@@ -1,15 +1,15 @@
 """A call's steps as data, so the attempt logic is written once and run blocking or async.
 
-A plan is a generator that yields ``Query``, ``Send`` and ``Sleep`` and receives each result
-(or has each exception thrown into it, so its own ``try`` blocks settle a reservation). ``run``
-performs the steps with blocking I/O, ``arun`` with asyncio.
+A plan is a generator that yields ``Query``, ``Send``, ``Sleep``, ``CountTokens`` and ``Call``
+and receives each result (or has each exception thrown into it, so its own ``try`` blocks
+settle a reservation). ``run`` performs the steps with blocking I/O, ``arun`` with asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +43,22 @@ class Sleep:
     seconds: float
 
 
-Op = Query | Send | Sleep
+@dataclass(frozen=True)
+class CountTokens:
+    google: genai.Client
+    model: str
+    contents: Any
+
+
+@dataclass(frozen=True)
+class Call:
+    """Blocking local work (a tokenizer that may still be loading): off the event loop."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+Op = Query | Send | Sleep | CountTokens | Call
 Plan = Generator[Op, Any, T]
 
 
@@ -80,6 +95,10 @@ def run(plan: Plan[T], db: Database) -> T:
                 value = op.google.models.generate_content(
                     model=op.model, contents=op.contents, config=op.config
                 )
+            elif isinstance(op, CountTokens):
+                value = op.google.models.count_tokens(model=op.model, contents=op.contents)
+            elif isinstance(op, Call):
+                value = op.fn(*op.args)
             else:
                 time.sleep(op.seconds)
         except BaseException as exc:  # KeyboardInterrupt too: the plan settles, then re-raises
@@ -104,6 +123,12 @@ async def arun(plan: Plan[T], db: Database) -> T:
                 value = await op.google.aio.models.generate_content(
                     model=op.model, contents=op.contents, config=op.config
                 )
+            elif isinstance(op, CountTokens):
+                value = await op.google.aio.models.count_tokens(
+                    model=op.model, contents=op.contents
+                )
+            elif isinstance(op, Call):
+                value = await asyncio.to_thread(op.fn, *op.args)
             else:
                 await asyncio.sleep(op.seconds)
         except BaseException as exc:  # CancelledError too
