@@ -101,13 +101,16 @@ class Grant(NamedTuple):
 
 @dataclass
 class Stats:
-    """Counters over every HTTP request; ``grants`` holds accepted generateContent calls only."""
+    """Counters over every HTTP request but countTokens, which ``count_calls`` counts apart
+    (it spends no quota, and a client counting before each call would otherwise double every
+    figure); ``grants`` holds accepted generateContent calls only."""
 
     requests: int = 0
     ok: int = 0
     rate_limited: int = 0
     errors: dict[int, int] = field(default_factory=dict)
     grants: dict[tuple[str, str], list[Grant]] = field(default_factory=dict)
+    count_calls: int = 0
 
     def summary(self) -> dict[str, Any]:
         errors = {str(k): v for k, v in sorted(self.errors.items())}
@@ -118,6 +121,7 @@ class Stats:
             "429s": self.rate_limited,
             "errors": errors,
             "grants": grants,
+            "countTokens": self.count_calls,
         }
 
 
@@ -401,13 +405,18 @@ class FakeGemini:
         with self._lock:
             s = self._stats
             grants = {k: list(v) for k, v in s.grants.items()}
-            return Stats(s.requests, s.ok, s.rate_limited, dict(s.errors), grants)
+            return Stats(
+                s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls
+            )
 
     def _handle(self, verb: str, path: str, key: str | None, raw: bytes) -> _Reply:
         # One lock around decision and bookkeeping keeps concurrent admissions exact.
         with self._lock:
             reply = self._dispatch(verb, path, key, raw)
             s = self._stats
+            if unquote(path).endswith(":countTokens"):
+                s.count_calls += 1
+                return reply
             s.requests += 1
             if reply.status == 200:
                 s.ok += 1

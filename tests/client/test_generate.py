@@ -10,7 +10,8 @@ from google.genai import errors, types
 
 import llm_limits
 from llm_limits import Client, Usage
-from llm_limits.fake_gemini import FakeGemini, count_tokens
+from llm_limits.cli.prose import page
+from llm_limits.fake_gemini import FakeGemini
 
 from .support import (
     GEMMA,
@@ -25,7 +26,9 @@ from .support import (
 )
 
 
-def test_success_commits_the_actual_tokens(client: Client, keyed_db: Conn) -> None:
+def test_success_commits_the_actual_tokens(
+    client: Client, keyed_db: Conn, fake: FakeGemini
+) -> None:
     seen: list[Usage] = []
     client.on_usage = seen.append
     prompt = "How many tokens is this prompt?"
@@ -35,7 +38,9 @@ def test_success_commits_the_actual_tokens(client: Client, keyed_db: Conn) -> No
     assert resp.text == "fake reply to: " + prompt
     assert isinstance(resp, types.GenerateContentResponse)
     usage = resp.usage_metadata
-    assert usage is not None and usage.prompt_token_count == count_tokens(prompt)
+    assert usage is not None and usage.prompt_token_count == fake.counting.prompt(
+        [("user", [prompt])]
+    )
     [res] = reservations(keyed_db)
     assert res["status"] == "committed"
     assert res["actual_tokens"] == res["counted_tokens"] == usage.prompt_token_count
@@ -210,8 +215,10 @@ def test_a_long_wait_is_several_capped_acquires(
 def test_prompt_larger_than_tpm_is_prompt_too_large(
     client: Client, keyed_db: Conn, fake: FakeGemini
 ) -> None:
+    prompt = page(60_000)  # Russian: about 17,000 tokens, over gemma-3-27b's TPM of 15,000
+    assert fake.counting.prompt([("user", [prompt])]) > 15_000
     with pytest.raises(llm_limits.PromptTooLarge) as info:
-        client.generate(GEMMA, "x" * 20_000)
+        client.generate(GEMMA, prompt)
 
     assert info.value.sqlstate == "LL003"
     assert fake.stats().requests == 0
@@ -306,7 +313,9 @@ def test_gemma_system_instruction_is_folded_into_the_first_user_turn(
     # The fake answers 400 "Developer instruction is not enabled" if it is sent.
     assert resp.text == "fake reply to: " + "You are terse.\n\nhello"
     usage = resp.usage_metadata
-    assert usage is not None and usage.prompt_token_count == count_tokens(system + "\n\nhello")
+    assert usage is not None and usage.prompt_token_count == fake.counting.prompt(
+        [("user", [system + "\n\nhello"])]
+    )
     assert config.system_instruction == system  # the caller's config is not modified
 
 
@@ -345,7 +354,7 @@ def test_one_log_line_per_attempt_with_fields(
     ok = records[-1]
     for field in ("reservation_id", "key_alias", "model", "estimated_tokens", "waited_ms"):
         assert getattr(ok, field) is not None
-    assert ok.actual_tokens == count_tokens("hello")  # type: ignore[attr-defined]
+    assert ok.actual_tokens == fake.counting.prompt([("user", ["hello"])])  # type: ignore[attr-defined]
     assert records[0].levelno == logging.WARNING
 
 

@@ -26,7 +26,7 @@ from llm_limits.fake_gemini import (
     TPM_ID,
     FakeGemini,
     Limits,
-    count_tokens,
+    byte_formula_tokens,
 )
 
 GEMMA = "gemma-3-27b-it"
@@ -53,8 +53,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def srv(clock: Clock) -> Iterator[FakeGemini]:
+    # These tests are about quotas and errors: small, hand-checkable counts (bytes / 4).
+    # test_fake_counting.py covers counting with Gemma 3's vocabulary.
     fake = FakeGemini(
-        PROJECTS, LIMITS, invalid_keys={"KEY_BAD"}, leaked_keys={"KEY_LEAKED"}, clock=clock
+        PROJECTS,
+        LIMITS,
+        invalid_keys={"KEY_BAD"},
+        leaked_keys={"KEY_LEAKED"},
+        clock=clock,
+        vocabulary=False,
     )
     with fake:
         yield fake
@@ -98,8 +105,8 @@ def test_success_and_usage_metadata(srv: FakeGemini) -> None:
     assert resp.text == "fake reply to: hello world"
     usage = resp.usage_metadata
     assert usage is not None
-    assert usage.prompt_token_count == count_tokens("hello world") == 3
-    assert usage.candidates_token_count == count_tokens("fake reply to: hello world")
+    assert usage.prompt_token_count == byte_formula_tokens("hello world") == 3
+    assert usage.candidates_token_count == byte_formula_tokens("fake reply to: hello world")
     assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
     assert resp.model_version == GEMMA
     assert resp.candidates and resp.candidates[0].finish_reason == types.FinishReason.STOP
@@ -339,7 +346,9 @@ def test_cli_serves_and_summarises_without_leaking_keys() -> None:
     assert proc.returncode == 0
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["requests"] == 4 and summary["ok"] == 2 and summary["429s"] == 1
-    assert len(err.strip().splitlines()) == 4
+    startup, *requests = err.strip().splitlines()
+    assert startup.startswith(f"fake Gemini at {base_url}: counting tokens with Gemma 3's")
+    assert len(requests) == 4
     assert "proj-a" in err and "proj-b" in err and "key#" in err
     for key in ["KEY_CLI_A1", "KEY_CLI_A2", secret, "KEY_UNKNOWN_XYZ"]:
         assert key not in out + err
