@@ -388,6 +388,7 @@ class FakeGemini:
             self._daily: dict[tuple[str, str], tuple[date, int]] = {}
             self._faults: list[tuple[int, str | None]] = []  # one entry per call to fail
             self._hangs: deque[float] = deque()
+            self._count_faults = 0  # countTokens calls to fail with a 503
 
     def inject(self, status: int, count: int = 1, key: str | None = None) -> None:
         """Fail the next `count` generateContent calls (only those with `key`, if given)."""
@@ -395,6 +396,11 @@ class FakeGemini:
             raise ValueError(f"cannot inject {status}; use 429, 500, 503 or 504")
         with self._lock:
             self._faults.extend([(status, key)] * count)
+
+    def fail_count_tokens(self, count: int = 1) -> None:
+        """Answer the next `count` countTokens calls with 503 "The model is overloaded"."""
+        with self._lock:
+            self._count_faults += count
 
     def hang(self, seconds: float, count: int = 1) -> None:
         """Delay the responses to the next `count` generateContent calls by `seconds`."""
@@ -463,6 +469,9 @@ class FakeGemini:
             return _Reply(400, _error(400, msg), who, delay)
         tokens = self.counting.prompt(_turns(req))
         if method == "countTokens":
+            if self._count_faults:
+                self._count_faults -= 1
+                return _Reply(503, _error(503, _FAULT_MESSAGES[503]), who)
             return _Reply(200, {"totalTokens": tokens}, who)
         fault = self._take_fault(key)
         if fault == 429:

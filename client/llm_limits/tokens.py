@@ -226,6 +226,15 @@ class _Loader:
         done.set()
 
 
+_LOADER = _Loader()  # one per process: the SDK caches the parsed model per process too
+
+
+def reset_local_tokenizers() -> None:
+    """Forget loaded and failed local tokenizers, e.g. after seeding the SDK's cache."""
+    global _LOADER
+    _LOADER = _Loader()
+
+
 @dataclass(frozen=True)
 class Count:
     tokens: int
@@ -238,7 +247,6 @@ class TokenCounter:
     def __init__(self, load_wait: float = LOAD_WAIT_SECONDS, ttl: float = 300.0) -> None:
         self.load_wait, self.ttl = load_wait, ttl
         self._models: dict[str, tuple[str, str | None, float]] = {}
-        self._loader = _Loader()
         self._lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()
 
@@ -246,7 +254,7 @@ class TokenCounter:
         self, sdk_model: str, contents: Any, config: types.GenerateContentConfig | None
     ) -> int | None:
         """Count with the local tokenizer, template included; None if it cannot."""
-        tokenizer = self._loader.get(sdk_model, self.load_wait)
+        tokenizer = _LOADER.get(sdk_model, self.load_wait)
         if tokenizer is None:
             return None
         extra: dict[str, Any] = {}
