@@ -1,7 +1,7 @@
 -- Optional: a dedicated least-privilege login role for the bot and the
--- notebooks, `llm_limits_client`. It may EXECUTE the six client RPCs
+-- notebooks, `llm_limits_client`. It may EXECUTE the seven client RPCs
 -- (acquire, commit_usage, release, report_rate_limit, disable_key,
--- quota_status) and nothing else: no table, view or sequence privilege, no
+-- quota_status, token_counter) and nothing else: no table, view or sequence privilege, no
 -- schema but what PUBLIC has, and no run_maintenance() (pg_cron or an
 -- operator runs that as the owner; a client that could run it could also
 -- trim the audit log on demand). The RPCs are SECURITY DEFINER, so EXECUTE
@@ -48,7 +48,7 @@ end
 $$;
 
 -- Converge: take back anything granted to the role directly on our objects,
--- then grant the six RPCs that exist (all of them once the migrations ran).
+-- then grant the seven RPCs that exist (all of them once the migrations ran).
 do $$
 declare
     obj record;
@@ -86,7 +86,8 @@ begin
             ('public.release(uuid, text, boolean)'),
             ('public.report_rate_limit(uuid, text, integer)'),
             ('public.disable_key(text, text)'),
-            ('public.quota_status()')
+            ('public.quota_status()'),
+            ('public.token_counter(text)')
         ) as s (signature)
         where pg_catalog.to_regprocedure(s.signature) is not null
     loop

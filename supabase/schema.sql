@@ -234,6 +234,30 @@ begin
 end;
 $$;
 
+-- Name: estimate_accuracy(text, text, timestamp with time zone); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.estimate_accuracy(p_group text, p_model text, p_since timestamp with time zone) RETURNS TABLE(compared integer, ratio_p50 numeric, ratio_max numeric)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select
+        count(*)::integer,
+        round(
+            (percentile_cont(0.5) within group (
+                order by r.estimated_tokens::float8 / r.actual_tokens
+            ))::numeric,
+            3
+        ),
+        round(max(r.estimated_tokens::numeric / r.actual_tokens), 3)
+    from public.google_ai_reservations as r
+    where
+        r.quota_group = p_group
+        and r.model = p_model
+        and r.granted_at > p_since
+        and r.status = 'committed'
+        and r.actual_tokens > 0
+$$;
+
 -- Name: guard_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.guard_audit_log() RETURNS trigger
@@ -512,7 +536,9 @@ CREATE TABLE public.google_ai_model_limits (
     rpd integer,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    api_model text
+    api_model text,
+    token_counter text,
+    CONSTRAINT google_ai_model_limits_token_counter_check CHECK ((token_counter = ANY (ARRAY['gemma3'::text, 'count_tokens'::text, 'bytes'::text])))
 );
 
 -- Name: TABLE google_ai_model_limits; Type: COMMENT; Schema: public; Owner: -
@@ -522,6 +548,10 @@ COMMENT ON TABLE public.google_ai_model_limits IS 'Per-model quotas (Google free
 -- Name: COLUMN google_ai_model_limits.api_model; Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON COLUMN public.google_ai_model_limits.api_model IS 'The model id sent to the API (e.g. gemma-3-27b-it). Callers may pass either this or model.';
+
+-- Name: COLUMN google_ai_model_limits.token_counter; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_model_limits.token_counter IS 'How the client counts input tokens before acquire: gemma3 (Gemma 3 SentencePiece via google-genai LocalTokenizer), count_tokens (models.count_tokens over HTTP), bytes (UTF-8 byte bound). Null: automatic (gemma3 where the tokenizer serves the model, else count_tokens, else bytes).';
 
 -- Name: reserve_round(public.google_ai_model_limits, google_ai_internal.candidate[], integer, text, text, public.google_ai_settings, boolean); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -1026,7 +1056,7 @@ COMMENT ON FUNCTION public.disable_key(key_alias text, reason text) IS 'Mark a k
 
 -- Name: quota_status(); Type: FUNCTION; Schema: public; Owner: -
 
-CREATE FUNCTION public.quota_status() RETURNS TABLE(quota_group text, model text, api_model text, key_aliases text[], rpm_used integer, rpm_limit integer, tpm_used bigint, tpm_limit integer, rpd_used integer, rpd_limit integer, cooldown_until timestamp with time zone, cooldown_reason text, next_rpd_reset timestamp with time zone, in_flight integer, waiters integer)
+CREATE FUNCTION public.quota_status() RETURNS TABLE(quota_group text, model text, api_model text, key_aliases text[], rpm_used integer, rpm_limit integer, tpm_used bigint, tpm_limit integer, rpd_used integer, rpd_limit integer, cooldown_until timestamp with time zone, cooldown_reason text, next_rpd_reset timestamp with time zone, in_flight integer, waiters integer, token_counter text, estimates_compared integer, estimate_ratio_p50 numeric, estimate_ratio_max numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
@@ -1063,7 +1093,11 @@ begin
         case when s.cooldown_until > at_now then s.cooldown_reason end,
         google_ai_internal.next_day_start(at_now, cfg.rpd_time_zone),
         coalesce(u.in_flight, 0)::integer,
-        google_ai_internal.queue_waiters(m.model)
+        google_ai_internal.queue_waiters(m.model),
+        m.token_counter,
+        a.compared,
+        a.ratio_p50,
+        a.ratio_max
     from groups as g
     cross join public.google_ai_model_limits as m
     left join public.google_ai_group_limits as o
@@ -1081,13 +1115,15 @@ begin
             r.quota_group = g.grp and r.model = m.model
             and (r.granted_at > horizon or r.rpd_day = today or r.status = 'reserved')
     ) as u on true
+    cross join lateral
+        google_ai_internal.estimate_accuracy(g.grp, m.model, horizon) as a
     order by g.grp, m.model;
 end;
 $$;
 
 -- Name: FUNCTION quota_status(); Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON FUNCTION public.quota_status() IS 'Live usage per quota group and model: RPM/TPM over the sliding window, RPD for the Pacific day, cooldown, next reset, in-flight reservations and waiters.';
+COMMENT ON FUNCTION public.quota_status() IS 'Live usage per quota group and model: RPM/TPM over the sliding window, RPD for the Pacific day, cooldown, next reset, in-flight reservations, waiters, the token counter and how close estimates came to actual counts.';
 
 -- Name: release(uuid, text, boolean); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1330,6 +1366,34 @@ $$;
 -- Name: FUNCTION run_maintenance(); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.run_maintenance() IS 'Expire leases, roll old ledger rows up into google_ai_usage_counters, trim the audit log; one google_ai_maintenance_log row per run. Concurrent runs: one wins, the rest return {"status":"skipped"}.';
+
+-- Name: token_counter(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.token_counter(model text) RETURNS TABLE(api_model text, token_counter text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    found_row public.google_ai_model_limits;
+begin
+    if model is null then
+        raise exception using
+            errcode = 'LL002',
+            message = 'model must not be null',
+            hint = 'Pass a google_ai_model_limits.model or api_model.';
+    end if;
+    found_row := google_ai_internal.resolve_model(
+        google_ai_internal.check_text('model', model, 200)
+    );
+    return query select
+        coalesce(found_row.api_model, found_row.model),
+        found_row.token_counter;
+end;
+$$;
+
+-- Name: FUNCTION token_counter(model text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.token_counter(model text) IS 'The API model id and the input-token counter (gemma3, count_tokens, bytes; null = automatic) the client uses for this model.';
 
 -- Name: google_ai_api_keys; Type: TABLE; Schema: public; Owner: -
 
@@ -1701,6 +1765,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.clock() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION google_ai_internal.ensure_window(p_group text, p_model text, p_now timestamp with time zone, p_hold interval, p_time_zone text) FROM PUBLIC;
 
+-- Name: FUNCTION estimate_accuracy(p_group text, p_model text, p_since timestamp with time zone); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.estimate_accuracy(p_group text, p_model text, p_since timestamp with time zone) FROM PUBLIC;
+
 -- Name: FUNCTION guard_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.guard_audit_log() FROM PUBLIC;
@@ -1795,6 +1863,11 @@ GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id tex
 
 REVOKE ALL ON FUNCTION public.run_maintenance() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.run_maintenance() TO service_role;
+
+-- Name: FUNCTION token_counter(model text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.token_counter(model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.token_counter(model text) TO service_role;
 
 -- Name: TABLE google_ai_api_keys; Type: ACL; Schema: public; Owner: -
 

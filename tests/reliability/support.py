@@ -19,6 +19,7 @@ RPCS = (
     "disable_key",
     "run_maintenance",
     "quota_status",
+    "token_counter",
 )
 
 

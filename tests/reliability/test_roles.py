@@ -28,6 +28,7 @@ CLIENT_RPCS = {
     "report_rate_limit(uuid,text,integer)",
     "disable_key(text,text)",
     "quota_status()",
+    "token_counter(text)",
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

@@ -27,6 +27,7 @@ ALLOWED_DEFINERS = {
     "public.disable_key(text,text)",
     "public.run_maintenance()",
     "public.quota_status()",
+    "public.token_counter(text)",
     "google_ai_internal.audit_config_change()",
 }
 

@@ -28,8 +28,8 @@ select ok(
 select has_table('public', 'google_ai_model_limits', 'adopted table google_ai_model_limits exists');
 select columns_are(
     'public', 'google_ai_model_limits',
-    array['id', 'model', 'rpm', 'tpm', 'rpd', 'created_at', 'updated_at', 'api_model'],
-    'google_ai_model_limits has model, api_model and the three limits'
+    array['id', 'model', 'rpm', 'tpm', 'rpd', 'created_at', 'updated_at', 'api_model', 'token_counter'],
+    'google_ai_model_limits has model, api_model, the three limits and the token counter'
 );
 select ok(
     exists(
