@@ -411,9 +411,7 @@ class FakeGemini:
         with self._lock:
             s = self._stats
             grants = {k: list(v) for k, v in s.grants.items()}
-            return Stats(
-                s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls
-            )
+            return Stats(s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls)
 
     def _handle(self, verb: str, path: str, key: str | None, raw: bytes) -> _Reply:
         # One lock around decision and bookkeeping keeps concurrent admissions exact.

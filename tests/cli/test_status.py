@@ -74,3 +74,13 @@ def test_watch_refreshes_until_ctrl_c(
     assert result.exit_code == 0, result.output
     assert naps == [0.2, 0.2]
     assert "1/30" in result.stdout  # the refresh after the first nap saw the grant
+
+
+def test_status_shows_how_close_the_estimates_came(cli: Invoke, db: Conn) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    db.execute("update public.google_ai_model_limits set token_counter = 'count_tokens'")
+    for estimate, actual in ((1000, 1000), (1100, 1000), (2000, 1000)):
+        db.execute("select public.commit_usage(%s, %s, 5)", (acquire(db, estimate), actual))
+    out = cli("status").stdout
+    assert "count_tokens" in out
+    assert "p50 1.10 · max 2.00 (n=3)" in out

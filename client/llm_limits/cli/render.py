@@ -110,9 +110,10 @@ def status_view(
             table.add_column("RPD reset", no_wrap=True)
         table.add_column("flight" if compact else "in flight", justify="right")
         table.add_column("wait" if compact else "waiters", justify="right")
+        table.add_column("est/act" if compact else "estimate/actual", no_wrap=True)
         for r in models:
             cells: list[RenderableType] = [
-                r["model"],
+                Text.assemble(r["model"], (f" {r.get('token_counter') or ''}", "dim")),
                 usage(r["rpm_used"], r["rpm_limit"], bar_width),
                 usage(r["tpm_used"], r["tpm_limit"], bar_width),
                 usage(r["rpd_used"], r["rpd_limit"], bar_width),
@@ -121,9 +122,21 @@ def status_view(
             if not compact:
                 left = (r["next_rpd_reset"] - now).total_seconds()
                 cells.append(f"in {human_seconds(left)}")
-            table.add_row(*cells, str(r["in_flight"]), str(r["waiters"]))
+            cells += [str(r["in_flight"]), str(r["waiters"]), accuracy(r, compact)]
+            table.add_row(*cells)
         tables.append(table)
     return Group(*tables)
+
+
+def accuracy(row: Mapping[str, Any], compact: bool) -> Text:
+    """Admission estimate over Google's count for the live window: p50 and max (1.00 = exact)."""
+    p50, top = row.get("estimate_ratio_p50"), row.get("estimate_ratio_max")
+    if p50 is None or top is None:
+        return Text("-", style="dim")
+    style = "red" if float(p50) < 1 else "yellow" if float(top) > 1.5 else ""
+    if compact:
+        return Text(f"{p50:.2f}/{top:.2f}", style=style)
+    return Text(f"p50 {p50:.2f} · max {top:.2f} (n={row['estimates_compared']})", style=style)
 
 
 def cooldown(until: datetime | None, reason: str | None, now: datetime) -> Text:
