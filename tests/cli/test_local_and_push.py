@@ -73,3 +73,40 @@ def test_db_push_deploys_and_is_then_a_no_op(cli_bare: Invoke) -> None:
         assert "already up to date" in again.stdout
     finally:
         drop_database(url)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as another user the server runs as that user")
+def test_local_up_from_a_directory_postgres_cannot_enter(
+    cli_bare: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout in a 0700 directory of root's, as when root clones into its home.
+    private = Path(tempfile.mkdtemp(prefix="llt-private-"))
+    os.chmod(private, 0o700)
+    home = Path(tempfile.mkdtemp(prefix="llt-pg-home-"))
+    os.chmod(home, 0o755)
+    monkeypatch.setattr(localstack, "PG_HOME", home / "clusters")
+    checkout = private / "llm-limits"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    stack = checkout / ".llm-limits" / "pg"
+    try:
+        up = cli_bare("local", "up", "--project", str(REPO))
+        assert up.exit_code == 0, up.output
+        with psycopg.connect(up.stdout.strip()) as conn:
+            row = conn.execute("select count(*) from supabase_migrations.schema_migrations")
+            assert row.fetchone() == (MIGRATIONS,)
+        # The checkout was not loosened; the cluster lives where postgres can reach it.
+        assert private.stat().st_mode & 0o777 == 0o700
+        assert stack.is_symlink() and stack.resolve().parent == home / "clusters"
+        assert stack.resolve().stat().st_mode & 0o777 == 0o700
+        assert cli_bare("local", "status").exit_code == 0
+        again = cli_bare("local", "up", "--project", str(REPO))
+        assert again.exit_code == 0 and again.stdout == up.stdout
+
+        assert cli_bare("local", "down", "--remove").exit_code == 0
+        assert not stack.exists() and not stack.is_symlink()
+        assert list((home / "clusters").iterdir()) == []
+    finally:
+        localstack.down(stack, remove=True)
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)

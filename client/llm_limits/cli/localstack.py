@@ -9,11 +9,18 @@ Postgres on a machine without Docker:
 
 The cluster listens on 127.0.0.1 only, trusts local connections (it is a
 throwaway), and is migrated with the real Supabase CLI (``supabase db push``).
+
+Run as root, the server runs as ``postgres``, which must be able to enter the
+cluster's directory. A checkout the ``postgres`` user cannot reach (root's home,
+any 0700 directory) is not loosened: the cluster lives under ``PG_HOME``
+(``/var/tmp/llm-limits/<hash of the path>``, 0700, owned by postgres) and the
+requested directory becomes a symlink to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import socket
@@ -26,6 +33,8 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("LLM_LIMITS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEFAULT_DIR = Path(".llm-limits/pg")
+# Where a cluster goes when the server user cannot reach the requested directory.
+PG_HOME = Path(os.environ.get("LLM_LIMITS_PG_HOME", "/var/tmp/llm-limits"))
 
 
 class LocalStackError(RuntimeError):
@@ -87,11 +96,44 @@ def _give_to_postgres(path: Path) -> None:
         shutil.chown(path, "postgres", "postgres")
 
 
+def _postgres_can_enter(path: Path) -> bool:
+    """Whether the server user can reach ``path`` (or the nearest ancestor that exists)."""
+    if os.geteuid() != 0:
+        return True  # the server runs as us
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return _as_postgres(["test", "-x", str(path)]).returncode == 0
+
+
+def _place(root: Path) -> Path:
+    """The directory the cluster really lives in: ``root``, or a reachable one it links to."""
+    root = root.absolute()
+    if root.is_symlink() or _postgres_can_enter(root):
+        return root.resolve()
+    if root.exists():
+        if any(root.iterdir()):
+            raise LocalStackError(
+                f"{root} is not reachable by the postgres user and is not empty; "
+                "remove it or pass a --dir the postgres user can enter"
+            )
+        root.rmdir()  # left empty by an earlier attempt that failed at initdb
+    target = PG_HOME / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    if not PG_HOME.exists():
+        PG_HOME.mkdir(parents=True)
+        os.chmod(PG_HOME, 0o755)  # postgres must enter it; only root may write in it
+    target.mkdir(mode=0o700, exist_ok=True)
+    _give_to_postgres(target)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.symlink_to(target, target_is_directory=True)
+    return target
+
+
 def up(root: Path, settings: dict[str, str] | None = None) -> LocalCluster:
     """Start (creating if needed) the cluster in ``root``; idempotent."""
     cluster = LocalCluster(root.resolve())
     if cluster.running():
         return cluster
+    cluster = LocalCluster(_place(root))
     cluster.root.mkdir(parents=True, exist_ok=True)
     _give_to_postgres(cluster.root)
     if not (cluster.data / "PG_VERSION").exists():
@@ -198,6 +240,8 @@ def down(root: Path, remove: bool = False) -> None:
         )
     if remove and cluster.root.exists():
         shutil.rmtree(cluster.root)
+    if remove and root.is_symlink():
+        root.unlink()  # the link _place left in an unreachable checkout
 
 
 def create_database(cluster: LocalCluster, name: str) -> str:
