@@ -31,9 +31,10 @@ from google.genai import types
 import llm_limits
 from llm_limits import Client
 from llm_limits.cli.prose import page
-from llm_limits.fake_gemini import FakeGemini, Limits
+from llm_limits.fake_gemini import Counting, FakeGemini, Limits
 from llm_limits.tokens import TokenCounter, estimate_tokens, reset_local_tokenizers
 
+from ..gemma3_sentencepiece import rebuild, seed_sdk_cache
 from .support import GEMMA, Conn, hold, projects, reservations, set_gemma_limits
 
 # <bos> and <start_of_turn>model\n, then <start_of_turn>user\n ... <end_of_turn>\n for one
@@ -434,6 +435,45 @@ def test_estimates_bound_the_actual_count_and_stay_close_when_exact(
         assert res["estimated_tokens"] >= res["actual_tokens"]
         if counter == "count_tokens":
             assert res["estimated_tokens"] <= 1.05 * res["actual_tokens"] + 16
+
+
+@pytest.fixture(scope="module")
+def gemma3_model() -> bytes:
+    return rebuild()
+
+
+def test_the_rebuilt_gemma3_model_counts_like_the_fakes_vocabulary(gemma3_model: bytes) -> None:
+    processor = spm.SentencePieceProcessor(model_proto=gemma3_model)
+    vocabulary = Counting()
+    for language in ("ru", "en"):
+        for chars in (300, 5_000, 40_000):
+            text = page(chars, language=language, seed=chars)
+            assert len(processor.encode(text)) == vocabulary.text(text)
+
+
+def test_with_gemma_3s_vocabulary_the_local_count_is_exact(
+    sdk_cache: Path,
+    gemma3_model: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    keyed_db: Conn,
+    db_url: str,
+) -> None:
+    pin(monkeypatch, *seed_sdk_cache(gemma3_model))  # the SDK's URL, this file's hash
+    roomy(keyed_db)
+    with (
+        FakeGemini(projects(), ROOMY) as fake,
+        Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client,
+    ):
+        for model, contents in _mixed_requests():
+            client.generate(model, contents)
+        stats = fake.stats()
+    assert (stats.count_calls, stats.rate_limited) == (0, 0)
+
+    rows = reservations(keyed_db)
+    assert len(rows) == len(_mixed_requests())
+    for res in rows:
+        assert res["actual_tokens"] <= res["estimated_tokens"]
+        assert res["estimated_tokens"] <= 1.05 * res["actual_tokens"] + 16
 
 
 def test_quota_status_shows_how_close_the_estimates_were(
