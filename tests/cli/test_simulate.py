@@ -65,3 +65,26 @@ def test_exit_1_when_the_server_answers_429(cli: Invoke, pool: None, tmp_path: P
     assert served > 0
     assert result.exit_code == 1, result.output
     assert int(report(result.stdout)["429s"]) > 0
+
+
+def test_a_tpm_bound_run_of_long_russian_prompts(cli: Invoke, pool: None, tmp_path: Path) -> None:
+    # Russian pages of 8,000-30,000 characters: 2,300-8,600 tokens against TPM 15,000, which
+    # the byte bound (15,000-55,000 "tokens") would refuse outright or mostly.
+    result = cli("simulate", "--workers", "4", "--duration", "8", "--latency", "0.05",
+                 "--prompt-chars", "8000-30000", "--chart", str(tmp_path / "tpm.png"),
+                 env=ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = report(result.stdout)
+    assert lines["429s"] == "0"
+    assert lines["errors"] == "0 (none)"
+    assert int(lines["grants"]) > 0
+    tpm = result.stdout.split("TPM used")[1]
+    for group in ("sim-project-a", "sim-project-b"):
+        used = tpm.split(f"{group}: ")[1].split("/")[0]
+        assert int(used.replace(",", "")) >= 2_000  # at least one long prompt went through
+
+
+def test_prompt_chars_must_be_a_range(cli: Invoke, pool: None) -> None:
+    result = cli("simulate", "--duration", "1", "--prompt-chars", "lots", env=ENV)
+    assert result.exit_code != 0
+    assert "--prompt-chars expects MIN-MAX" in result.output

@@ -683,6 +683,11 @@ def simulate(
         ".llm-limits/simulate.png"
     ),
     db_url: DbUrl = None,
+    prompt_chars: Annotated[
+        str | None,
+        typer.Option(help="Prose prompts of MIN-MAX characters (e.g. 8000-30000): TPM-bound."),
+    ] = None,
+    language: Annotated[str, typer.Option(help="Prose language: ru or en.")] = "ru",
 ) -> None:
     """A load run through the real client against a fake Gemini; exit 1 if any 429 got through.
 
@@ -703,6 +708,7 @@ def simulate(
         setup = sim.read_setup(conn, resolve_model(conn, model))
     tally = sim.Tally()
     caller = sim.new_caller()
+    prompts = sim.prose_prompts(prompt_chars, language) if prompt_chars else None
     err = stderr()
     server = nullcontext(None) if base_url else sim.fake_server(setup, latency, fake_port)
     with server as fake:
@@ -731,6 +737,7 @@ def simulate(
                 max_wait=max_wait,
                 caller=caller,
                 tick=lambda t: live.update(view(t), refresh=True),
+                prompt=prompts,
             )
         stats = fake.stats() if fake else None
     with connect(url) as conn:
@@ -780,6 +787,13 @@ def simulate(
         allowed = "unlimited" if rpm is None else f"{rpm * windows}"
         pct = "n/a" if share is None else f"{share:.0%}"
         print(f"  {group}: {t.grants[group]}/{allowed} = {pct}")
+    print(f"TPM used = Google-counted input tokens / (tpm × {windows} windows begun):")
+    for group in setup.groups:
+        tpm = setup.group_tpm.get(group)
+        share = sim.utilization(t.group_tokens[group], tpm, elapsed, setup.window_s)
+        allowed = "unlimited" if tpm is None else f"{tpm * windows:,}"
+        pct = "n/a" if share is None else f"{share:.0%}"
+        print(f"  {group}: {t.group_tokens[group]:,}/{allowed} = {pct}")
     if setup.overridden and fake is not None:
         print(f"  note: {', '.join(setup.overridden)} have their own limits; the fake applies "
               f"the model's")  # fmt: skip

@@ -42,6 +42,7 @@ class Setup:
     guard_s: float
     model_limits: fake_gemini.Limits
     group_rpm: dict[str, int | None]  # the effective RPM per quota group, for this model
+    group_tpm: dict[str, int | None]  # and TPM
     group_of: dict[str, str]  # alias -> quota group, for the keys this machine holds
     projects: dict[str, list[str]]  # quota group -> key values: the fake's projects
     overridden: list[str]  # groups whose own limits differ from the model's
@@ -69,6 +70,7 @@ def read_setup(conn: Conn, model_row: Mapping[str, Any]) -> Setup:
         projects.setdefault(group, []).append(str(held.value(alias)))
     status = [r for r in conn.execute(queries.QUOTA_STATUS).fetchall() if r["model"] == model]
     group_rpm = {r["quota_group"]: r["rpm_limit"] for r in status if r["quota_group"] in projects}
+    group_tpm = {r["quota_group"]: r["tpm_limit"] for r in status if r["quota_group"] in projects}
     base = (model_row["rpm"], model_row["tpm"], model_row["rpd"])
     overridden = [
         r["quota_group"]
@@ -83,6 +85,7 @@ def read_setup(conn: Conn, model_row: Mapping[str, Any]) -> Setup:
         guard_s=settings["window_guard_ms"] / 1000,
         model_limits=limits,
         group_rpm=group_rpm,
+        group_tpm=group_tpm,
         group_of=group_of,
         projects=projects,
         overridden=overridden,
@@ -109,6 +112,7 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     cut_off: int = 0  # calls still waiting for quota when the run ended
     prompt_tokens: int = 0
+    group_tokens: Counter[str] = field(default_factory=Counter)  # Google-counted input tokens
     completion_tokens: int = 0
     in_flight: int = 0
     recent: dict[str, deque[float]] = field(default_factory=dict)  # group -> commit times
@@ -148,8 +152,11 @@ def run_workers(
     max_wait: float | None,
     caller: str,
     tick: Callable[[float], None],
+    prompt: Callable[[int, int], str] | None = None,
 ) -> tuple[float, float, bool]:
     """Run the workers for ``duration`` seconds; ``tick(elapsed)`` runs about 4 times a second.
+
+    ``prompt(worker, i)`` gives each call's text (default: a one-line request).
 
     Returns (start epoch, elapsed seconds, interrupted).
     """
@@ -165,13 +172,17 @@ def run_workers(
             if left <= 0.05:
                 return
             i += 1
-            prompt = f"simulated request {i} from worker {n}: reply with one short sentence."
+            text = (
+                prompt(n, i)
+                if prompt is not None
+                else f"simulated request {i} from worker {n}: reply with one short sentence."
+            )
             with tally.lock:
                 tally.in_flight += 1
             try:
                 client.generate(
                     setup.model,
-                    prompt,
+                    text,
                     mode="WAIT" if wait else "NO_WAIT",
                     max_wait=left if max_wait is None else min(max_wait, left),
                     caller=caller,
@@ -230,6 +241,7 @@ def on_usage_recorder(tally: Tally, setup: Setup) -> Callable[[Any], None]:
         with tally.lock:
             tally.grants[group] += 1
             tally.prompt_tokens += usage.prompt_tokens
+            tally.group_tokens[group] += usage.prompt_tokens
             tally.completion_tokens += usage.completion_tokens
             tally.recent.setdefault(group, deque()).append(time.time())
 
@@ -285,6 +297,22 @@ def utilization(grants: int, rpm: int | None, elapsed: float, window_s: float) -
     if not rpm:
         return None
     return grants / (rpm * windows_begun(elapsed, window_s))
+
+
+def prose_prompts(spec: str, language: str) -> Callable[[int, int], str]:
+    """Prompts of prose of ``MIN-MAX`` characters, e.g. long Russian pages for a TPM-bound run."""
+    from llm_limits.cli.prose import page
+
+    low, _, high = spec.partition("-")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
+        raise CliError(f"--prompt-chars expects MIN-MAX characters, e.g. 8000-30000; got {spec!r}")
+    pages = [page(int(low) + (int(high) - int(low)) * k // 19, language=language, seed=k)
+             for k in range(20)]  # fmt: skip
+
+    def pick(worker: int, i: int) -> str:
+        return pages[(worker * 7 + i * 3) % len(pages)]
+
+    return pick
 
 
 def summarize_waits(waits: list[float]) -> str:
