@@ -2,12 +2,15 @@
 # `make demo`: from a fresh clone on a bare machine, start an embedded PostgreSQL 15 shaped
 # like a Supabase project, deploy the migrations with `supabase db push`, register demo keys
 # in two Cloud projects, and drive gemma-3-27b with concurrent callers through the real client
-# against a local fake Gemini that enforces Google's limits. Fails if a single 429 reached it.
+# against a local fake Gemini that enforces Google's limits: first short prompts (RPM-bound),
+# then long Russian pages (TPM-bound, counted with Gemma 3's vocabulary by the fake and
+# exactly by the client). Fails if a single 429 reached it.
 #
 #   scripts/demo.sh          run the demo (DEMO_DURATION seconds, default 150)
 #   scripts/demo.sh down     stop the local database it started (`make demo-down`)
 #
-# DEMO_DURATION, DEMO_WORKERS and DEMO_LATENCY (fake seconds per call) tune the run.
+# DEMO_DURATION, DEMO_WORKERS and DEMO_LATENCY (fake seconds per call) tune the RPM-bound run,
+# DEMO_TPM_DURATION (default 90) the TPM-bound one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
@@ -15,6 +18,8 @@ py=.venv/bin/python
 stack_dir=.llm-limits/pg
 chart=.llm-limits/demo-chart.png
 report=.llm-limits/demo-report.txt
+tpm_chart=.llm-limits/demo-tpm-chart.png
+tpm_report=.llm-limits/demo-tpm-report.txt
 
 cli() { "$py" -m llm_limits.cli "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
@@ -32,6 +37,7 @@ fi
 duration=${DEMO_DURATION:-150}
 workers=${DEMO_WORKERS:-8}
 latency=${DEMO_LATENCY:-0.3}
+tpm_duration=${DEMO_TPM_DURATION:-90}
 
 step "install dependencies (apt, npm ci, .venv)"
 scripts/install-deps.sh
@@ -60,14 +66,23 @@ status=0
 cli simulate --model gemma-3-27b --workers "$workers" --duration "$duration" \
     --latency "$latency" --chart "$chart" >"$report" || status=$?
 
+step "simulate, TPM-bound: 4 callers for ${tpm_duration}s of Russian pages (8,000-30,000 characters)"
+tpm_status=0
+cli simulate --model gemma-3-27b --workers 4 --duration "$tpm_duration" \
+    --latency "$latency" --prompt-chars 8000-30000 --language ru --chart "$tpm_chart" \
+    >"$tpm_report" || tpm_status=$?
+((status != 0)) || status=$tpm_status
+
 step "status"
 cli status
 
 step "the last grants, settlements and 429s in the audit log"
 cli audit --since 10m --limit 8 --event granted --event committed --event rate_limited
 
-step "report"
+step "report: RPM-bound (short prompts)"
 cat "$report"
+step "report: TPM-bound (long Russian pages)"
+cat "$tpm_report"
 if ((status == 1)); then
     echo "FAILED: the fake Gemini answered 429; the controller let too much through" >&2
 elif ((status != 0)); then
