@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 
 from bench.client_overhead import client_overhead
+from bench.tokens import section as tokens_section
+from bench.tokens import token_counting
 from llm_limits.cli import localstack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -521,6 +523,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" {m['client_overhead_ms']:.2f} ms ({m['sdk_call_ms']:.2f} ms bare SDK call to the"
         f" fake server vs {m['client_call_ms']:.2f} ms through the client) | | (info) | |"
     )
+    lines += tokens_section(m)
     return "\n".join(lines) + "\n"
 
 
@@ -556,6 +559,8 @@ def main() -> None:
         ("utilization and grant lag", lambda: utilization(args.admin_url, args.windows)),
         ("release lag", lambda: release_lag(args.admin_url, 40)),
         ("fairness", lambda: fairness(args.admin_url, 30)),
+        # Before the client overhead: it installs the Gemma 3 tokenizer the client then uses.
+        ("token counting", lambda: token_counting(args.admin_url, args.windows)),
     ]
     steps.append(
         (

@@ -781,19 +781,13 @@ def simulate(
         print("  (429s as reported to the database by the client; the server is not ours)")
     windows = sim.windows_begun(elapsed, setup.window_s)
     print(f"utilization = grants / (rpm × {windows} windows begun):")
-    for group in setup.groups:
-        rpm = setup.group_rpm.get(group)
-        share = sim.utilization(t.grants[group], rpm, elapsed, setup.window_s)
-        allowed = "unlimited" if rpm is None else f"{rpm * windows}"
-        pct = "n/a" if share is None else f"{share:.0%}"
-        print(f"  {group}: {t.grants[group]}/{allowed} = {pct}")
+    for line in sim.usage_lines(t.grants, setup.group_rpm, setup.groups, elapsed, setup.window_s):
+        print(line)
     print(f"TPM used = Google-counted input tokens / (tpm × {windows} windows begun):")
-    for group in setup.groups:
-        tpm = setup.group_tpm.get(group)
-        share = sim.utilization(t.group_tokens[group], tpm, elapsed, setup.window_s)
-        allowed = "unlimited" if tpm is None else f"{tpm * windows:,}"
-        pct = "n/a" if share is None else f"{share:.0%}"
-        print(f"  {group}: {t.group_tokens[group]:,}/{allowed} = {pct}")
+    for line in sim.usage_lines(
+        t.group_tokens, setup.group_tpm, setup.groups, elapsed, setup.window_s
+    ):
+        print(line)
     if setup.overridden and fake is not None:
         print(f"  note: {', '.join(setup.overridden)} have their own limits; the fake applies "
               f"the model's")  # fmt: skip

@@ -299,6 +299,26 @@ def utilization(grants: int, rpm: int | None, elapsed: float, window_s: float) -
     return grants / (rpm * windows_begun(elapsed, window_s))
 
 
+def usage_lines(
+    used: Mapping[str, int],
+    limits: Mapping[str, int | None],
+    groups: list[str],
+    elapsed: float,
+    window_s: float,
+) -> list[str]:
+    """``group: used/allowed = share`` per group, allowed being the limit per window begun."""
+    windows = windows_begun(elapsed, window_s)
+    lines = []
+    for group in groups:
+        limit = limits.get(group)
+        allowed = "unlimited" if limit is None else f"{limit * windows:,}"
+        share = utilization(used[group], limit, elapsed, window_s)
+        lines.append(
+            f"  {group}: {used[group]:,}/{allowed} = {'n/a' if share is None else f'{share:.0%}'}"
+        )
+    return lines
+
+
 def prose_prompts(spec: str, language: str) -> Callable[[int, int], str]:
     """Prompts of prose of ``MIN-MAX`` characters, e.g. long Russian pages for a TPM-bound run."""
     from llm_limits.cli.prose import page
