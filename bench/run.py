@@ -560,7 +560,7 @@ def main() -> None:
         ("release lag", lambda: release_lag(args.admin_url, 40)),
         ("fairness", lambda: fairness(args.admin_url, 30)),
         # Before the client overhead: it installs the Gemma 3 tokenizer the client then uses.
-        ("token counting", lambda: token_counting(args.admin_url, args.windows)),
+        ("token counting", lambda: token_counting(args.admin_url)),
     ]
     steps.append(
         (

@@ -159,7 +159,7 @@ def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
     }
 
 
-def token_counting(admin_url: str, windows: int = 4) -> dict[str, float]:
+def token_counting(admin_url: str, windows: int = 9) -> dict[str, float]:
     _install_gemma3()
     m: dict[str, float] = {"tok_windows": windows}
     m.update(counting_cost())
@@ -204,7 +204,7 @@ def section(m: dict[str, float]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--admin-url", required=True)
-    parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--windows", type=int, default=9)
     args = parser.parse_args()
     print("\n".join(section(token_counting(args.admin_url, args.windows))))
 
