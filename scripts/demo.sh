@@ -66,6 +66,9 @@ status=0
 cli simulate --model gemma-3-27b --workers "$workers" --duration "$duration" \
     --latency "$latency" --chart "$chart" >"$report" || status=$?
 
+step "let the RPM-bound run's grants age out of the 60 s window"
+sleep 61
+
 step "simulate, TPM-bound: 4 callers for ${tpm_duration}s of Russian pages (8,000-30,000 characters)"
 tpm_status=0
 cli simulate --model gemma-3-27b --workers 4 --duration "$tpm_duration" \
