@@ -413,10 +413,21 @@ class FakeGemini:
             grants = {k: list(v) for k, v in s.grants.items()}
             return Stats(s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls)
 
+    def _count_request(self, raw: bytes) -> int | None:
+        """The prompt's tokens, or None for a body _dispatch will refuse anyway."""
+        try:
+            req = json.loads(raw or b"{}")
+        except ValueError:
+            return None
+        return self.counting.prompt(_turns(req)) if isinstance(req, dict) else None
+
     def _handle(self, verb: str, path: str, key: str | None, raw: bytes) -> _Reply:
+        # Tokenizing a long page takes milliseconds: done before the lock, so a queue of long
+        # prompts does not push the arrival time this fake stamps past the caller's grant.
+        tokens = self._count_request(raw)
         # One lock around decision and bookkeeping keeps concurrent admissions exact.
         with self._lock:
-            reply = self._dispatch(verb, path, key, raw)
+            reply = self._dispatch(verb, path, key, raw, tokens)
             s = self._stats
             if unquote(path).endswith(":countTokens"):
                 s.count_calls += 1
@@ -431,7 +442,9 @@ class FakeGemini:
             self._log(f"{verb} {path} {reply.who} -> {reply.status}")
         return reply
 
-    def _dispatch(self, verb: str, path: str, key: str | None, raw: bytes) -> _Reply:
+    def _dispatch(
+        self, verb: str, path: str, key: str | None, raw: bytes, tokens: int | None
+    ) -> _Reply:
         who = "-" if key is None else self._project_of.get(key) or key_tag(key)
         match = _PATH.match(unquote(path)) if verb == "POST" else None
         if match is None:
@@ -465,7 +478,8 @@ class FakeGemini:
         if not _get(req, "contents"):
             msg = "* GenerateContentRequest.contents: contents is not specified"
             return _Reply(400, _error(400, msg), who, delay)
-        tokens = self.counting.prompt(_turns(req))
+        if tokens is None:
+            tokens = self.counting.prompt(_turns(req))
         if method == "countTokens":
             if self._count_faults:
                 self._count_faults -= 1
