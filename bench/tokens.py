@@ -76,30 +76,6 @@ def _prompts(fake: FakeGemini, n: int = 80) -> list[str]:
     return out
 
 
-def fifo_ceiling(sizes: list[int], seconds: float = 3_000.0) -> float:
-    """The best utilization a first-come-first-served sliding window reaches with these sizes.
-
-    Infinite demand, prompts drawn from ``sizes``, each granted as soon as it fits: the head
-    waits for old grants to age out whenever the free TPM is smaller than its size, so part of
-    the window stays empty (about half a prompt on average). No client can beat this order.
-    """
-    rng = random.Random(11)
-    span = WINDOW_S + GUARD_MS / 1000
-    window: list[tuple[float, int]] = []
-    granted: list[tuple[float, int]] = []
-    now, head = 0.0, rng.choice(sizes)
-    while now < seconds:
-        window = [g for g in window if g[0] + span > now]
-        if sum(n for _, n in window) + head <= TPM:
-            window.append((now, head))
-            granted.append((now, head))
-            head = rng.choice(sizes)
-        else:
-            now = window[0][0] + span
-    steady = [n for t, n in granted if WINDOW_S <= t < seconds - WINDOW_S]
-    return sum(steady) / (TPM * (seconds - 2 * WINDOW_S) / WINDOW_S)
-
-
 def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
     from bench.run import fresh_db  # bench.run imports this module
 
@@ -126,7 +102,6 @@ def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
     lock = threading.Lock()
     with FakeGemini({"tok-group": [KEY]}, limits, latency=LATENCY, window=WINDOW_S) as fake:
         prompts = _prompts(fake)
-        sizes = [fake.counting.prompt([("user", [p])]) for p in prompts]
         stop = time.monotonic() + windows * WINDOW_S + 2  # demand never thins out
         client = llm_limits.Client(url, base_url=fake.base_url, timeout=30.0)
 
@@ -152,7 +127,6 @@ def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
     start = grants[0].ts
     steady = [g.input_tokens for g in grants if WINDOW_S <= g.ts - start < windows * WINDOW_S]
     return {
-        "tok_fifo_ceiling": fifo_ceiling(sizes),
         f"tok_util_{counter}": sum(steady) / (TPM * (windows - 1)),
         f"tok_429_{counter}": stats.rate_limited,
         f"tok_ok_{counter}": outcomes.get("ok", 0),
@@ -189,8 +163,6 @@ def section(m: dict[str, float]) -> list[str]:
         f"| TPM utilization (Google-counted tokens / TPM allowed) | {exact * 100:.1f}% |"
         f" {base * 100:.1f}% | ≥ 90%, 0 429s |"
         f" {ok(exact >= 0.90 and m['tok_429_gemma3'] == 0)} |",
-        f"| ceiling of a first-come-first-served window with these prompt sizes (simulated) |"
-        f" {m['tok_fifo_ceiling'] * 100:.1f}% | | (info) | |",
         f"| 429s from the fake | {m['tok_429_gemma3']:.0f} | {m['tok_429_bytes']:.0f} | 0 |"
         f" {ok(m['tok_429_gemma3'] == 0)} |",
         f"| calls completed / refused (of which LL003 PromptTooLarge) |"

@@ -54,6 +54,9 @@ def test_processes_share_keys_without_429_at_full_use(
 ) -> None:
     set_window(keyed_db, window_ms, guard_ms)
     set_gemma_limits(keyed_db, rpm=RPM, tpm=15000)
+    # RPM-bound sharing is the subject: the one-line prompts are counted locally (byte bound),
+    # not with a countTokens round trip per call to the fake this process also serves.
+    keyed_db.execute("update public.google_ai_model_limits set token_counter = 'bytes'")
     for var, _, _ in KEYS.values():  # each worker sets its own
         monkeypatch.delenv(var, raising=False)
     keyed_db.execute(
