@@ -203,7 +203,7 @@ $$;
 -- Name: clock(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.clock() RETURNS timestamp with time zone
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
 declare
@@ -351,7 +351,7 @@ CREATE TABLE public.google_ai_settings (
     wait_recheck_ms integer DEFAULT 25 NOT NULL,
     default_cooldown_ms integer DEFAULT 60000 NOT NULL,
     ledger_retention interval DEFAULT '7 days'::interval NOT NULL,
-    audit_retention interval DEFAULT '7 days'::interval NOT NULL,
+    audit_retention interval DEFAULT '30 days'::interval NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     refusal_fold_ms integer DEFAULT 1000 NOT NULL,
     rollup_retention interval DEFAULT '30 days'::interval NOT NULL,
@@ -835,7 +835,7 @@ $$;
 -- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.write_audit_log() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
 begin
@@ -1411,7 +1411,8 @@ begin
                o.key_alias, o.model, 1 as events, o.counted_tokens as tokens
         from old_rows as o
         union all
-        select (o.settled_at at time zone 'UTC')::date, o.status, o.key_alias, o.model, 1, 0
+        select (coalesce(o.settled_at, o.granted_at) at time zone 'UTC')::date, o.status,
+               o.key_alias, o.model, 1, 0
         from old_rows as o
         where o.status in ('committed', 'released')
     )

@@ -57,7 +57,6 @@ create or replace function google_ai_internal.clock()
 returns timestamptz
 language plpgsql
 volatile
-security definer
 set search_path = ''
 as $$
 declare

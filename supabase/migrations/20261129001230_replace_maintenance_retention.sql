@@ -1,8 +1,9 @@
 -- Retention that fits a Supabase Free project (500 MB), without losing count
 -- of anything: every event leaves the detail tables only through a rollup.
 --
---   detail (ledger_retention, default 7 days): one ledger row per call (its
---     grant and settlement), folded refusals, 429s, expiries, config changes;
+--   detail: one ledger row per call, its grant and settlement (kept
+--     ledger_retention, default 7 days); folded refusals, 429s, expiries and
+--     config changes (kept audit_retention, default 30 days: they are few);
 --   google_ai_usage_counters: requests and tokens per key, model and minute
 --     (kept rollup_retention, default 30 days) and per quota day (kept);
 --   google_ai_event_counts: every event per UTC day, key and model (kept).
@@ -24,14 +25,6 @@ comment on table public.google_ai_event_counts is
 alter table public.google_ai_event_counts enable row level security;
 revoke all on table public.google_ai_event_counts from public, anon, authenticated, service_role;
 grant select on table public.google_ai_event_counts to service_role;
-
--- The audit records no longer hold one row per call, so they can be kept as
--- long as the ledger by default: one detail period for every event.
-update public.google_ai_settings
-set audit_retention = interval '7 days'
-where audit_retention = interval '30 days';
-alter table public.google_ai_settings
-alter column audit_retention set default interval '7 days';
 
 /*
  * count_events: add events into google_ai_event_counts (one upsert per
@@ -179,7 +172,8 @@ begin
                o.key_alias, o.model, 1 as events, o.counted_tokens as tokens
         from old_rows as o
         union all
-        select (o.settled_at at time zone 'UTC')::date, o.status, o.key_alias, o.model, 1, 0
+        select (coalesce(o.settled_at, o.granted_at) at time zone 'UTC')::date, o.status,
+               o.key_alias, o.model, 1, 0
         from old_rows as o
         where o.status in ('committed', 'released')
     )
