@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 
 from bench.client_overhead import client_overhead
+from bench.storage import render as render_storage
+from bench.storage import storage
 from llm_limits.cli import localstack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,13 +213,13 @@ def fill_history(url: str, rows: int) -> None:
             (rows,),
         )
         conn.execute(
-            "insert into public.google_ai_audit_log (ts, event, key_alias, model, details) "
+            "insert into public.google_ai_audit_records (ts, event, key_alias, model, details) "
             "select now() - interval '2 hours' - i * interval '10 ms', 'granted', 'bench-1',"
             " 'bench-free', '{}'::jsonb from generate_series(1, %s) as i",
             (rows,),
         )
         conn.execute("vacuum analyze public.google_ai_reservations")
-        conn.execute("vacuum analyze public.google_ai_audit_log")
+        conn.execute("vacuum analyze public.google_ai_audit_records")
 
 
 def cost_growth(admin_url: str, big_rows: int) -> dict[str, float]:
@@ -563,11 +565,13 @@ def main() -> None:
             lambda: client_overhead(fresh_db(args.admin_url, "bench_client")),
         )
     )
+    steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())
         print(f"{name}: done in {time.monotonic() - t0:.0f} s", flush=True)
     report = render(m, machine(args.admin_url), "make bench")
+    report += "\n" + render_storage(m, m["baseline_tps"])
     print(report)
     write(report, args.out)
     print(f"written to {args.out}")

@@ -88,7 +88,9 @@ def all_rows(conn: Conn) -> Rows:
 def contains(new: Any, old: Any) -> bool:
     """`new` holds every field of `old` with the same value (objects may gain fields)."""
     if isinstance(old, dict):
-        return isinstance(new, dict) and all(k in new and contains(new[k], v) for k, v in old.items())
+        return isinstance(new, dict) and all(
+            k in new and contains(new[k], v) for k, v in old.items()
+        )
     return bool(new == old)
 
 
