@@ -150,12 +150,12 @@ from public.google_ai_audit_records as a
 union all
 select
     f.id,
-    f.first_at,
-    'refused',
+    f.first_at as ts,
+    'refused' as event,
     f.key_alias,
     f.model,
-    null::uuid,
-    null::text,
+    null::uuid as reservation_id,
+    null::text as actor,
     pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'count', f.refusals,
         'first_at', f.first_at,
@@ -170,40 +170,40 @@ select
         'caller', f.caller,
         'request_id', f.request_id,
         'key_set', f.key_set
-    ))
+    )) as details
 from public.google_ai_refusals as f
 union all
 select
     coalesce(
         (r.details #>> '{granted,audit_id}')::bigint,
         ('x' || pg_catalog.substr(pg_catalog.md5(r.id::text), 1, 15))::bit(60)::bigint
-    ),
-    coalesce((r.details #>> '{granted,audit_ts}')::timestamptz, r.granted_at),
-    'granted',
+    ) as id,
+    coalesce((r.details #>> '{granted,audit_ts}')::timestamptz, r.granted_at) as ts,
+    'granted' as event,
     r.key_alias,
     r.model,
-    r.id,
-    r.details #>> '{granted,actor}',
+    r.id as reservation_id,
+    r.details #>> '{granted,actor}' as actor,
     pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'tokens', r.estimated_tokens,
         'waited_ms', r.waited_ms,
         'quota_group', r.quota_group,
         'caller', r.caller,
         'request_id', r.request_id
-    )) || coalesce(r.details -> 'granted', '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text []
+    )) || coalesce(r.details -> 'granted', '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text [] as details
 from public.google_ai_reservations as r
 union all
 select
     coalesce(
         (r.details -> r.status ->> 'audit_id')::bigint,
         -('x' || pg_catalog.substr(pg_catalog.md5(r.id::text), 1, 15))::bit(60)::bigint
-    ),
-    coalesce((r.details -> r.status ->> 'audit_ts')::timestamptz, r.settled_at),
-    r.status,
+    ) as id,
+    coalesce((r.details -> r.status ->> 'audit_ts')::timestamptz, r.settled_at) as ts,
+    r.status as event,
     r.key_alias,
     r.model,
-    r.id,
-    r.details -> r.status ->> 'actor',
+    r.id as reservation_id,
+    r.details -> r.status ->> 'actor' as actor,
     case
         when r.status = 'committed' then pg_catalog.jsonb_build_object(
             'estimated_tokens', r.estimated_tokens,
@@ -215,7 +215,7 @@ select
             'sent', r.counted_requests > 0,
             'refunded', r.counted_requests = 0
         )
-    end || coalesce(r.details -> r.status, '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text []
+    end || coalesce(r.details -> r.status, '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text [] as details
 from public.google_ai_reservations as r
 where r.status in ('committed', 'released');
 
