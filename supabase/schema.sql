@@ -711,19 +711,6 @@ begin
 end;
 $$;
 
--- Name: settle_asynchronously(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
-
-CREATE FUNCTION google_ai_internal.settle_asynchronously() RETURNS void
-    LANGUAGE plpgsql
-    SET search_path TO ''
-    AS $$
-begin
-    if pg_catalog.pg_current_xact_id_if_assigned() is null then
-        perform pg_catalog.set_config('synchronous_commit', 'off', true);
-    end if;
-end;
-$$;
-
 -- Name: touch_updated_at(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.touch_updated_at() RETURNS trigger
@@ -1070,7 +1057,6 @@ begin
             hint = 'Keep meta to a few small fields (model version, finish reason).';
     end if;
 
-    perform google_ai_internal.settle_asynchronously();
     res := google_ai_internal.lock_reservation(commit_usage.reservation_id);
     if res.status = 'committed' then
         return false;
@@ -1235,7 +1221,6 @@ declare
     refund boolean := not coalesce(sent, false);
 begin
     perform google_ai_internal.check_text('reason', reason, 500);
-    perform google_ai_internal.settle_asynchronously();
     res := google_ai_internal.lock_reservation(release.reservation_id);
     if res.status not in ('reserved', 'expired') then
         return false;
@@ -2123,10 +2108,6 @@ REVOKE ALL ON FUNCTION google_ai_internal.resolve_model(p_model text) FROM PUBLI
 -- Name: FUNCTION settings(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.settings() FROM PUBLIC;
-
--- Name: FUNCTION settle_asynchronously(); Type: ACL; Schema: google_ai_internal; Owner: -
-
-REVOKE ALL ON FUNCTION google_ai_internal.settle_asynchronously() FROM PUBLIC;
 
 -- Name: FUNCTION touch_updated_at(); Type: ACL; Schema: google_ai_internal; Owner: -
 

@@ -1,9 +1,10 @@
 -- The writers of the call record (see 20261129001210): a grant writes its
 -- ledger row and nothing else, a refusal folds, commit and release settle the
 -- ledger row in place (HOT), and the rare events append to
--- google_ai_audit_records. Lock order unchanged (see 20261124000400): a fold
--- row is locked only by callers of the same caller, model, key set and
--- reason, after every window row is released.
+-- google_ai_audit_records. Lock order (see 20261124000400) gains one last
+-- step: a refusal's fold row, locked after the windows, and only by callers
+-- of the same caller, model, key set and reason, who lock the same windows in
+-- the same order before it; no caller of another group ever waits on it.
 
 /*
  * try_reserve: one try on one candidate: lock its window, decide, and on
@@ -316,52 +317,14 @@ $$;
 revoke all on function google_ai_internal.audit_config_change() from public, anon, authenticated;
 
 /*
- * settle_asynchronously: let this transaction commit without waiting for its
- * WAL flush (synchronous_commit = off, transaction-local), when the
- * settlement is its first write.
- *
- * Why it is safe for the limits: a settlement only lowers what the ledger
- * counts or replaces an estimate. If a crash loses it, the reservation is
- * back to `reserved` with its estimate, counted until its lease expires,
- * which is never less strict. Any grant that relied on the settlement is
- * written after it in the WAL and flushes it when it commits (acquire
- * commits synchronously). What a crash can lose: the last fraction of a
- * second of settlements that nothing has flushed yet, with their
- * token_usage rows. Why it matters: on a hot group, every writer queues on
- * one window row, held until commit; not waiting for a second flush per
- * call roughly doubles that group's calls per second.
- * When the transaction already wrote something, it is the caller's, and its
- * durability is left alone.
- *
- * Returns nothing. Raises nothing.
- * Example: perform google_ai_internal.settle_asynchronously();
- */
-create function google_ai_internal.settle_asynchronously()
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
-begin
-    if pg_catalog.pg_current_xact_id_if_assigned() is null then
-        perform pg_catalog.set_config('synchronous_commit', 'off', true);
-    end if;
-end;
-$$;
-
-revoke all on function google_ai_internal.settle_asynchronously() from public, anon, authenticated;
-
-/*
  * commit_usage: the call succeeded; record what it really used.
  *
  * Replaces the estimate with the actual input tokens in the reservation's
  * original slot of the window (freeing or taking tokens at once), writes one
  * token_usage row (meta gets key_alias and reservation_id). The ledger row is
  * the record of the commit (google_ai_audit_log shows it as `committed`).
- * Commits without waiting for the WAL flush when it is the transaction's
- * first write (see settle_asynchronously). Idempotent: a repeat returns
- * false and writes nothing. A late commit of an expired reservation is
- * accepted.
+ * Idempotent: a repeat returns false and writes nothing. A late commit of
+ * an expired reservation is accepted.
  *
  * Returns true when this call committed the reservation.
  * Raises: LL006 unknown reservation, LL002 bad token counts, LL007 meta not
@@ -405,7 +368,6 @@ begin
             hint = 'Keep meta to a few small fields (model version, finish reason).';
     end if;
 
-    perform google_ai_internal.settle_asynchronously();
     res := google_ai_internal.lock_reservation(commit_usage.reservation_id);
     if res.status = 'committed' then
         return false;
@@ -468,11 +430,9 @@ comment on function public.commit_usage(uuid, integer, integer, jsonb) is
  *   sent = true   it may have reached Google (timeout, 5xx): keep it counted.
  *
  * The ledger row records the release (reason and previous status in
- * details.released). Commits without waiting for the WAL flush when it is
- * the transaction's first write (see settle_asynchronously). Idempotent:
- * releasing a settled reservation returns false and changes nothing (so a
- * client's `finally: release()` is always safe). Returns true when this call
- * released the reservation.
+ * details.released). Idempotent: releasing a settled reservation returns
+ * false and changes nothing (so a client's `finally: release()` is always
+ * safe). Returns true when this call released the reservation.
  * Raises: LL006 unknown reservation, LL007 reason too long.
  * Example: select public.release('…uuid…', 'timeout', true);
  */
@@ -492,7 +452,6 @@ declare
     refund boolean := not coalesce(sent, false);
 begin
     perform google_ai_internal.check_text('reason', reason, 500);
-    perform google_ai_internal.settle_asynchronously();
     res := google_ai_internal.lock_reservation(release.reservation_id);
     if res.status not in ('reserved', 'expired') then
         return false;
