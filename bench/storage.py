@@ -399,11 +399,21 @@ def main() -> None:
     parser.add_argument("--admin-url", required=True)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--baseline", action="store_true", help="also run pgbench -N for ratios")
     args = parser.parse_args()
     m = storage(args.admin_url, args.pairs, args.seconds)
+    baseline = None
+    if args.baseline:
+        # The same baseline as bench/run.py: pgbench -N, 16 clients, on this cluster.
+        from bench.run import fresh_db, pgbench
+
+        base = fresh_db(args.admin_url, "bench_storage_pgbench")
+        subprocess.run(["pgbench", "-i", "-q", "-s", "16", base], capture_output=True, check=True)
+        baseline = pgbench(base, ["-N"], args.seconds)
+        print(f"baseline_tps = {baseline:.1f}")
     for k, v in sorted(m.items()):
         print(f"{k} = {v:.3f}")
-    print(render(m))
+    print(render(m, baseline))
 
 
 if __name__ == "__main__":

@@ -168,20 +168,24 @@ begin
     ),
     -- The ledger row is the record of its grant and of its settlement.
     events as (
-        select (o.granted_at at time zone 'UTC')::date as day, 'granted' as event,
-               o.key_alias, o.model, 1 as events, o.counted_tokens as tokens
-        from old_rows as o
-        union all
-        select (coalesce(o.settled_at, o.granted_at) at time zone 'UTC')::date, o.status,
-               o.key_alias, o.model, 1, 0
-        from old_rows as o
-        where o.status in ('committed', 'released')
+        select e.day, e.event, e.key_alias, e.model, count(*) as events, sum(e.tokens) as tokens
+        from (
+            select (o.granted_at at time zone 'UTC')::date as day, 'granted' as event,
+                   o.key_alias, o.model, o.counted_tokens as tokens
+            from old_rows as o
+            union all
+            select (coalesce(o.settled_at, o.granted_at) at time zone 'UTC')::date, o.status,
+                   o.key_alias, o.model, 0
+            from old_rows as o
+            where o.status in ('committed', 'released')
+        ) as e
+        group by 1, 2, 3, 4
     )
-    select count(*)::integer, (
-        select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e.*)), '[]'::jsonb) from events as e
-    )
-    into rolled_count, counted
-    from old_rows;
+    -- Grouped before they become jsonb: one element per day, event, key and model.
+    select
+        (select count(*)::integer from old_rows),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e.*)), '[]'::jsonb) from events as e)
+    into rolled_count, counted;
     perform google_ai_internal.count_events(counted);
 
     -- A window row idle for longer than the retention may point at ledger
@@ -195,26 +199,34 @@ begin
     with old_records as (
         delete from public.google_ai_audit_records as a where a.ts < audit_cutoff
         returning a.ts, a.event, a.key_alias, a.model
+    ),
+    grouped as (
+        select (o.ts at time zone 'UTC')::date as day, o.event, o.key_alias, o.model,
+               count(*) as events
+        from old_records as o
+        group by 1, 2, 3, 4
     )
-    select count(*)::integer, coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-        'day', (o.ts at time zone 'UTC')::date, 'event', o.event,
-        'key_alias', o.key_alias, 'model', o.model, 'events', 1
-    )), '[]'::jsonb)
-    into audit_count, counted
-    from old_records as o;
+    select
+        (select count(*)::integer from old_records),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g.*)), '[]'::jsonb) from grouped as g)
+    into audit_count, counted;
     perform pg_catalog.set_config('llm_limits.trimming_audit', 'off', true);
     perform google_ai_internal.count_events(counted);
 
     with old_folds as (
         delete from public.google_ai_refusals as f where f.last_at < audit_cutoff
         returning f.first_at, f.key_alias, f.model, f.refusals
+    ),
+    grouped as (
+        select (o.first_at at time zone 'UTC')::date as day, 'refused' as event, o.key_alias,
+               o.model, sum(o.refusals) as events
+        from old_folds as o
+        group by 1, 2, 3, 4
     )
-    select count(*)::integer, coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-        'day', (o.first_at at time zone 'UTC')::date, 'event', 'refused',
-        'key_alias', o.key_alias, 'model', o.model, 'events', o.refusals
-    )), '[]'::jsonb)
-    into refusal_count, counted
-    from old_folds as o;
+    select
+        (select count(*)::integer from old_folds),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g.*)), '[]'::jsonb) from grouped as g)
+    into refusal_count, counted;
     perform google_ai_internal.count_events(counted);
 
     delete from public.google_ai_usage_counters as c
