@@ -88,6 +88,7 @@ revoke all on function google_ai_internal.clock() from public, anon, authenticat
 create or replace function google_ai_internal.guard_audit_log()
 returns trigger
 language plpgsql
+volatile
 set search_path = ''
 as $$
 begin

@@ -235,6 +235,7 @@ grant select on table public.google_ai_audit_log to service_role;
 create function google_ai_internal.write_audit_log()
 returns trigger
 language plpgsql
+volatile
 set search_path = ''
 as $$
 begin
