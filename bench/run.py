@@ -342,13 +342,17 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
                         lags.append(lag)
                 result["lag_window_p50"] = pct(lags, 50)
                 result["lag_window_p95"] = pct(lags, 95)
+        # Grants are read from the ledger, which keeps no round count: only WAITs that
+        # ended refused carry one (nan when none did).
         rounds = conn.execute(
             "select sum((details ->> 'rounds')::int - 1), sum((details ->> 'waited_ms')::int) "
             "from public.google_ai_audit_log where event in ('granted', 'refused') "
-            "and (details ->> 'waited_ms')::int > 0"
+            "and (details ->> 'waited_ms')::int > 0 and details ? 'rounds'"
         ).fetchone()
         assert rounds is not None
-        result["rechecks_per_waiter_s"] = float(rounds[0] or 0) / (float(rounds[1] or 1) / 1000)
+        result["rechecks_per_waiter_s"] = (
+            float(rounds[0] or 0) / (float(rounds[1]) / 1000) if rounds[1] else float("nan")
+        )
         result["util_max"] = WINDOW_MS / (WINDOW_MS + GUARD_MS)
     return result
 
