@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 
 from bench.client_overhead import client_overhead
+from bench.storage import render as render_storage
+from bench.storage import storage
 from bench.tokens import section as tokens_section
 from bench.tokens import token_counting
 from llm_limits.cli import localstack
@@ -213,13 +215,13 @@ def fill_history(url: str, rows: int) -> None:
             (rows,),
         )
         conn.execute(
-            "insert into public.google_ai_audit_log (ts, event, key_alias, model, details) "
+            "insert into public.google_ai_audit_records (ts, event, key_alias, model, details) "
             "select now() - interval '2 hours' - i * interval '10 ms', 'granted', 'bench-1',"
             " 'bench-free', '{}'::jsonb from generate_series(1, %s) as i",
             (rows,),
         )
         conn.execute("vacuum analyze public.google_ai_reservations")
-        conn.execute("vacuum analyze public.google_ai_audit_log")
+        conn.execute("vacuum analyze public.google_ai_audit_records")
 
 
 def cost_growth(admin_url: str, big_rows: int) -> dict[str, float]:
@@ -342,13 +344,17 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
                         lags.append(lag)
                 result["lag_window_p50"] = pct(lags, 50)
                 result["lag_window_p95"] = pct(lags, 95)
+        # Grants are read from the ledger, which keeps no round count: only WAITs that
+        # ended refused carry one (nan when none did).
         rounds = conn.execute(
             "select sum((details ->> 'rounds')::int - 1), sum((details ->> 'waited_ms')::int) "
             "from public.google_ai_audit_log where event in ('granted', 'refused') "
-            "and (details ->> 'waited_ms')::int > 0"
+            "and (details ->> 'waited_ms')::int > 0 and details ? 'rounds'"
         ).fetchone()
         assert rounds is not None
-        result["rechecks_per_waiter_s"] = float(rounds[0] or 0) / (float(rounds[1] or 1) / 1000)
+        result["rechecks_per_waiter_s"] = (
+            float(rounds[0] or 0) / (float(rounds[1]) / 1000) if rounds[1] else float("nan")
+        )
         result["util_max"] = WINDOW_MS / (WINDOW_MS + GUARD_MS)
     return result
 
@@ -568,11 +574,13 @@ def main() -> None:
             lambda: client_overhead(fresh_db(args.admin_url, "bench_client")),
         )
     )
+    steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())
         print(f"{name}: done in {time.monotonic() - t0:.0f} s", flush=True)
     report = render(m, machine(args.admin_url), "make bench")
+    report += "\n" + render_storage(m, m["baseline_tps"])
     print(report)
     write(report, args.out)
     print(f"written to {args.out}")

@@ -66,17 +66,29 @@ CREATE TABLE public.google_ai_reservations (
     settled_at timestamp with time zone,
     caller text,
     request_id text,
+    waited_ms integer,
+    details jsonb,
     CONSTRAINT google_ai_reservations_actual_tokens_check CHECK ((actual_tokens >= 0)),
     CONSTRAINT google_ai_reservations_completion_tokens_check CHECK ((completion_tokens >= 0)),
     CONSTRAINT google_ai_reservations_counted_requests_check CHECK ((counted_requests = ANY (ARRAY[0, 1]))),
     CONSTRAINT google_ai_reservations_counted_tokens_check CHECK ((counted_tokens >= 0)),
     CONSTRAINT google_ai_reservations_estimated_tokens_check CHECK ((estimated_tokens >= 0)),
-    CONSTRAINT google_ai_reservations_status_check CHECK ((status = ANY (ARRAY['reserved'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text])))
-);
+    CONSTRAINT google_ai_reservations_status_check CHECK ((status = ANY (ARRAY['reserved'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text]))),
+    CONSTRAINT google_ai_reservations_waited_ms_check CHECK ((waited_ms >= 0))
+)
+WITH (fillfactor='85');
 
 -- Name: TABLE google_ai_reservations; Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON TABLE public.google_ai_reservations IS 'Reservation ledger: one row per grant from acquire(), settled by commit_usage/release/report_rate_limit or expired by its lease.';
+
+-- Name: COLUMN google_ai_reservations.waited_ms; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_reservations.waited_ms IS 'How long acquire() ran before this grant (ms): the WAIT time.';
+
+-- Name: COLUMN google_ai_reservations.details; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_reservations.details IS 'Null for most rows. A release''s reason and previous status under "released"; audit rows written before the ledger became the call record, moved here under their event name.';
 
 -- Name: audit(text, public.google_ai_reservations, jsonb); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -85,7 +97,7 @@ CREATE FUNCTION google_ai_internal.audit(p_event text, p_res public.google_ai_re
     SET search_path TO ''
     AS $$
 begin
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
+    insert into public.google_ai_audit_records (ts, event, key_alias, model, reservation_id, details)
     values (
         google_ai_internal.clock(), p_event, p_res.key_alias, p_res.model, p_res.id,
         pg_catalog.jsonb_strip_nulls(p_details)
@@ -107,7 +119,7 @@ begin
     if tg_op = 'UPDATE' and old_row = new_row then
         return new;
     end if;
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, actor, details)
+    insert into public.google_ai_audit_records (ts, event, key_alias, model, actor, details)
     values (
         google_ai_internal.clock(),
         'config_changed',
@@ -194,16 +206,41 @@ CREATE FUNCTION google_ai_internal.clock() RETURNS timestamp with time zone
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
+declare
+    fixed text := pg_catalog.current_setting('llm_limits.now', true);
+    skew text := pg_catalog.current_setting('llm_limits.clock_skew', true);
 begin
+    if coalesce(fixed, '') = '' and coalesce(skew, '') = '' then
+        return pg_catalog.clock_timestamp();
+    end if;
+    if not coalesce(
+        (select c.steerable from google_ai_internal.clock_switch as c where c.id), false
+    ) then
+        return pg_catalog.clock_timestamp();
+    end if;
     return
-        coalesce(
-            nullif(pg_catalog.current_setting('llm_limits.now', true), '')::timestamptz,
-            pg_catalog.clock_timestamp()
-        )
-        + coalesce(
-            nullif(pg_catalog.current_setting('llm_limits.clock_skew', true), '')::interval,
-            interval '0'
-        );
+        coalesce(nullif(fixed, '')::timestamptz, pg_catalog.clock_timestamp())
+        + coalesce(nullif(skew, '')::interval, interval '0');
+end;
+$$;
+
+-- Name: count_events(jsonb); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.count_events(p_rows jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+    insert into public.google_ai_event_counts as c (day, event, key_alias, model, events, tokens)
+    select e.day, e.event, e.key_alias, e.model, sum(e.events), sum(coalesce(e.tokens, 0))
+    from pg_catalog.jsonb_to_recordset(p_rows) as e (
+        day date, event text, key_alias text, model text, events bigint, tokens bigint
+    )
+    group by 1, 2, 3, 4
+    on conflict (day, event, key_alias, model) do update
+    set events = c.events + excluded.events,
+        tokens = c.tokens + excluded.tokens,
+        updated_at = pg_catalog.now();
 end;
 $$;
 
@@ -266,12 +303,17 @@ CREATE FUNCTION google_ai_internal.guard_audit_log() RETURNS trigger
     AS $$
 begin
     if tg_op = 'DELETE'
-       and coalesce(current_setting('llm_limits.trimming_audit', true), '') = 'on' then
+       and coalesce(pg_catalog.current_setting('llm_limits.trimming_audit', true), '') = 'on'
+       and pg_catalog.pg_has_role(
+           current_user,
+           (select c.relowner from pg_catalog.pg_class as c where c.oid = tg_relid),
+           'USAGE'
+       ) then
         return old;
     end if;
     raise exception using
         errcode = 'LL010',
-        message = 'google_ai_audit_log is append-only',
+        message = pg_catalog.format('%s is append-only', tg_table_name),
         hint = 'Old rows are trimmed by public.run_maintenance().';
 end;
 $$;
@@ -335,10 +377,13 @@ CREATE TABLE public.google_ai_settings (
     ledger_retention interval DEFAULT '7 days'::interval NOT NULL,
     audit_retention interval DEFAULT '30 days'::interval NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    refusal_fold_ms integer DEFAULT 1000 NOT NULL,
+    rollup_retention interval DEFAULT '30 days'::interval NOT NULL,
     CONSTRAINT google_ai_settings_default_cooldown_ms_check CHECK (((default_cooldown_ms >= 0) AND (default_cooldown_ms <= 86400000))),
     CONSTRAINT google_ai_settings_id_check CHECK (id),
     CONSTRAINT google_ai_settings_lease_ms_check CHECK (((lease_ms >= 1000) AND (lease_ms <= 86400000))),
     CONSTRAINT google_ai_settings_max_wait_cap_ms_check CHECK (((max_wait_cap_ms >= 0) AND (max_wait_cap_ms <= 110000))),
+    CONSTRAINT google_ai_settings_refusal_fold_ms_check CHECK (((refusal_fold_ms >= 0) AND (refusal_fold_ms <= 1000))),
     CONSTRAINT google_ai_settings_wait_recheck_ms_check CHECK (((wait_recheck_ms >= 5) AND (wait_recheck_ms <= 5000))),
     CONSTRAINT google_ai_settings_window_guard_ms_check CHECK (((window_guard_ms >= 0) AND (window_guard_ms <= 60000))),
     CONSTRAINT google_ai_settings_window_ms_check CHECK (((window_ms >= 1000) AND (window_ms <= 3600000)))
@@ -347,6 +392,14 @@ CREATE TABLE public.google_ai_settings (
 -- Name: TABLE google_ai_settings; Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON TABLE public.google_ai_settings IS 'Tunables of llm-limits (one row). max_wait_cap_ms stays under Supabase''s 2-minute statement limit.';
+
+-- Name: COLUMN google_ai_settings.refusal_fold_ms; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_settings.refusal_fold_ms IS 'Refusals of one caller, model, key set and reason that follow each other within this many ms fold into one audit row (0: never fold). A folded row spans at most one window.';
+
+-- Name: COLUMN google_ai_settings.rollup_retention; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_settings.rollup_retention IS 'How long run_maintenance() keeps per-minute rollups (google_ai_usage_counters, bucket_kind minute); per-day rollups and google_ai_event_counts are kept.';
 
 -- Name: lock_window(text, text, public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -435,31 +488,72 @@ CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
         )
 $$;
 
--- Name: record_acquire_verdict(public.acquire_result, text, integer, text, integer, integer, text, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+-- Name: record_acquire_verdict(public.acquire_result, text, integer, text, integer, integer, text, text, text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
-CREATE FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text) RETURNS void
+CREATE FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text, p_key_aliases text[] DEFAULT NULL::text[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
+declare
+    cfg public.google_ai_settings;
+    at_now timestamptz;
+    wanted_set text [];
+    fold bigint;
 begin
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
-    values (
-        google_ai_internal.clock(),
-        case when p_verdict.granted then 'granted' else 'refused' end,
-        p_verdict.key_alias,
-        p_model,
-        p_verdict.reservation_id,
-        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-            'tokens', p_tokens,
-            'mode', p_mode,
-            'max_wait_ms', p_max_wait_ms,
-            'waited_ms', p_verdict.waited_ms,
-            'rounds', p_rounds,
-            'reason', p_verdict.reason,
-            'retry_after_ms', p_verdict.retry_after_ms,
-            'caller', p_caller,
-            'request_id', p_request_id
-        ))
+    if p_verdict.granted then
+        return;
+    end if;
+    cfg := google_ai_internal.settings();
+    at_now := google_ai_internal.clock();
+    if p_key_aliases is not null then
+        wanted_set := array(
+            select distinct a from pg_catalog.unnest(p_key_aliases) as a order by a
+        );
+    end if;
+    -- %L quotes values and spells null as NULL: distinct tuples, distinct text.
+    fold := pg_catalog.hashtextextended(pg_catalog.format(
+        '%L %L %L %L %L', p_caller, p_model, wanted_set::text, p_verdict.key_alias, p_verdict.reason
+    ), 0);
+
+    if cfg.refusal_fold_ms > 0 then
+        update public.google_ai_refusals as f
+        set
+            refusals = f.refusals + 1,
+            last_at = greatest(f.last_at, at_now),
+            retry_after_ms = p_verdict.retry_after_ms,
+            waited_ms = greatest(f.waited_ms, p_verdict.waited_ms)
+        where
+            f.id = (
+                select g.id
+                from public.google_ai_refusals as g
+                where
+                    g.fold_key = fold
+                    and g.first_at > at_now - pg_catalog.make_interval(
+                        secs => cfg.window_ms / 1000.0
+                    )
+                order by g.first_at desc
+                limit 1
+            )
+            and f.last_at >= at_now - pg_catalog.make_interval(secs => cfg.refusal_fold_ms / 1000.0)
+            -- The hash picks the row; the values decide.
+            and f.model = p_model
+            and f.caller is not distinct from p_caller
+            and f.key_set is not distinct from wanted_set
+            and f.key_alias is not distinct from p_verdict.key_alias
+            and f.reason is not distinct from p_verdict.reason;
+        if found then
+            return;
+        end if;
+    end if;
+
+    insert into public.google_ai_refusals (
+        fold_key, first_at, last_at, model, key_alias, key_set, reason, caller, request_id,
+        mode, tokens, max_wait_ms, waited_ms, rounds, retry_after_ms
+    ) values (
+        fold, at_now, at_now, p_model, p_verdict.key_alias, wanted_set, p_verdict.reason,
+        p_caller, p_request_id, p_mode, p_tokens, p_max_wait_ms, p_verdict.waited_ms,
+        p_rounds, p_verdict.retry_after_ms
     );
 end;
 $$;
@@ -741,13 +835,18 @@ begin
 
     insert into public.google_ai_reservations (
         key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
-        granted_at, rpd_day, lease_until, caller, request_id
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms
     ) values (
         p_cand.key_alias, p_cand.quota_group, p_model.model,
         coalesce(p_model.api_model, p_model.model),
         p_tokens, p_tokens, at_now, st.rpd_day,
         at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
-        p_caller, p_request_id
+        p_caller, p_request_id,
+        -- acquire runs as one statement: its start is when the caller asked.
+        greatest(0, pg_catalog.round(
+            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
+            * 1000
+        ))::integer
     )
     returning id into reservation_id;
 
@@ -760,6 +859,34 @@ begin
         day_requests = st.day_requests + 1
     where s.quota_group = st.quota_group and s.model = st.model;
     granted := true;
+end;
+$$;
+
+-- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.write_audit_log() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+    if tg_op <> 'INSERT' then
+        raise exception using
+            errcode = 'LL010',
+            message = 'google_ai_audit_log is append-only',
+            hint = 'Old rows are trimmed by public.run_maintenance().';
+    end if;
+    insert into public.google_ai_audit_records (ts, event, key_alias, model, reservation_id, actor, details)
+    values (
+        coalesce(new.ts, google_ai_internal.clock()),
+        new.event,
+        new.key_alias,
+        new.model,
+        new.reservation_id,
+        coalesce(new.actor, session_user),
+        coalesce(new.details, '{}'::jsonb)
+    )
+    returning id into new.id;
+    return new;
 end;
 $$;
 
@@ -970,6 +1097,7 @@ begin
             hint = 'A released or rate-limited reservation cannot be committed; acquire again.';
     end if;
 
+    -- No indexed column changes: a HOT update on the row's own page.
     update public.google_ai_reservations as r
     set
         status = 'committed',
@@ -1004,13 +1132,6 @@ begin
             'meta', usage_meta
         )
     ) as u;
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
-    values (at_now, 'committed', res.key_alias, res.model, res.id, pg_catalog.jsonb_build_object(
-        'estimated_tokens', res.estimated_tokens,
-        'prompt_tokens', prompt_tokens,
-        'completion_tokens', completion_tokens,
-        'late', res.status = 'expired'
-    ));
     -- Last, so the shared window row stays locked only until commit.
     perform google_ai_internal.recount(res, res.counted_requests, prompt_tokens);
     return true;
@@ -1019,7 +1140,7 @@ $$;
 
 -- Name: FUNCTION commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb); Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) IS 'Settle a grant as used: reconcile the estimate with the actual input tokens in its window slot, write token_usage, audit. Idempotent.';
+COMMENT ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) IS 'Settle a grant as used: reconcile the estimate with the actual input tokens in its window slot, write token_usage; the ledger row records the commit. Idempotent.';
 
 -- Name: disable_key(text, text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1043,7 +1164,7 @@ begin
     update public.google_ai_api_keys as k
     set is_active = false, disabled_reason = coalesce(reason, 'disabled')
     where k.key_alias = disable_key.key_alias;
-    insert into public.google_ai_audit_log (ts, event, key_alias, details)
+    insert into public.google_ai_audit_records (ts, event, key_alias, details)
     values (google_ai_internal.clock(), 'key_disabled', disable_key.key_alias,
             pg_catalog.jsonb_build_object('reason', reason, 'was_active', was_active));
     return was_active;
@@ -1145,12 +1266,13 @@ begin
         status = 'released',
         counted_requests = case when refund then 0 else r.counted_requests end,
         counted_tokens = case when refund then 0 else r.counted_tokens end,
-        settled_at = google_ai_internal.clock()
+        settled_at = google_ai_internal.clock(),
+        details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+            'released', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                'reason', reason, 'previous_status', res.status
+            ))
+        )
     where r.id = res.id;
-    perform google_ai_internal.audit('released', res, pg_catalog.jsonb_build_object(
-        'reason', reason, 'sent', not refund, 'refunded', refund,
-        'previous_status', res.status
-    ));
     if refund then
         perform google_ai_internal.recount(res, 0::smallint, 0);
     end if;
@@ -1160,7 +1282,7 @@ $$;
 
 -- Name: FUNCTION release(reservation_id uuid, reason text, sent boolean); Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON FUNCTION public.release(reservation_id uuid, reason text, sent boolean) IS 'Settle a grant that did not complete: sent=false refunds it, sent=true keeps it counted. Idempotent.';
+COMMENT ON FUNCTION public.release(reservation_id uuid, reason text, sent boolean) IS 'Settle a grant that did not complete: sent=false refunds it, sent=true keeps it counted; the ledger row records the release. Idempotent.';
 
 -- Name: report_rate_limit(uuid, text, integer); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1241,15 +1363,20 @@ declare
     started timestamptz := google_ai_internal.clock();
     ledger_cutoff timestamptz;
     audit_cutoff timestamptz;
+    rollup_cutoff timestamptz;
     expired_count integer := 0;
     rolled_count integer := 0;
     audit_count integer := 0;
+    refusal_count integer := 0;
+    minute_count integer := 0;
     log_count integer := 0;
     state_count integer := 0;
+    counted jsonb;
     log_row jsonb;
     log_tables text [] := array[
-        'google_ai_reservations', 'google_ai_usage_counters', 'google_ai_audit_log',
-        'google_ai_quota_state', 'google_ai_maintenance_log'
+        'google_ai_reservations', 'google_ai_usage_counters', 'google_ai_audit_records',
+        'google_ai_refusals', 'google_ai_event_counts', 'google_ai_quota_state',
+        'google_ai_maintenance_log'
     ];
 begin
     if not pg_catalog.pg_try_advisory_xact_lock(1819045988, pg_catalog.hashtext('run_maintenance')) then
@@ -1263,6 +1390,7 @@ begin
         interval '2 days'
     );
     audit_cutoff := started - cfg.audit_retention;
+    rollup_cutoff := started - greatest(cfg.rollup_retention, cfg.ledger_retention);
 
     with gone as (
         update public.google_ai_reservations as r
@@ -1270,7 +1398,7 @@ begin
         where r.status = 'reserved' and r.lease_until <= started
         returning r.*
     )
-    insert into public.google_ai_audit_log (ts, event, key_alias, model, reservation_id, details)
+    insert into public.google_ai_audit_records (ts, event, key_alias, model, reservation_id, details)
     select started, 'expired', g.key_alias, g.model, g.id,
            pg_catalog.jsonb_build_object('lease_until', g.lease_until, 'granted_at', g.granted_at,
                                          'still_counted', true)
@@ -1294,26 +1422,46 @@ begin
         from old_rows as o group by 2, 3, 4
     ),
     rolled as (
-    insert into public.google_ai_usage_counters as c (
-        api_key_id, key_alias, model, bucket_kind, bucket_start, rpm_used, tpm_used, rpd_used,
-        updated_at
+        insert into public.google_ai_usage_counters as c (
+            api_key_id, key_alias, model, bucket_kind, bucket_start, rpm_used, tpm_used, rpd_used,
+            updated_at
+        )
+        select
+            (select k.id from public.google_ai_api_keys as k where k.key_alias = b.key_alias),
+            b.key_alias, b.model, b.kind, b.bucket_start,
+            case when b.kind = 'minute' then least(b.requests, 2147483647) else 0 end,
+            least(b.tokens, 2147483647),
+            case when b.kind = 'day' then least(b.requests, 2147483647) else 0 end,
+            started
+        from buckets as b
+        on conflict (bucket_kind, key_alias, model, bucket_start) do update
+        set rpm_used = least(c.rpm_used::bigint + excluded.rpm_used, 2147483647),
+            tpm_used = least(c.tpm_used::bigint + excluded.tpm_used, 2147483647),
+            rpd_used = least(c.rpd_used::bigint + excluded.rpd_used, 2147483647),
+            updated_at = excluded.updated_at
+        returning 1
+    ),
+    -- The ledger row is the record of its grant and of its settlement.
+    events as (
+        select e.day, e.event, e.key_alias, e.model, count(*) as events, sum(e.tokens) as tokens
+        from (
+            select (o.granted_at at time zone 'UTC')::date as day, 'granted' as event,
+                   o.key_alias, o.model, o.counted_tokens as tokens
+            from old_rows as o
+            union all
+            select (coalesce(o.settled_at, o.granted_at) at time zone 'UTC')::date, o.status,
+                   o.key_alias, o.model, 0
+            from old_rows as o
+            where o.status in ('committed', 'released')
+        ) as e
+        group by 1, 2, 3, 4
     )
+    -- Grouped before they become jsonb: one element per day, event, key and model.
     select
-        (select k.id from public.google_ai_api_keys as k where k.key_alias = b.key_alias),
-        b.key_alias, b.model, b.kind, b.bucket_start,
-        case when b.kind = 'minute' then least(b.requests, 2147483647) else 0 end,
-        least(b.tokens, 2147483647),
-        case when b.kind = 'day' then least(b.requests, 2147483647) else 0 end,
-        started
-    from buckets as b
-    on conflict (bucket_kind, key_alias, model, bucket_start) do update
-    set rpm_used = least(c.rpm_used::bigint + excluded.rpm_used, 2147483647),
-        tpm_used = least(c.tpm_used::bigint + excluded.tpm_used, 2147483647),
-        rpd_used = least(c.rpd_used::bigint + excluded.rpd_used, 2147483647),
-        updated_at = excluded.updated_at
-    returning 1
-    )
-    select count(*) into rolled_count from old_rows;
+        (select count(*)::integer from old_rows),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e.*)), '[]'::jsonb) from events as e)
+    into rolled_count, counted;
+    perform google_ai_internal.count_events(counted);
 
     -- A window row idle for longer than the retention may point at ledger
     -- rows just deleted; drop it, the next acquire rebuilds it from the ledger.
@@ -1323,9 +1471,42 @@ begin
     get diagnostics state_count = row_count;
 
     perform pg_catalog.set_config('llm_limits.trimming_audit', 'on', true);
-    delete from public.google_ai_audit_log as a where a.ts < audit_cutoff;
-    get diagnostics audit_count = row_count;
+    with old_records as (
+        delete from public.google_ai_audit_records as a where a.ts < audit_cutoff
+        returning a.ts, a.event, a.key_alias, a.model
+    ),
+    grouped as (
+        select (o.ts at time zone 'UTC')::date as day, o.event, o.key_alias, o.model,
+               count(*) as events
+        from old_records as o
+        group by 1, 2, 3, 4
+    )
+    select
+        (select count(*)::integer from old_records),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g.*)), '[]'::jsonb) from grouped as g)
+    into audit_count, counted;
     perform pg_catalog.set_config('llm_limits.trimming_audit', 'off', true);
+    perform google_ai_internal.count_events(counted);
+
+    with old_folds as (
+        delete from public.google_ai_refusals as f where f.last_at < audit_cutoff
+        returning f.first_at, f.key_alias, f.model, f.refusals
+    ),
+    grouped as (
+        select (o.first_at at time zone 'UTC')::date as day, 'refused' as event, o.key_alias,
+               o.model, sum(o.refusals) as events
+        from old_folds as o
+        group by 1, 2, 3, 4
+    )
+    select
+        (select count(*)::integer from old_folds),
+        (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g.*)), '[]'::jsonb) from grouped as g)
+    into refusal_count, counted;
+    perform google_ai_internal.count_events(counted);
+
+    delete from public.google_ai_usage_counters as c
+    where c.bucket_kind = 'minute' and c.bucket_start < rollup_cutoff;
+    get diagnostics minute_count = row_count;
 
     delete from public.google_ai_maintenance_log as m where m.started_at < audit_cutoff;
     get diagnostics log_count = row_count;
@@ -1343,7 +1524,8 @@ begin
         pg_catalog.jsonb_build_object(
             'operation', 'run_maintenance',
             'tables_affected', pg_catalog.to_jsonb(log_tables),
-            'deleted_count', rolled_count + audit_count + log_count + state_count,
+            'deleted_count',
+            rolled_count + audit_count + refusal_count + minute_count + log_count + state_count,
             'started_at', started,
             'completed_at', google_ai_internal.clock(),
             'status', 'ok',
@@ -1351,10 +1533,13 @@ begin
                 'leases_expired', expired_count,
                 'ledger_rows_rolled_up', rolled_count,
                 'audit_rows_deleted', audit_count,
+                'refusal_rows_deleted', refusal_count,
+                'minute_rollups_deleted', minute_count,
                 'maintenance_rows_deleted', log_count,
                 'window_rows_dropped', state_count,
                 'ledger_cutoff', ledger_cutoff,
-                'audit_cutoff', audit_cutoff
+                'audit_cutoff', audit_cutoff,
+                'rollup_cutoff', rollup_cutoff
             )
         )
     ) as p
@@ -1365,7 +1550,33 @@ $$;
 
 -- Name: FUNCTION run_maintenance(); Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON FUNCTION public.run_maintenance() IS 'Expire leases, roll old ledger rows up into google_ai_usage_counters, trim the audit log; one google_ai_maintenance_log row per run. Concurrent runs: one wins, the rest return {"status":"skipped"}.';
+COMMENT ON FUNCTION public.run_maintenance() IS 'Expire leases, roll old ledger rows, audit records and folded refusals up into google_ai_usage_counters and google_ai_event_counts, trim per-minute rollups; one google_ai_maintenance_log row per run. Concurrent runs: one wins, the rest return {"status":"skipped"}.';
+
+-- Name: storage_status(); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.storage_status() RETURNS TABLE(table_name text, est_rows bigint, total_bytes bigint, counted boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+    select
+        c.relname::text,
+        greatest(c.reltuples, 0)::bigint,
+        pg_catalog.pg_total_relation_size(c.oid),
+        c.relname <> 'token_usage'
+    from pg_catalog.pg_class as c
+    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+    where
+        c.relkind = 'r'
+        and (
+            (n.nspname = 'public' and (c.relname like 'google\_ai\_%' or c.relname = 'token_usage'))
+            or n.nspname = 'google_ai_internal'
+        )
+    order by 3 desc, 1
+$$;
+
+-- Name: FUNCTION storage_status(); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.storage_status() IS 'Database space of llm-limits'' tables (bytes with indexes and TOAST, estimated rows); counted = false for token_usage, the bot''s own history.';
 
 -- Name: token_counter(text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1394,6 +1605,19 @@ $$;
 -- Name: FUNCTION token_counter(model text); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.token_counter(model text) IS 'The API model id and the input-token counter (gemma3, count_tokens, bytes; null = automatic) the client uses for this model.';
+
+-- Name: clock_switch; Type: TABLE; Schema: google_ai_internal; Owner: -
+
+CREATE TABLE google_ai_internal.clock_switch (
+    id boolean DEFAULT true NOT NULL,
+    steerable boolean DEFAULT false NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT clock_switch_id_check CHECK (id)
+);
+
+-- Name: TABLE clock_switch; Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON TABLE google_ai_internal.clock_switch IS 'Owner-only test switch: while steerable is true, the settings llm_limits.now and llm_limits.clock_skew steer google_ai_internal.clock(). Off in every deployed project.';
 
 -- Name: google_ai_api_keys; Type: TABLE; Schema: public; Owner: -
 
@@ -1429,9 +1653,9 @@ ALTER TABLE public.google_ai_api_keys ALTER COLUMN id ADD GENERATED ALWAYS AS ID
     CACHE 1
 );
 
--- Name: google_ai_audit_log; Type: TABLE; Schema: public; Owner: -
+-- Name: google_ai_audit_records; Type: TABLE; Schema: public; Owner: -
 
-CREATE TABLE public.google_ai_audit_log (
+CREATE TABLE public.google_ai_audit_records (
     id bigint NOT NULL,
     ts timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     event text NOT NULL,
@@ -1440,23 +1664,120 @@ CREATE TABLE public.google_ai_audit_log (
     reservation_id uuid,
     actor text DEFAULT CURRENT_USER NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
-    CONSTRAINT google_ai_audit_log_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text])))
+    CONSTRAINT google_ai_audit_records_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text])))
 );
 
--- Name: TABLE google_ai_audit_log; Type: COMMENT; Schema: public; Owner: -
+-- Name: TABLE google_ai_audit_records; Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON TABLE public.google_ai_audit_log IS 'Append-only audit of every grant, refusal, settlement, 429 and configuration change.';
+COMMENT ON TABLE public.google_ai_audit_records IS 'Append-only audit rows of 429s, lease expiries, configuration changes and disabled keys (and of grants, settlements and refusals written before the ledger became the call record). Read the full event stream from the view google_ai_audit_log.';
 
--- Name: google_ai_audit_log_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+-- Name: google_ai_audit_records_id_seq; Type: SEQUENCE; Schema: public; Owner: -
 
-ALTER TABLE public.google_ai_audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.google_ai_audit_log_id_seq
+ALTER TABLE public.google_ai_audit_records ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.google_ai_audit_records_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
 );
+
+-- Name: google_ai_refusals; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.google_ai_refusals (
+    id bigint DEFAULT nextval('public.google_ai_audit_records_id_seq'::regclass) NOT NULL,
+    fold_key bigint NOT NULL,
+    first_at timestamp with time zone NOT NULL,
+    last_at timestamp with time zone NOT NULL,
+    refusals integer DEFAULT 1 NOT NULL,
+    model text NOT NULL,
+    key_alias text,
+    key_set text[],
+    reason text,
+    caller text,
+    request_id text,
+    mode text,
+    tokens integer,
+    max_wait_ms integer,
+    waited_ms integer,
+    rounds integer,
+    retry_after_ms integer,
+    CONSTRAINT google_ai_refusals_refusals_check CHECK ((refusals >= 1))
+)
+WITH (fillfactor='50');
+
+-- Name: TABLE google_ai_refusals; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON TABLE public.google_ai_refusals IS 'Refusals of acquire(), folded: one row stands for `refusals` refusals of one caller, model, key set and reason, each within refusal_fold_ms of the previous, from first_at to last_at.';
+
+-- Name: google_ai_audit_log; Type: VIEW; Schema: public; Owner: -
+
+CREATE VIEW public.google_ai_audit_log WITH (security_invoker='true') AS
+ SELECT a.id,
+    a.ts,
+    a.event,
+    a.key_alias,
+    a.model,
+    a.reservation_id,
+    a.actor,
+    a.details
+   FROM public.google_ai_audit_records a
+UNION ALL
+ SELECT f.id,
+    f.first_at AS ts,
+    'refused'::text AS event,
+    f.key_alias,
+    f.model,
+    NULL::uuid AS reservation_id,
+    NULL::text AS actor,
+    jsonb_strip_nulls(jsonb_build_object('count', f.refusals, 'first_at', f.first_at, 'last_at', f.last_at, 'reason', f.reason, 'retry_after_ms', f.retry_after_ms, 'tokens', f.tokens, 'mode', f.mode, 'max_wait_ms', f.max_wait_ms, 'waited_ms', f.waited_ms, 'rounds', f.rounds, 'caller', f.caller, 'request_id', f.request_id, 'key_set', f.key_set)) AS details
+   FROM public.google_ai_refusals f
+UNION ALL
+ SELECT COALESCE(((r.details #>> '{granted,audit_id}'::text[]))::bigint, ((('x'::text || substr(md5((r.id)::text), 1, 15)))::bit(60))::bigint) AS id,
+    COALESCE(((r.details #>> '{granted,audit_ts}'::text[]))::timestamp with time zone, r.granted_at) AS ts,
+    'granted'::text AS event,
+    r.key_alias,
+    r.model,
+    r.id AS reservation_id,
+    (r.details #>> '{granted,actor}'::text[]) AS actor,
+    (jsonb_strip_nulls(jsonb_build_object('tokens', r.estimated_tokens, 'waited_ms', r.waited_ms, 'quota_group', r.quota_group, 'caller', r.caller, 'request_id', r.request_id)) || (COALESCE((r.details -> 'granted'::text), '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text[])) AS details
+   FROM public.google_ai_reservations r
+UNION ALL
+ SELECT COALESCE((((r.details -> r.status) ->> 'audit_id'::text))::bigint, (- ((('x'::text || substr(md5((r.id)::text), 1, 15)))::bit(60))::bigint)) AS id,
+    COALESCE((((r.details -> r.status) ->> 'audit_ts'::text))::timestamp with time zone, r.settled_at) AS ts,
+    r.status AS event,
+    r.key_alias,
+    r.model,
+    r.id AS reservation_id,
+    ((r.details -> r.status) ->> 'actor'::text) AS actor,
+    (
+        CASE
+            WHEN (r.status = 'committed'::text) THEN jsonb_build_object('estimated_tokens', r.estimated_tokens, 'prompt_tokens', r.actual_tokens, 'completion_tokens', r.completion_tokens, 'late', (r.settled_at > r.lease_until))
+            ELSE jsonb_build_object('sent', (r.counted_requests > 0), 'refunded', (r.counted_requests = 0))
+        END || (COALESCE((r.details -> r.status), '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text[])) AS details
+   FROM public.google_ai_reservations r
+  WHERE (r.status = ANY (ARRAY['committed'::text, 'released'::text]));
+
+-- Name: VIEW google_ai_audit_log; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON VIEW public.google_ai_audit_log IS 'Every audit event: grants, commits and releases (from the ledger), folded refusals (details.count, first_at, last_at), 429s, expiries, config changes and disabled keys. Append-only.';
+
+-- Name: google_ai_event_counts; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.google_ai_event_counts (
+    day date NOT NULL,
+    event text NOT NULL,
+    key_alias text,
+    model text,
+    events bigint DEFAULT 0 NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT google_ai_event_counts_events_check CHECK ((events >= 0))
+);
+
+-- Name: TABLE google_ai_event_counts; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON TABLE public.google_ai_event_counts IS 'Audit events per UTC day, key and model, counted by run_maintenance() as detail rows age out (a folded refusal row counts its refusals; tokens are counted input tokens of grants).';
 
 -- Name: google_ai_group_limits; Type: TABLE; Schema: public; Owner: -
 
@@ -1572,15 +1893,25 @@ ALTER TABLE public.token_usage ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     CACHE 1
 );
 
+-- Name: clock_switch clock_switch_pkey; Type: CONSTRAINT; Schema: google_ai_internal; Owner: -
+
+ALTER TABLE ONLY google_ai_internal.clock_switch
+    ADD CONSTRAINT clock_switch_pkey PRIMARY KEY (id);
+
 -- Name: google_ai_api_keys google_ai_api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.google_ai_api_keys
     ADD CONSTRAINT google_ai_api_keys_pkey PRIMARY KEY (id);
 
--- Name: google_ai_audit_log google_ai_audit_log_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: google_ai_audit_records google_ai_audit_records_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
-ALTER TABLE ONLY public.google_ai_audit_log
-    ADD CONSTRAINT google_ai_audit_log_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.google_ai_audit_records
+    ADD CONSTRAINT google_ai_audit_records_pkey PRIMARY KEY (id);
+
+-- Name: google_ai_event_counts google_ai_event_counts_key; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.google_ai_event_counts
+    ADD CONSTRAINT google_ai_event_counts_key UNIQUE NULLS NOT DISTINCT (day, event, key_alias, model);
 
 -- Name: google_ai_group_limits google_ai_group_limits_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -1601,6 +1932,11 @@ ALTER TABLE ONLY public.google_ai_model_limits
 
 ALTER TABLE ONLY public.google_ai_quota_state
     ADD CONSTRAINT google_ai_quota_state_pkey PRIMARY KEY (quota_group, model);
+
+-- Name: google_ai_refusals google_ai_refusals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.google_ai_refusals
+    ADD CONSTRAINT google_ai_refusals_pkey PRIMARY KEY (id);
 
 -- Name: google_ai_reservations google_ai_reservations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -1626,9 +1962,9 @@ ALTER TABLE ONLY public.token_usage
 
 CREATE UNIQUE INDEX google_ai_api_keys_key_alias_key ON public.google_ai_api_keys USING btree (key_alias);
 
--- Name: google_ai_audit_log_ts_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: google_ai_audit_records_ts_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX google_ai_audit_log_ts_idx ON public.google_ai_audit_log USING brin (ts);
+CREATE INDEX google_ai_audit_records_ts_idx ON public.google_ai_audit_records USING brin (ts);
 
 -- Name: google_ai_group_limits_model_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1638,9 +1974,13 @@ CREATE INDEX google_ai_group_limits_model_idx ON public.google_ai_group_limits U
 
 CREATE UNIQUE INDEX google_ai_model_limits_model_key ON public.google_ai_model_limits USING btree (model);
 
--- Name: google_ai_reservations_open_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: google_ai_refusals_first_at_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX google_ai_reservations_open_idx ON public.google_ai_reservations USING btree (lease_until) WHERE (status = 'reserved'::text);
+CREATE INDEX google_ai_refusals_first_at_idx ON public.google_ai_refusals USING brin (first_at);
+
+-- Name: google_ai_refusals_fold_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX google_ai_refusals_fold_idx ON public.google_ai_refusals USING btree (fold_key, first_at);
 
 -- Name: google_ai_reservations_window_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1650,6 +1990,14 @@ CREATE INDEX google_ai_reservations_window_idx ON public.google_ai_reservations 
 
 CREATE UNIQUE INDEX google_ai_usage_counters_rollup_key ON public.google_ai_usage_counters USING btree (bucket_kind, key_alias, model, bucket_start);
 
+-- Name: clock_switch google_ai_clock_switch_audit; Type: TRIGGER; Schema: google_ai_internal; Owner: -
+
+CREATE TRIGGER google_ai_clock_switch_audit AFTER INSERT OR DELETE OR UPDATE ON google_ai_internal.clock_switch FOR EACH ROW EXECUTE FUNCTION google_ai_internal.audit_config_change();
+
+-- Name: clock_switch google_ai_clock_switch_touch; Type: TRIGGER; Schema: google_ai_internal; Owner: -
+
+CREATE TRIGGER google_ai_clock_switch_touch BEFORE UPDATE ON google_ai_internal.clock_switch FOR EACH ROW EXECUTE FUNCTION google_ai_internal.touch_updated_at();
+
 -- Name: google_ai_api_keys google_ai_api_keys_audit; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER google_ai_api_keys_audit AFTER INSERT OR DELETE OR UPDATE ON public.google_ai_api_keys FOR EACH ROW EXECUTE FUNCTION google_ai_internal.audit_config_change();
@@ -1658,9 +2006,13 @@ CREATE TRIGGER google_ai_api_keys_audit AFTER INSERT OR DELETE OR UPDATE ON publ
 
 CREATE TRIGGER google_ai_api_keys_touch BEFORE UPDATE ON public.google_ai_api_keys FOR EACH ROW EXECUTE FUNCTION google_ai_internal.touch_updated_at();
 
--- Name: google_ai_audit_log google_ai_audit_log_append_only; Type: TRIGGER; Schema: public; Owner: -
+-- Name: google_ai_audit_log google_ai_audit_log_write; Type: TRIGGER; Schema: public; Owner: -
 
-CREATE TRIGGER google_ai_audit_log_append_only BEFORE DELETE OR UPDATE ON public.google_ai_audit_log FOR EACH ROW EXECUTE FUNCTION google_ai_internal.guard_audit_log();
+CREATE TRIGGER google_ai_audit_log_write INSTEAD OF INSERT OR DELETE OR UPDATE ON public.google_ai_audit_log FOR EACH ROW EXECUTE FUNCTION google_ai_internal.write_audit_log();
+
+-- Name: google_ai_audit_records google_ai_audit_records_append_only; Type: TRIGGER; Schema: public; Owner: -
+
+CREATE TRIGGER google_ai_audit_records_append_only BEFORE DELETE OR UPDATE ON public.google_ai_audit_records FOR EACH ROW EXECUTE FUNCTION google_ai_internal.guard_audit_log();
 
 -- Name: google_ai_group_limits google_ai_group_limits_audit; Type: TRIGGER; Schema: public; Owner: -
 
@@ -1691,13 +2043,21 @@ CREATE TRIGGER google_ai_settings_touch BEFORE UPDATE ON public.google_ai_settin
 ALTER TABLE ONLY public.google_ai_group_limits
     ADD CONSTRAINT google_ai_group_limits_model_fkey FOREIGN KEY (model) REFERENCES public.google_ai_model_limits(model) ON UPDATE CASCADE ON DELETE CASCADE;
 
+-- Name: clock_switch; Type: ROW SECURITY; Schema: google_ai_internal; Owner: -
+
+ALTER TABLE google_ai_internal.clock_switch ENABLE ROW LEVEL SECURITY;
+
 -- Name: google_ai_api_keys; Type: ROW SECURITY; Schema: public; Owner: -
 
 ALTER TABLE public.google_ai_api_keys ENABLE ROW LEVEL SECURITY;
 
--- Name: google_ai_audit_log; Type: ROW SECURITY; Schema: public; Owner: -
+-- Name: google_ai_audit_records; Type: ROW SECURITY; Schema: public; Owner: -
 
-ALTER TABLE public.google_ai_audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.google_ai_audit_records ENABLE ROW LEVEL SECURITY;
+
+-- Name: google_ai_event_counts; Type: ROW SECURITY; Schema: public; Owner: -
+
+ALTER TABLE public.google_ai_event_counts ENABLE ROW LEVEL SECURITY;
 
 -- Name: google_ai_group_limits; Type: ROW SECURITY; Schema: public; Owner: -
 
@@ -1714,6 +2074,10 @@ ALTER TABLE public.google_ai_model_limits ENABLE ROW LEVEL SECURITY;
 -- Name: google_ai_quota_state; Type: ROW SECURITY; Schema: public; Owner: -
 
 ALTER TABLE public.google_ai_quota_state ENABLE ROW LEVEL SECURITY;
+
+-- Name: google_ai_refusals; Type: ROW SECURITY; Schema: public; Owner: -
+
+ALTER TABLE public.google_ai_refusals ENABLE ROW LEVEL SECURITY;
 
 -- Name: google_ai_reservations; Type: ROW SECURITY; Schema: public; Owner: -
 
@@ -1761,6 +2125,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.check_text(p_name text, p_value text, 
 
 REVOKE ALL ON FUNCTION google_ai_internal.clock() FROM PUBLIC;
 
+-- Name: FUNCTION count_events(p_rows jsonb); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.count_events(p_rows jsonb) FROM PUBLIC;
+
 -- Name: FUNCTION ensure_window(p_group text, p_model text, p_now timestamp with time zone, p_hold interval, p_time_zone text); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.ensure_window(p_group text, p_model text, p_now timestamp with time zone, p_hold interval, p_time_zone text) FROM PUBLIC;
@@ -1797,9 +2165,9 @@ REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with ti
 
 REVOKE ALL ON FUNCTION google_ai_internal.queue_waiters(p_model text) FROM PUBLIC;
 
--- Name: FUNCTION record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text); Type: ACL; Schema: google_ai_internal; Owner: -
+-- Name: FUNCTION record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text, p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
 
-REVOKE ALL ON FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION google_ai_internal.record_acquire_verdict(p_verdict public.acquire_result, p_model text, p_tokens integer, p_mode text, p_max_wait_ms integer, p_rounds integer, p_caller text, p_request_id text, p_key_aliases text[]) FROM PUBLIC;
 
 -- Name: FUNCTION recount(p_res public.google_ai_reservations, p_requests smallint, p_tokens integer); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -1828,6 +2196,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.touch_updated_at() FROM PUBLIC;
 -- Name: FUNCTION try_reserve(p_cand google_ai_internal.candidate, p_model public.google_ai_model_limits, p_tokens integer, p_caller text, p_request_id text, p_cfg public.google_ai_settings, OUT granted boolean, OUT reservation_id uuid, OUT reason text, OUT retry_after_ms integer); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.try_reserve(p_cand google_ai_internal.candidate, p_model public.google_ai_model_limits, p_tokens integer, p_caller text, p_request_id text, p_cfg public.google_ai_settings, OUT granted boolean, OUT reservation_id uuid, OUT reason text, OUT retry_after_ms integer) FROM PUBLIC;
+
+-- Name: FUNCTION write_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.write_audit_log() FROM PUBLIC;
 
 -- Name: FUNCTION acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text); Type: ACL; Schema: public; Owner: -
 
@@ -1864,6 +2236,11 @@ GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id tex
 REVOKE ALL ON FUNCTION public.run_maintenance() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.run_maintenance() TO service_role;
 
+-- Name: FUNCTION storage_status(); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.storage_status() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.storage_status() TO service_role;
+
 -- Name: FUNCTION token_counter(model text); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.token_counter(model text) FROM PUBLIC;
@@ -1877,9 +2254,21 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.google_ai_api_keys TO service_
 
 GRANT ALL ON SEQUENCE public.google_ai_api_keys_id_seq TO service_role;
 
+-- Name: TABLE google_ai_audit_records; Type: ACL; Schema: public; Owner: -
+
+GRANT SELECT ON TABLE public.google_ai_audit_records TO service_role;
+
+-- Name: TABLE google_ai_refusals; Type: ACL; Schema: public; Owner: -
+
+GRANT SELECT ON TABLE public.google_ai_refusals TO service_role;
+
 -- Name: TABLE google_ai_audit_log; Type: ACL; Schema: public; Owner: -
 
 GRANT SELECT ON TABLE public.google_ai_audit_log TO service_role;
+
+-- Name: TABLE google_ai_event_counts; Type: ACL; Schema: public; Owner: -
+
+GRANT SELECT ON TABLE public.google_ai_event_counts TO service_role;
 
 -- Name: TABLE google_ai_group_limits; Type: ACL; Schema: public; Owner: -
 

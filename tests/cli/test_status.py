@@ -36,6 +36,9 @@ def test_status_renders_the_database_numbers(cli: Invoke, db: Conn) -> None:
     assert "300/15,000" in out
     assert "3/14,400" in out
     assert "proj-a" in out and "proj-b" in out
+    # The space llm-limits takes, its own tables apart from the bot's token_usage.
+    assert "database space" in out and "llm-limits" in out and "MB" in out
+    assert "token_usage" in out and "(the bot's)" in out
 
 
 def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:

@@ -59,7 +59,7 @@ def reservations(db: Conn) -> list[dict[str, Any]]:
 
 def audit(db: Conn, event: str) -> list[dict[str, Any]]:
     rows = db.execute(
-        "select details from public.google_ai_audit_log where event = %s order by id", (event,)
+        "select details from public.google_ai_audit_log where event = %s order by ts, id", (event,)
     ).fetchall()
     return [row[0] for row in rows]
 

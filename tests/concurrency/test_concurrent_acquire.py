@@ -121,7 +121,8 @@ def test_32_connections_never_over_grant(
     ).fetchone()
     assert deadlocks_after == deadlocks_before
     audited = db.execute(
-        "select count(*) filter (where event = 'granted'), count(*) filter (where event = 'refused') "
+        "select count(*) filter (where event = 'granted'), "
+        "  coalesce(sum(coalesce((details ->> 'count')::int, 1)) filter (where event = 'refused'), 0) "
         "from public.google_ai_audit_log where model = 'conc-model'"
     ).fetchone()
     refused = sum(v for k, v in outcomes.items() if k.startswith("refused:"))

@@ -110,7 +110,7 @@ def victim_rows(db: Conn) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
         "select status from public.google_ai_reservations where caller = %s", (CALLER,)
     ).fetchall()
     audit = db.execute(
-        "select event from public.google_ai_audit_log where details ->> 'caller' = %s order by id",
+        "select event from public.google_ai_audit_log where details ->> 'caller' = %s order by ts, id",
         (CALLER,),
     ).fetchall()
     return ledger, audit

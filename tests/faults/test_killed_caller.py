@@ -155,7 +155,7 @@ def test_a_killed_caller_holds_its_slot_until_its_window_passes(
     assert settled_at >= lease_until
     trail = db.execute(
         "select event, details ->> 'still_counted' from public.google_ai_audit_log "
-        "where reservation_id = %s order by id",
+        "where reservation_id = %s order by ts, id",
         (rid,),
     ).fetchall()
     assert trail == [("granted", None), ("expired", "true")]

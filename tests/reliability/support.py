@@ -46,8 +46,16 @@ def add_key(conn: Conn, alias: str, group: str | None = None, priority: int = 10
     )
 
 
+def steerable_clock(conn: Conn) -> None:
+    """Turn on the owner-only switch that lets `llm_limits.now` steer the clock (test databases)."""
+    conn.execute(
+        "update google_ai_internal.clock_switch set steerable = true where id and not steerable"
+    )
+
+
 def set_now(conn: Conn, instant: object) -> None:
     """Steer google_ai_internal.clock() for this session (`set llm_limits.now`)."""
+    steerable_clock(conn)
     conn.execute("select set_config('llm_limits.now', %s, false)", (str(instant),))
 
 

@@ -7,7 +7,9 @@ Why each one is a definer:
 * the RPCs: callers (service_role, llm_limits_client) hold EXECUTE and no
   table privilege, so the functions must act as the owner;
 * audit_config_change: a trigger that writes the audit log for whoever edits
-  the config (service_role, the dashboard), who has no INSERT on the log.
+  the config (service_role, the dashboard), who has no INSERT on the log;
+* storage_status: an RPC like the others (`llm-limits status` reads it as
+  service_role), though it reads only the catalog.
 Additions need a reason here and in the allow-list.
 """
 
@@ -28,6 +30,7 @@ ALLOWED_DEFINERS = {
     "public.run_maintenance()",
     "public.quota_status()",
     "public.token_counter(text)",
+    "public.storage_status()",
     "google_ai_internal.audit_config_change()",
 }
 

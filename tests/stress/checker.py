@@ -163,7 +163,8 @@ def check(
             report.problems.append(f"reservation {r.id}: refunded request still holds tokens")
 
     refused = conn.execute(
-        "select count(*) from public.google_ai_audit_log where event = 'refused'"
+        "select coalesce(sum(coalesce((details ->> 'count')::int, 1)), 0) "
+        "from public.google_ai_audit_log where event = 'refused'"
     ).fetchone()
     report.refusals = int(refused[0]) if refused else 0
     return report

@@ -177,7 +177,8 @@ def test_stress_never_over_grants(
     report.assert_ok()
     assert report.grants == counts["granted"] > 0
     audited = db.execute(
-        "select count(*) filter (where event = 'granted'), count(*) filter (where event = 'refused') "
+        "select count(*) filter (where event = 'granted'), "
+        "  coalesce(sum(coalesce((details ->> 'count')::int, 1)) filter (where event = 'refused'), 0) "
         "from public.google_ai_audit_log where details ->> 'caller' = 'stress'"
     ).fetchone()
     assert audited == (counts["granted"], counts["refused"]), "a grant or refusal went unaudited"

@@ -24,7 +24,7 @@ from typing import Annotated, Any, NoReturn
 import psycopg
 import typer
 import typer.core
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -504,7 +504,8 @@ def status_renderable(conn: Conn, console: Console) -> Any:
         fail("google_ai_settings has no row; are the migrations applied?")
     rows = conn.execute(queries.QUOTA_STATUS).fetchall()
     bars = render.bar_width_for(console.width)
-    return render.status_view(rows, settings, render.utc_now(), bars)
+    space = render.storage_line(conn.execute(queries.STORAGE_STATUS).fetchall())
+    return Group(render.status_view(rows, settings, render.utc_now(), bars), space)
 
 
 @app.command()

@@ -127,13 +127,16 @@ where s.id
 
 QUOTA_STATUS = "select * from public.quota_status()"
 
-# Newest first; the caller reverses the page.
+STORAGE_STATUS = "select * from public.storage_status()"
+
+# Newest first; the caller reverses the page. By time: the events read from the ledger carry
+# ids derived from their reservation, not increasing ones.
 AUDIT_PAGE = """
 select a.id, a.ts, a.event, a.key_alias, a.model, a.reservation_id, a.actor, a.details
 from public.google_ai_audit_log as a
 where (%(since)s::timestamptz is null or a.ts >= %(since)s::timestamptz)
   and (%(events)s::text[] is null or a.event = any(%(events)s::text[]))
-order by a.id desc
+order by a.ts desc, a.id desc
 limit %(limit)s::integer
 """
 

@@ -62,6 +62,25 @@ def usage(used: int, limit: int | None, width: int = BAR_WIDTH) -> Text:
     return text
 
 
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def storage_line(rows: Sequence[Mapping[str, Any]]) -> Text:
+    """Database space of llm-limits (from public.storage_status()), biggest tables first."""
+    ours = [r for r in rows if r["counted"]]
+    total = sum(int(r["total_bytes"]) for r in ours)
+    parts = ", ".join(
+        f"{r['table_name'].removeprefix('google_ai_')} {megabytes(int(r['total_bytes']))}"
+        for r in ours[:3]
+    )
+    line = Text.assemble(("database space", "bold"), f"  llm-limits {megabytes(total)} ({parts})")
+    for r in rows:
+        if not r["counted"]:
+            line.append(f"  ·  {r['table_name']} {megabytes(int(r['total_bytes']))} (the bot's)")
+    return line
+
+
 def local_clock(ts: datetime) -> str:
     return ts.astimezone().strftime("%H:%M:%S")
 

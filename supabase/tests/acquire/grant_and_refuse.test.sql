@@ -1,6 +1,8 @@
 -- acquire grants until the RPM window is full, then refuses with a truthful
 -- retry_after_ms, and audits both.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(8);
 
 select set_config('llm_limits.now', '2026-03-01 12:00:00+00', true);

@@ -1,6 +1,8 @@
 -- Bad input raises the documented SQLSTATE and changes nothing: no
 -- reservation, no window state, no audit row.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(25);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

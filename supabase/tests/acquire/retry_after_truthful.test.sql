@@ -2,6 +2,8 @@
 -- TPM is smaller than the request can never serve it, so its "tpm" refusal
 -- must not be the one reported when another group could serve it later.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(4);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

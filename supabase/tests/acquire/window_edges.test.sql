@@ -2,6 +2,8 @@
 -- a slot frees exactly window_ms + window_guard_ms after its grant, and no
 -- fixed-minute boundary ever frees capacity early.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(13);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

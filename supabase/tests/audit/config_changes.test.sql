@@ -1,6 +1,8 @@
 -- Every insert, update and delete of keys, model limits, group limits and
 -- settings writes one config_changed row with the old and new values.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(16);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,10 @@
--- Every grant, refusal, commit, release and 429 writes exactly one audit row
--- with the right event, key_alias, model and reservation_id.
+-- Every grant, refusal, commit, release and 429 shows as exactly one row of
+-- the audit stream (google_ai_audit_log) with the right event, key_alias,
+-- model and reservation_id; grants and settlements are read from the ledger,
+-- so they write no audit record of their own.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(14);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
@@ -9,9 +13,12 @@ values ('test-model', 'test-model-api', 3, 1000, 100);
 insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
 values ('k1', 'TEST_KEY_1', 'proj-1');
 
-create temp table audit_mark as select coalesce(max(id), 0) as last_id from public.google_ai_audit_log;
+-- Ledger events carry ids derived from the reservation, not increasing ones:
+-- "new" is "not seen at the last mark".
+create temp table audit_mark as select a.id from public.google_ai_audit_log as a;
 create temp view new_audit as
-select a.* from public.google_ai_audit_log as a where a.id > (select m.last_id from audit_mark as m);
+select a.* from public.google_ai_audit_log as a
+where not exists (select from audit_mark as m where m.id = a.id);
 
 create temp table r1 as
 select * from public.acquire('test-model-api', 120, 'NO_WAIT', 0, null, 'bot', 'msg-1');
@@ -23,10 +30,10 @@ select results_eq(
 );
 select results_eq(
     $$select a.details ->> 'tokens', a.details ->> 'caller', a.details ->> 'request_id',
-             a.details ->> 'mode'
+             a.details ->> 'quota_group'
       from new_audit as a where a.event = 'granted'$$,
-    $$values ('120', 'bot', 'msg-1', 'NO_WAIT')$$,
-    'the granted row records tokens, caller, request_id and mode'
+    $$values ('120', 'bot', 'msg-1', 'proj-1')$$,
+    'the granted row records tokens, caller, request_id and the quota group'
 );
 
 create temp table r2 as select * from public.acquire('test-model', 10);
@@ -42,7 +49,7 @@ select results_eq(
 );
 
 truncate audit_mark;
-insert into audit_mark select max(id) from public.google_ai_audit_log;
+insert into audit_mark select a.id from public.google_ai_audit_log as a;
 select ok(public.commit_usage((select r.reservation_id from r1 as r), 100, 20), 'commit r1');
 select ok(public.release((select r.reservation_id from r2 as r), 'network error', false), 'release r2');
 select isnt(
@@ -50,12 +57,12 @@ select isnt(
     'report a 429 on r3'
 );
 select results_eq(
-    $$select a.event, a.key_alias, a.model, a.reservation_id from new_audit as a order by a.id$$,
+    $$select a.event, a.key_alias, a.model, a.reservation_id from new_audit as a order by a.event$$,
     $$select 'committed'::text, 'k1'::text, 'test-model'::text, r.reservation_id from r1 as r
       union all
-      select 'released', 'k1', 'test-model', r.reservation_id from r2 as r
+      select 'rate_limited', 'k1', 'test-model', r.reservation_id from r3 as r
       union all
-      select 'rate_limited', 'k1', 'test-model', r.reservation_id from r3 as r$$,
+      select 'released', 'k1', 'test-model', r.reservation_id from r2 as r$$,
     'commit, release and rate_limited each write one row for their reservation'
 );
 select results_eq(
@@ -80,7 +87,7 @@ select results_eq(
 
 -- Idempotent repeats write nothing.
 truncate audit_mark;
-insert into audit_mark select max(id) from public.google_ai_audit_log;
+insert into audit_mark select a.id from public.google_ai_audit_log as a;
 select is(public.commit_usage((select r.reservation_id from r1 as r), 100), false, 'commit repeated');
 select is(public.release((select r.reservation_id from r2 as r)), false, 'release repeated');
 select is((select count(*)::int from new_audit), 0, 'repeated settlements write no audit row');

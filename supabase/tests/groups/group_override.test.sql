@@ -1,6 +1,8 @@
 -- google_ai_group_limits overrides a model's limits for one quota group
 -- (e.g. a paid project); a null override falls back to the model's limit.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(10);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,8 @@
 -- Which key acquire picks: the lowest priority value first, ties broken by
 -- the most headroom (then alias); only active keys in key_aliases.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(14);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,8 @@
 -- A model named by its limits row (gemma-3-27b) and by its API id
 -- (gemma-3-27b-it) is one model with one quota.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(6);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,8 @@
 -- Google counts quota per Cloud project: keys of one quota_group share one
 -- budget, and a key with no group is a group of its own.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(11);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -36,9 +36,10 @@ select is(
      where relkind = 'r' and relname in (
          'google_ai_api_keys', 'google_ai_model_limits', 'google_ai_usage_counters', 'token_usage',
          'google_ai_maintenance_log', 'google_ai_settings', 'google_ai_group_limits',
-         'google_ai_reservations', 'google_ai_quota_state', 'google_ai_audit_log'
+         'google_ai_reservations', 'google_ai_quota_state', 'google_ai_audit_records',
+         'google_ai_refusals', 'google_ai_event_counts', 'clock_switch'
      )),
-    10, 'the checks below cover the ten tables of llm-limits'
+    13, 'the checks below cover the thirteen tables of llm-limits'
 );
 select is_empty(
     $$select relname from our_relations where relkind in ('r', 'p') and not relrowsecurity$$,

@@ -2,6 +2,8 @@
 -- reservation's original window slot, writes one token_usage row, and is
 -- idempotent.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(32);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,8 @@
 -- disable_key takes a key out of the pool and audits it twice: key_disabled
 -- with the reason, config_changed with the old and new row.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(10);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -1,6 +1,8 @@
 -- release: sent = false refunds the request and its tokens (window and day),
 -- sent = true keeps them counted. Idempotent, and harmless after a commit.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(19);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

@@ -2,6 +2,8 @@
 -- cools down for retryDelay, the default cooldown, or until the next Pacific
 -- midnight for a per-day quota.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(20);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

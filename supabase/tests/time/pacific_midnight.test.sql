@@ -1,5 +1,7 @@
 -- RPD resets at midnight America/Los_Angeles, on DST days too.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(12);
 
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)

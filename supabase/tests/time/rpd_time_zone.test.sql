@@ -1,5 +1,7 @@
 -- google_ai_settings.rpd_time_zone decides when the quota day turns.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(7);
 
 update public.google_ai_settings set rpd_time_zone = 'UTC';

@@ -1,6 +1,8 @@
 -- WAIT does not sit out a wait that cannot end in a grant: an rpd refusal
 -- (or a cooldown) that lasts beyond max_wait_ms returns at once.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(7);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';

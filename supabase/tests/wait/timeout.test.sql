@@ -1,6 +1,8 @@
 -- WAIT on a window that stays full gives up after max_wait_ms with reason
 -- wait_timeout. Real clock: llm_limits.now is not frozen here.
 begin;
+-- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
+update google_ai_internal.clock_switch set steerable = true;
 select plan(6);
 
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
