@@ -1,4 +1,4 @@
-"""A strict local fake of the Gemini API (generateContent and countTokens) for demos and tests.
+"""A strict local fake of the Gemini API (generateContent, streamGenerateContent and countTokens).
 
 Stdlib only, so it can ship inside the thin client. Quotas are enforced per project and per
 model, as Google does, so several keys of one project share one budget.
@@ -6,7 +6,9 @@ model, as Google does, so several keys of one project share one budget.
 Token counting is deterministic and not Google's tokenizer (the SDK's local tokenizer needs the
 network): each text part in ``contents`` and ``systemInstruction`` costs
 ceil(utf8_bytes / 4) tokens, so every non-empty part costs at least 1. countTokens reports the
-same number and consumes no quota.
+same number and consumes no quota. streamGenerateContent (``?alt=sse``) is admitted like
+generateContent and answers the same reply in a few server-sent events, each with the prompt's
+usage and the last with the totals and the finish reason, as Google streams.
 
 Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
 """
@@ -43,7 +45,10 @@ RPM_ID = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 TPM_ID = "GenerateContentInputTokensPerModelPerMinute-FreeTier"
 RPD_ID = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 # The SDK sends `models/x`; a hand-written client may send the bare id or an encoded slash.
-_PATH = re.compile(r"^/(v1beta|v1)/(?:models/)+([^/:]+):(generateContent|countTokens)$")
+_PATH = re.compile(
+    r"^/(v1beta|v1)/(?:models/)+([^/:]+):(generateContent|streamGenerateContent|countTokens)$"
+)
+_GENERATE = ("generateContent", "streamGenerateContent")
 _STATUS = {
     400: "INVALID_ARGUMENT",
     403: "PERMISSION_DENIED",
@@ -119,6 +124,7 @@ class _Reply(NamedTuple):
     body: _Body
     who: str  # project name or key hash: the only identity that may reach a log
     delay: float = 0.0
+    stream: bool = False  # a 200 to streamGenerateContent goes out as server-sent events
 
 
 class _Violation(NamedTuple):
@@ -338,7 +344,7 @@ class FakeGemini:
         if match is None:
             return _Reply(404, _error(404, f"The requested URL {path} was not found."), who)
         version, model, method = match.groups()
-        hang = bool(self._hangs) and method == "generateContent"
+        hang = bool(self._hangs) and method in _GENERATE
         delay = self._hangs.popleft() if hang else 0.0
         if key is None:
             msg = "Method doesn't allow unregistered callers. Please use an API Key."
@@ -401,7 +407,7 @@ class FakeGemini:
         }
         # Quota is decided on arrival, so a call the client abandons during the sleep still
         # counts, as a call that reached Google does.
-        return _Reply(200, body, who, delay + self.latency)
+        return _Reply(200, body, who, delay + self.latency, method == "streamGenerateContent")
 
     def _take_fault(self, key: str) -> int:
         for i, (status, only) in enumerate(self._faults):
@@ -467,6 +473,9 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake._handle(self.command, url.path, key, raw)
         if reply.delay > 0:
             fake._stopping.wait(reply.delay)
+        if reply.stream:
+            self._stream(reply.body)
+            return
         data = json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
@@ -476,6 +485,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and hung up, which hang() exists to provoke
+
+    def _stream(self, body: _Body) -> None:
+        """The reply in three events; each flushed on its own, as Google sends them."""
+        text = body["candidates"][0]["content"]["parts"][0]["text"]
+        usage = body["usageMetadata"]
+        cuts = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(3):
+                last = i == 2
+                candidate: _Body = {
+                    "content": {"role": "model", "parts": [{"text": text[cuts[i] : cuts[i + 1]]}]},
+                    "index": 0,
+                }
+                if last:
+                    candidate["finishReason"] = "STOP"
+                event = {
+                    "candidates": [candidate],
+                    "usageMetadata": usage
+                    if last
+                    else {"promptTokenCount": usage["promptTokenCount"]},
+                    "modelVersion": body["modelVersion"],
+                    "responseId": body["responseId"],
+                }
+                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+                self.wfile.flush()
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _serve
 
