@@ -313,7 +313,8 @@ class FakeGemini:
             self._faults.extend([(status, key)] * count)
 
     def hang(self, seconds: float, count: int = 1) -> None:
-        """Delay the responses to the next `count` generateContent calls by `seconds`."""
+        """Delay the responses to the next `count` generateContent calls by `seconds` (a
+        stream pauses after its first event)."""
         with self._lock:
             self._hangs.extend([seconds] * count)
 
@@ -471,11 +472,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         fake = self.server.fake
         reply = fake._handle(self.command, url.path, key, raw)
+        if reply.stream:
+            self._stream(reply.body, reply.delay)
+            return
         if reply.delay > 0:
             fake._stopping.wait(reply.delay)
-        if reply.stream:
-            self._stream(reply.body)
-            return
         data = json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
@@ -486,8 +487,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and hung up, which hang() exists to provoke
 
-    def _stream(self, body: _Body) -> None:
-        """The reply in three events; each flushed on its own, as Google sends them."""
+    def _stream(self, body: _Body, pause: float) -> None:
+        """The reply in three events, each flushed on its own as Google sends them; a hang()
+        or the latency pauses the stream after its first event (a slow generation)."""
         text = body["candidates"][0]["content"]["parts"][0]["text"]
         usage = body["usageMetadata"]
         cuts = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
@@ -514,6 +516,8 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 self.wfile.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
                 self.wfile.flush()
+                if i == 0 and pause > 0:
+                    self.server.fake._stopping.wait(pause)
             self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
             pass

@@ -16,7 +16,10 @@ export function tokenOf(headers: Headers): string | null {
 }
 
 export async function sha256(text: string): Promise<Uint8Array> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
   return new Uint8Array(digest);
 }
 
@@ -28,6 +31,8 @@ export function toHex(bytes: Uint8Array): string {
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   let diff = a.length ^ b.length;
   const n = Math.max(a.length, b.length);
-  for (let i = 0; i < n; i++) diff |= (a[i % a.length] ?? 0) ^ (b[i % b.length] ?? 0);
+  for (let i = 0; i < n; i++) {
+    diff |= (a[i % a.length] ?? 0) ^ (b[i % b.length] ?? 0);
+  }
   return diff === 0;
 }

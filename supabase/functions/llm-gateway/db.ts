@@ -64,7 +64,9 @@ export async function identifyCaller(
 }
 
 /** Active keys: alias and the env var (a function secret) that holds its value. */
-export async function activeKeys(sql: Sql): Promise<{ alias: string; envVar: string }[]> {
+export async function activeKeys(
+  sql: Sql,
+): Promise<{ alias: string; envVar: string }[]> {
   const rows = await sql<{ key_alias: string; env_var_name: string }[]>`
     select key_alias, env_var_name from public.google_ai_api_keys where is_active`;
   return rows.map((r) => ({ alias: r.key_alias, envVar: r.env_var_name }));
@@ -80,7 +82,9 @@ export async function acquire(sql: Sql, a: AcquireArgs): Promise<Grant> {
   const rows = await sql<Grant[]>`
     select * from public.acquire(
       model => ${a.model}::text, tokens => ${a.tokens}::int, mode => ${a.mode}::text,
-      max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${sql.array(a.keyAliases)}::text[],
+      max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${
+    sql.array(a.keyAliases)
+  }::text[],
       caller => ${a.caller}::text, request_id => ${a.requestId}::text
     )`;
   return rows[0];
@@ -96,7 +100,9 @@ export async function commitUsage(
   const rows = await sql<{ ok: boolean }[]>`
     select public.commit_usage(
       reservation_id => ${reservationId}::uuid, prompt_tokens => ${prompt}::int,
-      completion_tokens => ${completion}::int, meta => ${JSON.stringify(meta)}::jsonb
+      completion_tokens => ${completion}::int, meta => ${
+    JSON.stringify(meta)
+  }::text::jsonb
     ) as ok`;
   return rows[0]?.ok ?? false;
 }
@@ -126,7 +132,11 @@ export async function reportRateLimit(
     )`;
 }
 
-export async function disableKey(sql: Sql, alias: string, reason: string): Promise<void> {
+export async function disableKey(
+  sql: Sql,
+  alias: string,
+  reason: string,
+): Promise<void> {
   await sql`select public.disable_key(key_alias => ${alias}::text, reason => ${reason}::text)`;
 }
 

@@ -34,13 +34,20 @@ export class GatewayError extends Error {
   }
 
   body(): Json {
-    const error: Json = { code: this.code, message: this.message, status: STATUS[this.code] };
+    const error: Json = {
+      code: this.code,
+      message: this.message,
+      status: STATUS[this.code],
+    };
     if (this.details) error.details = this.details;
     return { error };
   }
 
   response(): Response {
-    return Response.json(this.body(), { status: this.code, headers: this.headers });
+    return Response.json(this.body(), {
+      status: this.code,
+      headers: this.headers,
+    });
   }
 }
 
@@ -51,7 +58,11 @@ export function formatDelay(ms: number): string {
 }
 
 /** The 429 for a refusal by the quota pool: RetryInfo carries when to try again. */
-export function refusal(model: string, reason: string, retryAfterMs: number | null): GatewayError {
+export function refusal(
+  model: string,
+  reason: string,
+  retryAfterMs: number | null,
+): GatewayError {
   const details: Json[] = [{
     "@type": RPC_TYPE + "ErrorInfo",
     reason: reason.toUpperCase(),

@@ -16,7 +16,13 @@ import * as db from "./db.ts";
 import { constantTimeEqual, sha256, toHex, tokenOf } from "./callers.ts";
 import { GatewayError, type Json, refusal } from "./errors.ts";
 import { shapeRequest } from "./gemma.ts";
-import { isTransient, keyRejection, metaOf, quotaOf, usageOf } from "./google.ts";
+import {
+  isTransient,
+  keyRejection,
+  metaOf,
+  quotaOf,
+  usageOf,
+} from "./google.ts";
 import { SseWatcher } from "./sse.ts";
 import { countTokens, type KeyRing } from "./tokens.ts";
 
@@ -32,7 +38,10 @@ export interface Config {
   log: (line: Json) => void;
 }
 
-export type Method = "generateContent" | "streamGenerateContent" | "countTokens";
+export type Method =
+  | "generateContent"
+  | "streamGenerateContent"
+  | "countTokens";
 
 // Locally the path starts at /v1beta; deployed it starts with the function's name.
 const ROUTE =
@@ -52,12 +61,17 @@ interface Call {
   signal: AbortSignal;
 }
 
-export function createHandler(cfg: Config): (req: Request) => Promise<Response> {
+export function createHandler(
+  cfg: Config,
+): (req: Request) => Promise<Response> {
   let waitCap: { value: number; until: number } | null = null;
 
   async function maxWaitCap(): Promise<number> {
     if (waitCap === null || performance.now() > waitCap.until) {
-      waitCap = { value: await db.maxWaitCapMs(cfg.sql), until: performance.now() + WAIT_CAP_TTL_MS };
+      waitCap = {
+        value: await db.maxWaitCapMs(cfg.sql),
+        until: performance.now() + WAIT_CAP_TTL_MS,
+      };
     }
     return waitCap.value;
   }
@@ -67,10 +81,15 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
    * allows per statement (`max_wait_cap_ms`), and ask again after a capped wait while the
    * caller's own deadline lasts. Adopting a different waiting protocol changes only this.
    */
-  async function acquireWithin(call: Call, aliases: string[]): Promise<db.Grant> {
+  async function acquireWithin(
+    call: Call,
+    aliases: string[],
+  ): Promise<db.Grant> {
     const cap = await maxWaitCap();
     while (true) {
-      const left = call.mode === "WAIT" ? Math.floor(call.deadline - performance.now()) : 0;
+      const left = call.mode === "WAIT"
+        ? Math.floor(call.deadline - performance.now())
+        : 0;
       const grant = await db.acquire(cfg.sql, {
         model: call.model,
         tokens: call.estimate,
@@ -81,13 +100,18 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
         requestId: call.requestId,
       });
       if (grant.granted || call.signal.aborted) return grant;
-      if (grant.reason === "wait_timeout" && call.deadline - performance.now() > 1) continue;
+      if (
+        grant.reason === "wait_timeout" && call.deadline - performance.now() > 1
+      ) continue;
       return grant;
     }
   }
 
   /** A settling RPC: retried through a lost connection, logged, never raised. */
-  async function settle(name: string, run: () => Promise<unknown>): Promise<void> {
+  async function settle(
+    name: string,
+    run: () => Promise<unknown>,
+  ): Promise<void> {
     for (const pause of [0, 250, 500, 1000, 2000]) {
       if (pause) await sleep(pause);
       try {
@@ -100,7 +124,11 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
         }
       }
     }
-    cfg.log({ event: "settle_failed", rpc: name, error: "database unreachable" });
+    cfg.log({
+      event: "settle_failed",
+      rpc: name,
+      error: "database unreachable",
+    });
   }
 
   function logAttempt(
@@ -125,18 +153,35 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
     });
   }
 
-  async function commit(call: Call, grant: db.Grant, attempt: number, answer: unknown): Promise<void> {
+  async function commit(
+    call: Call,
+    grant: db.Grant,
+    attempt: number,
+    answer: unknown,
+  ): Promise<void> {
     const usage = usageOf(answer);
     const prompt = usage?.promptTokens ?? call.estimate; // no usage: the upper bound stays counted
     const completion = usage?.completionTokens ?? 0;
     const meta: Json = { ...metaOf(answer), attempt, via: "gateway" };
-    if (usage?.thoughtsTokens != null) meta.thoughts_tokens = usage.thoughtsTokens;
+    if (usage?.thoughtsTokens != null) {
+      meta.thoughts_tokens = usage.thoughtsTokens;
+    }
     if (call.stream) meta.stream = true;
     await settle(
       "commit_usage",
-      () => db.commitUsage(cfg.sql, grant.reservation_id!, prompt, completion, meta),
+      () =>
+        db.commitUsage(
+          cfg.sql,
+          grant.reservation_id!,
+          prompt,
+          completion,
+          meta,
+        ),
     );
-    logAttempt(call, attempt, "ok", grant, { actual_tokens: prompt, completion_tokens: completion });
+    logAttempt(call, attempt, "ok", grant, {
+      actual_tokens: prompt,
+      completion_tokens: completion,
+    });
   }
 
   /** Pipe a streamed answer through, then commit with its last chunk's usage. */
@@ -156,9 +201,17 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
       if (how === "commit") {
         watcher.end();
         const last = watcher.lastWithUsage ?? watcher.last;
-        await commit(call, grant, attempt, last && { ...watcher.last, usageMetadata: last.usageMetadata });
+        await commit(
+          call,
+          grant,
+          attempt,
+          last && { ...watcher.last, usageMetadata: last.usageMetadata },
+        );
       } else {
-        await settle("release", () => db.release(cfg.sql, grant.reservation_id!, reason, true));
+        await settle(
+          "release",
+          () => db.release(cfg.sql, grant.reservation_id!, reason, true),
+        );
         logAttempt(call, attempt, reason, grant);
       }
     };
@@ -167,8 +220,9 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
         try {
           const { done, value } = await reader.read();
           if (done) {
-            controller.close();
+            // Settled before the stream ends, so the caller that saw the end sees the ledger.
             await finish("commit");
+            controller.close();
             return;
           }
           watcher.push(value);
@@ -184,7 +238,10 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
         await finish("release", "client_disconnected");
       },
     });
-    return new Response(body, { status: upstream.status, headers: passHeaders(upstream) });
+    return new Response(body, {
+      status: upstream.status,
+      headers: passHeaders(upstream),
+    });
   }
 
   async function generate(call: Call): Promise<Response> {
@@ -192,23 +249,50 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
     for (let attempt = 1; attempt <= cfg.maxAttempts; attempt++) {
       const aliases = await cfg.keys.held();
       if (aliases.length === 0) {
-        throw new GatewayError(503, `the gateway holds no usable key for ${call.model}`);
+        throw new GatewayError(
+          503,
+          `the gateway holds no usable key for ${call.model}`,
+        );
       }
       const grant = await acquireWithin(call, aliases);
       if (!grant.granted) {
-        logAttempt(call, attempt, `refused:${grant.reason}`, grant, { retry_after_ms: grant.retry_after_ms });
+        logAttempt(call, attempt, `refused:${grant.reason}`, grant, {
+          retry_after_ms: grant.retry_after_ms,
+        });
         if (grant.reason === "no_key") {
-          throw new GatewayError(503, `no key the gateway holds is active for ${call.model}`);
+          throw new GatewayError(
+            503,
+            `no key the gateway holds is active for ${call.model}`,
+          );
         }
-        throw refusal(call.model, grant.reason ?? "refused", grant.retry_after_ms);
+        throw refusal(
+          call.model,
+          grant.reason ?? "refused",
+          grant.retry_after_ms,
+        );
       }
       const rid = grant.reservation_id!;
       const alias = grant.key_alias!;
       const key = cfg.keys.value(grant.env_var_name ?? "");
       if (!key) {
-        await settle("release", () => db.release(cfg.sql, rid, "key_not_held", false));
+        await settle(
+          "release",
+          () => db.release(cfg.sql, rid, "key_not_held", false),
+        );
         cfg.keys.forget();
-        throw new GatewayError(503, `key ${alias} was granted but the gateway does not hold it`);
+        throw new GatewayError(
+          503,
+          `key ${alias} was granted but the gateway does not hold it`,
+        );
+      }
+      if (call.signal.aborted) {
+        // The caller left while it waited: nothing was sent, so the grant is refunded.
+        await settle(
+          "release",
+          () => db.release(cfg.sql, rid, "client_disconnected", false),
+        );
+        logAttempt(call, attempt, "client_disconnected", grant);
+        throw new GatewayError(499, "the caller went away");
       }
       const abort = new AbortController();
       const timer = setTimeout(
@@ -228,7 +312,10 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
           ),
           {
             method: "POST",
-            headers: { "content-type": "application/json", "x-goog-api-key": key },
+            headers: {
+              "content-type": "application/json",
+              "x-goog-api-key": key,
+            },
             body: JSON.stringify(call.body),
             signal: abort.signal,
           },
@@ -236,7 +323,10 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
       } catch (err) {
         clearTimeout(timer);
         call.signal.removeEventListener("abort", onCallerGone);
-        await settle("release", () => db.release(cfg.sql, rid, errorName(err), true));
+        await settle(
+          "release",
+          () => db.release(cfg.sql, rid, errorName(err), true),
+        );
         if (call.signal.aborted) {
           logAttempt(call, attempt, "client_disconnected", grant);
           throw new GatewayError(499, "the caller went away");
@@ -258,7 +348,10 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
       try {
         text = await upstream.text();
       } catch (err) {
-        await settle("release", () => db.release(cfg.sql, rid, errorName(err), true));
+        await settle(
+          "release",
+          () => db.release(cfg.sql, rid, errorName(err), true),
+        );
         logAttempt(call, attempt, `transient:${errorName(err)}`, grant);
         last = new GatewayError(503, "the Gemini API's answer broke off");
         await backOff(attempt);
@@ -268,19 +361,31 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
         call.signal.removeEventListener("abort", onCallerGone);
       }
       const parsed = parseJson(text);
-      const answer = new Response(text, { status: upstream.status, headers: passHeaders(upstream) });
+      const answer = new Response(text, {
+        status: upstream.status,
+        headers: passHeaders(upstream),
+      });
       if (upstream.ok) {
         await commit(call, grant, attempt, parsed);
         return answer;
       }
       if (upstream.status === 429) {
         const { quotaId, retryDelayMs } = quotaOf(parsed);
-        await settle("report_rate_limit", () => db.reportRateLimit(cfg.sql, rid, quotaId, retryDelayMs));
-        logAttempt(call, attempt, "rate_limited", grant, { quota_id: quotaId, retry_delay_ms: retryDelayMs });
+        await settle(
+          "report_rate_limit",
+          () => db.reportRateLimit(cfg.sql, rid, quotaId, retryDelayMs),
+        );
+        logAttempt(call, attempt, "rate_limited", grant, {
+          quota_id: quotaId,
+          retry_delay_ms: retryDelayMs,
+        });
         last = answer;
         continue;
       }
-      await settle("release", () => db.release(cfg.sql, rid, `http ${upstream.status}`, true));
+      await settle(
+        "release",
+        () => db.release(cfg.sql, rid, `http ${upstream.status}`, true),
+      );
       if (isTransient(upstream.status)) {
         logAttempt(call, attempt, `transient:http_${upstream.status}`, grant);
         last = answer;
@@ -289,7 +394,10 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
       }
       const rejected = keyRejection(upstream.status, parsed);
       if (rejected !== null) {
-        await settle("disable_key", () => db.disableKey(cfg.sql, alias, rejected));
+        await settle(
+          "disable_key",
+          () => db.disableKey(cfg.sql, alias, rejected),
+        );
         cfg.keys.forget();
       }
       logAttempt(call, attempt, rejected ?? `http_${upstream.status}`, grant);
@@ -301,30 +409,55 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
 
   async function backOff(attempt: number): Promise<void> {
     if (attempt < cfg.maxAttempts && cfg.backoffMs > 0) {
-      await sleep(cfg.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
+      await sleep(
+        cfg.backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2),
+      );
     }
   }
 
   /** countTokens spends no generateContent quota: it goes straight through with a held key. */
   async function forwardCount(call: Call): Promise<Response> {
     const key = await cfg.keys.any();
-    if (!key) throw new GatewayError(503, `the gateway holds no usable key for ${call.model}`);
-    const upstream = await fetch(upstreamUrl(cfg.googleBaseUrl, call.version, call.model, "countTokens"), {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-goog-api-key": key },
-      body: JSON.stringify(call.body),
-      signal: AbortSignal.timeout(cfg.timeoutMs),
+    if (!key) {
+      throw new GatewayError(
+        503,
+        `the gateway holds no usable key for ${call.model}`,
+      );
+    }
+    const upstream = await fetch(
+      upstreamUrl(cfg.googleBaseUrl, call.version, call.model, "countTokens"),
+      {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-goog-api-key": key },
+        body: JSON.stringify(call.body),
+        signal: AbortSignal.timeout(cfg.timeoutMs),
+      },
+    );
+    return new Response(await upstream.text(), {
+      status: upstream.status,
+      headers: passHeaders(upstream),
     });
-    return new Response(await upstream.text(), { status: upstream.status, headers: passHeaders(upstream) });
   }
 
   return async function handle(req: Request): Promise<Response> {
     try {
       const url = new URL(req.url);
       const route = ROUTE.exec(decodeURIComponent(url.pathname));
-      if (route === null) throw new GatewayError(404, `The requested URL ${url.pathname} was not found.`);
-      if (req.method !== "POST") throw new GatewayError(405, `${req.method} is not allowed; use POST`);
-      const [, version, model, method] = route as unknown as [string, string, string, Method];
+      if (route === null) {
+        throw new GatewayError(
+          404,
+          `The requested URL ${url.pathname} was not found.`,
+        );
+      }
+      if (req.method !== "POST") {
+        throw new GatewayError(405, `${req.method} is not allowed; use POST`);
+      }
+      const [, version, model, method] = route as unknown as [
+        string,
+        string,
+        string,
+        Method,
+      ];
       const token = tokenOf(req.headers);
       if (!token) {
         throw new GatewayError(
@@ -334,19 +467,37 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
       }
       const raw = await readBody(req, cfg.maxBodyBytes);
       const body = parseJson(raw);
-      if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
-        throw new GatewayError(400, "Invalid JSON payload received: the body must be a JSON object.");
+      if (
+        body === undefined || body === null || typeof body !== "object" ||
+        Array.isArray(body)
+      ) {
+        throw new GatewayError(
+          400,
+          "Invalid JSON payload received: the body must be a JSON object.",
+        );
       }
       const digest = await sha256(token);
       const found = await db.identifyCaller(cfg.sql, toHex(digest), model);
-      if (found === null || !constantTimeEqual(fromHex(found.stored_sha256), digest)) {
-        throw new GatewayError(401, "Caller token not valid (unknown or revoked).");
+      if (
+        found === null ||
+        !constantTimeEqual(fromHex(found.stored_sha256), digest)
+      ) {
+        throw new GatewayError(
+          401,
+          "Caller token not valid (unknown or revoked).",
+        );
       }
       if (found.resolved_model === null) {
-        throw new GatewayError(404, `models/${model} is not found in the quota pool's limits.`);
+        throw new GatewayError(
+          404,
+          `models/${model} is not found in the quota pool's limits.`,
+        );
       }
       if (!found.model_allowed) {
-        throw new GatewayError(403, `caller ${found.caller} may not use ${model}.`);
+        throw new GatewayError(
+          403,
+          `caller ${found.caller} may not use ${model}.`,
+        );
       }
       const shaped = shapeRequest(model, body as Json);
       const { mode, maxWaitMs } = waitOf(req.headers, cfg.defaultMaxWaitMs);
@@ -373,7 +524,9 @@ export function createHandler(cfg: Config): (req: Request) => Promise<Response> 
 
 function errorResponse(err: unknown, cfg: Config): Response {
   if (err instanceof GatewayError) {
-    if (err.code >= 500) cfg.log({ event: "error", code: err.code, message: err.message });
+    if (err.code >= 500) {
+      cfg.log({ event: "error", code: err.code, message: err.message });
+    }
     return err.response();
   }
   const state = db.sqlstateOf(err);
@@ -384,7 +537,10 @@ function errorResponse(err: unknown, cfg: Config): Response {
   }
   if (db.isConnectionLost(err)) {
     cfg.log({ event: "error", code: 503, message });
-    return new GatewayError(503, "the quota database is unreachable; retry shortly").response();
+    return new GatewayError(
+      503,
+      "the quota database is unreachable; retry shortly",
+    ).response();
   }
   cfg.log({ event: "error", code: 500, message });
   return new GatewayError(500, "internal error in llm-gateway").response();
@@ -402,9 +558,18 @@ function errorName(err: unknown): string {
   return err instanceof Error ? err.name : typeof err;
 }
 
-export function upstreamUrl(base: string, version: string, model: string, method: Method): string {
-  const path = method === "streamGenerateContent" ? "streamGenerateContent?alt=sse" : method;
-  return `${base.replace(/\/+$/, "")}/${version}/models/${encodeURIComponent(model)}:${path}`;
+export function upstreamUrl(
+  base: string,
+  version: string,
+  model: string,
+  method: Method,
+): string {
+  const path = method === "streamGenerateContent"
+    ? "streamGenerateContent?alt=sse"
+    : method;
+  return `${base.replace(/\/+$/, "")}/${version}/models/${
+    encodeURIComponent(model)
+  }:${path}`;
 }
 
 function passHeaders(upstream: Response): Headers {
@@ -433,7 +598,11 @@ function sleep(ms: number): Promise<void> {
 /** Read at most `limit` bytes of the body; more is a 413 before anything else is spent. */
 export async function readBody(req: Request, limit: number): Promise<string> {
   const declared = Number(req.headers.get("content-length") ?? "0");
-  const tooLarge = () => new GatewayError(413, `Request payload size exceeds the limit: ${limit} bytes.`);
+  const tooLarge = () =>
+    new GatewayError(
+      413,
+      `Request payload size exceeds the limit: ${limit} bytes.`,
+    );
   if (declared > limit) throw tooLarge();
   if (!req.body) return "";
   const chunks: Uint8Array[] = [];
@@ -453,8 +622,12 @@ export async function readBody(req: Request, limit: number): Promise<string> {
 }
 
 /** WAIT (default) or NO_WAIT, and how long a WAIT may last, from the caller's headers. */
-export function waitOf(headers: Headers, defaultMs: number): { mode: "WAIT" | "NO_WAIT"; maxWaitMs: number } {
-  const mode = (headers.get("x-llm-limits-mode") ?? "WAIT").trim().toUpperCase();
+export function waitOf(
+  headers: Headers,
+  defaultMs: number,
+): { mode: "WAIT" | "NO_WAIT"; maxWaitMs: number } {
+  const mode = (headers.get("x-llm-limits-mode") ?? "WAIT").trim()
+    .toUpperCase();
   if (mode !== "WAIT" && mode !== "NO_WAIT") {
     throw new GatewayError(400, "x-llm-limits-mode must be WAIT or NO_WAIT");
   }
@@ -462,8 +635,14 @@ export function waitOf(headers: Headers, defaultMs: number): { mode: "WAIT" | "N
   let maxWaitMs = defaultMs;
   if (given !== null) {
     const seconds = Number(given.trim().replace(/s$/, ""));
-    if (!given.trim() || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
-      throw new GatewayError(400, "x-llm-limits-max-wait must be seconds between 0 and 3600");
+    if (
+      !given.trim() || !Number.isFinite(seconds) || seconds < 0 ||
+      seconds > 3600
+    ) {
+      throw new GatewayError(
+        400,
+        "x-llm-limits-max-wait must be seconds between 0 and 3600",
+      );
     }
     maxWaitMs = Math.round(seconds * 1000);
   }

@@ -16,7 +16,9 @@ export function isGemma(model: string): boolean {
 
 /** A request field in either spelling: REST clients send camelCase, the SDK some snake_case. */
 export function field(obj: unknown, camel: string): unknown {
-  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) return undefined;
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+    return undefined;
+  }
   const snake = camel.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
   const record = obj as Json;
   return record[camel] ?? record[snake];
@@ -38,7 +40,10 @@ function systemText(instruction: unknown): string {
   for (const part of parts as unknown[]) {
     const text = typeof part === "string" ? part : field(part, "text");
     if (typeof text !== "string") {
-      throw new GatewayError(400, "gemma: systemInstruction may only hold text to be folded");
+      throw new GatewayError(
+        400,
+        "gemma: systemInstruction may only hold text to be folded",
+      );
     }
     texts.push(text);
   }
@@ -48,11 +53,18 @@ function systemText(instruction: unknown): string {
 /** `contents` with `text` leading its first user turn. */
 export function foldSystemInstruction(contents: unknown, text: string): Json[] {
   const prefix = { text: text + "\n\n" };
-  const turns = Array.isArray(contents) ? contents : contents === undefined ? [] : [contents];
+  const turns = Array.isArray(contents)
+    ? contents
+    : contents === undefined
+    ? []
+    : [contents];
   const first = turns[0] as Json | undefined;
   if (first && typeof first === "object" && (first.role ?? "user") === "user") {
     const parts = Array.isArray(first.parts) ? first.parts : [];
-    return [{ ...first, role: "user", parts: [prefix, ...parts] }, ...turns.slice(1)] as Json[];
+    return [
+      { ...first, role: "user", parts: [prefix, ...parts] },
+      ...turns.slice(1),
+    ] as Json[];
   }
   return [{ role: "user", parts: [{ text }] }, ...turns] as Json[];
 }
@@ -63,18 +75,29 @@ export function shapeRequest(model: string, body: Json): Json {
   const config = field(body, "generationConfig");
   const mime = field(config, "responseMimeType");
   if (
-    (mime !== undefined && mime !== null && !TEXT_MIME_TYPES.has(String(mime))) ||
-    field(config, "responseSchema") != null || field(config, "responseJsonSchema") != null
+    (mime !== undefined && mime !== null &&
+      !TEXT_MIME_TYPES.has(String(mime))) ||
+    field(config, "responseSchema") != null ||
+    field(config, "responseJsonSchema") != null
   ) {
-    throw new GatewayError(400, `${model}: JSON mode (structured output) is not enabled`);
+    throw new GatewayError(
+      400,
+      `${model}: JSON mode (structured output) is not enabled`,
+    );
   }
   const tools = field(body, "tools");
   if (Array.isArray(tools) ? tools.length > 0 : tools != null) {
-    throw new GatewayError(400, `${model}: function calling (tools) is not enabled`);
+    throw new GatewayError(
+      400,
+      `${model}: function calling (tools) is not enabled`,
+    );
   }
   const instruction = field(body, "systemInstruction");
   if (instruction == null) return body;
   const text = systemText(instruction);
   const rest = withoutField(body, "systemInstruction");
-  return { ...rest, contents: foldSystemInstruction(field(body, "contents"), text) };
+  return {
+    ...rest,
+    contents: foldSystemInstruction(field(body, "contents"), text),
+  };
 }

@@ -24,7 +24,8 @@ function detailsOfType(body: unknown, name: string): Json[] {
   const details = errorOf(body).details;
   if (!Array.isArray(details)) return [];
   return details.filter((d): d is Json =>
-    d !== null && typeof d === "object" && String(d["@type"] ?? "").endsWith("google.rpc." + name)
+    d !== null && typeof d === "object" &&
+    String(d["@type"] ?? "").endsWith("google.rpc." + name)
   );
 }
 
@@ -36,7 +37,9 @@ function clampMs(seconds: number): number {
 export function quotaOf(body: unknown): QuotaViolation {
   const ids: string[] = [];
   for (const failure of detailsOfType(body, "QuotaFailure")) {
-    for (const v of Array.isArray(failure.violations) ? failure.violations : []) {
+    for (
+      const v of Array.isArray(failure.violations) ? failure.violations : []
+    ) {
       const id = (v as Json | null)?.quotaId;
       if (id) ids.push(String(id));
     }
@@ -55,7 +58,9 @@ export function quotaOf(body: unknown): QuotaViolation {
     const match = RETRY_IN.exec(String(errorOf(body).message ?? ""));
     if (match) {
       const value = Number(match[1]);
-      retryDelayMs = clampMs(match[2].toLowerCase() === "ms" ? value / 1000 : value);
+      retryDelayMs = clampMs(
+        match[2].toLowerCase() === "ms" ? value / 1000 : value,
+      );
     }
   }
   return { quotaId, retryDelayMs };
@@ -64,9 +69,17 @@ export function quotaOf(body: unknown): QuotaViolation {
 /** Why Google refuses the key itself (invalid or leaked), or null for any other error. */
 export function keyRejection(status: number, body: unknown): string | null {
   const message = String(errorOf(body).message ?? "").toLowerCase();
-  if (status === 403 && message.includes("reported as leaked")) return "API_KEY_LEAKED";
-  const reasons = detailsOfType(body, "ErrorInfo").map((d) => String(d.reason ?? ""));
-  if (status === 400 && (reasons.includes("API_KEY_INVALID") || message.includes("api key not valid"))) {
+  if (status === 403 && message.includes("reported as leaked")) {
+    return "API_KEY_LEAKED";
+  }
+  const reasons = detailsOfType(body, "ErrorInfo").map((d) =>
+    String(d.reason ?? "")
+  );
+  if (
+    status === 400 &&
+    (reasons.includes("API_KEY_INVALID") ||
+      message.includes("api key not valid"))
+  ) {
     return "API_KEY_INVALID";
   }
   return null;
@@ -87,7 +100,9 @@ export interface Usage {
 export function usageOf(response: unknown): Usage | null {
   const usage = (response as Json | null)?.usageMetadata as Json | undefined;
   if (!usage || typeof usage !== "object") return null;
-  const n = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  const n = (
+    v: unknown,
+  ) => (typeof v === "number" && Number.isFinite(v) ? v : null);
   const thoughts = n(usage.thoughtsTokenCount);
   return {
     promptTokens: n(usage.promptTokenCount),
@@ -102,6 +117,8 @@ export function metaOf(response: unknown): Json {
   const candidates = Array.isArray(r.candidates) ? r.candidates as Json[] : [];
   const meta: Json = {};
   if (r.modelVersion) meta.model_version = r.modelVersion;
-  if (candidates[0]?.finishReason) meta.finish_reason = candidates[0].finishReason;
+  if (candidates[0]?.finishReason) {
+    meta.finish_reason = candidates[0].finishReason;
+  }
   return meta;
 }

@@ -17,7 +17,9 @@ import { KeyRing } from "./tokens.ts";
 function setting(name: string, fallback: number): number {
   const raw = Deno.env.get(name);
   const value = raw === undefined || raw === "" ? fallback : Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number`);
+  if (!Number.isFinite(value) || value < 0) {
+    throw new Error(`${name} must be a non-negative number`);
+  }
   return value;
 }
 
@@ -29,11 +31,13 @@ const env = (name: string) => Deno.env.get(name);
 Deno.serve(createHandler({
   sql,
   keys: new KeyRing(sql, env),
-  googleBaseUrl: Deno.env.get("GOOGLE_GEMINI_BASE_URL") || "https://generativelanguage.googleapis.com",
+  googleBaseUrl: Deno.env.get("GOOGLE_GEMINI_BASE_URL") ||
+    "https://generativelanguage.googleapis.com",
   maxBodyBytes: setting("LLM_GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024),
   timeoutMs: setting("LLM_GATEWAY_TIMEOUT_MS", 60_000),
   backoffMs: setting("LLM_GATEWAY_BACKOFF_MS", 500),
   maxAttempts: 3,
   defaultMaxWaitMs: setting("LLM_GATEWAY_DEFAULT_WAIT_MS", 30_000),
-  log: (line) => console.log(JSON.stringify({ ts: new Date().toISOString(), ...line })),
+  log: (line) =>
+    console.log(JSON.stringify({ ts: new Date().toISOString(), ...line })),
 }));

@@ -20,7 +20,9 @@ const BASE_TOKENS = 16;
 
 /** Which pool keys this deployment holds: their env vars (function secrets) are set. */
 export class KeyRing {
-  private cache: { aliases: string[]; envVars: string[]; until: number } | null = null;
+  private cache:
+    | { aliases: string[]; envVars: string[]; until: number }
+    | null = null;
   private turn = 0;
 
   constructor(
@@ -52,7 +54,9 @@ export class KeyRing {
 
   private async load() {
     if (this.cache === null || performance.now() > this.cache.until) {
-      const held = (await db.activeKeys(this.sql)).filter((k) => this.value(k.envVar));
+      const held = (await db.activeKeys(this.sql)).filter((k) =>
+        this.value(k.envVar)
+      );
       this.cache = {
         aliases: held.map((k) => k.alias),
         envVars: held.map((k) => k.envVar),
@@ -64,7 +68,9 @@ export class KeyRing {
 }
 
 function utf8Bytes(value: unknown): number {
-  return value == null ? 0 : new TextEncoder().encode(JSON.stringify(value)).length;
+  return value == null
+    ? 0
+    : new TextEncoder().encode(JSON.stringify(value)).length;
 }
 
 /**
@@ -78,13 +84,20 @@ export function byteBound(body: Json): number {
 /** What countTokens with `contents` alone leaves out: system text, tools, a schema. */
 function extrasBound(body: Json): number {
   const config = field(body, "generationConfig");
-  return utf8Bytes(field(body, "systemInstruction")) + utf8Bytes(field(body, "tools")) +
-    utf8Bytes(field(body, "toolConfig")) + utf8Bytes(field(config, "responseSchema")) +
+  return utf8Bytes(field(body, "systemInstruction")) +
+    utf8Bytes(field(body, "tools")) +
+    utf8Bytes(field(body, "toolConfig")) +
+    utf8Bytes(field(config, "responseSchema")) +
     utf8Bytes(field(config, "responseJsonSchema"));
 }
 
 export async function countTokens(
-  cfg: { keys: KeyRing; googleBaseUrl: string; timeoutMs: number; log: (line: Json) => void },
+  cfg: {
+    keys: KeyRing;
+    googleBaseUrl: string;
+    timeoutMs: number;
+    log: (line: Json) => void;
+  },
   version: string,
   model: string,
   body: Json,
@@ -93,12 +106,20 @@ export async function countTokens(
   if (key !== null) {
     const base = cfg.googleBaseUrl.replace(/\/+$/, "");
     try {
-      const answer = await fetch(`${base}/${version}/models/${encodeURIComponent(model)}:countTokens`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-goog-api-key": key },
-        body: JSON.stringify({ contents: field(body, "contents") }),
-        signal: AbortSignal.timeout(Math.min(cfg.timeoutMs, COUNT_TIMEOUT_MS)),
-      });
+      const answer = await fetch(
+        `${base}/${version}/models/${encodeURIComponent(model)}:countTokens`,
+        {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "x-goog-api-key": key,
+          },
+          body: JSON.stringify({ contents: field(body, "contents") }),
+          signal: AbortSignal.timeout(
+            Math.min(cfg.timeoutMs, COUNT_TIMEOUT_MS),
+          ),
+        },
+      );
       const counted = await answer.json().catch(() => null) as Json | null;
       if (answer.ok && typeof counted?.totalTokens === "number") {
         // Gemma's system text is already folded into contents; Gemini's extras are bounded.
@@ -106,7 +127,11 @@ export async function countTokens(
       }
       cfg.log({ event: "count_fallback", model, status: answer.status });
     } catch (err) {
-      cfg.log({ event: "count_fallback", model, error: err instanceof Error ? err.name : String(err) });
+      cfg.log({
+        event: "count_fallback",
+        model,
+        error: err instanceof Error ? err.name : String(err),
+      });
     }
   }
   return byteBound(body);
