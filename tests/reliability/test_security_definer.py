@@ -7,7 +7,9 @@ Why each one is a definer:
 * the RPCs: callers (service_role, llm_limits_client) hold EXECUTE and no
   table privilege, so the functions must act as the owner;
 * audit_config_change: a trigger that writes the audit log for whoever edits
-  the config (service_role, the dashboard), who has no INSERT on the log.
+  the config (service_role, the dashboard), who has no INSERT on the log;
+* the gateway's caller RPCs (add/revoke/identify_caller): the Edge Function and
+  the CLI hold EXECUTE, not privileges on google_ai_callers.
 Additions need a reason here and in the allow-list.
 """
 
@@ -28,6 +30,9 @@ ALLOWED_DEFINERS = {
     "public.run_maintenance()",
     "public.quota_status()",
     "google_ai_internal.audit_config_change()",
+    "public.add_caller(text,bytea,text[],text)",
+    "public.revoke_caller(text)",
+    "public.identify_caller(bytea,text)",
 }
 
 
