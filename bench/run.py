@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from bench.client_overhead import client_overhead
+from bench.gateway import gateway_overhead, report_line
 from llm_limits.cli import localstack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -521,6 +522,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" {m['client_overhead_ms']:.2f} ms ({m['sdk_call_ms']:.2f} ms bare SDK call to the"
         f" fake server vs {m['client_call_ms']:.2f} ms through the client) | | (info) | |"
     )
+    lines.append(report_line(m))
     return "\n".join(lines) + "\n"
 
 
@@ -563,6 +565,7 @@ def main() -> None:
             lambda: client_overhead(fresh_db(args.admin_url, "bench_client")),
         )
     )
+    steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())
