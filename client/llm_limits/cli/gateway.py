@@ -11,7 +11,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -233,11 +232,9 @@ def gateway_serve(
     """Run supabase/functions/llm-gateway with Deno (no Docker); keys come from the env vars."""
     function_dir = find_function_dir()
     env = serve_env(resolve_url(db_url), host, port, google_base_url)
+    command = serve_command(function_dir)
     _console(err=True).print(f"llm-gateway on http://{host}:{port} (Ctrl-C stops it)")
-    proc = subprocess.Popen(serve_command(function_dir), cwd=function_dir, env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait()
-    raise typer.Exit(code)
+    sys.stderr.flush()
+    # Deno takes this process's place, so a signal to it (Ctrl-C, kill) reaches the function.
+    os.chdir(function_dir)
+    os.execve(command[0], command, env)
