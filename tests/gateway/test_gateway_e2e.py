@@ -332,6 +332,14 @@ def test_bad_input_is_a_google_shaped_4xx_and_spends_nothing(
     assert ledger(keyed_db) == []
     assert fake.stats().requests == 0  # not even a countTokens went out
 
+    # What only Google can judge (here: no contents) is refused by its countTokens, before
+    # acquire, and its answer comes back unchanged.
+    code, answer = post_raw(gw, path, b'{"contents": []}', {**auth, "x-goog-api-key": wide})
+    assert (code, answer["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    assert "contents is not specified" in answer["error"]["message"]
+    assert ledger(keyed_db) == []
+    assert generate_requests(fake) == 0
+
 
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
     import time

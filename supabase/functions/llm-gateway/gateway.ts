@@ -24,7 +24,7 @@ import {
   usageOf,
 } from "./google.ts";
 import { SseWatcher } from "./sse.ts";
-import { countTokens, type KeyRing } from "./tokens.ts";
+import { countTokens, type KeyRing, UpstreamRefusal } from "./tokens.ts";
 
 export interface Config {
   sql: db.Sql;
@@ -523,6 +523,7 @@ export function createHandler(
 }
 
 function errorResponse(err: unknown, cfg: Config): Response {
+  if (err instanceof UpstreamRefusal) return err.response();
   if (err instanceof GatewayError) {
     if (err.code >= 500) {
       cfg.log({ event: "error", code: err.code, message: err.message });

@@ -13,6 +13,7 @@
 import * as db from "./db.ts";
 import type { Json } from "./errors.ts";
 import { field, isGemma } from "./gemma.ts";
+import { keyRejection } from "./google.ts";
 
 const KEYS_TTL_MS = 60_000;
 const COUNT_TIMEOUT_MS = 10_000;
@@ -120,13 +121,27 @@ export async function countTokens(
           ),
         },
       );
-      const counted = await answer.json().catch(() => null) as Json | null;
+      const text = await answer.text();
+      const counted = parseObject(text);
+      if (
+        (answer.status === 400 || answer.status === 404) &&
+        keyRejection(answer.status, counted) === null
+      ) {
+        // Google refuses the request itself (no contents, an unknown model): it would refuse
+        // generateContent too, so it is answered now, before any quota is spent.
+        throw new UpstreamRefusal(
+          answer.status,
+          text,
+          answer.headers.get("content-type"),
+        );
+      }
       if (answer.ok && typeof counted?.totalTokens === "number") {
         // Gemma's system text is already folded into contents; Gemini's extras are bounded.
         return counted.totalTokens + (isGemma(model) ? 0 : extrasBound(body));
       }
       cfg.log({ event: "count_fallback", model, status: answer.status });
     } catch (err) {
+      if (err instanceof UpstreamRefusal) throw err;
       cfg.log({
         event: "count_fallback",
         model,
@@ -135,4 +150,31 @@ export async function countTokens(
     }
   }
   return byteBound(body);
+}
+
+/** Google's own 4xx to a request, to be passed back unchanged. */
+export class UpstreamRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    readonly contentType: string | null,
+  ) {
+    super(`Google refused the request with ${status}`);
+  }
+
+  response(): Response {
+    const headers = this.contentType
+      ? { "content-type": this.contentType }
+      : undefined;
+    return new Response(this.body, { status: this.status, headers });
+  }
+}
+
+function parseObject(text: string): Json | null {
+  try {
+    const value = JSON.parse(text);
+    return value !== null && typeof value === "object" ? value as Json : null;
+  } catch {
+    return null;
+  }
 }
