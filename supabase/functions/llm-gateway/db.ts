@@ -78,16 +78,26 @@ export async function maxWaitCapMs(sql: Sql): Promise<number> {
   return rows[0]?.cap ?? 0;
 }
 
-export async function acquire(sql: Sql, a: AcquireArgs): Promise<Grant> {
-  const rows = await sql<Grant[]>`
+/** One acquire; `signal` cancels it server-side (a WAIT must not outlive its caller). */
+export async function acquire(
+  sql: Sql,
+  a: AcquireArgs,
+  signal?: AbortSignal,
+): Promise<Grant> {
+  const aliases = sql.array(a.keyAliases);
+  const query = sql<Grant[]>`
     select * from public.acquire(
       model => ${a.model}::text, tokens => ${a.tokens}::int, mode => ${a.mode}::text,
-      max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${
-    sql.array(a.keyAliases)
-  }::text[],
+      max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${aliases}::text[],
       caller => ${a.caller}::text, request_id => ${a.requestId}::text
     )`;
-  return rows[0];
+  const cancel = () => query.cancel();
+  signal?.addEventListener("abort", cancel, { once: true });
+  try {
+    return (await query)[0];
+  } finally {
+    signal?.removeEventListener("abort", cancel);
+  }
 }
 
 export async function commitUsage(

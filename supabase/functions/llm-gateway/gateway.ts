@@ -86,19 +86,31 @@ export function createHandler(
     aliases: string[],
   ): Promise<db.Grant> {
     const cap = await maxWaitCap();
+    let lostOnce = false;
     while (true) {
       const left = call.mode === "WAIT"
         ? Math.floor(call.deadline - performance.now())
         : 0;
-      const grant = await db.acquire(cfg.sql, {
-        model: call.model,
-        tokens: call.estimate,
-        mode: call.mode,
-        maxWaitMs: Math.max(0, Math.min(cap, left)),
-        keyAliases: aliases,
-        caller: call.caller,
-        requestId: call.requestId,
-      });
+      let grant: db.Grant;
+      try {
+        grant = await db.acquire(cfg.sql, {
+          model: call.model,
+          tokens: call.estimate,
+          mode: call.mode,
+          maxWaitMs: Math.max(0, Math.min(cap, left)),
+          keyAliases: aliases,
+          caller: call.caller,
+          requestId: call.requestId,
+        }, call.signal);
+      } catch (err) {
+        // A caller that left cancels its waiting statement; nothing was granted.
+        if (call.signal.aborted) {
+          throw new GatewayError(499, "the caller went away");
+        }
+        if (!db.isConnectionLost(err) || lostOnce) throw err;
+        lostOnce = true; // once more on a fresh connection, with the wait that is left
+        continue;
+      }
       if (grant.granted || call.signal.aborted) return grant;
       if (
         grant.reason === "wait_timeout" && call.deadline - performance.now() > 1
