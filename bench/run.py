@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from bench.client_overhead import client_overhead
+from bench.gateway import gateway_overhead, report_line
 from bench.storage import render as render_storage
 from bench.storage import storage
 from bench.tokens import section as tokens_section
@@ -530,6 +531,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" fake server vs {m['client_call_ms']:.2f} ms through the client) | | (info) | |"
     )
     lines += tokens_section(m)
+    lines.append(report_line(m))
     return "\n".join(lines) + "\n"
 
 
@@ -575,6 +577,7 @@ def main() -> None:
         )
     )
     steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
+    steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())

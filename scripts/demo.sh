@@ -60,6 +60,43 @@ cli keys add demo-b1 --env-var DEMO_KEY_B1 --group demo-project-b --notes "make 
 cli models set gemma-3-27b --rpm 30 --tpm 15000 --rpd 14400
 cli keys list
 
+step "gateway: a notebook with a caller token, through the llm-gateway Edge Function (Deno)"
+gateway_leg() {
+    local fake_port gw_port token name pids=()
+    fake_port=$("$py" -c 'from llm_limits.cli.gateway import free_port; print(free_port())')
+    gw_port=$("$py" -c 'from llm_limits.cli.gateway import free_port; print(free_port())')
+    "$py" -m llm_limits.fake_gemini --port "$fake_port" \
+        --project-env demo-project-a=DEMO_KEY_A1,DEMO_KEY_A2 \
+        --project-env demo-project-b=DEMO_KEY_B1 >/dev/null 2>&1 &
+    pids+=($!)
+    name=demo-notebook-$(date +%s)
+    token=$(cli callers add "$name" --models gemma-3-27b --notes "make demo")
+    # Not through cli(): a background function is a subshell, and $! must be Deno itself.
+    "$py" -m llm_limits.cli gateway serve --port "$gw_port" \
+        --google-base-url "http://127.0.0.1:$fake_port" >.llm-limits/demo-gateway.log 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    LLM_GATEWAY_URL=http://127.0.0.1:$gw_port LLM_GATEWAY_TOKEN=$token \
+        "$py" examples/kaggle_gateway_notebook.py "Привет! Что такое белые ночи?" \
+        "What is a token bucket?"
+    cli callers revoke "$name"
+    echo "after revoke:"
+    LLM_GATEWAY_URL=http://127.0.0.1:$gw_port LLM_GATEWAY_TOKEN=$token \
+        "$py" examples/kaggle_gateway_notebook.py "Still there?" 2>&1 | head -1 || true
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    cli callers list
+    if grep -q -e demo-fake-key -e "$token" .llm-limits/demo-gateway.log; then
+        echo "FAILED: a key or token reached the gateway's log" >&2
+        return 1
+    fi
+}
+gateway_status=0
+gateway_leg || gateway_status=$?
+
 step "simulate: $workers callers for ${duration}s on gemma-3-27b (2 projects x 30 RPM)"
 mkdir -p "$(dirname "$report")"
 status=0
@@ -86,7 +123,10 @@ step "report: RPM-bound (short prompts)"
 cat "$report"
 step "report: TPM-bound (long Russian pages)"
 cat "$tpm_report"
-if ((status == 1)); then
+if ((gateway_status != 0)); then
+    echo "FAILED: the gateway leg" >&2
+    status=4
+elif ((status == 1)); then
     echo "FAILED: the fake Gemini answered 429; the controller let too much through" >&2
 elif ((status != 0)); then
     echo "FAILED: simulate exited with $status" >&2

@@ -27,6 +27,14 @@ if [[ ! -f $npm_stamp || package-lock.json -nt $npm_stamp ]]; then
     touch "$npm_stamp"
 fi
 
+# Deno's own npm dependencies of the Edge Function (npm:postgres), pinned by its deno.lock and
+# installed from the npm registry into its node_modules, so later runs need no network.
+fn_stamp=supabase/functions/llm-gateway/node_modules/.llm-limits-installed
+if [[ ! -f $fn_stamp || supabase/functions/llm-gateway/deno.lock -nt $fn_stamp ]]; then
+    (cd supabase/functions/llm-gateway && ../../../node_modules/.bin/deno install --frozen --quiet)
+    touch "$fn_stamp"
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi

@@ -52,6 +52,15 @@ step "ruff and mypy"
 .venv/bin/ruff format --check client tests bench
 .venv/bin/mypy
 
+step "Deno: the llm-gateway Edge Function (fmt, lint, check, test)"
+(
+    cd supabase/functions
+    deno fmt --check
+    deno lint
+    deno check --frozen --config llm-gateway/deno.json llm-gateway/index.ts tests/
+    deno test --frozen --config llm-gateway/deno.json tests/
+)
+
 step "pytest"
 LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
     .venv/bin/pytest ${PYTEST_ARGS:-}

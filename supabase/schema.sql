@@ -1056,6 +1056,41 @@ $$;
 
 COMMENT ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) IS 'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input (LL001-LL007).';
 
+-- Name: add_caller(text, bytea, text[], text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[] DEFAULT NULL::text[], notes text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+    wanted text;
+begin
+    if add_caller.name is null or add_caller.name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('bad caller name %L',
+                                        pg_catalog.left(coalesce(add_caller.name, 'null'), 80)),
+            hint = 'Use 1 to 63 letters, digits, dots, dashes or underscores.';
+    end if;
+    if add_caller.token_sha256 is null or pg_catalog.octet_length(add_caller.token_sha256) <> 32 then
+        raise exception using errcode = 'LL007',
+            message = 'token_sha256 must be 32 bytes (a SHA-256 digest)',
+            hint = 'Hash the token client-side; the token itself never enters the database.';
+    end if;
+    perform google_ai_internal.check_text('notes', add_caller.notes, 1000);
+    foreach wanted in array coalesce(add_caller.allowed_models, '{}') loop
+        perform google_ai_internal.resolve_model(wanted);
+    end loop;
+    insert into public.google_ai_callers as c (name, token_sha256, allowed_models, notes)
+    values (add_caller.name, add_caller.token_sha256, add_caller.allowed_models, add_caller.notes)
+    on conflict do nothing;
+    return found;
+end;
+$_$;
+
+-- Name: FUNCTION add_caller(name text, token_sha256 bytea, allowed_models text[], notes text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) IS 'Register a gateway caller by the SHA-256 of its token. False when the name is taken. Audited.';
+
 -- Name: commit_usage(uuid, integer, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer DEFAULT 0, meta jsonb DEFAULT '{}'::jsonb) RETURNS boolean
@@ -1174,6 +1209,55 @@ $$;
 -- Name: FUNCTION disable_key(key_alias text, reason text); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.disable_key(key_alias text, reason text) IS 'Mark a key inactive (invalid or leaked) and audit why.';
+
+-- Name: identify_caller(bytea, text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.identify_caller(token_sha256 bytea, model text DEFAULT NULL::text) RETURNS TABLE(caller text, stored_sha256 bytea, resolved_model text, model_allowed boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    found_caller public.google_ai_callers;
+    limits public.google_ai_model_limits;
+begin
+    if identify_caller.token_sha256 is null
+       or pg_catalog.octet_length(identify_caller.token_sha256) <> 32 then
+        raise exception using errcode = 'LL007',
+            message = 'token_sha256 must be 32 bytes (a SHA-256 digest)';
+    end if;
+    select c.* into found_caller
+    from public.google_ai_callers as c
+    where c.token_sha256 = identify_caller.token_sha256 and c.active;
+    if not found then
+        return;
+    end if;
+    if found_caller.last_used_at is null
+       or found_caller.last_used_at < pg_catalog.now() - interval '1 minute' then
+        update public.google_ai_callers as c set last_used_at = pg_catalog.now()
+        where c.name = found_caller.name;
+    end if;
+    if identify_caller.model is not null then
+        select m.* into limits
+        from public.google_ai_model_limits as m
+        where m.model = identify_caller.model or m.api_model = identify_caller.model
+        order by (m.model = identify_caller.model) desc
+        limit 1;
+    end if;
+    caller := found_caller.name;
+    stored_sha256 := found_caller.token_sha256;
+    resolved_model := limits.model;
+    model_allowed := limits.model is not null and (
+        found_caller.allowed_models is null
+        or limits.model = any(found_caller.allowed_models)
+        or limits.api_model = any(found_caller.allowed_models)
+    );
+    return next;
+end;
+$$;
+
+-- Name: FUNCTION identify_caller(token_sha256 bytea, model text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.identify_caller(token_sha256 bytea, model text) IS 'Gateway: the active caller holding a token (by SHA-256), and whether it may use a model.';
 
 -- Name: quota_status(); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1351,6 +1435,32 @@ $$;
 -- Name: FUNCTION report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) IS 'Record a 429 from Google for a grant: it stays counted and its group and model cool down (until the next Pacific midnight for a per-day quota).';
+
+-- Name: revoke_caller(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.revoke_caller(name text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    was_active boolean;
+begin
+    select c.active into was_active
+    from public.google_ai_callers as c
+    where c.name = revoke_caller.name
+    for update;
+    if not found then
+        return null;
+    end if;
+    update public.google_ai_callers as c set active = false
+    where c.name = revoke_caller.name and c.active;
+    return was_active;
+end;
+$$;
+
+-- Name: FUNCTION revoke_caller(name text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.revoke_caller(name text) IS 'Revoke a gateway caller: its token is refused from the next request on. Audited.';
 
 -- Name: run_maintenance(); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1762,6 +1872,33 @@ UNION ALL
 
 COMMENT ON VIEW public.google_ai_audit_log IS 'Every audit event: grants, commits and releases (from the ledger), folded refusals (details.count, first_at, last_at), 429s, expiries, config changes and disabled keys. Append-only.';
 
+-- Name: google_ai_callers; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.google_ai_callers (
+    name text NOT NULL,
+    token_sha256 bytea NOT NULL,
+    allowed_models text[],
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    notes text,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT google_ai_callers_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'::text)),
+    CONSTRAINT google_ai_callers_token_sha256_check CHECK ((octet_length(token_sha256) = 32))
+);
+
+-- Name: TABLE google_ai_callers; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON TABLE public.google_ai_callers IS 'Callers of the llm-gateway Edge Function: a name, the SHA-256 of its token (never the token), the models it may use.';
+
+-- Name: COLUMN google_ai_callers.allowed_models; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_callers.allowed_models IS 'Model names (google_ai_model_limits.model or api_model) this caller may use; null means every model.';
+
+-- Name: COLUMN google_ai_callers.last_used_at; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_callers.last_used_at IS 'When the gateway last identified this caller, to the minute (refreshed at most once a minute).';
+
 -- Name: google_ai_event_counts; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.google_ai_event_counts (
@@ -1908,6 +2045,16 @@ ALTER TABLE ONLY public.google_ai_api_keys
 ALTER TABLE ONLY public.google_ai_audit_records
     ADD CONSTRAINT google_ai_audit_records_pkey PRIMARY KEY (id);
 
+-- Name: google_ai_callers google_ai_callers_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.google_ai_callers
+    ADD CONSTRAINT google_ai_callers_pkey PRIMARY KEY (name);
+
+-- Name: google_ai_callers google_ai_callers_token_sha256_key; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.google_ai_callers
+    ADD CONSTRAINT google_ai_callers_token_sha256_key UNIQUE (token_sha256);
+
 -- Name: google_ai_event_counts google_ai_event_counts_key; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.google_ai_event_counts
@@ -2014,6 +2161,18 @@ CREATE TRIGGER google_ai_audit_log_write INSTEAD OF INSERT OR DELETE OR UPDATE O
 
 CREATE TRIGGER google_ai_audit_records_append_only BEFORE DELETE OR UPDATE ON public.google_ai_audit_records FOR EACH ROW EXECUTE FUNCTION google_ai_internal.guard_audit_log();
 
+-- Name: google_ai_callers google_ai_callers_audit; Type: TRIGGER; Schema: public; Owner: -
+
+CREATE TRIGGER google_ai_callers_audit AFTER INSERT OR DELETE ON public.google_ai_callers FOR EACH ROW EXECUTE FUNCTION google_ai_internal.audit_config_change();
+
+-- Name: google_ai_callers google_ai_callers_audit_update; Type: TRIGGER; Schema: public; Owner: -
+
+CREATE TRIGGER google_ai_callers_audit_update AFTER UPDATE ON public.google_ai_callers FOR EACH ROW WHEN ((((((old.name IS DISTINCT FROM new.name) OR (old.token_sha256 IS DISTINCT FROM new.token_sha256)) OR (old.allowed_models IS DISTINCT FROM new.allowed_models)) OR (old.active IS DISTINCT FROM new.active)) OR (old.notes IS DISTINCT FROM new.notes))) EXECUTE FUNCTION google_ai_internal.audit_config_change();
+
+-- Name: google_ai_callers google_ai_callers_touch; Type: TRIGGER; Schema: public; Owner: -
+
+CREATE TRIGGER google_ai_callers_touch BEFORE UPDATE ON public.google_ai_callers FOR EACH ROW WHEN ((((((old.name IS DISTINCT FROM new.name) OR (old.token_sha256 IS DISTINCT FROM new.token_sha256)) OR (old.allowed_models IS DISTINCT FROM new.allowed_models)) OR (old.active IS DISTINCT FROM new.active)) OR (old.notes IS DISTINCT FROM new.notes))) EXECUTE FUNCTION google_ai_internal.touch_updated_at();
+
 -- Name: google_ai_group_limits google_ai_group_limits_audit; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER google_ai_group_limits_audit AFTER INSERT OR DELETE OR UPDATE ON public.google_ai_group_limits FOR EACH ROW EXECUTE FUNCTION google_ai_internal.audit_config_change();
@@ -2054,6 +2213,10 @@ ALTER TABLE public.google_ai_api_keys ENABLE ROW LEVEL SECURITY;
 -- Name: google_ai_audit_records; Type: ROW SECURITY; Schema: public; Owner: -
 
 ALTER TABLE public.google_ai_audit_records ENABLE ROW LEVEL SECURITY;
+
+-- Name: google_ai_callers; Type: ROW SECURITY; Schema: public; Owner: -
+
+ALTER TABLE public.google_ai_callers ENABLE ROW LEVEL SECURITY;
 
 -- Name: google_ai_event_counts; Type: ROW SECURITY; Schema: public; Owner: -
 
@@ -2206,6 +2369,11 @@ REVOKE ALL ON FUNCTION google_ai_internal.write_audit_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) TO service_role;
 
+-- Name: FUNCTION add_caller(name text, token_sha256 bytea, allowed_models text[], notes text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) TO service_role;
+
 -- Name: FUNCTION commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) FROM PUBLIC;
@@ -2215,6 +2383,11 @@ GRANT ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens int
 
 REVOKE ALL ON FUNCTION public.disable_key(key_alias text, reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.disable_key(key_alias text, reason text) TO service_role;
+
+-- Name: FUNCTION identify_caller(token_sha256 bytea, model text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.identify_caller(token_sha256 bytea, model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.identify_caller(token_sha256 bytea, model text) TO service_role;
 
 -- Name: FUNCTION quota_status(); Type: ACL; Schema: public; Owner: -
 
@@ -2230,6 +2403,11 @@ GRANT ALL ON FUNCTION public.release(reservation_id uuid, reason text, sent bool
 
 REVOKE ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) TO service_role;
+
+-- Name: FUNCTION revoke_caller(name text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.revoke_caller(name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.revoke_caller(name text) TO service_role;
 
 -- Name: FUNCTION run_maintenance(); Type: ACL; Schema: public; Owner: -
 
@@ -2265,6 +2443,10 @@ GRANT SELECT ON TABLE public.google_ai_refusals TO service_role;
 -- Name: TABLE google_ai_audit_log; Type: ACL; Schema: public; Owner: -
 
 GRANT SELECT ON TABLE public.google_ai_audit_log TO service_role;
+
+-- Name: TABLE google_ai_callers; Type: ACL; Schema: public; Owner: -
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.google_ai_callers TO service_role;
 
 -- Name: TABLE google_ai_event_counts; Type: ACL; Schema: public; Owner: -
 

@@ -1,4 +1,4 @@
-"""A strict local fake of the Gemini API (generateContent and countTokens) for demos and tests.
+"""A strict local fake of the Gemini API (generateContent, streamGenerateContent and countTokens).
 
 Stdlib only at import, so it can ship inside the thin client. Quotas are enforced per project
 and per model, as Google does, so several keys of one project share one budget.
@@ -12,6 +12,9 @@ extra). The file is found through ``$LLM_LIMITS_GEMMA_VOCAB`` or a ``node_module
 working directory or this module. Without it (or without ``tokenizers``) the fake says so when
 it starts and counts ceil(utf8_bytes / 4) per text part instead. countTokens reports the same
 number as ``usageMetadata.promptTokenCount`` and consumes no quota; TPM is enforced on it.
+streamGenerateContent (``?alt=sse``) is admitted like generateContent and answers the same reply in a
+few server-sent events, each with the prompt's usage and the last with the totals and the finish
+reason, as Google streams.
 
 Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
 """
@@ -50,7 +53,10 @@ RPM_ID = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 TPM_ID = "GenerateContentInputTokensPerModelPerMinute-FreeTier"
 RPD_ID = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 # The SDK sends `models/x`; a hand-written client may send the bare id or an encoded slash.
-_PATH = re.compile(r"^/(v1beta|v1)/(?:models/)+([^/:]+):(generateContent|countTokens)$")
+_PATH = re.compile(
+    r"^/(v1beta|v1)/(?:models/)+([^/:]+):(generateContent|streamGenerateContent|countTokens)$"
+)
+_GENERATE = ("generateContent", "streamGenerateContent")
 _STATUS = {
     400: "INVALID_ARGUMENT",
     403: "PERMISSION_DENIED",
@@ -130,6 +136,7 @@ class _Reply(NamedTuple):
     body: _Body
     who: str  # project name or key hash: the only identity that may reach a log
     delay: float = 0.0
+    stream: bool = False  # a 200 to streamGenerateContent goes out as server-sent events
 
 
 class _Violation(NamedTuple):
@@ -403,7 +410,8 @@ class FakeGemini:
             self._count_faults += count
 
     def hang(self, seconds: float, count: int = 1) -> None:
-        """Delay the responses to the next `count` generateContent calls by `seconds`."""
+        """Delay the responses to the next `count` generateContent calls by `seconds` (a
+        stream pauses after its first event)."""
         with self._lock:
             self._hangs.extend([seconds] * count)
 
@@ -450,7 +458,7 @@ class FakeGemini:
         if match is None:
             return _Reply(404, _error(404, f"The requested URL {path} was not found."), who)
         version, model, method = match.groups()
-        hang = bool(self._hangs) and method == "generateContent"
+        hang = bool(self._hangs) and method in _GENERATE
         delay = self._hangs.popleft() if hang else 0.0
         if key is None:
             msg = "Method doesn't allow unregistered callers. Please use an API Key."
@@ -517,7 +525,7 @@ class FakeGemini:
         }
         # Quota is decided on arrival, so a call the client abandons during the sleep still
         # counts, as a call that reached Google does.
-        return _Reply(200, body, who, delay + self.latency)
+        return _Reply(200, body, who, delay + self.latency, method == "streamGenerateContent")
 
     def _take_fault(self, key: str) -> int:
         for i, (status, only) in enumerate(self._faults):
@@ -581,6 +589,9 @@ class _Handler(BaseHTTPRequestHandler):
         )
         fake = self.server.fake
         reply = fake._handle(self.command, url.path, key, raw)
+        if reply.stream:
+            self._stream(reply.body, reply.delay)
+            return
         if reply.delay > 0:
             fake._stopping.wait(reply.delay)
         data = json.dumps(reply.body).encode()
@@ -592,6 +603,41 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and hung up, which hang() exists to provoke
+
+    def _stream(self, body: _Body, pause: float) -> None:
+        """The reply in three events, each flushed on its own as Google sends them; a hang()
+        or the latency pauses the stream after its first event (a slow generation)."""
+        text = body["candidates"][0]["content"]["parts"][0]["text"]
+        usage = body["usageMetadata"]
+        cuts = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(3):
+                last = i == 2
+                candidate: _Body = {
+                    "content": {"role": "model", "parts": [{"text": text[cuts[i] : cuts[i + 1]]}]},
+                    "index": 0,
+                }
+                if last:
+                    candidate["finishReason"] = "STOP"
+                event = {
+                    "candidates": [candidate],
+                    "usageMetadata": usage
+                    if last
+                    else {"promptTokenCount": usage["promptTokenCount"]},
+                    "modelVersion": body["modelVersion"],
+                    "responseId": body["responseId"],
+                }
+                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+                self.wfile.flush()
+                if i == 0 and pause > 0:
+                    self.server.fake._stopping.wait(pause)
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _serve
 

@@ -352,3 +352,23 @@ def test_cli_serves_and_summarises_without_leaking_keys() -> None:
     assert "proj-a" in err and "proj-b" in err and "key#" in err
     for key in ["KEY_CLI_A1", "KEY_CLI_A2", secret, "KEY_UNKNOWN_XYZ"]:
         assert key not in out + err
+
+
+def test_stream_is_admitted_like_a_call_and_sent_in_events(srv: FakeGemini) -> None:
+    c = client(srv)
+    text = "Расскажи о белых ночах"
+    chunks = list(c.models.generate_content_stream(model=GEMMA, contents=text))
+
+    assert "".join(ch.text or "" for ch in chunks) == "fake reply to: " + text
+    assert len(chunks) == 3
+    usage = [ch.usage_metadata for ch in chunks]
+    assert all(u is not None and u.prompt_token_count == count_tokens(text) for u in usage)
+    assert usage[-1] is not None
+    assert usage[-1].candidates_token_count == count_tokens("fake reply to: " + text)
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"
+    assert sum(len(g) for g in srv.stats().grants.values()) == 1
+    for _ in range(LIMITS[GEMMA].rpm - 1):
+        ask(srv)
+    with pytest.raises(errors.ClientError) as info:
+        list(c.models.generate_content_stream(model=GEMMA, contents=text))
+    assert info.value.code == 429  # a refused stream is a plain JSON error, as Google's

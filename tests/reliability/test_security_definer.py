@@ -10,6 +10,8 @@ Why each one is a definer:
   the config (service_role, the dashboard), who has no INSERT on the log;
 * storage_status: an RPC like the others (`llm-limits status` reads it as
   service_role), though it reads only the catalog.
+* the gateway's caller RPCs (add/revoke/identify_caller): the Edge Function and
+  the CLI hold EXECUTE, not privileges on google_ai_callers.
 Additions need a reason here and in the allow-list.
 """
 
@@ -32,6 +34,9 @@ ALLOWED_DEFINERS = {
     "public.token_counter(text)",
     "public.storage_status()",
     "google_ai_internal.audit_config_change()",
+    "public.add_caller(text,bytea,text[],text)",
+    "public.revoke_caller(text)",
+    "public.identify_caller(bytea,text)",
 }
 
 

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from llm_limits.cli import localstack, queries, render
 from llm_limits.cli.connect import URL_ENV_VARS, CliError, Conn, connect, one_line, resolve_url
+from llm_limits.cli.gateway import callers_app, gateway_app
 from llm_limits.errors import LimitsError, from_db_error
 from llm_limits.google_errors import TRANSPORT_ERRORS
 from llm_limits.keys import LOCAL_ALIAS_VAR, LOCAL_KEY_VAR
@@ -137,6 +138,8 @@ for sub, name in (
     (keys_app, "keys"),
     (models_app, "models"),
     (maintenance_app, "maintenance"),
+    (callers_app, "callers"),
+    (gateway_app, "gateway"),
 ):
     sub.info.no_args_is_help = True
     app.add_typer(sub, name=name)
