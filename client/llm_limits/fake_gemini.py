@@ -12,9 +12,9 @@ extra). The file is found through ``$LLM_LIMITS_GEMMA_VOCAB`` or a ``node_module
 working directory or this module. Without it (or without ``tokenizers``) the fake says so when
 it starts and counts ceil(utf8_bytes / 4) per text part instead. countTokens reports the same
 number as ``usageMetadata.promptTokenCount`` and consumes no quota; TPM is enforced on it.
-streamGenerateContent (``?alt=sse``) is admitted like generateContent and answers the same reply in a
-few server-sent events, each with the prompt's usage and the last with the totals and the finish
-reason, as Google streams.
+streamGenerateContent (``?alt=sse``) is admitted like generateContent and answers the same reply
+in a few server-sent events, each with the prompt's usage and the last with the totals and the
+finish reason, as Google streams.
 
 Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
 """

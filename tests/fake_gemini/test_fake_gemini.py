@@ -362,9 +362,9 @@ def test_stream_is_admitted_like_a_call_and_sent_in_events(srv: FakeGemini) -> N
     assert "".join(ch.text or "" for ch in chunks) == "fake reply to: " + text
     assert len(chunks) == 3
     usage = [ch.usage_metadata for ch in chunks]
-    assert all(u is not None and u.prompt_token_count == count_tokens(text) for u in usage)
+    assert all(u is not None and u.prompt_token_count == byte_formula_tokens(text) for u in usage)
     assert usage[-1] is not None
-    assert usage[-1].candidates_token_count == count_tokens("fake reply to: " + text)
+    assert usage[-1].candidates_token_count == byte_formula_tokens("fake reply to: " + text)
     assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"
     assert sum(len(g) for g in srv.stats().grants.values()) == 1
     for _ in range(LIMITS[GEMMA].rpm - 1):
