@@ -36,7 +36,7 @@ SQL = {
     "keys": "select key_alias, env_var_name from public.google_ai_api_keys where is_active",
     "acquire": "select * from public.acquire(model => %s::text, tokens => %s::int, "
     "mode => %s::text, max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
-    "request_id => %s::text)",
+    "request_id => %s::text, ticket => %s::uuid)",
     "commit_usage": "select public.commit_usage(reservation_id => %s::uuid, "
     "prompt_tokens => %s::int, completion_tokens => %s::int, meta => %s::jsonb)",
     "release": "select public.release(reservation_id => %s::uuid, reason => %s::text, "
