@@ -1,0 +1,97 @@
+"""One process of the pooler saturation run: its own Client, a few threads in WAIT until the end.
+
+Kept out of the test module so that spawned processes import only this and llm_limits. Each
+grant's reservation id and waited_ms (the whole wait, as the database measured it) are read from
+the client's own log records, and every statement the client sends is counted by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from llm_limits import Client, RateLimited
+
+WARM_UP_MODEL = "gemini-2.5-flash"
+
+
+class GrantLog(logging.Handler):
+    """Collects (reservation_id, waited_ms) of every successful attempt."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.grants: list[tuple[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "outcome", None) == "ok":
+            self.grants.append((str(record.reservation_id), int(record.waited_ms)))
+
+
+def run(
+    name: str,
+    db_url: str,
+    base_url: str,
+    env: dict[str, str],
+    threads: int,
+    duration: float,
+    ready: Queue[Any],
+    go: Event,
+    start: Any,
+    results: Queue[Any],
+) -> None:
+    for var in ("GOOGLE_API_KEY", "GOOGLE_API_LOCALNAME", "GOOGLE_GEMINI_BASE_URL"):
+        os.environ.pop(var, None)
+    os.environ.update(env)
+    client = Client(db_url, base_url=base_url, timeout=10.0, backoff=0.05, caller=name)
+    client.held_keys()
+    client.generate(WARM_UP_MODEL, "warm-up", mode="NO_WAIT")  # SDK and connection set-up
+    statements: Counter[str] = Counter()
+    query = client._db.query
+
+    def counted(stmt: str, params: tuple[Any, ...]) -> Any:
+        statements[stmt] += 1
+        return query(stmt, params)
+
+    client._db.query = counted  # type: ignore[method-assign]
+    grant_log = GrantLog()
+    logger = logging.getLogger("llm_limits")
+    logger.addHandler(grant_log)
+    logger.setLevel(logging.INFO)
+    ready.put(name)
+    go.wait()
+    stop_at = start.value + duration
+    while time.time() < start.value:
+        time.sleep(0.001)
+    counts = {"ok": 0, "refused": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def loop(index: int) -> None:
+        while (left := stop_at - time.time()) > 0:
+            try:
+                client.generate(
+                    "gemma-3-27b", f"{name}/{index}: Привет! ping", mode="WAIT", max_wait=left
+                )
+                outcome = "ok"
+            except RateLimited:
+                outcome = "refused"
+            except Exception as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            with lock:
+                counts[outcome] += 1
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    client.close()
+    results.put((name, counts, errors, grant_log.grants, dict(statements)))
