@@ -9,8 +9,8 @@ pooler. Meanwhile a probe runs ``select 1`` every 0.5 s through the same pooler.
 * the grants reach 95% of what the limit allows: rpm x (floor(T / window) + 1) over a run of
   length T that starts with an empty window;
 * the queue keeps its order: a grant's place in line is when its wait began (grant time minus
-  the database's waited_ms, which counts from the first call of the wait); no later arrival is
-  served before an earlier one;
+  the database's waited_ms, which counts from the first call of the wait); no caller that
+  queued is served after one that began its wait later;
 * the probe's p95 stays under 100 ms: waiters do not hold the pool's connections;
 * no caller busy-polls: a few acquire calls per grant, not hundreds.
 
@@ -45,6 +45,7 @@ DURATION = 6.2  # three bursts: at 0, after one hold and after two, with 1 s to 
 # Callers that arrive together, before anyone queues, take the window row's lock in whatever
 # order the lock manager grants it; waits that began this close count as simultaneous.
 SAME_MOMENT = timedelta(milliseconds=50)
+QUEUED_MS = 200  # a wait this long was refused and queued (lock contention alone is shorter)
 
 
 class Probe(threading.Thread):
@@ -138,7 +139,7 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(db: Conn, db_url: str) 
     latest_start = None
     for rid, granted_at in rows:
         began = granted_at - timedelta(milliseconds=waited[rid])
-        if latest_start is not None:
+        if latest_start is not None and waited[rid] >= QUEUED_MS:
             assert began >= latest_start - SAME_MOMENT, (rid, began, latest_start)
         latest_start = began if latest_start is None else max(latest_start, began)
     assert max(waited.values()) >= WINDOW_MS / 2, "nobody queued: the limit never bound"
