@@ -4,6 +4,31 @@
 -- database while capacity frees. Lock order: 20261129001100_create_wait_tickets.sql.
 
 /*
+ * ticket_in_call: whether the owner of a ticket is inside an acquire call
+ * right now. Each call holds its own ticket row locked; a lock attempt that
+ * cannot get the row says so. The attempt runs in a subtransaction that is
+ * rolled back at once, so nothing stays locked.
+ *
+ * Parameters: p_ticket, a wait_tickets id.
+ * Returns true while its owner's call runs. Raises nothing.
+ * Example: select google_ai_internal.ticket_in_call('b9e1c6c2-4f64-4a4e-9d0c-3c8f0f3f6a11');
+ */
+create function google_ai_internal.ticket_in_call(p_ticket uuid)
+returns boolean
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    perform 1 from google_ai_internal.wait_tickets as t where t.id = p_ticket for update nowait;
+    raise exception using errcode = 'LL999';
+exception
+    when sqlstate 'LL999' then return false;  -- rolled back: the row is not ours
+    when lock_not_available then return true;
+end;
+$$;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls).
  *
@@ -23,6 +48,12 @@
  *     late that one is);
  *   - at the deadline the head tries once more; anyone not granted then is
  *     refused 'wait_timeout' with a truthful retry_after_ms.
+ * A ticket ahead counts while its owner is in a call, or until
+ * wait_ticket_grace_ms after the moment it was told to call back: a killed
+ * or disconnected owner stops holding the line about a second after it
+ * missed its turn. A waiter never sleeps past the moment the one ahead of it
+ * would be found gone (one slice plus the grace while that one is in a
+ * call), so the line moves on within a few seconds.
  * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
  *
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
@@ -60,6 +91,7 @@ declare
         secs => 4 * p_cfg.wait_recheck_ms / 1000.0
     );
     lead_ms integer := p_cfg.wait_recheck_ms;
+    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
     me google_ai_internal.wait_tickets;
     pred google_ai_internal.wait_tickets;
     fresh boolean := false;
@@ -113,6 +145,7 @@ begin
         where
             t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
             and t.alive_until > at_now
+            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id))
         order by t.seq desc
         limit 1;
         cands := array(
@@ -159,7 +192,8 @@ begin
         from google_ai_internal.wait_tickets as t
         where
             t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
-            and t.alive_until > at_now;
+            and t.alive_until > at_now
+            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id));
         turn := greatest(
             google_ai_internal.turn_estimate(p_model, cands, ahead, ahead_tokens, p_tokens, p_cfg),
             pred.turn_at
@@ -174,44 +208,33 @@ begin
             exit;
         end if;
         hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
-        if hint_ms > 0 or fresh or pg_catalog.clock_timestamp() >= least(on_deck_end, slice_end) then
-            if hint_ms <= 0 then
-                -- Due, but the one ahead has not been served: back off by how late it is.
+        present := google_ai_internal.ticket_in_call(pred.id);
+        if
+            hint_ms > 0 or fresh or not present
+            or pg_catalog.clock_timestamp() >= least(on_deck_end, slice_end)
+        then
+            if hint_ms <= 0 and not present then
+                -- Due, but the one ahead is not here: until it is due, wait for
+                -- that; once it is late, back off by how late it is. Either way
+                -- without a connection.
                 hint_ms := greatest(
                     p_cfg.wait_recheck_ms,
-                    least(
-                        extract(epoch from at_now - pred.due_at),
-                        extract(epoch from pred.alive_until - at_now)
-                    ) * 1000
+                    pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
                 );
             end if;
+            -- Look again by the time the one ahead would be found gone.
+            hint_ms := greatest(p_cfg.wait_recheck_ms, least(
+                hint_ms,
+                case
+                    when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
+                    else extract(epoch from pred.due_at + grace - at_now) * 1000
+                end
+            ));
             verdict.reason := 'queued';
             exit;
         end if;
-
-        -- Due: is the one ahead in the database now (its call holds its row)?
-        begin
-            perform 1 from google_ai_internal.wait_tickets as t where t.id = pred.id
-            for update nowait;
-            present := false;
-            raise exception using errcode = 'LL999';
-        exception
-            when sqlstate 'LL999' then null;  -- rolled back: the row is not ours
-            when lock_not_available then present := true;
-        end;
-        if not present then
-            -- It is on its way (or gone): wait without a connection, not here.
-            hint_ms := greatest(
-                p_cfg.wait_recheck_ms,
-                least(
-                    extract(epoch from at_now - pred.due_at),
-                    extract(epoch from pred.alive_until - at_now)
-                ) * 1000
-            );
-            verdict.reason := 'queued';
-            exit;
-        end if;
-        -- Wait for its call to end (granted, or its slice over), then look again.
+        -- Due, and the one ahead is in a call: wait for it to end (granted, or
+        -- its slice over), then look again.
         begin
             perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
                 extract(epoch from least(on_deck_end, slice_end) - pg_catalog.clock_timestamp())
@@ -277,6 +300,7 @@ revoke all on function google_ai_internal.wait_in_line(
 ) from public, anon, authenticated;
 revoke all on function google_ai_internal.waiting_tickets(text, text [])
 from public, anon, authenticated;
+revoke all on function google_ai_internal.ticket_in_call(uuid) from public, anon, authenticated;
 
 drop function public.acquire(text, integer, text, integer, text [], text, text);
 
@@ -339,6 +363,9 @@ volatile
 security definer
 set search_path = ''
 set plan_cache_mode = force_generic_plan
+-- A caller that vanished mid-wait (killed, or its pooler dropped the link)
+-- ends its call within this, instead of sleeping out the slice.
+set client_connection_check_interval = 250
 as $$
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();
