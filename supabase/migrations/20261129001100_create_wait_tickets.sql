@@ -89,7 +89,7 @@ $$;
  * turn_estimate: the earliest moment a waiter with `p_ahead` requests
  * (`p_ahead_tokens` tokens) ahead of it in line could be granted, read from
  * the ledger without locks: its slot is the (p_ahead + 1)-th request slot to
- * free across the candidate groups, no sooner than the group's TPM has room
+ * free across the candidate groups (a slot used again frees a window later), no sooner than the group's TPM has room
  * for the tokens ahead (an even share per group) plus its own, nor before a
  * cooldown or a spent day ends. A release can only make it sooner, which
  * the head of the queue catches; other queues on the same groups can make it
@@ -123,6 +123,7 @@ declare
     tried text [] := '{}';
     groups integer;
     slots timestamptz [] := '{}';
+    group_slots timestamptz [];
     floor_at timestamptz;
     used_requests bigint;
     used_tokens bigint;
@@ -179,10 +180,10 @@ begin
         free_now := least(
             greatest(coalesce(cand.rpm - used_requests, p_ahead + 1), 0), p_ahead + 1
         )::integer;
-        slots := slots || pg_catalog.array_fill(floor_at, array[free_now]);
+        group_slots := pg_catalog.array_fill(floor_at, array[free_now]);
         if free_now < p_ahead + 1 then
-            -- The k-th oldest grant in the window frees the k-th slot.
-            slots := slots || array(
+            -- The k-th oldest grant in the window frees the k-th slot ...
+            group_slots := group_slots || array(
                 select greatest(r.granted_at + hold, floor_at)
                 from public.google_ai_reservations as r
                 where
@@ -192,13 +193,19 @@ begin
                 offset greatest(used_requests - cand.rpm, 0)
                 limit p_ahead + 1 - free_now
             );
-            -- Slots of grants not made yet free a whole window after them.
-            slots := slots || pg_catalog.array_fill(
-                greatest(at_now + hold, floor_at), array[p_ahead + 1]
-            );
+            -- ... and each slot serves again a whole window after it is used.
+            while pg_catalog.cardinality(group_slots) < p_ahead + 1 loop
+                group_slots := group_slots || (
+                    group_slots[pg_catalog.cardinality(group_slots) + 1 - cand.rpm] + hold
+                );
+            end loop;
         end if;
+        slots := slots || group_slots;
     end loop;
-    return (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1);
+    return coalesce(
+        (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
+        at_now + hold
+    );
 end;
 $$;
 

@@ -32,7 +32,7 @@ import psycopg
 import pytest
 
 from llm_limits.fake_gemini import FakeGemini, Limits
-from tests.client.support import KEYS, GEMMA, Conn, insert_keys, projects, set_window
+from tests.client.support import GEMMA, KEYS, Conn, hold, insert_keys, projects, set_window
 from tests.conftest import pooled
 from tests.stress.checker import check
 
@@ -64,8 +64,11 @@ class Probe(threading.Thread):
                 self.stop.wait(0.5)
 
 
-def test_24_waiters_saturate_a_group_through_a_pool_of_8(db: Conn, db_url: str) -> None:
+def test_24_waiters_saturate_a_group_through_a_pool_of_8(
+    db: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = pooled(db_url)
+    hold(monkeypatch, "b1")  # the spawned callers inherit exactly this key
     insert_keys(db)
     set_window(db, WINDOW_MS, GUARD_MS)
     db.execute(
