@@ -563,11 +563,14 @@ def main() -> None:
             lambda: client_overhead(fresh_db(args.admin_url, "bench_client")),
         )
     )
+    from bench import pooler  # it imports this module's helpers
+
+    steps.append(("WAIT through a pooler", lambda: pooler.pooler(args.admin_url)))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())
         print(f"{name}: done in {time.monotonic() - t0:.0f} s", flush=True)
-    report = render(m, machine(args.admin_url), "make bench")
+    report = render(m, machine(args.admin_url), "make bench") + "\n" + pooler.render(m) + "\n"
     print(report)
     write(report, args.out)
     print(f"written to {args.out}")

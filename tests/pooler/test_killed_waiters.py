@@ -92,8 +92,7 @@ def test_killed_waiters_stop_holding_the_line(
     assert [callers[name].returncode for name in "AB"] == [-signal.SIGKILL] * 2
     assert outputs == {"C": "granted", "D": "granted"}
     rows = db.execute(
-        "select caller, granted_at, status from public.google_ai_reservations "
-        "order by granted_at"
+        "select caller, granted_at, status from public.google_ai_reservations order by granted_at"
     ).fetchall()
     assert [(caller, status) for caller, _, status in rows] == [
         ("blocker", "reserved"),

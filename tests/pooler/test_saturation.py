@@ -96,8 +96,16 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
             ctx.Process(
                 target=saturation_worker.run,
                 args=(
-                    f"proc-{i}", url, srv.base_url, {var: value}, THREADS, DURATION,
-                    ready, go, start, results,
+                    f"proc-{i}",
+                    url,
+                    srv.base_url,
+                    {var: value},
+                    THREADS,
+                    DURATION,
+                    ready,
+                    go,
+                    start,
+                    results,
                 ),
             )  # fmt: skip
             for i in range(PROCESSES)

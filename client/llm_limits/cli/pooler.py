@@ -69,7 +69,7 @@ class Pooler:
         return True
 
 
-def _config(root: Path, port: int, upstream: psycopg.conninfo.ConnectionInfo, pool: int) -> str:
+def _config(root: Path, port: int, upstream: psycopg.ConnectionInfo, pool: int) -> str:
     return f"""\
 [databases]
 * = host={upstream.host} port={upstream.port}
