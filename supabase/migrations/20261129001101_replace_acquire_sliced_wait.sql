@@ -363,9 +363,6 @@ volatile
 security definer
 set search_path = ''
 set plan_cache_mode = force_generic_plan
--- A caller that vanished mid-wait (killed, or its pooler dropped the link)
--- ends its call within this, instead of sleeping out the slice.
-set client_connection_check_interval = 250
 as $$
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();
