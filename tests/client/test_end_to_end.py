@@ -100,7 +100,9 @@ def test_processes_share_keys_without_429_at_full_use(
             held = dict(ready.get(timeout=60) for _ in procs)
             start.value = time.time() + 0.2
             go.set()
-            outcomes = [results.get(timeout=duration + 120) for _ in procs]
+            outcomes: list[e2e_worker.Outcome] = [
+                results.get(timeout=duration + 120) for _ in procs
+            ]
         finally:
             for p in procs:
                 p.join(timeout=30)
@@ -114,9 +116,9 @@ def test_processes_share_keys_without_429_at_full_use(
         "proc-all": ["a1", "a2", "b1"],
         "proc-local-b1": ["b1"],
     }
-    assert [errors for *_, errors in outcomes] == [[]] * len(procs)
+    assert [o.errors for o in outcomes] == [[]] * len(procs)
     assert stats.rate_limited == 0, stats.summary()
-    ok = sum(counts["ok"] for _, _, counts, _ in outcomes)
+    ok = sum(o.counts["ok"] for o in outcomes)
     gemma_grants = {
         p: len(g) for (p, model), g in stats.grants.items() if model.startswith("gemma")
     }
@@ -127,4 +129,4 @@ def test_processes_share_keys_without_429_at_full_use(
     assert set(gemma_grants) == set(projects())
     assert {r["status"] for r in reservations(keyed_db)} == {"committed"}
     # every process got a share
-    assert all(counts["ok"] > 0 for _, _, counts, _ in outcomes), outcomes
+    assert all(o.counts["ok"] > 0 for o in outcomes), outcomes

@@ -32,11 +32,10 @@ import psycopg
 import pytest
 
 from llm_limits.fake_gemini import FakeGemini, Limits
+from tests.client import e2e_worker
 from tests.client.support import GEMMA, KEYS, Conn, hold, insert_keys, projects, set_window
 from tests.conftest import pooled
 from tests.stress.checker import check
-
-from . import saturation_worker
 
 WINDOW_MS, GUARD_MS = 2500, 100
 RPM, TPM = 30, 15000
@@ -77,11 +76,11 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
     )
     db.execute(
         "update public.google_ai_model_limits set rpm = 1000, rpd = 10000 where model = %s",
-        (saturation_worker.WARM_UP_MODEL,),
+        (e2e_worker.WARM_UP_MODEL,),
     )
     limits = {
         "gemma-3-27b-it": Limits(rpm=RPM, tpm=TPM, rpd=14400),
-        saturation_worker.WARM_UP_MODEL: Limits(rpm=1000, tpm=250_000, rpd=10000),
+        e2e_worker.WARM_UP_MODEL: Limits(rpm=1000, tpm=250_000, rpd=10000),
     }
     var, _, value = KEYS["b1"]
     ctx = multiprocessing.get_context("spawn")
@@ -94,7 +93,7 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
     with FakeGemini(projects(), limits, window=WINDOW_MS / 1000) as srv:
         procs = [
             ctx.Process(
-                target=saturation_worker.run,
+                target=e2e_worker.run,
                 args=(
                     f"proc-{i}",
                     url,
@@ -118,7 +117,9 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
             probe.start()
             start.value = time.time() + 0.3
             go.set()
-            outcomes = [results.get(timeout=DURATION + 120) for _ in procs]
+            outcomes: list[e2e_worker.Outcome] = [
+                results.get(timeout=DURATION + 120) for _ in procs
+            ]
         finally:
             probe.stop.set()
             for p in procs:
@@ -128,9 +129,9 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
         probe.join(timeout=5)
         stats = srv.stats()
 
-    assert [errors for _, _, errors, _, _ in outcomes] == [[]] * PROCESSES
+    assert [o.errors for o in outcomes] == [[]] * PROCESSES
     assert stats.rate_limited == 0, stats.summary()
-    ok = sum(counts["ok"] for _, counts, _, _, _ in outcomes)
+    ok = sum(o.counts["ok"] for o in outcomes)
     allowed = RPM * (math.floor(DURATION * 1000 / WINDOW_MS) + 1)
     assert ok >= 0.95 * allowed, (ok, allowed)
     assert ok <= allowed
@@ -140,7 +141,7 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
     assert report.max_requests[("proj-b", GEMMA)] == RPM
 
     # Queue order: sorted by grant time, the moments the waits began never go backwards.
-    waited = {rid: ms for *_, grants, _ in outcomes for rid, ms in grants}
+    waited = {rid: ms for o in outcomes for rid, ms in o.grants}
     rows = db.execute(
         "select id::text, granted_at from public.google_ai_reservations where model = %s "
         "and status = 'committed' order by granted_at",
@@ -159,5 +160,5 @@ def test_24_waiters_saturate_a_group_through_a_pool_of_8(
     assert len(probe.latencies) >= 10
     p95 = statistics.quantiles(probe.latencies, n=20)[-1]
     assert p95 <= 0.100, sorted(probe.latencies)
-    calls = sum(statements.get("acquire", 0) for *_, statements in outcomes)
+    calls = sum(o.statements.get("acquire", 0) for o in outcomes)
     assert calls <= 10 * ok, (calls, ok)
