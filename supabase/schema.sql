@@ -891,9 +891,6 @@ declare
     slice_end timestamptz := p_started + pg_catalog.make_interval(
         secs => least(p_cfg.wait_slice_ms, p_max_wait_ms) / 1000.0
     );
-    on_deck_end timestamptz := p_started + pg_catalog.make_interval(
-        secs => 4 * p_cfg.wait_recheck_ms / 1000.0
-    );
     lead_ms integer := p_cfg.wait_recheck_ms;
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
     me google_ai_internal.wait_tickets;
@@ -1013,10 +1010,7 @@ begin
         end if;
         hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
         present := google_ai_internal.ticket_in_call(pred.id);
-        if
-            hint_ms > 0 or fresh or not present
-            or pg_catalog.clock_timestamp() >= least(on_deck_end, slice_end)
-        then
+        if hint_ms > 0 or fresh or not present or pg_catalog.clock_timestamp() >= slice_end then
             if hint_ms <= 0 and not present then
                 -- Due, but the one ahead is not here: until it is due, wait for
                 -- that; once it is late, back off by how late it is. Either way
@@ -1041,8 +1035,7 @@ begin
         -- its slice over), then look again.
         begin
             perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
-                extract(epoch from least(on_deck_end, slice_end) - pg_catalog.clock_timestamp())
-                * 1000
+                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
             ))::text || 'ms', true);
             perform 1 from google_ai_internal.wait_tickets as t where t.id = pred.id for update;
             raise exception using errcode = 'LL999';

@@ -43,9 +43,10 @@ $$;
  *     when its turn is expected (turn_estimate, or the time the one ahead
  *     expects its own), less one wait_recheck_ms, so it sleeps without a
  *     connection; once due it waits in the database for the call of the one
- *     ahead to end (its ticket row lock), at most 4 x wait_recheck_ms, and
- *     never for one ahead that is not in the database (it backs off by how
- *     late that one is);
+ *     ahead to end (its ticket row lock; so during a burst of freed slots the
+ *     waiters present form a chain behind the head), for the rest of its
+ *     slice at most, and never for one ahead that is not in the database (it
+ *     backs off by how late that one is);
  *   - at the deadline the head tries once more; anyone not granted then is
  *     refused 'wait_timeout' with a truthful retry_after_ms.
  * A ticket ahead counts while its owner is in a call, or until
@@ -86,9 +87,6 @@ declare
     deadline timestamptz := p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0);
     slice_end timestamptz := p_started + pg_catalog.make_interval(
         secs => least(p_cfg.wait_slice_ms, p_max_wait_ms) / 1000.0
-    );
-    on_deck_end timestamptz := p_started + pg_catalog.make_interval(
-        secs => 4 * p_cfg.wait_recheck_ms / 1000.0
     );
     lead_ms integer := p_cfg.wait_recheck_ms;
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
@@ -209,10 +207,7 @@ begin
         end if;
         hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
         present := google_ai_internal.ticket_in_call(pred.id);
-        if
-            hint_ms > 0 or fresh or not present
-            or pg_catalog.clock_timestamp() >= least(on_deck_end, slice_end)
-        then
+        if hint_ms > 0 or fresh or not present or pg_catalog.clock_timestamp() >= slice_end then
             if hint_ms <= 0 and not present then
                 -- Due, but the one ahead is not here: until it is due, wait for
                 -- that; once it is late, back off by how late it is. Either way
@@ -237,8 +232,7 @@ begin
         -- its slice over), then look again.
         begin
             perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
-                extract(epoch from least(on_deck_end, slice_end) - pg_catalog.clock_timestamp())
-                * 1000
+                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
             ))::text || 'ms', true);
             perform 1 from google_ai_internal.wait_tickets as t where t.id = pred.id for update;
             raise exception using errcode = 'LL999';

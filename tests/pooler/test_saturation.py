@@ -1,7 +1,7 @@
 """24 WAIT callers behind PgBouncer (transaction mode, pool 8) saturate one 30-RPM group.
 
 Four processes of six threads, each its own Client holding key b1 only (so they share one
-queue), call ``generate(mode="WAIT")`` back to back for about 2.4 windows of 2.5 s, through the
+queue), call ``generate(mode="WAIT")`` back to back for 2.8 windows of 3 s, through the
 pooler. Meanwhile a probe runs ``select 1`` every 0.5 s through the same pooler.
 
 * every grant is within the limit: the ledger is re-checked by tests/stress/checker.py, and the
@@ -37,10 +37,12 @@ from tests.client.support import GEMMA, KEYS, Conn, hold, insert_keys, projects,
 from tests.conftest import pooled
 from tests.stress.checker import check
 
-WINDOW_MS, GUARD_MS = 2500, 100
+# The guard covers the time from a grant to the fake server's clock reading the request: up to
+# a few hundred ms on a busy 2-core box with 24 callers and the server in this process.
+WINDOW_MS, GUARD_MS = 3000, 300
 RPM, TPM = 30, 15000
 PROCESSES, THREADS = 4, 6
-DURATION = 6.2  # three bursts: at 0, after one hold and after two, with 1 s to spare
+DURATION = 8.4  # three bursts: at 0, after one hold and after two, with 1.8 s to spare
 # Callers that arrive together, before anyone queues, take the window row's lock in whatever
 # order the lock manager grants it; waits that began this close count as simultaneous.
 SAME_MOMENT = timedelta(milliseconds=50)
