@@ -930,8 +930,15 @@ begin
                 secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
             )
         )
+        -- A retry after a lost connection may race the call it replaces.
+        on conflict (id) do nothing
         returning t.* into me;
-        fresh := true;
+        if me.id is null then
+            select t.* into me
+            from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+        else
+            fresh := true;
+        end if;
     end if;
     rounds := me.rounds;
     verdict.granted := false;
