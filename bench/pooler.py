@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import Conn, connect, fresh_db, pct
+from bench.run import Conn, connect, fresh_db, pct, release_lags
 from llm_limits.cli import pooler as pgbouncer
 
 CALLERS, POOL_SIZE, RPM = 24, 8, 30
@@ -172,28 +172,10 @@ def _release_lag(url: str, pooled_url: str, samples: int) -> dict[str, float]:
             "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) "
             "values ('pool-lag', 'pool-lag', 1, 100000000, 100000000)"
         )
-    lags = []
     with connect(pooled_url) as holder, connect(pooled_url) as waiter:
-        for i in range(samples):
-            row = holder.execute(
-                "select reservation_id from public.acquire('pool-lag', 1)"
-            ).fetchone()
-            assert row is not None and row[0] is not None
-            got: dict[str, Any] = {}
-
-            def wait(got: dict[str, Any] = got) -> None:
-                got["rid"] = _sliced_grant(waiter, [0], "pool-lag")
-                got["t"] = time.perf_counter()
-
-            t = threading.Thread(target=wait)
-            t.start()
-            time.sleep(0.15 + (i % 7) * 0.013)
-            holder.execute("select public.release(%s, 'bench', false)", (row[0],))
-            released = time.perf_counter()
-            t.join()
-            assert got["rid"] is not None
-            lags.append((got["t"] - released) * 1000)
-            waiter.execute("select public.release(%s, 'bench', false)", (got["rid"],))
+        lags = release_lags(
+            holder, "pool-lag", lambda: _sliced_grant(waiter, [0], "pool-lag"), samples
+        )
     return {"release_lag_p50": pct(lags, 50), "release_lag_p95": pct(lags, 95)}
 
 
