@@ -146,16 +146,21 @@ def _run(
     steady = [
         t for t in times if WINDOW_MS <= (t - start).total_seconds() * 1000 < windows * WINDOW_MS
     ]
-    lags = []
+    lags, head_lags = [], []
     for k in range(RPM, len(times)):
         free_at = times[k - RPM].timestamp() + (WINDOW_MS + GUARD_MS) / 1000
         lag = (times[k].timestamp() - free_at) * 1000
         if lag >= 0:
             lags.append(lag)
+            # The first grant after a quiet spell went to the head of the line.
+            if (times[k] - times[k - 1]).total_seconds() > 0.5:
+                head_lags.append(lag)
     return {
         "util": len(steady) / (RPM * (windows - 1)),
         "lag_p50": pct(lags, 50),
         "lag_p95": pct(lags, 95),
+        "head_lag_p50": pct(head_lags, 50),
+        "head_lag_max": max(head_lags, default=float("nan")),
         "probe_p50": pct(probes, 50),
         "probe_p95": pct(probes, 95),
         "probe_max": max(probes, default=float("nan")),
@@ -225,6 +230,9 @@ def render(m: dict[str, float]) -> str:
             f" {m['sliced_util'] * 100:.1f}% | {m['long_util'] * 100:.1f}% |",
             row("grant lag after a window slot frees, p50 (ms)", "lag_p50"),
             row("grant lag after a window slot frees, p95 (ms)", "lag_p95"),
+            f"| the same for the head of the line (first grant of each burst), p50 / worst (ms) |"
+            f" {m['sliced_head_lag_p50']:.1f} / {m['sliced_head_lag_max']:.1f} |"
+            f" {m['long_head_lag_p50']:.1f} / {m['long_head_lag_max']:.1f} |",
             row("probe `select 1` p50 (ms)", "probe_p50"),
             row("probe `select 1` p95 (ms)", "probe_p95"),
             row("probe `select 1` worst (ms)", "probe_max"),
