@@ -360,6 +360,33 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
     return result
 
 
+def release_lags(holder: Conn, model: str, wait: Callable[[], Any], samples: int) -> list[float]:
+    """ms from a release to the grant of the one waiter (`wait()` returns its reservation id)
+    on a window the holder's grant fills (`model` allows 1 request)."""
+    lags = []
+    for i in range(samples):
+        row = holder.execute(
+            "select reservation_id from public.acquire(%s::text, 1)", (model,)
+        ).fetchone()
+        assert row is not None and row[0] is not None
+        got: dict[str, Any] = {}
+
+        def run(got: dict[str, Any] = got) -> None:
+            got["rid"] = wait()
+            got["t"] = time.perf_counter()
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.1 + (i % 7) * 0.013)
+        holder.execute("select public.release(%s, 'bench', false)", (row[0],))
+        released = time.perf_counter()
+        t.join()
+        assert got["rid"] is not None
+        lags.append((got["t"] - released) * 1000)
+        holder.execute("select public.release(%s, 'bench', false)", (got["rid"],))
+    return lags
+
+
 def release_lag(admin_url: str, samples: int) -> dict[str, float]:
     """A full window, one waiter, then a release: how long until it holds the slot?"""
     url = fresh_db(admin_url, "bench_lag")
@@ -372,30 +399,15 @@ def release_lag(admin_url: str, samples: int) -> dict[str, float]:
             "insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group) "
             "values ('l1', 'L1', 'lag-group')"
         )
-    lags = []
     with connect(url) as holder, connect(url) as waiter_conn:
-        for _ in range(samples):
-            row = holder.execute(
-                "select reservation_id from public.acquire('lag-model', 1)"
+
+        def wait() -> Any:
+            row = waiter_conn.execute(
+                "select reservation_id from public.acquire('lag-model', 1, 'WAIT', 5000)"
             ).fetchone()
-            assert row is not None and row[0] is not None
-            got: dict[str, Any] = {}
+            return row[0] if row else None
 
-            def wait(got: dict[str, Any] = got) -> None:
-                got["row"] = waiter_conn.execute(
-                    "select reservation_id from public.acquire('lag-model', 1, 'WAIT', 5000)"
-                ).fetchone()
-                got["t"] = time.perf_counter()
-
-            t = threading.Thread(target=wait)
-            t.start()
-            time.sleep(0.1 + (_ % 7) * 0.013)
-            holder.execute("select public.release(%s, 'bench', false)", (row[0],))
-            released = time.perf_counter()
-            t.join()
-            assert got["row"][0] is not None
-            lags.append((got["t"] - released) * 1000)
-            waiter_conn.execute("select public.release(%s, 'bench', false)", (got["row"][0],))
+        lags = release_lags(holder, "lag-model", wait, samples)
     return {"lag_release_p50": pct(lags, 50), "lag_release_p95": pct(lags, 95)}
 
 
@@ -578,11 +590,15 @@ def main() -> None:
     )
     steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
+
+    from bench import pooler  # it imports this module's helpers
+
+    steps.append(("WAIT through a pooler", lambda: pooler.pooler(args.admin_url)))
     for name, step in steps:
         t0 = time.monotonic()
         m.update(step())
         print(f"{name}: done in {time.monotonic() - t0:.0f} s", flush=True)
-    report = render(m, machine(args.admin_url), "make bench")
+    report = render(m, machine(args.admin_url), "make bench") + "\n" + pooler.render(m) + "\n"
     report += "\n" + render_storage(m, m["baseline_tps"])
     print(report)
     write(report, args.out)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what `make test`, `make demo` and `make bench` need on a bare
 # Debian 12 machine: pgTAP and pg_prove (apt), pg_cron (apt, for the
-# maintenance schedule test), the pinned npm tools (npm ci) and the Python
+# maintenance schedule test), PgBouncer (apt, the transaction pooler the
+# client is tested through), the pinned npm tools (npm ci) and the Python
 # package with its dev extras (.venv). Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(postgresql-15 postgresql-contrib postgresql-15-pgtap
-              libtap-parser-sourcehandler-pgtap-perl postgresql-15-cron)
+              libtap-parser-sourcehandler-pgtap-perl postgresql-15-cron pgbouncer)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

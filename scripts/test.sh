@@ -11,6 +11,7 @@ scripts/install-deps.sh
 workdir=$(mktemp -d /tmp/llm-limits-test.XXXXXX)
 chmod 755 "$workdir"
 cleanup() {
+    $py -m llm_limits.cli.pooler down --dir "$workdir/pgbouncer" >/dev/null 2>&1 || true
     $py -m llm_limits.cli.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true
     rm -rf "$workdir"
 }
@@ -23,6 +24,11 @@ admin_url=$($py -m llm_limits.cli.localstack up --dir "$workdir/pg" \
     --set shared_preload_libraries=pg_cron --set cron.database_name=llm_limits_cron)
 echo "$admin_url"
 base=${admin_url%/*}
+
+step "start PgBouncer in transaction mode in front of it (pool of 8, like a small Supavisor)"
+pooler_url=$($py -m llm_limits.cli.pooler up --dir "$workdir/pgbouncer" --upstream "$admin_url" \
+    --pool-size 8)
+echo "$pooler_url"
 
 step "deploy the migrations with supabase db push"
 psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_template"
@@ -63,6 +69,6 @@ step "Deno: the llm-gateway Edge Function (fmt, lint, check, test)"
 
 step "pytest"
 LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
-    .venv/bin/pytest ${PYTEST_ARGS:-}
+    LLM_LIMITS_TEST_POOLER_URL="$pooler_url" .venv/bin/pytest ${PYTEST_ARGS:-}
 
 step "all checks passed"

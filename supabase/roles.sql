@@ -81,7 +81,7 @@ begin
         select s.signature::regprocedure as name
         from (
             values
-            ('public.acquire(text, integer, text, integer, text[], text, text)'),
+            ('public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
             ('public.commit_usage(uuid, integer, integer, jsonb)'),
             ('public.release(uuid, text, boolean)'),
             ('public.report_rate_limit(uuid, text, integer)'),

@@ -379,12 +379,16 @@ CREATE TABLE public.google_ai_settings (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     refusal_fold_ms integer DEFAULT 1000 NOT NULL,
     rollup_retention interval DEFAULT '30 days'::interval NOT NULL,
+    wait_slice_ms integer DEFAULT 2000 NOT NULL,
+    wait_ticket_grace_ms integer DEFAULT 1000 NOT NULL,
     CONSTRAINT google_ai_settings_default_cooldown_ms_check CHECK (((default_cooldown_ms >= 0) AND (default_cooldown_ms <= 86400000))),
     CONSTRAINT google_ai_settings_id_check CHECK (id),
     CONSTRAINT google_ai_settings_lease_ms_check CHECK (((lease_ms >= 1000) AND (lease_ms <= 86400000))),
     CONSTRAINT google_ai_settings_max_wait_cap_ms_check CHECK (((max_wait_cap_ms >= 0) AND (max_wait_cap_ms <= 110000))),
     CONSTRAINT google_ai_settings_refusal_fold_ms_check CHECK (((refusal_fold_ms >= 0) AND (refusal_fold_ms <= 1000))),
     CONSTRAINT google_ai_settings_wait_recheck_ms_check CHECK (((wait_recheck_ms >= 5) AND (wait_recheck_ms <= 5000))),
+    CONSTRAINT google_ai_settings_wait_slice_ms_check CHECK (((wait_slice_ms >= 100) AND (wait_slice_ms <= 60000))),
+    CONSTRAINT google_ai_settings_wait_ticket_grace_ms_check CHECK (((wait_ticket_grace_ms >= 100) AND (wait_ticket_grace_ms <= 60000))),
     CONSTRAINT google_ai_settings_window_guard_ms_check CHECK (((window_guard_ms >= 0) AND (window_guard_ms <= 60000))),
     CONSTRAINT google_ai_settings_window_ms_check CHECK (((window_ms >= 1000) AND (window_ms <= 3600000)))
 );
@@ -400,6 +404,14 @@ COMMENT ON COLUMN public.google_ai_settings.refusal_fold_ms IS 'Refusals of one 
 -- Name: COLUMN google_ai_settings.rollup_retention; Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON COLUMN public.google_ai_settings.rollup_retention IS 'How long run_maintenance() keeps per-minute rollups (google_ai_usage_counters, bucket_kind minute); per-day rollups and google_ai_event_counts are kept.';
+
+-- Name: COLUMN google_ai_settings.wait_slice_ms; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_settings.wait_slice_ms IS 'Longest time one WAIT call of acquire() stays in the database (it then returns and the caller calls again).';
+
+-- Name: COLUMN google_ai_settings.wait_ticket_grace_ms; Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON COLUMN public.google_ai_settings.wait_ticket_grace_ms IS 'How late a waiter may call back before its place in line expires.';
 
 -- Name: lock_window(text, text, public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -471,21 +483,37 @@ begin
 end;
 $$;
 
+-- Name: queue_key_set(text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+    select pg_catalog.md5(coalesce(pg_catalog.array_to_string(array(
+        select distinct a from pg_catalog.unnest(p_key_aliases) as a order by a
+    ), ','), '*'))
+$$;
+
 -- Name: queue_waiters(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$
-    -- acquire queues on the advisory lock (hashtext('llm_limits:' || model), key set).
-    select count(*)::integer
-    from pg_catalog.pg_locks as pl
-    where
-        pl.locktype = 'advisory'
-        and pl.objsubid = 2
-        and pl.classid::bigint = (
-            pg_catalog.hashtext('llm_limits:' || p_model)::bigint & 4294967295
-        )
+    select (
+        select count(*)::integer
+        from google_ai_internal.wait_tickets as t
+        where t.model = p_model and t.alive_until > google_ai_internal.clock()
+    ) + (
+        select count(*)::integer
+        from pg_catalog.pg_locks as pl
+        where
+            pl.locktype = 'advisory'
+            and pl.objsubid = 2
+            and pl.classid::bigint = (
+                pg_catalog.hashtext('llm_limits:' || p_model)::bigint & 4294967295
+            )
+    )
 $$;
 
 -- Name: record_acquire_verdict(public.acquire_result, text, integer, text, integer, integer, text, text, text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
@@ -741,6 +769,21 @@ begin
 end;
 $$;
 
+-- Name: ticket_in_call(uuid); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+    perform 1 from google_ai_internal.wait_tickets as t where t.id = p_ticket for update nowait;
+    raise exception using errcode = 'LL999';
+exception
+    when sqlstate 'LL999' then return false;  -- rolled back: the row is not ours
+    when lock_not_available then return true;
+end;
+$$;
+
 -- Name: touch_updated_at(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.touch_updated_at() RETURNS trigger
@@ -862,6 +905,319 @@ begin
 end;
 $$;
 
+-- Name: turn_estimate(public.google_ai_model_limits, google_ai_internal.candidate[], integer, bigint, integer, public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.turn_estimate(p_model public.google_ai_model_limits, p_cands google_ai_internal.candidate[], p_ahead integer, p_ahead_tokens bigint, p_tokens integer, p_cfg public.google_ai_settings) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+declare
+    hold interval := pg_catalog.make_interval(
+        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
+    );
+    at_now timestamptz := google_ai_internal.clock();
+    cand google_ai_internal.candidate;
+    tried text [] := '{}';
+    groups integer;
+    slots timestamptz [] := '{}';
+    group_slots timestamptz [];
+    floor_at timestamptz;
+    used_requests bigint;
+    used_tokens bigint;
+    need bigint;
+    tokens_at timestamptz;
+    free_now integer;
+    st public.google_ai_quota_state;
+begin
+    select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
+    if groups = 0 then
+        return at_now;
+    end if;
+    foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);
+        tried := tried || cand.quota_group;
+        select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
+        into used_requests, used_tokens
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = cand.quota_group and r.model = p_model.model
+            and r.granted_at > at_now - hold;
+        select s.* into st
+        from public.google_ai_quota_state as s
+        where s.quota_group = cand.quota_group and s.model = p_model.model;
+
+        floor_at := greatest(at_now, st.cooldown_until);
+        if
+            cand.rpd is not null
+            and st.rpd_day = (at_now at time zone p_cfg.rpd_time_zone)::date
+            and st.day_requests + 1 > cand.rpd
+        then
+            floor_at := greatest(
+                floor_at, google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone)
+            );
+        end if;
+        need := used_tokens + p_ahead_tokens / groups + p_tokens - cand.tpm;
+        if need > 0 then
+            select w.granted_at + hold into tokens_at
+            from (
+                select
+                    r.granted_at,
+                    sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = cand.quota_group and r.model = p_model.model
+                    and r.granted_at > at_now - hold and r.counted_tokens > 0
+            ) as w
+            where w.freed >= need
+            order by w.granted_at
+            limit 1;
+            floor_at := greatest(floor_at, coalesce(tokens_at, at_now + hold));
+        end if;
+
+        free_now := least(
+            greatest(coalesce(cand.rpm - used_requests, p_ahead + 1), 0), p_ahead + 1
+        )::integer;
+        group_slots := pg_catalog.array_fill(floor_at, array[free_now]);
+        if free_now < p_ahead + 1 then
+            -- The k-th oldest grant in the window frees the k-th slot ...
+            group_slots := group_slots || array(
+                select greatest(r.granted_at + hold, floor_at)
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = cand.quota_group and r.model = p_model.model
+                    and r.granted_at > at_now - hold and r.counted_requests > 0
+                order by r.granted_at
+                offset greatest(used_requests - cand.rpm, 0)
+                limit p_ahead + 1 - free_now
+            );
+            -- ... and each slot serves again a whole window after it is used.
+            while pg_catalog.cardinality(group_slots) < p_ahead + 1 loop
+                group_slots := group_slots || (
+                    group_slots[pg_catalog.cardinality(group_slots) + 1 - cand.rpm] + hold
+                );
+            end loop;
+        end if;
+        slots := slots || group_slots;
+    end loop;
+    return coalesce(
+        (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
+        at_now + hold
+    );
+end;
+$$;
+
+-- Name: wait_in_line(uuid, public.google_ai_model_limits, text[], integer, text, text, integer, public.google_ai_settings, timestamp with time zone); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.wait_in_line(p_ticket uuid, p_model public.google_ai_model_limits, p_key_aliases text[], p_tokens integer, p_caller text, p_request_id text, p_max_wait_ms integer, p_cfg public.google_ai_settings, p_started timestamp with time zone, OUT verdict public.acquire_result, OUT rounds integer) RETURNS record
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+declare
+    queue_keys text := google_ai_internal.queue_key_set(p_key_aliases);
+    deadline timestamptz := p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0);
+    slice_end timestamptz := p_started + pg_catalog.make_interval(
+        secs => least(p_cfg.wait_slice_ms, p_max_wait_ms) / 1000.0
+    );
+    lead_ms integer := p_cfg.wait_recheck_ms;
+    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
+    me google_ai_internal.wait_tickets;
+    pred google_ai_internal.wait_tickets;
+    fresh boolean := false;
+    present boolean;
+    cands google_ai_internal.candidate [];
+    ahead integer;
+    ahead_tokens bigint;
+    turn timestamptz;
+    at_now timestamptz;
+    remaining_ms double precision;
+    hint_ms double precision;
+begin
+    -- Places whose owner stopped calling back stop counting, whoever sweeps them.
+    delete from google_ai_internal.wait_tickets as t
+    where t.id in (
+        select x.id from google_ai_internal.wait_tickets as x
+        where x.alive_until < google_ai_internal.clock()
+        for update skip locked
+    );
+
+    select t.* into me from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+    if me.id is not null and (me.model <> p_model.model or me.key_set <> queue_keys) then
+        -- The same ticket for another queue: a new place at that queue's tail.
+        delete from google_ai_internal.wait_tickets as t where t.id = p_ticket;
+        me := null;
+    end if;
+    if me.id is null then
+        at_now := google_ai_internal.clock();
+        insert into google_ai_internal.wait_tickets as t (
+            id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
+            alive_until
+        ) values (
+            p_ticket, p_model.model, queue_keys, p_tokens, p_caller, p_request_id, at_now,
+            at_now, at_now, at_now + pg_catalog.make_interval(
+                secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
+            )
+        )
+        -- A retry after a lost connection may race the call it replaces.
+        on conflict (id) do nothing
+        returning t.* into me;
+        if me.id is null then
+            select t.* into me
+            from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+        else
+            fresh := true;
+        end if;
+    end if;
+    rounds := me.rounds;
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+
+    loop
+        rounds := rounds + 1;
+        at_now := google_ai_internal.clock();
+        pred := null;
+        select t.* into pred
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
+            and t.alive_until > at_now
+            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id))
+        order by t.seq desc
+        limit 1;
+        cands := array(
+            select c
+            from google_ai_internal.candidates(p_model.model, p_key_aliases, at_now, p_tokens) as c
+        );
+        remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
+
+        if pred.id is null then
+            verdict := google_ai_internal.reserve_round(
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true
+            );
+            exit when verdict.granted or verdict.reason = 'no_key';
+            if remaining_ms <= 0 then
+                verdict.reason := 'wait_timeout';
+                exit;
+            end if;
+            -- Nothing but time frees a cooldown or a day.
+            exit when
+                verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > remaining_ms;
+            turn := at_now + pg_catalog.make_interval(secs => verdict.retry_after_ms / 1000.0);
+            if verdict.reason in ('rpd', 'cooldown') then
+                hint_ms := verdict.retry_after_ms - lead_ms;
+                verdict.reason := 'queued';
+                exit;
+            end if;
+            if fresh or pg_catalog.clock_timestamp() >= slice_end then
+                hint_ms := 0;
+                verdict.reason := 'queued';
+                exit;
+            end if;
+            perform pg_catalog.pg_sleep(least(
+                verdict.retry_after_ms,
+                p_cfg.wait_recheck_ms,
+                remaining_ms,
+                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
+            ) / 1000.0);
+            continue;
+        end if;
+
+        -- Behind others: when could this waiter's turn come?
+        select count(*)::integer, coalesce(sum(t.tokens), 0)
+        into ahead, ahead_tokens
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
+            and t.alive_until > at_now
+            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id));
+        turn := greatest(
+            google_ai_internal.turn_estimate(p_model, cands, ahead, ahead_tokens, p_tokens, p_cfg),
+            pred.turn_at
+        );
+        verdict.key_alias := null;
+        verdict.reservation_id := null;
+        verdict.retry_after_ms := greatest(
+            1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
+        )::integer;
+        if remaining_ms <= 0 then
+            verdict.reason := 'wait_timeout';
+            exit;
+        end if;
+        hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
+        present := google_ai_internal.ticket_in_call(pred.id);
+        if hint_ms > 0 or fresh or not present or pg_catalog.clock_timestamp() >= slice_end then
+            if hint_ms <= 0 and not present then
+                -- Due, but the one ahead is not here: until it is due, wait for
+                -- that; once it is late, back off by how late it is. Either way
+                -- without a connection.
+                hint_ms := greatest(
+                    p_cfg.wait_recheck_ms,
+                    pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
+                );
+            end if;
+            -- Look again by the time the one ahead would be found gone.
+            hint_ms := greatest(p_cfg.wait_recheck_ms, least(
+                hint_ms,
+                case
+                    when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
+                    else extract(epoch from pred.due_at + grace - at_now) * 1000
+                end
+            ));
+            verdict.reason := 'queued';
+            exit;
+        end if;
+        -- Due, and the one ahead is in a call: wait for it to end (granted, or
+        -- its slice over), then look again.
+        begin
+            perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
+                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
+            ))::text || 'ms', true);
+            perform 1 from google_ai_internal.wait_tickets as t where t.id = pred.id for update;
+            raise exception using errcode = 'LL999';
+        exception
+            when sqlstate 'LL999' or lock_not_available then null;  -- lock and setting undone
+        end;
+    end loop;
+
+    if verdict.reason = 'queued' then
+        hint_ms := greatest(0, least(hint_ms, remaining_ms));
+        at_now := google_ai_internal.clock();
+        verdict.key_alias := null;
+        verdict.reservation_id := null;
+        verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
+        update google_ai_internal.wait_tickets as t
+        set
+            due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
+            turn_at = coalesce(turn, at_now),
+            alive_until = at_now + pg_catalog.make_interval(
+                secs => (hint_ms + p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
+            ),
+            rounds = wait_in_line.rounds
+        where t.id = me.id;
+    else
+        delete from google_ai_internal.wait_tickets as t where t.id = me.id;
+    end if;
+    verdict.waited_ms := pg_catalog.round(
+        extract(epoch from google_ai_internal.clock() - me.created_at) * 1000
+    )::integer;
+end;
+$$;
+
+-- Name: waiting_tickets(text, text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases text[]) RETURNS TABLE(ahead integer, ahead_tokens bigint)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select count(*)::integer, coalesce(sum(t.tokens), 0)::bigint
+    from google_ai_internal.wait_tickets as t
+    where
+        t.model = p_model
+        and t.key_set = google_ai_internal.queue_key_set(p_key_aliases)
+        and t.alive_until > google_ai_internal.clock()
+$$;
+
 -- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.write_audit_log() RETURNS trigger
@@ -890,9 +1246,9 @@ begin
 end;
 $$;
 
--- Name: acquire(text, integer, text, integer, text[], text, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: acquire(text, integer, text, integer, text[], text, text, uuid); Type: FUNCTION; Schema: public; Owner: -
 
-CREATE FUNCTION public.acquire(model text, tokens integer, mode text DEFAULT 'NO_WAIT'::text, max_wait_ms integer DEFAULT 0, key_aliases text[] DEFAULT NULL::text[], caller text DEFAULT NULL::text, request_id text DEFAULT NULL::text) RETURNS public.acquire_result
+CREATE FUNCTION public.acquire(model text, tokens integer, mode text DEFAULT 'NO_WAIT'::text, max_wait_ms integer DEFAULT 0, key_aliases text[] DEFAULT NULL::text[], caller text DEFAULT NULL::text, request_id text DEFAULT NULL::text, ticket uuid DEFAULT NULL::uuid) RETURNS public.acquire_result
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
@@ -905,6 +1261,8 @@ declare
     deadline timestamptz;
     cands google_ai_internal.candidate [];
     verdict public.acquire_result;
+    in_line record;
+    queued record;
     biggest_tpm integer;
     unlimited boolean;
     queue_model integer;
@@ -912,6 +1270,7 @@ declare
     remaining_ms double precision;
     rounds integer := 0;
     queue_timed_out boolean := false;
+    sliced boolean;
     old_lock_timeout text;
 begin
     -- Validate everything before touching any state.
@@ -980,37 +1339,72 @@ begin
         end if;
     end if;
 
-    deadline := started + pg_catalog.make_interval(secs => max_wait_ms / 1000.0);
+    if wait_mode and ticket is not null and pg_catalog.cardinality(cands) > 0 then
+        in_line := google_ai_internal.wait_in_line(
+            ticket, wanted, key_aliases, tokens, caller, request_id, max_wait_ms, cfg, started
+        );
+        verdict := in_line.verdict;
+        if verdict.reason = 'queued' then
+            return verdict;  -- the wait goes on; its last call audits all of it
+        end if;
+        perform google_ai_internal.record_acquire_verdict(
+            verdict, wanted.model, tokens, 'WAIT', max_wait_ms, in_line.rounds, caller, request_id,
+            key_aliases
+        );
+        return verdict;
+    end if;
+
+    -- Without a ticket: one slice at most.
+    deadline := started + pg_catalog.make_interval(
+        secs => least(max_wait_ms, cfg.wait_slice_ms) / 1000.0
+    );
+    sliced := max_wait_ms > cfg.wait_slice_ms;
     wait_mode := wait_mode and max_wait_ms > 0;
     if wait_mode then
-        -- Waiters form a FIFO per (model, candidate set): the lock manager
-        -- hands this advisory lock over in arrival order, so only the head
-        -- re-checks and the rest sleep in the lock queue without polling.
-        -- The model half lets quota_status() count waiters per model.
-        queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
-        queue_key := pg_catalog.hashtext(coalesce(pg_catalog.array_to_string(array(
-            select distinct a from pg_catalog.unnest(key_aliases) as a order by a
-        ), ','), '*'));
-        if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
-            old_lock_timeout := pg_catalog.current_setting('lock_timeout');
-            begin
-                perform pg_catalog.set_config('lock_timeout', max_wait_ms::text || 'ms', true);
-                perform pg_catalog.pg_advisory_xact_lock(queue_model, queue_key);
-                perform pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
-            exception when lock_not_available then
-                queue_timed_out := true;
-            end;
-            -- Keys may have changed while we queued.
-            cands := array(
-                select c
-                from google_ai_internal.candidates(
-                    wanted.model, key_aliases, google_ai_internal.clock(), tokens
-                ) as c
-            );
+        select w.* into queued
+        from google_ai_internal.waiting_tickets(wanted.model, key_aliases) as w;
+        if queued.ahead > 0 and pg_catalog.cardinality(cands) > 0 then
+            -- Ticket holders are in line: this caller's turn comes after theirs.
+            rounds := 1;
+            verdict.granted := false;
+            verdict.model := coalesce(wanted.api_model, wanted.model);
+            verdict.reason := 'queued';
+            verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
+                google_ai_internal.turn_estimate(
+                    wanted, cands, queued.ahead, queued.ahead_tokens, tokens, cfg
+                ) - google_ai_internal.clock()
+            ) * 1000))::integer;
+            wait_mode := false;
+        else
+            -- Callers without a ticket queue among themselves for this one
+            -- slice on an advisory lock, which lives exactly as long as the call.
+            -- The model half lets quota_status() count them per model.
+            queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
+            queue_key := pg_catalog.hashtext(google_ai_internal.queue_key_set(key_aliases));
+            if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
+                old_lock_timeout := pg_catalog.current_setting('lock_timeout');
+                begin
+                    perform pg_catalog.set_config('lock_timeout', least(
+                        max_wait_ms, cfg.wait_slice_ms
+                    )::text || 'ms', true);
+                    perform pg_catalog.pg_advisory_xact_lock(queue_model, queue_key);
+                    perform pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
+                exception when lock_not_available then
+                    queue_timed_out := true;
+                end;
+                -- Keys may have changed while we queued.
+                cands := array(
+                    select c
+                    from google_ai_internal.candidates(
+                        wanted.model, key_aliases, google_ai_internal.clock(), tokens
+                    ) as c
+                );
+            end if;
         end if;
     end if;
 
     loop
+        exit when verdict.reason = 'queued';
         rounds := rounds + 1;
         verdict := google_ai_internal.reserve_round(
             wanted, cands, tokens, caller, request_id, cfg, wait_mode
@@ -1018,7 +1412,10 @@ begin
         exit when verdict.granted or not wait_mode or verdict.reason = 'no_key' or queue_timed_out;
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
         if remaining_ms <= 0 then
-            verdict.reason := 'wait_timeout';
+            -- The slice ended first: the binding limit stays the reason.
+            if not sliced then
+                verdict.reason := 'wait_timeout';
+            end if;
             exit;
         end if;
         -- Nothing but time frees a cooldown or a day: don't sit out a wait
@@ -1036,7 +1433,7 @@ begin
             ) as c
         );
     end loop;
-    if queue_timed_out and not verdict.granted then
+    if queue_timed_out and not verdict.granted and not sliced then
         verdict.reason := 'wait_timeout';
     end if;
 
@@ -1046,15 +1443,15 @@ begin
 
     perform google_ai_internal.record_acquire_verdict(
         verdict, wanted.model, tokens, pg_catalog.upper(mode), max_wait_ms, rounds, caller,
-        request_id
+        request_id, key_aliases
     );
     return verdict;
 end;
 $$;
 
--- Name: FUNCTION acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text, ticket uuid); Type: COMMENT; Schema: public; Owner: -
 
-COMMENT ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) IS 'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input (LL001-LL007).';
+COMMENT ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text, ticket uuid) IS 'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input (LL001-LL007). WAIT returns within google_ai_settings.wait_slice_ms: with a ticket (a uuid of the caller''s making) the caller keeps its place and calls again after retry_after_ms while reason = ''queued''; without one it gets a grant or a truthful refusal after one slice at most, never past max_wait_ms.';
 
 -- Name: add_caller(text, bytea, text[], text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1729,6 +2126,39 @@ CREATE TABLE google_ai_internal.clock_switch (
 
 COMMENT ON TABLE google_ai_internal.clock_switch IS 'Owner-only test switch: while steerable is true, the settings llm_limits.now and llm_limits.clock_skew steer google_ai_internal.clock(). Off in every deployed project.';
 
+-- Name: wait_tickets; Type: TABLE; Schema: google_ai_internal; Owner: -
+
+CREATE TABLE google_ai_internal.wait_tickets (
+    id uuid NOT NULL,
+    seq bigint NOT NULL,
+    model text NOT NULL,
+    key_set text NOT NULL,
+    tokens integer NOT NULL,
+    caller text,
+    request_id text,
+    created_at timestamp with time zone NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    turn_at timestamp with time zone NOT NULL,
+    alive_until timestamp with time zone NOT NULL,
+    rounds integer DEFAULT 0 NOT NULL,
+    CONSTRAINT wait_tickets_tokens_check CHECK ((tokens >= 0))
+);
+
+-- Name: TABLE wait_tickets; Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON TABLE google_ai_internal.wait_tickets IS 'Places in the WAIT queues of acquire(): FIFO per (model, key set) by seq, alive until alive_until.';
+
+-- Name: wait_tickets_seq_seq; Type: SEQUENCE; Schema: google_ai_internal; Owner: -
+
+ALTER TABLE google_ai_internal.wait_tickets ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME google_ai_internal.wait_tickets_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 -- Name: google_ai_api_keys; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.google_ai_api_keys (
@@ -2035,6 +2465,11 @@ ALTER TABLE public.token_usage ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
 ALTER TABLE ONLY google_ai_internal.clock_switch
     ADD CONSTRAINT clock_switch_pkey PRIMARY KEY (id);
 
+-- Name: wait_tickets wait_tickets_pkey; Type: CONSTRAINT; Schema: google_ai_internal; Owner: -
+
+ALTER TABLE ONLY google_ai_internal.wait_tickets
+    ADD CONSTRAINT wait_tickets_pkey PRIMARY KEY (id);
+
 -- Name: google_ai_api_keys google_ai_api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.google_ai_api_keys
@@ -2104,6 +2539,14 @@ ALTER TABLE ONLY public.google_ai_usage_counters
 
 ALTER TABLE ONLY public.token_usage
     ADD CONSTRAINT token_usage_pkey PRIMARY KEY (id);
+
+-- Name: wait_tickets_alive_idx; Type: INDEX; Schema: google_ai_internal; Owner: -
+
+CREATE INDEX wait_tickets_alive_idx ON google_ai_internal.wait_tickets USING btree (alive_until);
+
+-- Name: wait_tickets_queue_idx; Type: INDEX; Schema: google_ai_internal; Owner: -
+
+CREATE INDEX wait_tickets_queue_idx ON google_ai_internal.wait_tickets USING btree (model, key_set, seq);
 
 -- Name: google_ai_api_keys_key_alias_key; Type: INDEX; Schema: public; Owner: -
 
@@ -2205,6 +2648,10 @@ ALTER TABLE ONLY public.google_ai_group_limits
 -- Name: clock_switch; Type: ROW SECURITY; Schema: google_ai_internal; Owner: -
 
 ALTER TABLE google_ai_internal.clock_switch ENABLE ROW LEVEL SECURITY;
+
+-- Name: wait_tickets; Type: ROW SECURITY; Schema: google_ai_internal; Owner: -
+
+ALTER TABLE google_ai_internal.wait_tickets ENABLE ROW LEVEL SECURITY;
 
 -- Name: google_ai_api_keys; Type: ROW SECURITY; Schema: public; Owner: -
 
@@ -2324,6 +2771,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text
 
 REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with time zone, p_time_zone text) FROM PUBLIC;
 
+-- Name: FUNCTION queue_key_set(p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) FROM PUBLIC;
+
 -- Name: FUNCTION queue_waiters(p_model text); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.queue_waiters(p_model text) FROM PUBLIC;
@@ -2352,6 +2803,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.resolve_model(p_model text) FROM PUBLI
 
 REVOKE ALL ON FUNCTION google_ai_internal.settings() FROM PUBLIC;
 
+-- Name: FUNCTION ticket_in_call(p_ticket uuid); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) FROM PUBLIC;
+
 -- Name: FUNCTION touch_updated_at(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.touch_updated_at() FROM PUBLIC;
@@ -2360,14 +2815,26 @@ REVOKE ALL ON FUNCTION google_ai_internal.touch_updated_at() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION google_ai_internal.try_reserve(p_cand google_ai_internal.candidate, p_model public.google_ai_model_limits, p_tokens integer, p_caller text, p_request_id text, p_cfg public.google_ai_settings, OUT granted boolean, OUT reservation_id uuid, OUT reason text, OUT retry_after_ms integer) FROM PUBLIC;
 
+-- Name: FUNCTION turn_estimate(p_model public.google_ai_model_limits, p_cands google_ai_internal.candidate[], p_ahead integer, p_ahead_tokens bigint, p_tokens integer, p_cfg public.google_ai_settings); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.turn_estimate(p_model public.google_ai_model_limits, p_cands google_ai_internal.candidate[], p_ahead integer, p_ahead_tokens bigint, p_tokens integer, p_cfg public.google_ai_settings) FROM PUBLIC;
+
+-- Name: FUNCTION wait_in_line(p_ticket uuid, p_model public.google_ai_model_limits, p_key_aliases text[], p_tokens integer, p_caller text, p_request_id text, p_max_wait_ms integer, p_cfg public.google_ai_settings, p_started timestamp with time zone, OUT verdict public.acquire_result, OUT rounds integer); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.wait_in_line(p_ticket uuid, p_model public.google_ai_model_limits, p_key_aliases text[], p_tokens integer, p_caller text, p_request_id text, p_max_wait_ms integer, p_cfg public.google_ai_settings, p_started timestamp with time zone, OUT verdict public.acquire_result, OUT rounds integer) FROM PUBLIC;
+
+-- Name: FUNCTION waiting_tickets(p_model text, p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases text[]) FROM PUBLIC;
+
 -- Name: FUNCTION write_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.write_audit_log() FROM PUBLIC;
 
--- Name: FUNCTION acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text, ticket uuid); Type: ACL; Schema: public; Owner: -
 
-REVOKE ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text) TO service_role;
+REVOKE ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text, ticket uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_wait_ms integer, key_aliases text[], caller text, request_id text, ticket uuid) TO service_role;
 
 -- Name: FUNCTION add_caller(name text, token_sha256 bytea, allowed_models text[], notes text); Type: ACL; Schema: public; Owner: -
 

@@ -19,6 +19,8 @@ import pytest
 
 ADMIN_URL = os.environ.get("LLM_LIMITS_TEST_ADMIN_URL")
 TEMPLATE = os.environ.get("LLM_LIMITS_TEST_TEMPLATE", "llm_limits_template")
+# PgBouncer in transaction mode in front of the same cluster (scripts/test.sh starts it).
+POOLER_URL = os.environ.get("LLM_LIMITS_TEST_POOLER_URL")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,6 +44,13 @@ def admin_url() -> str:
 
 def url_for(dbname: str) -> str:
     return re.sub(r"/[^/]*$", f"/{dbname}", admin_url())
+
+
+def pooled(url: str) -> str:
+    """The same database as ``url``, reached through the transaction pooler."""
+    if not POOLER_URL:
+        pytest.skip("no pooler: run through `make test` (LLM_LIMITS_TEST_POOLER_URL unset)")
+    return re.sub(r"/[^/]*$", "/" + url.rsplit("/", 1)[1], POOLER_URL)
 
 
 def create_database(template: str | None = TEMPLATE, prefix: str = "t") -> str:

@@ -213,13 +213,20 @@ class Client:
     def _acquire(
         self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
     ) -> ops.Plan[_Grant]:
+        """A grant, waiting for it in short calls (each returns its connection at once).
+
+        A WAIT holds a ticket, its place in line, for the whole attempt. While the database
+        answers ``queued``, the caller sleeps ``retry_after_ms`` here (0: the head, which
+        calls again at once) and calls again with the ticket and the wait it has left.
+        """
         lost_once = False
+        ticket = uuid.uuid4() if call.wait else None
         while True:
             left_ms = int((call.deadline - time.monotonic()) * 1000) if call.wait else 0
             wait_ms = min(MAX_WAIT_PER_ACQUIRE_MS, max(0, left_ms))
             params = (call.model, call.estimate, call.mode, wait_ms, keys.aliases)
             try:
-                rows = yield ops.Query("acquire", (*params, call.caller, call.request_id))
+                rows = yield ops.Query("acquire", (*params, call.caller, call.request_id, ticket))
             except DatabaseUnavailable:
                 if lost_once:
                     raise
@@ -228,6 +235,11 @@ class Client:
             grant = _Grant(*rows[0])
             if grant.granted:
                 return grant
+            if grant.reason == "queued":
+                pause = min((grant.retry_after_ms or 0) / 1000, call.deadline - time.monotonic())
+                if pause > 0:
+                    yield ops.Sleep(pause)
+                continue
             if grant.reason == "wait_timeout" and call.deadline - time.monotonic() > 0.001:
                 continue  # this acquire's wait was capped; the caller's is not over
             self._log(logging.INFO, call, attempt, f"refused:{grant.reason}", grant)

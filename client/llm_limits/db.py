@@ -37,7 +37,7 @@ SQL = {
     "token_counter": "select api_model, token_counter from public.token_counter(model => %s::text)",
     "acquire": "select * from public.acquire(model => %s::text, tokens => %s::int, "
     "mode => %s::text, max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
-    "request_id => %s::text)",
+    "request_id => %s::text, ticket => %s::uuid)",
     "commit_usage": "select public.commit_usage(reservation_id => %s::uuid, "
     "prompt_tokens => %s::int, completion_tokens => %s::int, meta => %s::jsonb)",
     "release": "select public.release(reservation_id => %s::uuid, reason => %s::text, "

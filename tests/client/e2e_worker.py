@@ -1,20 +1,45 @@
-"""One process of the end-to-end run: its own Client, a few threads, WAIT until the deadline.
+"""One process of the end-to-end runs: its own Client, a few threads, WAIT until the deadline.
 
-Kept out of the test module so that spawned processes import only this and llm_limits.
+Kept out of the test modules so that spawned processes import only this and llm_limits. Each
+grant's reservation id and waited_ms (the whole wait, as the database measured it) are read from
+the client's own log records, and every statement the client sends is counted by name.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections import Counter
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, NamedTuple
 
 from llm_limits import Client, RateLimited
 
 WARM_UP_MODEL = "gemini-2.5-flash"
+
+
+class Outcome(NamedTuple):
+    name: str
+    held: list[str]
+    counts: dict[str, int]
+    errors: list[str]
+    grants: list[tuple[str, int]]  # (reservation_id, waited_ms) of each successful call
+    statements: dict[str, int]  # statements sent, by name (db.SQL's keys)
+
+
+class GrantLog(logging.Handler):
+    """Collects (reservation_id, waited_ms) of every successful attempt."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.grants: list[tuple[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "outcome", None) == "ok":
+            self.grants.append((str(record.reservation_id), int(record.waited_ms)))
 
 
 def run(
@@ -39,6 +64,18 @@ def run(
     # a 100 ms guard cannot absorb. Warm up on another model, one call per group held.
     for _ in range(len({alias[0] for alias in held})):
         client.generate(WARM_UP_MODEL, "warm-up", mode="NO_WAIT")
+    statements: Counter[str] = Counter()
+    query = client._db.query
+
+    def counted(stmt: str, params: tuple[Any, ...]) -> Any:
+        statements[stmt] += 1
+        return query(stmt, params)
+
+    client._db.query = counted  # type: ignore[method-assign]
+    grant_log = GrantLog()
+    logger = logging.getLogger("llm_limits")
+    logger.addHandler(grant_log)
+    logger.setLevel(logging.INFO)
     ready.put((name, held))
     go.wait()
     stop_at = start.value + duration
@@ -51,7 +88,9 @@ def run(
     def loop(index: int) -> None:
         while (left := stop_at - time.time()) > 0:
             try:
-                client.generate("gemma-3-27b", f"{name}/{index} ping", mode="WAIT", max_wait=left)
+                client.generate(
+                    "gemma-3-27b", f"{name}/{index}: Привет! ping", mode="WAIT", max_wait=left
+                )
                 outcome = "ok"
             except RateLimited:
                 outcome = "refused"
@@ -68,4 +107,4 @@ def run(
     for t in workers:
         t.join()
     client.close()
-    results.put((name, held, counts, errors))
+    results.put(Outcome(name, held, counts, errors, grant_log.grants, dict(statements)))

@@ -4,7 +4,8 @@ No 429 may reach the fake server, and the grants must reach 95% of what the limi
 "What the limits allow" over a run of length T that starts with empty windows is, per
 project, rpm x (floor(T / window) + 1): a full burst at 0, window, 2 x window, ...
 
-The fast run shortens the window to 2 s in the database and in the fake server.
+The fast run shortens the window to 2 s in the database and in the fake server; it runs on
+direct connections and again through PgBouncer in transaction mode (pool of 8).
 The full-length run (60 s windows, two minutes) is marked slow.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from llm_limits.fake_gemini import FakeGemini, Limits
+from tests.conftest import pooled
 
 from . import e2e_worker
 from .support import KEYS, Conn, projects, reservations, set_gemma_limits, set_window
@@ -38,10 +40,11 @@ def worker_envs() -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("window_ms", "guard_ms", "duration"),
+    ("window_ms", "guard_ms", "duration", "via"),
     [
-        pytest.param(2000, 300, 5.5, id="2s-window"),
-        pytest.param(60_000, 1000, 130.0, id="60s-window", marks=pytest.mark.slow),
+        pytest.param(2000, 300, 5.5, "direct", id="2s-window"),
+        pytest.param(2000, 300, 5.5, "pooler", id="2s-window-pooler"),
+        pytest.param(60_000, 1000, 130.0, "direct", id="60s-window", marks=pytest.mark.slow),
     ],
 )
 def test_processes_share_keys_without_429_at_full_use(
@@ -51,7 +54,9 @@ def test_processes_share_keys_without_429_at_full_use(
     window_ms: int,
     guard_ms: int,
     duration: float,
+    via: str,
 ) -> None:
+    workers_url = pooled(db_url) if via == "pooler" else db_url
     set_window(keyed_db, window_ms, guard_ms)
     set_gemma_limits(keyed_db, rpm=RPM, tpm=15000)
     # RPM-bound sharing is the subject: the one-line prompts are counted locally (byte bound),
@@ -79,7 +84,7 @@ def test_processes_share_keys_without_429_at_full_use(
                 target=e2e_worker.run,
                 args=(
                     name,
-                    db_url,
+                    workers_url,
                     srv.base_url,
                     env,
                     THREADS,
@@ -98,7 +103,9 @@ def test_processes_share_keys_without_429_at_full_use(
             held = dict(ready.get(timeout=60) for _ in procs)
             start.value = time.time() + 0.2
             go.set()
-            outcomes = [results.get(timeout=duration + 120) for _ in procs]
+            outcomes: list[e2e_worker.Outcome] = [
+                results.get(timeout=duration + 120) for _ in procs
+            ]
         finally:
             for p in procs:
                 p.join(timeout=30)
@@ -112,9 +119,9 @@ def test_processes_share_keys_without_429_at_full_use(
         "proc-all": ["a1", "a2", "b1"],
         "proc-local-b1": ["b1"],
     }
-    assert [errors for *_, errors in outcomes] == [[]] * len(procs)
+    assert [o.errors for o in outcomes] == [[]] * len(procs)
     assert stats.rate_limited == 0, stats.summary()
-    ok = sum(counts["ok"] for _, _, counts, _ in outcomes)
+    ok = sum(o.counts["ok"] for o in outcomes)
     gemma_grants = {
         p: len(g) for (p, model), g in stats.grants.items() if model.startswith("gemma")
     }
@@ -125,4 +132,4 @@ def test_processes_share_keys_without_429_at_full_use(
     assert set(gemma_grants) == set(projects())
     assert {r["status"] for r in reservations(keyed_db)} == {"committed"}
     # every process got a share
-    assert all(counts["ok"] > 0 for _, _, counts, _ in outcomes), outcomes
+    assert all(o.counts["ok"] > 0 for o in outcomes), outcomes

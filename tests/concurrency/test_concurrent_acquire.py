@@ -2,7 +2,8 @@
 over-grant, and Postgres must never report a deadlock.
 
 The window is shortened (2 s + 100 ms guard) so the run spans several windows
-in seconds. The check at the end reads the ledger only and re-derives every
+in seconds. The run is repeated through PgBouncer in transaction mode (pool of 8): 32 clients
+on 8 server connections, each WAIT lasting one call. The check at the end reads the ledger only and re-derives every
 sliding window itself; it shares no code with the SQL it checks.
 """
 
@@ -16,6 +17,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import psycopg
+import pytest
+
+from tests.conftest import pooled
 
 WINDOW = timedelta(milliseconds=2000)
 RPM, TPM, RPD = 12, 900, 400
@@ -69,9 +73,11 @@ def worker(url: str, seed: int, stop: float, outcomes: Counter[str], lock: threa
                 conn.execute("select public.release(%s, 'timeout', true)", (rid,))
 
 
+@pytest.mark.parametrize("via", ["direct", "pooler"])
 def test_32_connections_never_over_grant(
-    db: psycopg.Connection[tuple[object, ...]], db_url: str
+    db: psycopg.Connection[tuple[object, ...]], db_url: str, via: str
 ) -> None:
+    workers_url = pooled(db_url) if via == "pooler" else db_url
     db.execute(
         "update public.google_ai_settings set window_ms = %s, window_guard_ms = 100",
         (int(WINDOW.total_seconds() * 1000),),
@@ -93,7 +99,7 @@ def test_32_connections_never_over_grant(
     lock = threading.Lock()
     stop = time.monotonic() + DURATION_S
     threads = [
-        threading.Thread(target=worker, args=(db_url, i, stop, outcomes, lock))
+        threading.Thread(target=worker, args=(workers_url, i, stop, outcomes, lock))
         for i in range(WORKERS)
     ]
     for t in threads:

@@ -13,7 +13,8 @@ Observed:
 * killed once, then the slot released: the retry is granted and ``generate`` returns the
   answer (one ledger row for this caller, ``committed``) ~0.1 s after the call began;
 * killed twice: the client raises ``DatabaseUnavailable`` at once (no third try; its message
-  carries the CONTEXT ``pg_sleep`` line of acquire's WAIT loop), the fake server saw no
+  carries the CONTEXT ``pg_sleep`` line of acquire's WAIT loop, or, when the kill lands as one
+  WAIT slice ends, the closed connection its next call finds), the fake server saw no
   request, and no reservation of this caller exists, open or otherwise;
 * killed once with nothing released: the client retries the acquire once, with the wait
   recomputed from the caller's deadline, so the caller is never held past its max_wait
@@ -167,7 +168,12 @@ def test_killed_twice_raises_database_unavailable_and_leaks_nothing(
     assert not victim.is_alive()
 
     assert isinstance(victim.error, llm_limits.DatabaseUnavailable), repr(victim.error)
-    assert "terminating connection" in str(victim.error)
+    # Killed in its slice it reads Postgres' own notice; killed as a slice ended, it finds
+    # the connection closed when it calls again. Either way the server went away.
+    assert any(
+        what in str(victim.error)
+        for what in ("terminating connection", "server closed the connection")
+    ), victim.error
     assert victim.elapsed < 10.0
     assert fake.stats().requests == 0
     assert victim_rows(keyed_db) == ([], [])

@@ -52,6 +52,7 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("key_aliases", "text[]", None),
         ("caller", "text", "tests"),
         ("request_id", "text", None),
+        ("ticket", "uuid", None),
     ],
     "commit_usage": [
         ("reservation_id", "uuid", OPEN),
@@ -136,6 +137,10 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("acquire", "request_id", "201 chars", "r" * 201, "LL007"),
     ("acquire", "request_id", "100k chars", HUGE, "LL007"),
     ("acquire", "request_id", "wrong type (int)", 12345, GRANT),
+    ("acquire", "ticket", "null", None, GRANT),
+    ("acquire", "ticket", "a new one (NO_WAIT has no line to keep)", UNKNOWN_ID, GRANT),
+    ("acquire", "ticket", "wrong type", "abc", "22P02"),
+    ("acquire", "ticket", "sql-like", SQLI, "22P02"),
     ("commit_usage", "reservation_id", "null", None, "LL006"),
     ("commit_usage", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
     ("commit_usage", "reservation_id", "wrong type", "abc", "22P02"),

@@ -22,7 +22,7 @@ from tests.reliability.support import OUR_SCHEMAS, Conn, acquire, add_key, add_m
 REPO = Path(__file__).resolve().parents[2]
 API_ROLES = ("anon", "authenticated")
 CLIENT_RPCS = {
-    "acquire(text,integer,text,integer,text[],text,text)",
+    "acquire(text,integer,text,integer,text[],text,text,uuid)",
     "commit_usage(uuid,integer,integer,jsonb)",
     "release(uuid,text,boolean)",
     "report_rate_limit(uuid,text,integer)",

@@ -260,7 +260,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def waits_of(conn: Conn, caller: str, since: float) -> list[float]:
-    """Seconds each grant of this run waited inside acquire(), as the database measured."""
+    """Seconds each grant of this run waited for quota (all of its wait), as the database saw."""
     rows = conn.execute(
         queries.WAITS_OF_CALLER, {"caller": caller, "since": epoch_to_dt(since)}
     ).fetchall()

@@ -37,6 +37,7 @@ export interface AcquireArgs {
   keyAliases: string[];
   caller: string;
   requestId: string;
+  ticket: string | null;
 }
 
 export function connect(url: string, max: number): Sql {
@@ -89,7 +90,8 @@ export async function acquire(
     select * from public.acquire(
       model => ${a.model}::text, tokens => ${a.tokens}::int, mode => ${a.mode}::text,
       max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${aliases}::text[],
-      caller => ${a.caller}::text, request_id => ${a.requestId}::text
+      caller => ${a.caller}::text, request_id => ${a.requestId}::text,
+      ticket => ${a.ticket}::uuid
     )`;
   const cancel = () => query.cancel();
   signal?.addEventListener("abort", cancel, { once: true });

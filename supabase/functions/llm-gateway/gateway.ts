@@ -87,6 +87,8 @@ export function createHandler(
   ): Promise<db.Grant> {
     const cap = await maxWaitCap();
     let lostOnce = false;
+    // A WAIT's place in line: the same ticket on every call until granted.
+    const ticket = call.mode === "WAIT" ? crypto.randomUUID() : null;
     while (true) {
       const left = call.mode === "WAIT"
         ? Math.floor(call.deadline - performance.now())
@@ -101,6 +103,7 @@ export function createHandler(
           keyAliases: aliases,
           caller: call.caller,
           requestId: call.requestId,
+          ticket,
         }, call.signal);
       } catch (err) {
         // A caller that left cancels its waiting statement; nothing was granted.
@@ -112,6 +115,18 @@ export function createHandler(
         continue;
       }
       if (grant.granted || call.signal.aborted) return grant;
+      if (
+        grant.reason === "queued" && call.mode === "WAIT" &&
+        call.deadline - performance.now() > 1
+      ) {
+        // Not our turn yet: sleep here, holding no database connection, then call again.
+        const pause = Math.min(
+          grant.retry_after_ms ?? 0,
+          call.deadline - performance.now(),
+        );
+        if (pause > 0) await sleep(pause);
+        continue;
+      }
       if (
         grant.reason === "wait_timeout" && call.deadline - performance.now() > 1
       ) continue;
