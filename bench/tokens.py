@@ -41,6 +41,8 @@ KEY = "bench-tokens-key-value"
 def _install_gemma3() -> None:
     """Seed the SDK's cache with Gemma 3's model and pin its hash (no internet here)."""
     tempfile.tempdir = tempfile.mkdtemp(prefix="llm-limits-bench-tok-")
+    # Later steps make their clusters and poolers under it; the postgres user must get in.
+    os.chmod(tempfile.tempdir, 0o755)
     url, sha256 = seed_sdk_cache(rebuild())
     loader._TOKENIZERS["gemma3"] = loader._TokenizerConfig(model_url=url, model_hash=sha256)
 
