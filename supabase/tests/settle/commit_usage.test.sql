@@ -4,7 +4,7 @@
 begin;
 -- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
 update google_ai_internal.clock_switch set steerable = true;
-select plan(32);
+select plan(22);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
@@ -95,49 +95,6 @@ select is(
 select is(
     (select a.reason from public.acquire('test-model', 200) as a), 'tpm',
     'the 800 extra tokens are counted at once: 900 + 200 > 1000'
-);
-
--- Bad input.
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), null)$$, 'LL002', null,
-    'null prompt_tokens raise LL002'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), -1)$$, 'LL002', null,
-    'negative prompt_tokens raise LL002'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), 10, -1)$$, 'LL002', null,
-    'negative completion_tokens raise LL002'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), 10, null)$$, 'LL002', null,
-    'null completion_tokens raise LL002'
-);
-select throws_ok(
-    $$select public.commit_usage(gen_random_uuid(), 10)$$, 'LL006', null,
-    'an unknown reservation raises LL006'
-);
-select throws_ok(
-    $$select public.commit_usage(null, 10)$$, 'LL006', null, 'a null reservation raises LL006'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), 10, 0, '[1, 2]')$$,
-    'LL007', null, 'meta that is not an object raises LL007'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), 10, 0, null)$$,
-    'LL007', null, 'null meta raises LL007'
-);
-select throws_ok(
-    $$select public.commit_usage((select r.reservation_id from r2 as r), 10, 0,
-                                 jsonb_build_object('blob', repeat('x', 17000)))$$,
-    'LL007', null, 'meta larger than 16 kB raises LL007'
-);
-select is(
-    (select r.status from public.google_ai_reservations as r
-     where r.id = (select x.reservation_id from r2 as x)),
-    'reserved', 'after bad input r2 is still open'
 );
 
 -- Released or rate-limited reservations cannot be committed.

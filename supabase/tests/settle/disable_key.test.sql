@@ -3,7 +3,7 @@
 begin;
 -- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
 update google_ai_internal.clock_switch set steerable = true;
-select plan(10);
+select plan(7);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
@@ -39,16 +39,6 @@ select is(public.disable_key('k1', 'leaked'), false, 'disabling it again returns
 select is(
     (select k.is_active from public.google_ai_api_keys as k where k.key_alias = 'k1'), false,
     'and it stays inactive'
-);
-select throws_ok(
-    $$select public.disable_key('no-such-key')$$, 'LL009', null, 'an unknown key raises LL009'
-);
-select throws_ok(
-    $$select public.disable_key(null)$$, 'LL009', null, 'a null key raises LL009'
-);
-select throws_ok(
-    $$select public.disable_key('k1', repeat('x', 501))$$, 'LL007', null,
-    'a reason longer than 500 characters raises LL007'
 );
 
 select * from finish();

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.conftest import create_database, drop_database
-from tests.reliability.support import Conn, add_key, add_model, set_now, snapshot, sqlstate_of
+from tests.support import Conn, add_key, add_model, set_now, snapshot, sqlstate_of
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 NEXT_PACIFIC_MIDNIGHT = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)

@@ -27,9 +27,8 @@ import pytest
 
 from llm_limits.cli import localstack
 from tests.conftest import create_database, drop_database
-from tests.reliability.support import Conn, acquire, add_key, add_model
-from tests.schema.test_schema_snapshot import assert_matches_snapshot
-from tests.schema.test_upgrade import (
+from tests.migrations.test_schema_snapshot import assert_matches_snapshot
+from tests.migrations.test_upgrade import (
     REPO,
     Rows,
     all_rows,
@@ -38,6 +37,7 @@ from tests.schema.test_upgrade import (
     push,
     run_pgtap_on_a_clone,
 )
+from tests.support import Conn, acquire, add_key, add_model
 
 HARDENING = "20261129001200"
 EVENTS = "select event, count(*)::int from public.google_ai_audit_log group by 1"

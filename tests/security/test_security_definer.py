@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.reliability.support import OUR_SCHEMAS, Conn
+from tests.support import OUR_SCHEMAS, Conn
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 ALLOWED_DEFINERS = {

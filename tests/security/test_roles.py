@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from llm_limits.cli import localstack
-from tests.reliability.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlstate_of
+from tests.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlstate_of
 
 REPO = Path(__file__).resolve().parents[2]
 API_ROLES = ("anon", "authenticated")

@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import create_database, drop_database
-from tests.reliability.support import Conn, add_key, add_model, set_now, sqlstate_of
+from tests.support import Conn, add_key, add_model, set_now, sqlstate_of
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 3, 2, 7, 59, 40, tzinfo=timezone.utc)  # 23:59:40 Pacific

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from tests.reliability.support import Conn, acquire, add_key, add_model, set_now
+from tests.support import Conn, acquire, add_key, add_model, set_now
 
 T0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=timezone.utc)
 

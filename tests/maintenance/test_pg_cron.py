@@ -21,7 +21,7 @@ import pytest
 
 from llm_limits.cli import localstack
 from tests.conftest import admin_url, url_for
-from tests.reliability.support import Conn
+from tests.support import Conn
 
 REPO = Path(__file__).resolve().parents[2]
 CRON_DB = "llm_limits_cron"

@@ -1,5 +1,6 @@
-"""Helpers shared by the reliability tests: fixtures' setup rows, the steered
-clock, SQLSTATE capture and a text snapshot of every table of ours."""
+"""Helpers shared by the database suites (security, maintenance, bad input,
+properties, migrations): fixtures' setup rows, the steered clock, SQLSTATE
+capture and a text snapshot of every table of ours."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ import pytest
 
 from llm_limits.cli import localstack
 from tests.conftest import admin_url, create_database, drop_database, url_for
-from tests.reliability.support import Conn, acquire, add_key, add_model, our_tables
-from tests.schema.test_schema_snapshot import assert_matches_snapshot
+from tests.migrations.test_schema_snapshot import assert_matches_snapshot
+from tests.support import Conn, acquire, add_key, add_model, our_tables
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE_2_STARTS = "20261124000800"

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.reliability.support import Conn, acquire, add_key, add_model, sqlstate_of
-from tests.reliability.test_roles import client_url  # noqa: F401  (fixture)
+from tests.security.test_roles import client_url  # noqa: F401  (fixture)
+from tests.support import Conn, acquire, add_key, add_model, sqlstate_of
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from tests.reliability.support import Conn, acquire, add_key, add_model, set_now, sqlstate_of
+from tests.support import Conn, acquire, add_key, add_model, set_now, sqlstate_of
 
 T0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=timezone.utc)
 
