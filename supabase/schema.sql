@@ -255,18 +255,11 @@ begin
         quota_group, model, window_requests, window_tokens, swept_to, rpd_day, day_requests
     )
     select
-        p_group, p_model,
-        coalesce(sum(r.counted_requests) filter (where r.granted_at > p_now - p_hold), 0),
-        coalesce(sum(r.counted_tokens) filter (where r.granted_at > p_now - p_hold), 0),
-        p_now - p_hold,
-        (p_now at time zone p_time_zone)::date,
-        coalesce(
-            sum(r.counted_requests)
-                filter (where r.rpd_day = (p_now at time zone p_time_zone)::date),
-            0
-        )
-    from public.google_ai_reservations as r
-    where r.quota_group = p_group and r.model = p_model
+        p_group, p_model, w.window_requests, w.window_tokens, p_now - p_hold,
+        (p_now at time zone p_time_zone)::date, w.day_requests
+    from google_ai_internal.window_from_ledger(
+        p_group, p_model, p_now - p_hold, (p_now at time zone p_time_zone)::date
+    ) as w
     on conflict (quota_group, model) do nothing;
 end;
 $$;
@@ -415,21 +408,19 @@ COMMENT ON COLUMN public.google_ai_settings.wait_ticket_grace_ms IS 'How late a 
 
 -- Name: lock_window(text, text, public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
-CREATE FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone) RETURNS record
+CREATE FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) RETURNS record
     LANGUAGE plpgsql
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
     horizon timestamptz;
     today date;
     moved_requests bigint;
     moved_tokens bigint;
     direction integer;
 begin
+    hold := google_ai_internal.window_hold(p_cfg);
     select s.* into st
     from public.google_ai_quota_state as s
     where s.quota_group = p_group and s.model = p_model
@@ -472,6 +463,18 @@ begin
 end;
 $$;
 
+-- Name: maintenance_lock_key(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    class_id := 1819045988;
+    obj_id := pg_catalog.hashtext('run_maintenance');
+end;
+$$;
+
 -- Name: next_day_start(timestamp with time zone, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.next_day_start(p_now timestamp with time zone, p_time_zone text) RETURNS timestamp with time zone
@@ -494,6 +497,18 @@ CREATE FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) RETURNS t
     ), ','), '*'))
 $$;
 
+-- Name: queue_lock_key(text, text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    model_half := pg_catalog.hashtext('llm_limits:' || p_model);
+    set_half := pg_catalog.hashtext(google_ai_internal.queue_key_set(p_key_aliases));
+end;
+$$;
+
 -- Name: queue_waiters(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
@@ -511,7 +526,8 @@ CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
             pl.locktype = 'advisory'
             and pl.objsubid = 2
             and pl.classid::bigint = (
-                pg_catalog.hashtext('llm_limits:' || p_model)::bigint & 4294967295
+                (select q.model_half from google_ai_internal.queue_lock_key(p_model, null) as q)::bigint
+                & 4294967295
             )
     )
 $$;
@@ -620,7 +636,7 @@ begin
     cfg := google_ai_internal.settings();
     perform google_ai_internal.ensure_window(
         p_res.quota_group, p_res.model, google_ai_internal.clock(),
-        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        google_ai_internal.window_hold(cfg),
         cfg.rpd_time_zone
     );
     perform 1
@@ -628,22 +644,10 @@ begin
     where s.quota_group = p_res.quota_group and s.model = p_res.model
     for update;
     update public.google_ai_quota_state as s
-    set
-        window_requests = coalesce((
-            select sum(r.counted_requests)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
-        ), 0),
-        window_tokens = coalesce((
-            select sum(r.counted_tokens)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
-        ), 0),
-        day_requests = coalesce((
-            select sum(r.counted_requests)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.rpd_day = s.rpd_day
-        ), 0)
+    set (window_requests, window_tokens, day_requests) = (
+        select w.window_requests, w.window_tokens, w.day_requests
+        from google_ai_internal.window_from_ledger(s.quota_group, s.model, s.swept_to, s.rpd_day) as w
+    )
     where s.quota_group = p_res.quota_group and s.model = p_res.model;
 end;
 $$;
@@ -769,6 +773,27 @@ begin
 end;
 $$;
 
+-- Name: store_window(public.google_ai_quota_state); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+begin
+    update public.google_ai_quota_state as s
+    set
+        window_requests = p_st.window_requests,
+        window_tokens = p_st.window_tokens,
+        swept_to = p_st.swept_to,
+        rpd_day = p_st.rpd_day,
+        day_requests = p_st.day_requests,
+        cooldown_until = p_st.cooldown_until,
+        cooldown_reason = p_st.cooldown_reason
+    where s.quota_group = p_st.quota_group and s.model = p_st.model;
+end;
+$$;
+
 -- Name: ticket_in_call(uuid); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) RETURNS boolean
@@ -804,9 +829,7 @@ CREATE FUNCTION google_ai_internal.try_reserve(p_cand google_ai_internal.candida
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
+    hold interval;
     locked record;
     st public.google_ai_quota_state;
     at_now timestamptz;
@@ -817,6 +840,7 @@ begin
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
     st := locked.st;
     at_now := locked.at_now;
+    hold := locked.hold;
 
     if st.cooldown_until > at_now then
         reason := 'cooldown';
@@ -893,14 +917,10 @@ begin
     )
     returning id into reservation_id;
 
-    update public.google_ai_quota_state as s
-    set
-        window_requests = st.window_requests + 1,
-        window_tokens = st.window_tokens + p_tokens,
-        swept_to = st.swept_to,
-        rpd_day = st.rpd_day,
-        day_requests = st.day_requests + 1
-    where s.quota_group = st.quota_group and s.model = st.model;
+    st.window_requests := st.window_requests + 1;
+    st.window_tokens := st.window_tokens + p_tokens;
+    st.day_requests := st.day_requests + 1;
+    perform google_ai_internal.store_window(st);
     granted := true;
 end;
 $$;
@@ -913,9 +933,7 @@ CREATE FUNCTION google_ai_internal.turn_estimate(p_model public.google_ai_model_
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
+    hold interval := google_ai_internal.window_hold(p_cfg);
     at_now timestamptz := google_ai_internal.clock();
     cand google_ai_internal.candidate;
     tried text [] := '{}';
@@ -1218,6 +1236,31 @@ CREATE FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases t
         and t.alive_until > google_ai_internal.clock()
 $$;
 
+-- Name: window_from_ledger(text, text, timestamp with time zone, date); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) RETURNS record
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select
+        coalesce(sum(r.counted_requests) filter (where r.granted_at > p_swept_to), 0),
+        coalesce(sum(r.counted_tokens) filter (where r.granted_at > p_swept_to), 0),
+        coalesce(sum(r.counted_requests) filter (where r.rpd_day = p_day), 0)
+    from public.google_ai_reservations as r
+    where r.quota_group = p_group and r.model = p_model
+$$;
+
+-- Name: window_hold(public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) RETURNS interval
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    return pg_catalog.make_interval(secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0);
+end;
+$$;
+
 -- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.write_audit_log() RETURNS trigger
@@ -1379,8 +1422,8 @@ begin
             -- Callers without a ticket queue among themselves for this one
             -- slice on an advisory lock, which lives exactly as long as the call.
             -- The model half lets quota_status() count them per model.
-            queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
-            queue_key := pg_catalog.hashtext(google_ai_internal.queue_key_set(key_aliases));
+            select q.model_half, q.set_half into queue_model, queue_key
+            from google_ai_internal.queue_lock_key(wanted.model, key_aliases) as q;
             if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
                 old_lock_timeout := pg_catalog.current_setting('lock_timeout');
                 begin
@@ -1666,9 +1709,7 @@ CREATE FUNCTION public.quota_status() RETURNS TABLE(quota_group text, model text
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();
     at_now timestamptz := google_ai_internal.clock();
-    horizon timestamptz := at_now - pg_catalog.make_interval(
-        secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0
-    );
+    horizon timestamptz := at_now - google_ai_internal.window_hold(cfg);
     today date := (at_now at time zone cfg.rpd_time_zone)::date;
 begin
     return query
@@ -1802,16 +1843,7 @@ begin
         st.cooldown_until := until;
         st.cooldown_reason := coalesce(quota_id, 'rate_limited');
     end if;
-    update public.google_ai_quota_state as s
-    set
-        window_requests = st.window_requests,
-        window_tokens = st.window_tokens,
-        swept_to = st.swept_to,
-        rpd_day = st.rpd_day,
-        day_requests = st.day_requests,
-        cooldown_until = st.cooldown_until,
-        cooldown_reason = st.cooldown_reason
-    where s.quota_group = st.quota_group and s.model = st.model;
+    perform google_ai_internal.store_window(st);
     if res.status in ('reserved', 'expired') then
         update public.google_ai_reservations as r
         set status = 'rate_limited', settled_at = at_now
@@ -1886,14 +1918,17 @@ declare
         'google_ai_maintenance_log'
     ];
 begin
-    if not pg_catalog.pg_try_advisory_xact_lock(1819045988, pg_catalog.hashtext('run_maintenance')) then
+    if not (
+        select pg_catalog.pg_try_advisory_xact_lock(k.class_id, k.obj_id)
+        from google_ai_internal.maintenance_lock_key() as k
+    ) then
         return pg_catalog.jsonb_build_object('status', 'skipped',
                                              'reason', 'another run_maintenance() is in progress');
     end if;
     -- Never delete a row that a window could still count.
     ledger_cutoff := started - greatest(
         cfg.ledger_retention,
-        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        google_ai_internal.window_hold(cfg),
         interval '2 days'
     );
     audit_cutoff := started - cfg.audit_retention;
@@ -2763,9 +2798,13 @@ GRANT SELECT ON TABLE public.google_ai_quota_state TO service_role;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.google_ai_settings TO service_role;
 
--- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone); Type: ACL; Schema: google_ai_internal; Owner: -
+-- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval); Type: ACL; Schema: google_ai_internal; Owner: -
 
-REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) FROM PUBLIC;
+
+-- Name: FUNCTION maintenance_lock_key(OUT class_id integer, OUT obj_id integer); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) FROM PUBLIC;
 
 -- Name: FUNCTION next_day_start(p_now timestamp with time zone, p_time_zone text); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -2774,6 +2813,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with ti
 -- Name: FUNCTION queue_key_set(p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) FROM PUBLIC;
+
+-- Name: FUNCTION queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) FROM PUBLIC;
 
 -- Name: FUNCTION queue_waiters(p_model text); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -2803,6 +2846,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.resolve_model(p_model text) FROM PUBLI
 
 REVOKE ALL ON FUNCTION google_ai_internal.settings() FROM PUBLIC;
 
+-- Name: FUNCTION store_window(p_st public.google_ai_quota_state); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) FROM PUBLIC;
+
 -- Name: FUNCTION ticket_in_call(p_ticket uuid); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) FROM PUBLIC;
@@ -2826,6 +2873,14 @@ REVOKE ALL ON FUNCTION google_ai_internal.wait_in_line(p_ticket uuid, p_model pu
 -- Name: FUNCTION waiting_tickets(p_model text, p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases text[]) FROM PUBLIC;
+
+-- Name: FUNCTION window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) FROM PUBLIC;
+
+-- Name: FUNCTION window_hold(p_cfg public.google_ai_settings); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) FROM PUBLIC;
 
 -- Name: FUNCTION write_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
 
