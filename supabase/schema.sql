@@ -1531,6 +1531,27 @@ $_$;
 
 COMMENT ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) IS 'Register a gateway caller by the SHA-256 of its token. False when the name is taken. Audited.';
 
+-- Name: audit_event_kinds(); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.audit_event_kinds() RETURNS SETOF text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+    select m.kind[1]
+    from pg_catalog.pg_constraint as c
+    cross join lateral pg_catalog.regexp_matches(
+        pg_catalog.pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g'
+    ) with ordinality as m (kind, n)
+    where
+        c.conrelid = 'public.google_ai_audit_records'::regclass
+        and c.conname = 'google_ai_audit_records_event_check'
+    order by m.n
+$$;
+
+-- Name: FUNCTION audit_event_kinds(); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.audit_event_kinds() IS 'The event names the audit stream (google_ai_audit_log) can hold, as its check constraint defines them.';
+
 -- Name: commit_usage(uuid, integer, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer DEFAULT 0, meta jsonb DEFAULT '{}'::jsonb) RETURNS boolean
@@ -1649,6 +1670,39 @@ $$;
 -- Name: FUNCTION disable_key(key_alias text, reason text); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.disable_key(key_alias text, reason text) IS 'Mark a key inactive (invalid or leaked) and audit why.';
+
+-- Name: enable_key(text, text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.enable_key(key_alias text, reason text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    was_active boolean;
+begin
+    perform google_ai_internal.check_text('reason', reason, 500);
+    select k.is_active is true into was_active
+    from public.google_ai_api_keys as k
+    where k.key_alias = enable_key.key_alias
+    for update;
+    if not found then
+        raise exception using errcode = 'LL009',
+            message = pg_catalog.format('unknown key %L', pg_catalog.left(key_alias, 200)),
+            hint = 'See the aliases in public.google_ai_api_keys.';
+    end if;
+    update public.google_ai_api_keys as k
+    set is_active = true, disabled_reason = null
+    where k.key_alias = enable_key.key_alias;
+    insert into public.google_ai_audit_records (ts, event, key_alias, details)
+    values (google_ai_internal.clock(), 'key_enabled', enable_key.key_alias,
+            pg_catalog.jsonb_build_object('reason', reason, 'was_active', was_active));
+    return not was_active;
+end;
+$$;
+
+-- Name: FUNCTION enable_key(key_alias text, reason text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.enable_key(key_alias text, reason text) IS 'Put a key back into the pool (the counterpart of disable_key) and audit why.';
 
 -- Name: identify_caller(bytea, text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1864,6 +1918,21 @@ $$;
 -- Name: FUNCTION report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) IS 'Record a 429 from Google for a grant: it stays counted and its group and model cool down (until the next Pacific midnight for a per-day quota).';
+
+-- Name: resolve_model(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.resolve_model(model text) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+    return (google_ai_internal.resolve_model(resolve_model.model)).model;
+end;
+$$;
+
+-- Name: FUNCTION resolve_model(model text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.resolve_model(model text) IS 'The google_ai_model_limits.model name of a model name or API id, as acquire resolves it; LL001 if unknown.';
 
 -- Name: revoke_caller(text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -2239,7 +2308,7 @@ CREATE TABLE public.google_ai_audit_records (
     reservation_id uuid,
     actor text DEFAULT CURRENT_USER NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
-    CONSTRAINT google_ai_audit_records_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text])))
+    CONSTRAINT google_ai_audit_records_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text, 'key_enabled'::text])))
 );
 
 -- Name: TABLE google_ai_audit_records; Type: COMMENT; Schema: public; Owner: -
@@ -2896,6 +2965,11 @@ GRANT ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_
 REVOKE ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) TO service_role;
 
+-- Name: FUNCTION audit_event_kinds(); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.audit_event_kinds() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.audit_event_kinds() TO service_role;
+
 -- Name: FUNCTION commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) FROM PUBLIC;
@@ -2905,6 +2979,11 @@ GRANT ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens int
 
 REVOKE ALL ON FUNCTION public.disable_key(key_alias text, reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.disable_key(key_alias text, reason text) TO service_role;
+
+-- Name: FUNCTION enable_key(key_alias text, reason text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.enable_key(key_alias text, reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.enable_key(key_alias text, reason text) TO service_role;
 
 -- Name: FUNCTION identify_caller(token_sha256 bytea, model text); Type: ACL; Schema: public; Owner: -
 
@@ -2925,6 +3004,11 @@ GRANT ALL ON FUNCTION public.release(reservation_id uuid, reason text, sent bool
 
 REVOKE ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) TO service_role;
+
+-- Name: FUNCTION resolve_model(model text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.resolve_model(model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.resolve_model(model text) TO service_role;
 
 -- Name: FUNCTION revoke_caller(name text); Type: ACL; Schema: public; Owner: -
 
