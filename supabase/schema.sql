@@ -463,6 +463,10 @@ begin
 end;
 $$;
 
+-- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) IS 'Lock a window row (step 3 of the lock order), read the clock, sweep it to now - window_hold and roll its quota day.';
+
 -- Name: maintenance_lock_key(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) RETURNS record
@@ -474,6 +478,10 @@ begin
     obj_id := pg_catalog.hashtext('run_maintenance');
 end;
 $$;
+
+-- Name: FUNCTION maintenance_lock_key(OUT class_id integer, OUT obj_id integer); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) IS 'The advisory key that lets one run_maintenance() run at a time (tried, never waited for).';
 
 -- Name: next_day_start(timestamp with time zone, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -508,6 +516,10 @@ begin
     set_half := pg_catalog.hashtext(google_ai_internal.queue_key_set(p_key_aliases));
 end;
 $$;
+
+-- Name: FUNCTION queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) IS 'The advisory key of a waiter queue (step 1 of the lock order); queue_waiters finds holders by its model half.';
 
 -- Name: queue_waiters(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -793,6 +805,10 @@ begin
     where s.quota_group = p_st.quota_group and s.model = p_st.model;
 end;
 $$;
+
+-- Name: FUNCTION store_window(p_st public.google_ai_quota_state); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) IS 'Write back a window row locked by lock_window (step 3 of the lock order, same transaction).';
 
 -- Name: ticket_in_call(uuid); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
@@ -1250,6 +1266,10 @@ CREATE FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text
     where r.quota_group = p_group and r.model = p_model
 $$;
 
+-- Name: FUNCTION window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) IS 'A window row''s totals counted from the ledger (after a horizon, on a quota day). The one place of that rule.';
+
 -- Name: window_hold(public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) RETURNS interval
@@ -1260,6 +1280,10 @@ begin
     return pg_catalog.make_interval(secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0);
 end;
 $$;
+
+-- Name: FUNCTION window_hold(p_cfg public.google_ai_settings); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) IS 'How long a grant counts against its window: window_ms + window_guard_ms. The one place of that rule.';
 
 -- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 

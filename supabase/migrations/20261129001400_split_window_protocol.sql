@@ -1,11 +1,11 @@
--- The window protocol in one place. Every function that counts against a
--- (quota group, model) window now goes through the helpers below instead of
--- writing the rule out again: the window's length plus guard (window_hold),
--- its totals rebuilt from the ledger (window_from_ledger), the write-back of
--- a locked window row (store_window), the advisory key of a waiter queue
+-- The window protocol in one place: each of its rules is written once, as a
+-- helper beside the lock order below, instead of in every function that
+-- needs it: a window's length plus guard (window_hold), a window row's
+-- totals counted from the ledger (window_from_ledger), the write-back of a
+-- locked window row (store_window), the advisory key of a waiter queue
 -- (queue_lock_key) and the key of run_maintenance's lock
--- (maintenance_lock_key). The functions that used them are redefined here,
--- unchanged otherwise.
+-- (maintenance_lock_key). The functions that wrote them out are redefined
+-- here, unchanged otherwise; lock_window also returns the hold it swept with.
 --
 -- SQLSTATEs of llm-limits (class LL; raised with DETAIL and HINT):
 --   LL001 unknown model            LL006 unknown reservation
@@ -17,14 +17,16 @@
 --         back a subtransaction (a refused try_reserve, a ticket_in_call
 --         probe); it never reaches a caller.
 --
--- Why some RPCs write their audit rows inline: a refusal, a settlement and a
--- 429 are written in the same transaction as the state change they record,
--- so the row commits or rolls back with it and no trigger can miss or
--- double it. disable_key, enable_key and run_maintenance's expiries insert
--- into google_ai_audit_records themselves; acquire's refusals go through
--- record_acquire_verdict (folded); grants and settlements are the ledger
--- rows themselves; configuration edits are audited by a trigger because
--- they come from anywhere (SQL editor, dashboard, CLI).
+-- Why some RPCs write their audit rows inline (disable_key and enable_key,
+-- report_rate_limit through audit(), run_maintenance's expiries, acquire's
+-- refusals through record_acquire_verdict) while configuration edits are
+-- audited by a trigger: the RPC knows what happened and why (the reason, the
+-- quota id, the lease, the refusal) where a trigger sees only a changed row,
+-- and the row is written in the transaction of the change it records, so it
+-- commits or rolls back with it (which is also why a refusal is returned,
+-- not raised). Configuration edits come from anywhere (SQL editor, dashboard,
+-- CLI): only a trigger catches them all. Grants and settlements write no
+-- audit row; the ledger row is their record.
 --
 -- WINDOW LOCK PROTOCOL (the lock order of 20261124000400, extended for
 -- tickets by 20261129001240):
@@ -173,6 +175,17 @@ begin
 end;
 $$;
 
+comment on function google_ai_internal.window_hold(public.google_ai_settings) is
+'How long a grant counts against its window: window_ms + window_guard_ms. The one place of that rule.';
+comment on function google_ai_internal.window_from_ledger(text, text, timestamptz, date) is
+'A window row''s totals counted from the ledger (after a horizon, on a quota day). The one place of that rule.';
+comment on function google_ai_internal.store_window(public.google_ai_quota_state) is
+'Write back a window row locked by lock_window (step 3 of the lock order, same transaction).';
+comment on function google_ai_internal.queue_lock_key(text, text []) is
+'The advisory key of a waiter queue (step 1 of the lock order); queue_waiters finds holders by its model half.';
+comment on function google_ai_internal.maintenance_lock_key() is
+'The advisory key that lets one run_maintenance() run at a time (tried, never waited for).';
+
 revoke all on function google_ai_internal.window_hold(public.google_ai_settings)
 from public, anon, authenticated;
 revoke all on function google_ai_internal.window_from_ledger(text, text, timestamptz, date)
@@ -279,6 +292,9 @@ begin
     end if;
 end;
 $$;
+
+comment on function google_ai_internal.lock_window(text, text, public.google_ai_settings) is
+'Lock a window row (step 3 of the lock order), read the clock, sweep it to now - window_hold and roll its quota day.';
 
 revoke all on function google_ai_internal.lock_window(text, text, public.google_ai_settings)
 from public, anon, authenticated;
