@@ -255,18 +255,11 @@ begin
         quota_group, model, window_requests, window_tokens, swept_to, rpd_day, day_requests
     )
     select
-        p_group, p_model,
-        coalesce(sum(r.counted_requests) filter (where r.granted_at > p_now - p_hold), 0),
-        coalesce(sum(r.counted_tokens) filter (where r.granted_at > p_now - p_hold), 0),
-        p_now - p_hold,
-        (p_now at time zone p_time_zone)::date,
-        coalesce(
-            sum(r.counted_requests)
-                filter (where r.rpd_day = (p_now at time zone p_time_zone)::date),
-            0
-        )
-    from public.google_ai_reservations as r
-    where r.quota_group = p_group and r.model = p_model
+        p_group, p_model, w.window_requests, w.window_tokens, p_now - p_hold,
+        (p_now at time zone p_time_zone)::date, w.day_requests
+    from google_ai_internal.window_from_ledger(
+        p_group, p_model, p_now - p_hold, (p_now at time zone p_time_zone)::date
+    ) as w
     on conflict (quota_group, model) do nothing;
 end;
 $$;
@@ -415,21 +408,19 @@ COMMENT ON COLUMN public.google_ai_settings.wait_ticket_grace_ms IS 'How late a 
 
 -- Name: lock_window(text, text, public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
-CREATE FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone) RETURNS record
+CREATE FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) RETURNS record
     LANGUAGE plpgsql
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
     horizon timestamptz;
     today date;
     moved_requests bigint;
     moved_tokens bigint;
     direction integer;
 begin
+    hold := google_ai_internal.window_hold(p_cfg);
     select s.* into st
     from public.google_ai_quota_state as s
     where s.quota_group = p_group and s.model = p_model
@@ -472,6 +463,26 @@ begin
 end;
 $$;
 
+-- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) IS 'Lock a window row (step 3 of the lock order), read the clock, sweep it to now - window_hold and roll its quota day.';
+
+-- Name: maintenance_lock_key(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    class_id := 1819045988;
+    obj_id := pg_catalog.hashtext('run_maintenance');
+end;
+$$;
+
+-- Name: FUNCTION maintenance_lock_key(OUT class_id integer, OUT obj_id integer); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) IS 'The advisory key that lets one run_maintenance() run at a time (tried, never waited for).';
+
 -- Name: next_day_start(timestamp with time zone, text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.next_day_start(p_now timestamp with time zone, p_time_zone text) RETURNS timestamp with time zone
@@ -494,6 +505,22 @@ CREATE FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) RETURNS t
     ), ','), '*'))
 $$;
 
+-- Name: queue_lock_key(text, text[]); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    model_half := pg_catalog.hashtext('llm_limits:' || p_model);
+    set_half := pg_catalog.hashtext(google_ai_internal.queue_key_set(p_key_aliases));
+end;
+$$;
+
+-- Name: FUNCTION queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) IS 'The advisory key of a waiter queue (step 1 of the lock order); queue_waiters finds holders by its model half.';
+
 -- Name: queue_waiters(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
@@ -511,7 +538,8 @@ CREATE FUNCTION google_ai_internal.queue_waiters(p_model text) RETURNS integer
             pl.locktype = 'advisory'
             and pl.objsubid = 2
             and pl.classid::bigint = (
-                pg_catalog.hashtext('llm_limits:' || p_model)::bigint & 4294967295
+                (select q.model_half from google_ai_internal.queue_lock_key(p_model, null) as q)::bigint
+                & 4294967295
             )
     )
 $$;
@@ -620,7 +648,7 @@ begin
     cfg := google_ai_internal.settings();
     perform google_ai_internal.ensure_window(
         p_res.quota_group, p_res.model, google_ai_internal.clock(),
-        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        google_ai_internal.window_hold(cfg),
         cfg.rpd_time_zone
     );
     perform 1
@@ -628,22 +656,10 @@ begin
     where s.quota_group = p_res.quota_group and s.model = p_res.model
     for update;
     update public.google_ai_quota_state as s
-    set
-        window_requests = coalesce((
-            select sum(r.counted_requests)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
-        ), 0),
-        window_tokens = coalesce((
-            select sum(r.counted_tokens)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.granted_at > s.swept_to
-        ), 0),
-        day_requests = coalesce((
-            select sum(r.counted_requests)
-            from public.google_ai_reservations as r
-            where r.quota_group = s.quota_group and r.model = s.model and r.rpd_day = s.rpd_day
-        ), 0)
+    set (window_requests, window_tokens, day_requests) = (
+        select w.window_requests, w.window_tokens, w.day_requests
+        from google_ai_internal.window_from_ledger(s.quota_group, s.model, s.swept_to, s.rpd_day) as w
+    )
     where s.quota_group = p_res.quota_group and s.model = p_res.model;
 end;
 $$;
@@ -769,6 +785,31 @@ begin
 end;
 $$;
 
+-- Name: store_window(public.google_ai_quota_state); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+begin
+    update public.google_ai_quota_state as s
+    set
+        window_requests = p_st.window_requests,
+        window_tokens = p_st.window_tokens,
+        swept_to = p_st.swept_to,
+        rpd_day = p_st.rpd_day,
+        day_requests = p_st.day_requests,
+        cooldown_until = p_st.cooldown_until,
+        cooldown_reason = p_st.cooldown_reason
+    where s.quota_group = p_st.quota_group and s.model = p_st.model;
+end;
+$$;
+
+-- Name: FUNCTION store_window(p_st public.google_ai_quota_state); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) IS 'Write back a window row locked by lock_window (step 3 of the lock order, same transaction).';
+
 -- Name: ticket_in_call(uuid); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) RETURNS boolean
@@ -804,9 +845,7 @@ CREATE FUNCTION google_ai_internal.try_reserve(p_cand google_ai_internal.candida
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
+    hold interval;
     locked record;
     st public.google_ai_quota_state;
     at_now timestamptz;
@@ -817,6 +856,7 @@ begin
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
     st := locked.st;
     at_now := locked.at_now;
+    hold := locked.hold;
 
     if st.cooldown_until > at_now then
         reason := 'cooldown';
@@ -893,14 +933,10 @@ begin
     )
     returning id into reservation_id;
 
-    update public.google_ai_quota_state as s
-    set
-        window_requests = st.window_requests + 1,
-        window_tokens = st.window_tokens + p_tokens,
-        swept_to = st.swept_to,
-        rpd_day = st.rpd_day,
-        day_requests = st.day_requests + 1
-    where s.quota_group = st.quota_group and s.model = st.model;
+    st.window_requests := st.window_requests + 1;
+    st.window_tokens := st.window_tokens + p_tokens;
+    st.day_requests := st.day_requests + 1;
+    perform google_ai_internal.store_window(st);
     granted := true;
 end;
 $$;
@@ -913,9 +949,7 @@ CREATE FUNCTION google_ai_internal.turn_estimate(p_model public.google_ai_model_
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 declare
-    hold interval := pg_catalog.make_interval(
-        secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0
-    );
+    hold interval := google_ai_internal.window_hold(p_cfg);
     at_now timestamptz := google_ai_internal.clock();
     cand google_ai_internal.candidate;
     tried text [] := '{}';
@@ -1218,6 +1252,39 @@ CREATE FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases t
         and t.alive_until > google_ai_internal.clock()
 $$;
 
+-- Name: window_from_ledger(text, text, timestamp with time zone, date); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) RETURNS record
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select
+        coalesce(sum(r.counted_requests) filter (where r.granted_at > p_swept_to), 0),
+        coalesce(sum(r.counted_tokens) filter (where r.granted_at > p_swept_to), 0),
+        coalesce(sum(r.counted_requests) filter (where r.rpd_day = p_day), 0)
+    from public.google_ai_reservations as r
+    where r.quota_group = p_group and r.model = p_model
+$$;
+
+-- Name: FUNCTION window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) IS 'A window row''s totals counted from the ledger (after a horizon, on a quota day). The one place of that rule.';
+
+-- Name: window_hold(public.google_ai_settings); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) RETURNS interval
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+    return pg_catalog.make_interval(secs => (p_cfg.window_ms + p_cfg.window_guard_ms) / 1000.0);
+end;
+$$;
+
+-- Name: FUNCTION window_hold(p_cfg public.google_ai_settings); Type: COMMENT; Schema: google_ai_internal; Owner: -
+
+COMMENT ON FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) IS 'How long a grant counts against its window: window_ms + window_guard_ms. The one place of that rule.';
+
 -- Name: write_audit_log(); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.write_audit_log() RETURNS trigger
@@ -1379,8 +1446,8 @@ begin
             -- Callers without a ticket queue among themselves for this one
             -- slice on an advisory lock, which lives exactly as long as the call.
             -- The model half lets quota_status() count them per model.
-            queue_model := pg_catalog.hashtext('llm_limits:' || wanted.model);
-            queue_key := pg_catalog.hashtext(google_ai_internal.queue_key_set(key_aliases));
+            select q.model_half, q.set_half into queue_model, queue_key
+            from google_ai_internal.queue_lock_key(wanted.model, key_aliases) as q;
             if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
                 old_lock_timeout := pg_catalog.current_setting('lock_timeout');
                 begin
@@ -1487,6 +1554,27 @@ $_$;
 -- Name: FUNCTION add_caller(name text, token_sha256 bytea, allowed_models text[], notes text); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) IS 'Register a gateway caller by the SHA-256 of its token. False when the name is taken. Audited.';
+
+-- Name: audit_event_kinds(); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.audit_event_kinds() RETURNS SETOF text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+    select m.kind[1]
+    from pg_catalog.pg_constraint as c
+    cross join lateral pg_catalog.regexp_matches(
+        pg_catalog.pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g'
+    ) with ordinality as m (kind, n)
+    where
+        c.conrelid = 'public.google_ai_audit_records'::regclass
+        and c.conname = 'google_ai_audit_records_event_check'
+    order by m.n
+$$;
+
+-- Name: FUNCTION audit_event_kinds(); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.audit_event_kinds() IS 'The event names the audit stream (google_ai_audit_log) can hold, as its check constraint defines them.';
 
 -- Name: commit_usage(uuid, integer, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1607,6 +1695,39 @@ $$;
 
 COMMENT ON FUNCTION public.disable_key(key_alias text, reason text) IS 'Mark a key inactive (invalid or leaked) and audit why.';
 
+-- Name: enable_key(text, text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.enable_key(key_alias text, reason text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    was_active boolean;
+begin
+    perform google_ai_internal.check_text('reason', reason, 500);
+    select k.is_active is true into was_active
+    from public.google_ai_api_keys as k
+    where k.key_alias = enable_key.key_alias
+    for update;
+    if not found then
+        raise exception using errcode = 'LL009',
+            message = pg_catalog.format('unknown key %L', pg_catalog.left(key_alias, 200)),
+            hint = 'See the aliases in public.google_ai_api_keys.';
+    end if;
+    update public.google_ai_api_keys as k
+    set is_active = true, disabled_reason = null
+    where k.key_alias = enable_key.key_alias;
+    insert into public.google_ai_audit_records (ts, event, key_alias, details)
+    values (google_ai_internal.clock(), 'key_enabled', enable_key.key_alias,
+            pg_catalog.jsonb_build_object('reason', reason, 'was_active', was_active));
+    return not was_active;
+end;
+$$;
+
+-- Name: FUNCTION enable_key(key_alias text, reason text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.enable_key(key_alias text, reason text) IS 'Put a key back into the pool (the counterpart of disable_key) and audit why.';
+
 -- Name: identify_caller(bytea, text); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.identify_caller(token_sha256 bytea, model text DEFAULT NULL::text) RETURNS TABLE(caller text, stored_sha256 bytea, resolved_model text, model_allowed boolean)
@@ -1666,9 +1787,7 @@ CREATE FUNCTION public.quota_status() RETURNS TABLE(quota_group text, model text
 declare
     cfg public.google_ai_settings := google_ai_internal.settings();
     at_now timestamptz := google_ai_internal.clock();
-    horizon timestamptz := at_now - pg_catalog.make_interval(
-        secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0
-    );
+    horizon timestamptz := at_now - google_ai_internal.window_hold(cfg);
     today date := (at_now at time zone cfg.rpd_time_zone)::date;
 begin
     return query
@@ -1802,16 +1921,7 @@ begin
         st.cooldown_until := until;
         st.cooldown_reason := coalesce(quota_id, 'rate_limited');
     end if;
-    update public.google_ai_quota_state as s
-    set
-        window_requests = st.window_requests,
-        window_tokens = st.window_tokens,
-        swept_to = st.swept_to,
-        rpd_day = st.rpd_day,
-        day_requests = st.day_requests,
-        cooldown_until = st.cooldown_until,
-        cooldown_reason = st.cooldown_reason
-    where s.quota_group = st.quota_group and s.model = st.model;
+    perform google_ai_internal.store_window(st);
     if res.status in ('reserved', 'expired') then
         update public.google_ai_reservations as r
         set status = 'rate_limited', settled_at = at_now
@@ -1832,6 +1942,21 @@ $$;
 -- Name: FUNCTION report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) IS 'Record a 429 from Google for a grant: it stays counted and its group and model cool down (until the next Pacific midnight for a per-day quota).';
+
+-- Name: resolve_model(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.resolve_model(model text) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+    return (google_ai_internal.resolve_model(resolve_model.model)).model;
+end;
+$$;
+
+-- Name: FUNCTION resolve_model(model text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.resolve_model(model text) IS 'The google_ai_model_limits.model name of a model name or API id, as acquire resolves it; LL001 if unknown.';
 
 -- Name: revoke_caller(text); Type: FUNCTION; Schema: public; Owner: -
 
@@ -1886,14 +2011,17 @@ declare
         'google_ai_maintenance_log'
     ];
 begin
-    if not pg_catalog.pg_try_advisory_xact_lock(1819045988, pg_catalog.hashtext('run_maintenance')) then
+    if not (
+        select pg_catalog.pg_try_advisory_xact_lock(k.class_id, k.obj_id)
+        from google_ai_internal.maintenance_lock_key() as k
+    ) then
         return pg_catalog.jsonb_build_object('status', 'skipped',
                                              'reason', 'another run_maintenance() is in progress');
     end if;
     -- Never delete a row that a window could still count.
     ledger_cutoff := started - greatest(
         cfg.ledger_retention,
-        pg_catalog.make_interval(secs => (cfg.window_ms + cfg.window_guard_ms) / 1000.0),
+        google_ai_internal.window_hold(cfg),
         interval '2 days'
     );
     audit_cutoff := started - cfg.audit_retention;
@@ -2204,7 +2332,7 @@ CREATE TABLE public.google_ai_audit_records (
     reservation_id uuid,
     actor text DEFAULT CURRENT_USER NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
-    CONSTRAINT google_ai_audit_records_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text])))
+    CONSTRAINT google_ai_audit_records_event_check CHECK ((event = ANY (ARRAY['granted'::text, 'refused'::text, 'committed'::text, 'released'::text, 'rate_limited'::text, 'expired'::text, 'config_changed'::text, 'key_disabled'::text, 'key_enabled'::text])))
 );
 
 -- Name: TABLE google_ai_audit_records; Type: COMMENT; Schema: public; Owner: -
@@ -2763,9 +2891,13 @@ GRANT SELECT ON TABLE public.google_ai_quota_state TO service_role;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.google_ai_settings TO service_role;
 
--- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone); Type: ACL; Schema: google_ai_internal; Owner: -
+-- Name: FUNCTION lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval); Type: ACL; Schema: google_ai_internal; Owner: -
 
-REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION google_ai_internal.lock_window(p_group text, p_model text, p_cfg public.google_ai_settings, OUT st public.google_ai_quota_state, OUT at_now timestamp with time zone, OUT hold interval) FROM PUBLIC;
+
+-- Name: FUNCTION maintenance_lock_key(OUT class_id integer, OUT obj_id integer); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.maintenance_lock_key(OUT class_id integer, OUT obj_id integer) FROM PUBLIC;
 
 -- Name: FUNCTION next_day_start(p_now timestamp with time zone, p_time_zone text); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -2774,6 +2906,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.next_day_start(p_now timestamp with ti
 -- Name: FUNCTION queue_key_set(p_key_aliases text[]); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.queue_key_set(p_key_aliases text[]) FROM PUBLIC;
+
+-- Name: FUNCTION queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.queue_lock_key(p_model text, p_key_aliases text[], OUT model_half integer, OUT set_half integer) FROM PUBLIC;
 
 -- Name: FUNCTION queue_waiters(p_model text); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -2803,6 +2939,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.resolve_model(p_model text) FROM PUBLI
 
 REVOKE ALL ON FUNCTION google_ai_internal.settings() FROM PUBLIC;
 
+-- Name: FUNCTION store_window(p_st public.google_ai_quota_state); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.store_window(p_st public.google_ai_quota_state) FROM PUBLIC;
+
 -- Name: FUNCTION ticket_in_call(p_ticket uuid); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.ticket_in_call(p_ticket uuid) FROM PUBLIC;
@@ -2827,6 +2967,14 @@ REVOKE ALL ON FUNCTION google_ai_internal.wait_in_line(p_ticket uuid, p_model pu
 
 REVOKE ALL ON FUNCTION google_ai_internal.waiting_tickets(p_model text, p_key_aliases text[]) FROM PUBLIC;
 
+-- Name: FUNCTION window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.window_from_ledger(p_group text, p_model text, p_swept_to timestamp with time zone, p_day date, OUT window_requests bigint, OUT window_tokens bigint, OUT day_requests bigint) FROM PUBLIC;
+
+-- Name: FUNCTION window_hold(p_cfg public.google_ai_settings); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.window_hold(p_cfg public.google_ai_settings) FROM PUBLIC;
+
 -- Name: FUNCTION write_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.write_audit_log() FROM PUBLIC;
@@ -2841,6 +2989,11 @@ GRANT ALL ON FUNCTION public.acquire(model text, tokens integer, mode text, max_
 REVOKE ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_models text[], notes text) TO service_role;
 
+-- Name: FUNCTION audit_event_kinds(); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.audit_event_kinds() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.audit_event_kinds() TO service_role;
+
 -- Name: FUNCTION commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) FROM PUBLIC;
@@ -2850,6 +3003,11 @@ GRANT ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens int
 
 REVOKE ALL ON FUNCTION public.disable_key(key_alias text, reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.disable_key(key_alias text, reason text) TO service_role;
+
+-- Name: FUNCTION enable_key(key_alias text, reason text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.enable_key(key_alias text, reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.enable_key(key_alias text, reason text) TO service_role;
 
 -- Name: FUNCTION identify_caller(token_sha256 bytea, model text); Type: ACL; Schema: public; Owner: -
 
@@ -2870,6 +3028,11 @@ GRANT ALL ON FUNCTION public.release(reservation_id uuid, reason text, sent bool
 
 REVOKE ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) TO service_role;
+
+-- Name: FUNCTION resolve_model(model text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.resolve_model(model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.resolve_model(model text) TO service_role;
 
 -- Name: FUNCTION revoke_caller(name text); Type: ACL; Schema: public; Owner: -
 

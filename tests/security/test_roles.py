@@ -102,6 +102,9 @@ def test_api_roles_are_refused_when_they_try(db: Conn, role: str) -> None:
         "select public.release('00000000-0000-4000-8000-000000000000')",
         "select public.report_rate_limit('00000000-0000-4000-8000-000000000000')",
         "select public.disable_key('k1')",
+        "select public.enable_key('k1')",
+        "select * from public.audit_event_kinds()",
+        "select public.resolve_model('m-roles')",
         "select public.run_maintenance()",
         "select * from public.quota_status()",
         "select * from public.google_ai_api_keys",
@@ -135,6 +138,9 @@ def test_service_role_executes_every_rpc(db: Conn) -> None:
         "select public.report_rate_limit(%s, null, 1000) is not null", (granted[2][1],)
     ).fetchone() == (True,)
     assert db.execute("select public.disable_key('k2', 'test')").fetchone() == (True,)
+    assert db.execute("select public.enable_key('k2', 'test')").fetchone() == (True,)
+    assert "key_enabled" in {r[0] for r in db.execute("select * from public.audit_event_kinds()")}
+    assert db.execute("select public.resolve_model('m-roles')").fetchone() == ("m-roles",)
     assert db.execute("select public.run_maintenance() ->> 'status'").fetchone() == ("ok",)
     assert db.execute(
         "select rpm_used from public.quota_status() where quota_group = 'k1' and model = 'm-roles'"

@@ -12,6 +12,8 @@ Why each one is a definer:
   service_role), though it reads only the catalog.
 * the gateway's caller RPCs (add/revoke/identify_caller): the Edge Function and
   the CLI hold EXECUTE, not privileges on google_ai_callers.
+* the operator RPCs (enable_key, audit_event_kinds, resolve_model): the CLI
+  asks the database for what it would otherwise copy; service_role only.
 Additions need a reason here and in the allow-list.
 """
 
@@ -29,6 +31,9 @@ ALLOWED_DEFINERS = {
     "public.release(uuid,text,boolean)",
     "public.report_rate_limit(uuid,text,integer)",
     "public.disable_key(text,text)",
+    "public.enable_key(text,text)",
+    "public.audit_event_kinds()",
+    "public.resolve_model(text)",
     "public.run_maintenance()",
     "public.quota_status()",
     "public.token_counter(text)",

@@ -3,7 +3,7 @@
 -- sequence or function, and only service_role may call the RPCs. Every
 -- function pins an empty search_path.
 begin;
-select plan(18);
+select plan(21);
 
 -- Our relations: everything in public and google_ai_internal that no
 -- extension owns.
@@ -110,6 +110,18 @@ select ok(
 select ok(
     pg_catalog.has_function_privilege('service_role', 'public.disable_key(text, text)', 'execute'),
     'service_role can execute disable_key'
+);
+select ok(
+    pg_catalog.has_function_privilege('service_role', 'public.enable_key(text, text)', 'execute'),
+    'service_role can execute enable_key'
+);
+select ok(
+    pg_catalog.has_function_privilege('service_role', 'public.audit_event_kinds()', 'execute'),
+    'service_role can execute audit_event_kinds'
+);
+select ok(
+    pg_catalog.has_function_privilege('service_role', 'public.resolve_model(text)', 'execute'),
+    'service_role can execute resolve_model'
 );
 -- 20261124000200 grants service_role only SELECT on these three tables.
 select is_empty(
