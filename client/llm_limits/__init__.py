@@ -14,7 +14,7 @@ the last attempt Google's errors reach the caller as ``google.genai.errors.APIEr
 """
 
 from .client import Client, Usage, agenerate, default_client, generate
-from .db import SQL
+from .db import Database, Grant, KeyPool, ModelCounter
 from .errors import (
     SQLSTATE_ERRORS,
     AuditAppendOnly,
@@ -39,18 +39,21 @@ from .errors import (
 from .tokens import estimate_tokens
 
 __all__ = [
-    "SQL",
     "SQLSTATE_ERRORS",
     "AuditAppendOnly",
     "Client",
     "ConfigurationError",
+    "Database",
     "DatabaseError",
     "DatabaseUnavailable",
+    "Grant",
     "InvalidArgument",
     "InvalidMode",
     "InvalidTokens",
     "InvalidWait",
+    "KeyPool",
     "LimitsError",
+    "ModelCounter",
     "NoKeyAvailable",
     "PromptTooLarge",
     "RateLimited",

@@ -29,12 +29,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from llm_limits.cli import localstack, queries, render
+from llm_limits.cli import queries, render
 from llm_limits.cli.connect import URL_ENV_VARS, CliError, Conn, connect, one_line, resolve_url
 from llm_limits.cli.gateway import callers_app, gateway_app
 from llm_limits.errors import LimitsError, from_db_error
 from llm_limits.google_errors import TRANSPORT_ERRORS
 from llm_limits.keys import LOCAL_ALIAS_VAR, LOCAL_KEY_VAR
+from llm_limits.testing import localstack
 
 EXIT_USAGE = 2
 AUDIT_EVENTS = (

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from llm_limits.cli import localstack
+from llm_limits.testing import localstack
 
 # Checked in this order; the first one set wins.
 URL_ENV_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from llm_limits import fake_gemini
 from llm_limits.cli import queries
 from llm_limits.cli.connect import CliError, Conn
 from llm_limits.errors import LimitsError, RateLimited
 from llm_limits.keys import resolve_keys
+from llm_limits.testing import fake_gemini
 
 # A limit the database leaves unenforced (null) must not bind inside the fake either.
 UNLIMITED = 10**9
@@ -321,7 +321,7 @@ def usage_lines(
 
 def prose_prompts(spec: str, language: str) -> Callable[[int, int], str]:
     """Prompts of prose of ``MIN-MAX`` characters, e.g. long Russian pages for a TPM-bound run."""
-    from llm_limits.cli.prose import page
+    from llm_limits.testing.prose import page
 
     low, _, high = spec.partition("-")
     if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
