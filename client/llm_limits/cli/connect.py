@@ -10,10 +10,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from llm_limits.db import DB_URL_VARS
 from llm_limits.testing import localstack
-
-# Checked in this order; the first one set wins.
-URL_ENV_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -41,7 +39,7 @@ def resolve_url(given: str | None) -> str:
     """--db-url, then the environment, then the running local stack in ./.llm-limits/pg."""
     if given:
         return given
-    for var in URL_ENV_VARS:
+    for var in DB_URL_VARS:
         value = os.environ.get(var, "").strip()
         if value:
             return value
@@ -49,8 +47,8 @@ def resolve_url(given: str | None) -> str:
     if url is None:
         raise CliError(
             "no database: pass --db-url, set "
-            + ", ".join(URL_ENV_VARS[:-1])
-            + f" or {URL_ENV_VARS[-1]}, or start one with `llm-limits local up`"
+            + ", ".join(DB_URL_VARS[:-1])
+            + f" or {DB_URL_VARS[-1]}, or start one with `llm-limits local up`"
         )
     return url
 

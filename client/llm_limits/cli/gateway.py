@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llm_limits.cli.connect import URL_ENV_VARS, CliError, connect, resolve_url
+from llm_limits.cli.common import DbUrl
+from llm_limits.cli.connect import CliError, connect, resolve_url
 
 TOKEN_PREFIX = "llmk_"  # recognisable in a secret scanner, and never a Google key (AIza…)
 FUNCTION_DIR = Path("supabase") / "functions" / "llm-gateway"
@@ -32,15 +33,6 @@ callers_app = typer.Typer(help="Who may call the llm-gateway Edge Function, by t
 gateway_app = typer.Typer(help="Run the llm-gateway Edge Function locally with Deno.")
 callers_app.info.no_args_is_help = gateway_app.info.no_args_is_help = True
 
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        envvar=list(URL_ENV_VARS),
-        show_envvar=True,
-        help="Postgres URL of the Supabase database; falls back to the running local stack.",
-    ),
-]
 Name = Annotated[str, typer.Argument(help="The caller's name (the `caller` in the audit log).")]
 
 ADD = """
