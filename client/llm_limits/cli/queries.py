@@ -154,6 +154,21 @@ AUDIT_EVENT_KINDS = "select e.kind from public.audit_event_kinds() as e (kind)"
 
 RUN_MAINTENANCE = "select public.run_maintenance() as log_row"
 
+# -- callers of the llm-gateway ---------------------------------------------------------------
+
+ADD_CALLER = """
+select public.add_caller(name => %(name)s::text, token_sha256 => %(digest)s::bytea,
+                         allowed_models => %(models)s::text[], notes => %(notes)s::text) as added
+"""
+
+REVOKE_CALLER = "select public.revoke_caller(name => %(name)s::text) as was_active"
+
+LIST_CALLERS = """
+select c.name, c.active, c.allowed_models, c.created_at, c.last_used_at, c.notes
+from public.google_ai_callers as c
+order by c.name
+"""
+
 # -- simulate -----------------------------------------------------------------------------------
 
 ACTIVE_KEYS = """
