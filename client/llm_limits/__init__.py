@@ -11,6 +11,9 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 
 ``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
+
+``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
+``commit_usage``, ``release``, ``report_rate_limit``, ...), for calling Google another way.
 """
 
 from .client import Client, Usage, agenerate, default_client, generate
