@@ -127,7 +127,6 @@ DISABLE_KEY = Statement(
     " as done",
     _SETTLE_BACKOFF,
 )
-STATEMENTS = (KEYS, TOKEN_COUNTER, ACQUIRE, COMMIT_USAGE, RELEASE, REPORT_RATE_LIMIT, DISABLE_KEY)
 
 Params = dict[str, Any]
 Row = dict[str, Any]
@@ -149,12 +148,20 @@ def _key_pool(rows: list[Row]) -> KeyPool:
     return KeyPool(env_vars, int(cap))
 
 
-def dsn_from_env() -> str:
-    """The first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL that is set."""
+def url_from_env() -> str | None:
+    """The first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL that is set, or None."""
     for name in DB_URL_VARS:
-        if os.environ.get(name):
-            return os.environ[name]
-    raise ConfigurationError(f"no database URL: set one of {', '.join(DB_URL_VARS)}")
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def dsn_from_env() -> str:
+    url = url_from_env()
+    if url is None:
+        raise ConfigurationError(f"no database URL: set one of {', '.join(DB_URL_VARS)}")
+    return url
 
 
 def _is_connection_lost(exc: psycopg.Error) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from llm_limits.db import DB_URL_VARS
+from llm_limits.db import DB_URL_VARS, url_from_env
 from llm_limits.testing import localstack
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -37,13 +36,7 @@ def local_url(root: Path = localstack.DEFAULT_DIR) -> str | None:
 
 def resolve_url(given: str | None) -> str:
     """--db-url, then the environment, then the running local stack in ./.llm-limits/pg."""
-    if given:
-        return given
-    for var in DB_URL_VARS:
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    url = local_url()
+    url = given or url_from_env() or local_url()
     if url is None:
         raise CliError(
             "no database: pass --db-url, set "
