@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import llm_limits
-from llm_limits import Client, Database, Grant
+from llm_limits import Client, Database, Grant, ops
 from llm_limits.db import Statement
 from llm_limits.testing.fake_gemini import FakeGemini
 
@@ -116,3 +116,15 @@ def test_a_wait_cap_of_zero_sleeps_in_the_client(
         assert client.generate(GEMMA, "three", mode="WAIT", max_wait=5.0).text
     assert time.monotonic() - started > 0.5  # it waited for the window to free
     assert sent.count("acquire") <= 5, sent  # slept in between, did not spin
+
+
+def test_every_rpc_method_has_an_async_twin_for_the_plans() -> None:
+    public = {
+        name
+        for name, member in vars(Database).items()
+        if callable(member) and not name.startswith("_") and name not in ("describe", "close")
+    }
+    blocking = {name for name in public if f"a{name}" in public}
+    assert {f.__name__ for f in ops.ASYNC_TWIN} == blocking
+    assert public == blocking | {f"a{name}" for name in blocking} | {"aclose"}
+    assert all(twin.__name__ == f"a{rpc.__name__}" for rpc, twin in ops.ASYNC_TWIN.items())
