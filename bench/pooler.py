@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import Conn, connect, fresh_db, pct, release_lags
-from llm_limits.cli import pooler as pgbouncer
+from llm_limits.testing import pooler as pgbouncer
 
 CALLERS, POOL_SIZE, RPM = 24, 8, 30
 WINDOW_MS, GUARD_MS = 5000, 100

@@ -58,7 +58,7 @@ if [ "$1" = "--build" ]; then
     [ -x "$supabase" ] || supabase=supabase
     psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database $name" >/dev/null
     trap 'psql -X -q "$admin_url" -c "drop database if exists $name with (force)" >/dev/null 2>&1 || true' EXIT
-    psql -X -q -v ON_ERROR_STOP=1 "$url" -f client/llm_limits/cli/supabase_hosted.sql >/dev/null 2>&1
+    psql -X -q -v ON_ERROR_STOP=1 "$url" -f client/llm_limits/testing/supabase_hosted.sql >/dev/null 2>&1
     "$supabase" db push --remote="$url" --yes --workdir . >/dev/null 2>&1 ||
         { echo "supabase db push failed on $url" >&2; exit 1; }
     set -- "$url"

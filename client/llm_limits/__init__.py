@@ -11,10 +11,13 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 
 ``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
+
+``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
+``commit_usage``, ``release``, ``report_rate_limit``, ...), for calling Google another way.
 """
 
 from .client import Client, Usage, agenerate, default_client, generate
-from .db import SQL
+from .db import Database, Grant, KeyPool, ModelCounter
 from .errors import (
     SQLSTATE_ERRORS,
     AuditAppendOnly,
@@ -39,18 +42,21 @@ from .errors import (
 from .tokens import estimate_tokens
 
 __all__ = [
-    "SQL",
     "SQLSTATE_ERRORS",
     "AuditAppendOnly",
     "Client",
     "ConfigurationError",
+    "Database",
     "DatabaseError",
     "DatabaseUnavailable",
+    "Grant",
     "InvalidArgument",
     "InvalidMode",
     "InvalidTokens",
     "InvalidWait",
+    "KeyPool",
     "LimitsError",
+    "ModelCounter",
     "NoKeyAvailable",
     "PromptTooLarge",
     "RateLimited",

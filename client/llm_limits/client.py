@@ -12,7 +12,6 @@ key_alias, model, estimated_tokens, actual_tokens, waited_ms, attempt and outcom
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -27,15 +26,13 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from . import google_errors, ops
-from .db import Database, dsn_from_env
-from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
+from .db import Database, Grant, dsn_from_env
+from .errors import DatabaseUnavailable, InvalidWait, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
 from .keys import HeldKeys, resolve_keys
 from .tokens import TokenCounter
 
 log = logging.getLogger("llm_limits")
-
-MAX_WAIT_PER_ACQUIRE_MS = 90_000  # acquire() raises LL005 above this; wait longer by looping
 
 
 @dataclass(frozen=True)
@@ -49,18 +46,6 @@ class Usage:
     request_id: str | None
     key_alias: str
     reservation_id: str
-
-
-@dataclass(frozen=True)
-class _Grant:  # one row of public.acquire_result
-    granted: bool
-    reservation_id: uuid.UUID | None
-    key_alias: str | None
-    env_var_name: str | None
-    model: str
-    waited_ms: int | None
-    reason: str | None
-    retry_after_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -112,6 +97,7 @@ class Client:
         self._lock = threading.Lock()
         self._keys: HeldKeys | None = None
         self._keys_until = 0.0
+        self._max_wait_cap_ms = 0  # read with the keys, before the first acquire
         self._google: dict[str, tuple[str, genai.Client]] = {}
         self.tokens = TokenCounter(ttl=keys_ttl)
 
@@ -203,8 +189,9 @@ class Client:
     def _held(self) -> ops.Plan[HeldKeys]:
         keys = self._keys
         if keys is None or time.monotonic() >= self._keys_until:
-            rows = yield ops.Query("keys")
-            keys = resolve_keys((str(alias), str(var)) for alias, var in rows)
+            pool = yield ops.Query(Database.keys)
+            self._max_wait_cap_ms = pool.max_wait_cap_ms
+            keys = resolve_keys(pool.env_vars.items())
             for alias in keys.aliases:  # built now (~0.1 s each), not between grant and send
                 self._google_client(alias, keys)
             self._keys, self._keys_until = keys, time.monotonic() + self.keys_ttl
@@ -212,27 +199,38 @@ class Client:
 
     def _acquire(
         self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
-    ) -> ops.Plan[_Grant]:
+    ) -> ops.Plan[Grant]:
         """A grant, waiting for it in short calls (each returns its connection at once).
 
         A WAIT holds a ticket, its place in line, for the whole attempt. While the database
         answers ``queued``, the caller sleeps ``retry_after_ms`` here (0: the head, which
-        calls again at once) and calls again with the ticket and the wait it has left.
+        calls again at once) and calls again with the ticket and the wait it has left. One
+        call waits at most the settings' ``max_wait_cap_ms``; a longer wait loops.
         """
-        lost_once = False
+        lost_once = cap_read_again = False
         ticket = uuid.uuid4() if call.wait else None
         while True:
             left_ms = int((call.deadline - time.monotonic()) * 1000) if call.wait else 0
-            wait_ms = min(MAX_WAIT_PER_ACQUIRE_MS, max(0, left_ms))
-            params = (call.model, call.estimate, call.mode, wait_ms, keys.aliases)
+            wait_ms = min(self._max_wait_cap_ms, max(0, left_ms))
             try:
-                rows = yield ops.Query("acquire", (*params, call.caller, call.request_id, ticket))
+                grant: Grant = yield ops.Query(
+                    Database.acquire,
+                    (call.model, call.estimate),
+                    {"mode": call.mode, "max_wait_ms": wait_ms, "key_aliases": keys.aliases,
+                     "caller": call.caller, "request_id": call.request_id, "ticket": ticket},
+                )  # fmt: skip
             except DatabaseUnavailable:
                 if lost_once:
                     raise
                 lost_once = True  # once more on a fresh connection, with the wait left
                 continue
-            grant = _Grant(*rows[0])
+            except InvalidWait:
+                if cap_read_again:
+                    raise
+                cap_read_again = True  # an operator lowered max_wait_cap_ms since the keys read
+                pool = yield ops.Query(Database.keys)
+                self._max_wait_cap_ms = pool.max_wait_cap_ms
+                continue
             if grant.granted:
                 return grant
             if grant.reason == "queued":
@@ -241,6 +239,9 @@ class Client:
                     yield ops.Sleep(pause)
                 continue
             if grant.reason == "wait_timeout" and call.deadline - time.monotonic() > 0.001:
+                if wait_ms == 0:  # a cap of 0: the database waits for no one, so sleep here
+                    left = call.deadline - time.monotonic()
+                    yield ops.Sleep(max(0.001, min((grant.retry_after_ms or 0) / 1000, left)))
                 continue  # this acquire's wait was capped; the caller's is not over
             self._log(logging.INFO, call, attempt, f"refused:{grant.reason}", grant)
             if grant.reason == "no_key":
@@ -252,7 +253,7 @@ class Client:
         self,
         call: _Call,
         keys: HeldKeys,
-        grant: _Grant,
+        grant: Grant,
         attempt: int,
         contents: Any,
         cfg: types.GenerateContentConfig | None,
@@ -266,30 +267,31 @@ class Client:
             response = yield ops.Send(google, grant.model, contents, cfg)
         except genai_errors.APIError as err:
             if google_errors.is_rate_limit(err):
-                yield from self._settle("report_rate_limit", rid, *google_errors.quota_of(err))
+                quota = google_errors.quota_of(err)
+                yield from self._settle(Database.report_rate_limit, rid, *quota)
                 self._log(logging.WARNING, call, attempt, "rate_limited", grant)
                 return err
-            yield from self._settle("release", rid, f"http {err.code}", True)
+            yield from self._settle(Database.release, rid, f"http {err.code}", True)
             if google_errors.is_transient(err):
                 return (yield from self._back_off(call, grant, attempt, err))
             rejected = google_errors.key_rejection(err)
             if rejected is not None:
-                yield from self._settle("disable_key", alias, rejected)
+                yield from self._settle(Database.disable_key, alias, rejected)
                 keys.drop(alias)
             self._log(logging.ERROR, call, attempt, rejected or f"http_{err.code}", grant)
             raise
         except google_errors.TRANSPORT_ERRORS as err:
-            yield from self._settle("release", rid, type(err).__name__, True)
+            yield from self._settle(Database.release, rid, type(err).__name__, True)
             return (yield from self._back_off(call, grant, attempt, err))
         except BaseException as err:  # incl. CancelledError and KeyboardInterrupt
             unsent = not sent or google_errors.is_request_invalid(err)
-            yield from self._settle("release", rid, type(err).__name__, not unsent)
+            yield from self._settle(Database.release, rid, type(err).__name__, not unsent)
             self._log(logging.WARNING, call, attempt, type(err).__name__, grant)
             raise
         return (yield from self._commit(call, grant, attempt, response))
 
     def _back_off(
-        self, call: _Call, grant: _Grant, attempt: int, err: BaseException
+        self, call: _Call, grant: Grant, attempt: int, err: BaseException
     ) -> ops.Plan[BaseException]:
         self._log(logging.WARNING, call, attempt, f"transient:{type(err).__name__}", grant)
         if attempt < self.max_attempts and self.backoff > 0:
@@ -297,7 +299,7 @@ class Client:
         return err
 
     def _commit(
-        self, call: _Call, grant: _Grant, attempt: int, response: types.GenerateContentResponse
+        self, call: _Call, grant: Grant, attempt: int, response: types.GenerateContentResponse
     ) -> ops.Plan[types.GenerateContentResponse]:
         usage = response.usage_metadata
         prompt = call.estimate  # no usage_metadata: the upper bound stays counted
@@ -312,20 +314,20 @@ class Client:
             "thoughts_tokens": usage.thoughts_token_count if usage else None,
             "attempt": attempt,
         }
-        meta_json = json.dumps({k: v for k, v in meta.items() if v is not None})
+        meta = {k: v for k, v in meta.items() if v is not None}
         try:
-            rows = yield ops.Query(
-                "commit_usage", (grant.reservation_id, prompt, completion, meta_json)
+            committed = yield ops.Query(
+                Database.commit_usage, (grant.reservation_id, prompt, completion, meta)
             )
         except LimitsError as err:
             # The answer is here and the estimate (an upper bound) stays counted: return it.
             log.warning("commit_usage failed; the estimate stays counted: %s", err)
-            rows = [(False,)]
+            committed = False
         except BaseException:
-            yield from self._settle("release", grant.reservation_id, "interrupted", True)
+            yield from self._settle(Database.release, grant.reservation_id, "interrupted", True)
             raise
         self._log(logging.INFO, call, attempt, "ok", grant, actual=prompt)
-        if rows[0][0] and self.on_usage is not None:
+        if committed and self.on_usage is not None:
             fields = (grant.model, prompt, completion, prompt + completion, call.request_id)
             try:
                 self.on_usage(Usage(*fields, str(grant.key_alias), str(grant.reservation_id)))
@@ -333,12 +335,12 @@ class Client:
                 log.exception("on_usage hook failed")
         return response
 
-    def _settle(self, name: str, *params: Any) -> ops.Plan[Any]:
+    def _settle(self, rpc: Callable[..., Any], *args: Any) -> ops.Plan[Any]:
         """Run a settling RPC; its failure is logged, never raised over the real outcome."""
         try:
-            return (yield ops.Query(name, params))
+            return (yield ops.Query(rpc, args))
         except LimitsError as err:
-            log.warning("%s failed: %s", name, err)
+            log.warning("%s failed: %s", rpc.__name__, err)
             return None
 
     def _google_client(self, alias: str, keys: HeldKeys) -> genai.Client:
@@ -356,7 +358,7 @@ class Client:
             return cached[1]
 
     def _log(
-        self, level: int, call: _Call, attempt: int, outcome: str, grant: _Grant | None,
+        self, level: int, call: _Call, attempt: int, outcome: str, grant: Grant | None,
         actual: int | None = None,
     ) -> None:  # fmt: skip
         rid = str(grant.reservation_id) if grant and grant.reservation_id else None

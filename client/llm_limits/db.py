@@ -1,8 +1,10 @@
 """Every SQL statement the client runs, and the connections it runs them on.
 
 The client runs only ``select ... from public.fn(...)`` with named, explicitly cast arguments,
-plus one read of the key pool. psycopg 3 in autocommit with ``prepare_threshold=None``: the
-Supabase transaction pooler (Supavisor, port 6543) has no prepared statements.
+plus one read of the key pool and the settings' wait cap. ``Database`` has one method per RPC
+(and its ``a``-prefixed twin on asyncio), each building a typed result from dict rows. psycopg 3
+in autocommit with ``prepare_threshold=None``: the Supabase transaction pooler (Supavisor, port
+6543) has no prepared statements.
 
 A dropped connection (a restart, a pooler hiccup) discards every idle connection, since they
 are most likely dead too, and the statement is retried on a fresh one:
@@ -20,54 +22,146 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from .errors import ConfigurationError, DatabaseError, DatabaseUnavailable, from_db_error
 
 DB_URL_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
 
-SQL = {
-    # The one query that is not an RPC: which env var holds each active key.
-    "keys": "select key_alias, env_var_name from public.google_ai_api_keys where is_active",
-    "token_counter": "select api_model, token_counter from public.token_counter(model => %s::text)",
-    "acquire": "select * from public.acquire(model => %s::text, tokens => %s::int, "
-    "mode => %s::text, max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
-    "request_id => %s::text, ticket => %s::uuid)",
-    "commit_usage": "select public.commit_usage(reservation_id => %s::uuid, "
-    "prompt_tokens => %s::int, completion_tokens => %s::int, meta => %s::jsonb)",
-    "release": "select public.release(reservation_id => %s::uuid, reason => %s::text, "
-    "sent => %s::boolean)",
-    "report_rate_limit": "select public.report_rate_limit(reservation_id => %s::uuid, "
-    "quota_id => %s::text, retry_delay_ms => %s::int)",
-    "disable_key": "select public.disable_key(key_alias => %s::text, reason => %s::text)",
-}
 
-Rows = list[tuple[Any, ...]]
+@dataclass(frozen=True)
+class Grant:
+    """One ``public.acquire_result`` row: a grant, or a refusal with its reason."""
 
-# Pauses before each retry after a lost connection, per statement (see the module docstring).
+    granted: bool
+    reservation_id: uuid.UUID | None
+    key_alias: str | None
+    env_var_name: str | None
+    model: str  # the API model id to call
+    waited_ms: int | None
+    reason: str | None  # rpm, tpm, rpd, cooldown, no_key, wait_timeout, queued
+    retry_after_ms: int | None
+
+
+@dataclass(frozen=True)
+class KeyPool:
+    """The active keys (alias -> the env var that holds its value) and the longest WAIT one
+    ``acquire`` takes (``google_ai_settings.max_wait_cap_ms``, which an operator may lower)."""
+
+    env_vars: dict[str, str]
+    max_wait_cap_ms: int
+
+
+@dataclass(frozen=True)
+class ModelCounter:
+    """One ``public.token_counter`` row: the model's API id and the counter it pins, if any."""
+
+    api_model: str
+    token_counter: str | None
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement, and the pauses before each retry after a lost connection."""
+
+    name: str
+    sql: str
+    retry_pauses: tuple[float, ...]
+
+
 _SETTLE_BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0)
-RETRY_PAUSES: dict[str, tuple[float, ...]] = {
-    "keys": (0.0,),
-    "token_counter": (0.0,),
-    "acquire": (),
-    "commit_usage": _SETTLE_BACKOFF,
-    "release": _SETTLE_BACKOFF,
-    "report_rate_limit": _SETTLE_BACKOFF,
-    "disable_key": _SETTLE_BACKOFF,
-}
+
+# The one read that is not an RPC: the active keys' env vars, with the settings' wait cap (a
+# left join from the one settings row, so the cap comes back when no key is active).
+KEYS = Statement(
+    "keys",
+    "select s.max_wait_cap_ms, k.key_alias, k.env_var_name from public.google_ai_settings as s"
+    " left join public.google_ai_api_keys as k on k.is_active",
+    (0.0,),
+)
+TOKEN_COUNTER = Statement(
+    "token_counter",
+    "select api_model, token_counter from public.token_counter(model => %(model)s::text)",
+    (0.0,),
+)
+ACQUIRE = Statement(
+    "acquire",
+    "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
+    " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
+    " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
+    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
+    (),
+)
+COMMIT_USAGE = Statement(
+    "commit_usage",
+    "select public.commit_usage(reservation_id => %(reservation_id)s::uuid,"
+    " prompt_tokens => %(prompt_tokens)s::int, completion_tokens => %(completion_tokens)s::int,"
+    " meta => %(meta)s::jsonb) as done",
+    _SETTLE_BACKOFF,
+)
+RELEASE = Statement(
+    "release",
+    "select public.release(reservation_id => %(reservation_id)s::uuid,"
+    " reason => %(reason)s::text, sent => %(sent)s::boolean) as done",
+    _SETTLE_BACKOFF,
+)
+REPORT_RATE_LIMIT = Statement(
+    "report_rate_limit",
+    "select public.report_rate_limit(reservation_id => %(reservation_id)s::uuid,"
+    " quota_id => %(quota_id)s::text, retry_delay_ms => %(retry_delay_ms)s::int) as done",
+    _SETTLE_BACKOFF,
+)
+DISABLE_KEY = Statement(
+    "disable_key",
+    "select public.disable_key(key_alias => %(key_alias)s::text, reason => %(reason)s::text)"
+    " as done",
+    _SETTLE_BACKOFF,
+)
+
+Params = dict[str, Any]
+Row = dict[str, Any]
+
+
+def _named(args: dict[str, Any]) -> Params:
+    """A method's arguments (its ``locals()`` on entry) as its statement's named parameters."""
+    return {k: Jsonb(v) if k == "meta" else v for k, v in args.items() if k != "self"}
+
+
+def _cooldown(rows: list[Row]) -> datetime | None:
+    done: datetime | None = rows[0]["done"]
+    return done
+
+
+def _key_pool(rows: list[Row]) -> KeyPool:
+    cap = rows[0]["max_wait_cap_ms"] if rows else 0
+    env_vars = {str(r["key_alias"]): str(r["env_var_name"]) for r in rows if r["key_alias"]}
+    return KeyPool(env_vars, int(cap))
+
+
+def url_from_env() -> str | None:
+    """The first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL that is set, or None."""
+    for name in DB_URL_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
 
 
 def dsn_from_env() -> str:
-    """The first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL that is set."""
-    for name in DB_URL_VARS:
-        if os.environ.get(name):
-            return os.environ[name]
-    raise ConfigurationError(f"no database URL: set one of {', '.join(DB_URL_VARS)}")
+    url = url_from_env()
+    if url is None:
+        raise ConfigurationError(f"no database URL: set one of {', '.join(DB_URL_VARS)}")
+    return url
 
 
 def _is_connection_lost(exc: psycopg.Error) -> bool:
@@ -92,7 +186,8 @@ def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> b
 
 
 class Database:
-    """Runs the statements of ``SQL`` on own connections (a small free list) or a pool."""
+    """The RPCs, one method each (``acquire``, and ``aacquire`` on asyncio), on own connections
+    (a small free list) or a pool. The documented low-level API: see the README."""
 
     def __init__(
         self, dsn: str | None, pool: Any = None, async_pool: Any = None, connect_timeout: int = 10
@@ -119,12 +214,79 @@ class Database:
             return "?"
         return f"{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
-    def query(self, name: str, params: tuple[Any, ...]) -> Rows:
-        pauses = RETRY_PAUSES[name]
+    # -- the RPCs, blocking (each statement's parameters are its method's arguments) ----------
+
+    def keys(self) -> KeyPool:
+        return _key_pool(self._fetch(KEYS, {}))
+
+    def token_counter(self, model: str) -> ModelCounter:
+        return ModelCounter(**self._fetch(TOKEN_COUNTER, _named(locals()))[0])
+
+    def acquire(
+        self, model: str, tokens: int, *, mode: str, max_wait_ms: int,
+        key_aliases: list[str] | None = None, caller: str | None = None,
+        request_id: str | None = None, ticket: uuid.UUID | None = None,
+    ) -> Grant:  # fmt: skip
+        return Grant(**self._fetch(ACQUIRE, _named(locals()))[0])
+
+    def commit_usage(
+        self, reservation_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
+        meta: dict[str, Any],
+    ) -> bool:  # fmt: skip
+        return bool(self._fetch(COMMIT_USAGE, _named(locals()))[0]["done"])
+
+    def release(self, reservation_id: uuid.UUID, reason: str | None, sent: bool) -> bool:
+        return bool(self._fetch(RELEASE, _named(locals()))[0]["done"])
+
+    def report_rate_limit(
+        self, reservation_id: uuid.UUID, quota_id: str | None, retry_delay_ms: int | None
+    ) -> datetime | None:
+        """The cooldown's end, or None when the 429 changed nothing."""
+        return _cooldown(self._fetch(REPORT_RATE_LIMIT, _named(locals())))
+
+    def disable_key(self, key_alias: str, reason: str | None) -> bool:
+        return bool(self._fetch(DISABLE_KEY, _named(locals()))[0]["done"])
+
+    # -- the same RPCs on asyncio ---------------------------------------------------------------
+
+    async def akeys(self) -> KeyPool:
+        return _key_pool(await self._afetch(KEYS, {}))
+
+    async def atoken_counter(self, model: str) -> ModelCounter:
+        return ModelCounter(**(await self._afetch(TOKEN_COUNTER, _named(locals())))[0])
+
+    async def aacquire(
+        self, model: str, tokens: int, *, mode: str, max_wait_ms: int,
+        key_aliases: list[str] | None = None, caller: str | None = None,
+        request_id: str | None = None, ticket: uuid.UUID | None = None,
+    ) -> Grant:  # fmt: skip
+        return Grant(**(await self._afetch(ACQUIRE, _named(locals())))[0])
+
+    async def acommit_usage(
+        self, reservation_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
+        meta: dict[str, Any],
+    ) -> bool:  # fmt: skip
+        return bool((await self._afetch(COMMIT_USAGE, _named(locals())))[0]["done"])
+
+    async def arelease(self, reservation_id: uuid.UUID, reason: str | None, sent: bool) -> bool:
+        return bool((await self._afetch(RELEASE, _named(locals())))[0]["done"])
+
+    async def areport_rate_limit(
+        self, reservation_id: uuid.UUID, quota_id: str | None, retry_delay_ms: int | None
+    ) -> datetime | None:
+        return _cooldown(await self._afetch(REPORT_RATE_LIMIT, _named(locals())))
+
+    async def adisable_key(self, key_alias: str, reason: str | None) -> bool:
+        return bool((await self._afetch(DISABLE_KEY, _named(locals())))[0]["done"])
+
+    # -- running a statement --------------------------------------------------------------------
+
+    def _fetch(self, stmt: Statement, params: Params) -> list[Row]:
+        pauses = stmt.retry_pauses
         for attempt in range(len(pauses) + 1):
             try:
-                with self._connection() as conn:
-                    return conn.execute(SQL[name], params).fetchall()
+                with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                    return cur.execute(stmt.sql, params).fetchall()
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
                     self._discard_idle()  # they are most likely dead too
@@ -134,13 +296,13 @@ class Database:
             time.sleep(pauses[attempt])
         raise AssertionError("unreachable")
 
-    async def aquery(self, name: str, params: tuple[Any, ...]) -> Rows:
-        pauses = RETRY_PAUSES[name]
+    async def _afetch(self, stmt: Statement, params: Params) -> list[Row]:
+        pauses = stmt.retry_pauses
         for attempt in range(len(pauses) + 1):
             try:
-                async with self._aconnection() as conn:
-                    cursor = await conn.execute(SQL[name], params)
-                    return await cursor.fetchall()
+                async with self._aconnection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(stmt.sql, params)
+                    return await cur.fetchall()
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
                     await self._adiscard_idle()

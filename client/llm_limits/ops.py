@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google import genai
@@ -20,14 +20,27 @@ from .db import Database
 
 T = TypeVar("T")
 
+# Each RPC method of Database and its twin on asyncio.
+ASYNC_TWIN: dict[Callable[..., Any], Callable[..., Coroutine[Any, Any, Any]]] = {
+    Database.keys: Database.akeys,
+    Database.token_counter: Database.atoken_counter,
+    Database.acquire: Database.aacquire,
+    Database.commit_usage: Database.acommit_usage,
+    Database.release: Database.arelease,
+    Database.report_rate_limit: Database.areport_rate_limit,
+    Database.disable_key: Database.adisable_key,
+}
 # A cancelled acquire is cancelled in the server too; a settlement, once started, is finished.
-INTERRUPTIBLE = frozenset({"keys", "acquire"})
+INTERRUPTIBLE = frozenset({Database.keys, Database.acquire})
 
 
 @dataclass(frozen=True)
 class Query:
-    name: str  # a key of db.SQL
-    params: tuple[Any, ...] = ()
+    """An RPC: a method of ``Database`` (e.g. ``Database.acquire``) and its arguments."""
+
+    rpc: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ def run(plan: Plan[T], db: Database) -> T:
         value, error = None, None
         try:
             if isinstance(op, Query):
-                value = db.query(op.name, op.params)
+                value = op.rpc(db, *op.args, **op.kwargs)
             elif isinstance(op, Send):
                 value = op.google.models.generate_content(
                     model=op.model, contents=op.contents, config=op.config
@@ -117,8 +130,8 @@ async def arun(plan: Plan[T], db: Database) -> T:
         value, error = None, None
         try:
             if isinstance(op, Query):
-                query = db.aquery(op.name, op.params)
-                value = await (query if op.name in INTERRUPTIBLE else uninterruptible(query))
+                query = ASYNC_TWIN[op.rpc](db, *op.args, **op.kwargs)
+                value = await (query if op.rpc in INTERRUPTIBLE else uninterruptible(query))
             elif isinstance(op, Send):
                 value = await op.google.aio.models.generate_content(
                     model=op.model, contents=op.contents, config=op.config

@@ -35,6 +35,7 @@ from google.genai import types
 from pydantic import BaseModel
 
 from . import ops
+from .db import Database
 
 log = logging.getLogger("llm_limits")
 
@@ -301,11 +302,11 @@ class TokenCounter:
         if cached is not None and time.monotonic() < cached[2]:
             return cached[0], cached[1]
         try:
-            rows = yield ops.Query("token_counter", (model,))
+            row = yield ops.Query(Database.token_counter, (model,))
         except Exception as exc:  # an unknown model fails in acquire; an old schema lacks it
             self._once(model, "token_counter", "token_counter() failed, choosing: %s", exc)
             return model, None
-        api_model, counter = str(rows[0][0]), rows[0][1]
+        api_model, counter = row.api_model, row.token_counter
         with self._lock:
             self._models[model] = (api_model, counter, time.monotonic() + self.ttl)
         return api_model, counter

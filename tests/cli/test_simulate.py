@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.fake_gemini import FakeGemini, Limits
+from llm_limits.testing.fake_gemini import FakeGemini, Limits
 from tests.cli.conftest import Invoke
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -10,8 +10,8 @@ from google.genai import errors, types
 
 import llm_limits
 from llm_limits import Client, Usage
-from llm_limits.cli.prose import page
-from llm_limits.fake_gemini import FakeGemini
+from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.testing.prose import page
 
 from .support import (
     GEMMA,
@@ -197,14 +197,14 @@ def test_wait_timeout_raises_rate_limited(client: Client, keyed_db: Conn) -> Non
     assert info.value.retry_after is not None and info.value.retry_after > 0
 
 
-def test_a_long_wait_is_several_capped_acquires(
-    client: Client, keyed_db: Conn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("llm_limits.client.MAX_WAIT_PER_ACQUIRE_MS", 150)
+def test_a_long_wait_is_several_capped_acquires(client: Client, keyed_db: Conn) -> None:
     set_window(keyed_db, 1000, 0)
     set_gemma_limits(keyed_db, rpm=1)
-    client.generate(GEMMA, "one")
+    client.generate(GEMMA, "one")  # reads the keys and the 90 s cap
     client.generate(GEMMA, "two")
+    # An operator lowers the cap under a running client: its next acquire is refused with
+    # LL005, and the client reads the cap again instead of failing the call.
+    keyed_db.execute("update public.google_ai_settings set max_wait_cap_ms = 150")
 
     assert client.generate(GEMMA, "three", mode="WAIT", max_wait=5.0).text
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llm_limits import Client
-from llm_limits.fake_gemini import FakeGemini
 from llm_limits.keys import resolve_keys
+from llm_limits.testing.fake_gemini import FakeGemini
 
 from .support import GEMMA, KEYS, Conn, hold, reservations
 

@@ -20,7 +20,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from llm_limits import Client
-from llm_limits.fake_gemini import FakeGemini
+from llm_limits.testing.fake_gemini import FakeGemini
 
 from .support import GEMMA, Conn, hold, set_gemma_limits, set_window
 

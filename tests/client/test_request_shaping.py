@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import llm_limits
 from llm_limits import google_errors
-from llm_limits.fake_gemini import Counting
 from llm_limits.gemma import fold_system_instruction, prepare_request
+from llm_limits.testing.fake_gemini import Counting
 from llm_limits.tokens import MEDIA_PART_TOKENS, estimate_tokens
 
 # -- the token bound -------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from llm_limits.cli.prose import page
-from llm_limits.fake_gemini import TPM_ID, FakeGemini, Limits
+from llm_limits.testing.fake_gemini import TPM_ID, FakeGemini, Limits
+from llm_limits.testing.prose import page
 
 GEMMA = "gemma-3-27b-it"
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
@@ -85,7 +85,15 @@ def test_tpm_is_enforced_on_the_counted_tokens(srv: FakeGemini) -> None:
 
 def test_without_the_vocabulary_it_says_so_and_counts_bytes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(CLIENT_DIR), "LLM_LIMITS_GEMMA_VOCAB": "/nonexistent"}
-    cmd = [sys.executable, "-m", "llm_limits.fake_gemini", "--port", "0", "--project", "p=KEY"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm_limits.testing.fake_gemini",
+        "--port",
+        "0",
+        "--project",
+        "p=KEY",
+    ]
     proc = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

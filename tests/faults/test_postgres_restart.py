@@ -53,8 +53,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.cli import localstack
-from llm_limits.fake_gemini import FakeGemini, Limits
+from llm_limits.testing import localstack
+from llm_limits.testing.fake_gemini import FakeGemini, Limits
 from tests.client.support import KEYS, insert_keys, projects, set_gemma_limits, set_window
 from tests.stress.checker import check
 

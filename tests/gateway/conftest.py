@@ -25,7 +25,7 @@ from llm_limits.cli.gateway import (
     start_local,
     token_digest,
 )
-from llm_limits.fake_gemini import FakeGemini
+from llm_limits.testing.fake_gemini import FakeGemini
 
 from ..client.support import KEY_VALUES, KEYS, Conn, insert_keys, projects
 

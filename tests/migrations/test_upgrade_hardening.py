@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.cli import localstack
+from llm_limits.testing import localstack
 from tests.conftest import create_database, drop_database
 from tests.migrations.test_schema_snapshot import assert_matches_snapshot
 from tests.migrations.test_upgrade import (

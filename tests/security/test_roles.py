@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.cli import localstack
+from llm_limits.testing import localstack
 from tests.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlstate_of
 
 REPO = Path(__file__).resolve().parents[2]

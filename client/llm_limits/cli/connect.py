@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from llm_limits.cli import localstack
-
-# Checked in this order; the first one set wins.
-URL_ENV_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
+from llm_limits.db import DB_URL_VARS, url_from_env
+from llm_limits.testing import localstack
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -39,18 +36,12 @@ def local_url(root: Path = localstack.DEFAULT_DIR) -> str | None:
 
 def resolve_url(given: str | None) -> str:
     """--db-url, then the environment, then the running local stack in ./.llm-limits/pg."""
-    if given:
-        return given
-    for var in URL_ENV_VARS:
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    url = local_url()
+    url = given or url_from_env() or local_url()
     if url is None:
         raise CliError(
             "no database: pass --db-url, set "
-            + ", ".join(URL_ENV_VARS[:-1])
-            + f" or {URL_ENV_VARS[-1]}, or start one with `llm-limits local up`"
+            + ", ".join(DB_URL_VARS[:-1])
+            + f" or {DB_URL_VARS[-1]}, or start one with `llm-limits local up`"
         )
     return url
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llm_limits.cli.connect import URL_ENV_VARS, CliError, connect, resolve_url
+from llm_limits.cli import queries
+from llm_limits.cli.common import DbUrl, stderr, stdout
+from llm_limits.cli.connect import CliError, connect, resolve_url
 
 TOKEN_PREFIX = "llmk_"  # recognisable in a secret scanner, and never a Google key (AIza…)
 FUNCTION_DIR = Path("supabase") / "functions" / "llm-gateway"
@@ -32,26 +33,7 @@ callers_app = typer.Typer(help="Who may call the llm-gateway Edge Function, by t
 gateway_app = typer.Typer(help="Run the llm-gateway Edge Function locally with Deno.")
 callers_app.info.no_args_is_help = gateway_app.info.no_args_is_help = True
 
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        envvar=list(URL_ENV_VARS),
-        show_envvar=True,
-        help="Postgres URL of the Supabase database; falls back to the running local stack.",
-    ),
-]
 Name = Annotated[str, typer.Argument(help="The caller's name (the `caller` in the audit log).")]
-
-ADD = """
-select public.add_caller(name => %(name)s::text, token_sha256 => %(digest)s::bytea,
-                         allowed_models => %(models)s::text[], notes => %(notes)s::text) as added
-"""
-REVOKE = "select public.revoke_caller(name => %(name)s::text) as was_active"
-LIST = """
-select name, active, allowed_models, created_at, last_used_at, notes
-from public.google_ai_callers order by name
-"""
 
 
 def new_token() -> str:
@@ -60,11 +42,6 @@ def new_token() -> str:
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-def _console(err: bool = False) -> Console:
-    stream = sys.stderr if err else sys.stdout
-    return Console(stderr=err, highlight=False, width=None if stream.isatty() else 200)
 
 
 @callers_app.command("add")
@@ -89,11 +66,11 @@ def callers_add(
         "notes": notes,
     }
     with connect(resolve_url(db_url)) as conn:
-        row = conn.execute(ADD, params).fetchone()
+        row = conn.execute(queries.ADD_CALLER, params).fetchone()
     if row is None or not row["added"]:
         raise CliError(f"caller {name!r} already exists; revoke it and add another name")
     scope = ", ".join(allowed) if allowed else "every model"
-    _console(err=True).print(
+    stderr().print(
         f"caller {name} added ({scope}). Its token, shown only now; keep it as a secret:"
     )
     print(token)
@@ -103,7 +80,7 @@ def callers_add(
 def callers_list(db_url: DbUrl = None) -> None:
     """The callers, their models and when each last called (never a token)."""
     with connect(resolve_url(db_url)) as conn:
-        rows = conn.execute(LIST).fetchall()
+        rows = conn.execute(queries.LIST_CALLERS).fetchall()
     if not rows:
         print("no callers; add one with `llm-limits callers add NAME`")
         return
@@ -119,14 +96,14 @@ def callers_list(db_url: DbUrl = None) -> None:
             f"{r['last_used_at']:%Y-%m-%d %H:%M}" if r["last_used_at"] else "never",
             r["notes"] or "",
         )
-    _console().print(table)
+    stdout().print(table)
 
 
 @callers_app.command("revoke")
 def callers_revoke(name: Name, db_url: DbUrl = None) -> None:
     """Refuse a caller's token from its next request on."""
     with connect(resolve_url(db_url)) as conn:
-        row = conn.execute(REVOKE, {"name": name}).fetchone()
+        row = conn.execute(queries.REVOKE_CALLER, {"name": name}).fetchone()
     if row is None or row["was_active"] is None:
         raise CliError(f"unknown caller {name!r}")
     print(f"caller {name} revoked" + ("" if row["was_active"] else " (it already was)"))
@@ -233,7 +210,7 @@ def gateway_serve(
     function_dir = find_function_dir()
     env = serve_env(resolve_url(db_url), host, port, google_base_url)
     command = serve_command(function_dir)
-    _console(err=True).print(f"llm-gateway on http://{host}:{port} (Ctrl-C stops it)")
+    stderr().print(f"llm-gateway on http://{host}:{port} (Ctrl-C stops it)")
     sys.stderr.flush()
     # Deno takes this process's place, so a signal to it (Ctrl-C, kill) reaches the function.
     os.chdir(function_dir)

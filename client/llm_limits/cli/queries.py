@@ -39,14 +39,15 @@ on conflict (key_alias) do update set
 returning k.key_alias
 """
 
-ENABLE_KEY = """
-update public.google_ai_api_keys as k
-set is_active = true, disabled_reason = null
-where k.key_alias = %(alias)s::text
-returning k.key_alias
-"""
+ENABLE_KEY = (
+    "select public.enable_key(key_alias => %(alias)s::text, reason => %(reason)s::text)"
+    " as was_disabled"
+)
 
-DISABLE_KEY = "select public.disable_key(%(alias)s::text, %(reason)s::text) as was_active"
+DISABLE_KEY = (
+    "select public.disable_key(key_alias => %(alias)s::text, reason => %(reason)s::text)"
+    " as was_active"
+)
 
 # An empty --group or --notes clears the column (the key becomes its own quota group).
 SET_KEY = """
@@ -75,13 +76,11 @@ from public.google_ai_model_limits as m
 order by m.model
 """
 
-# The same resolution as google_ai_internal.resolve_model: the row name wins over an API id.
+# The model row a name or API id stands for (public.resolve_model raises LL001 when none does).
 RESOLVE_MODEL = """
 select m.model, m.api_model, m.rpm, m.tpm, m.rpd
-from public.google_ai_model_limits as m
-where m.model = %(model)s::text or m.api_model = %(model)s::text
-order by (m.model = %(model)s::text) desc
-limit 1
+from public.resolve_model(model => %(model)s::text) as r (model)
+join public.google_ai_model_limits as m on m.model = r.model
 """
 
 UPDATE_MODEL = """
@@ -151,7 +150,24 @@ order by a.ts, a.id
 limit 5000
 """
 
+AUDIT_EVENT_KINDS = "select e.kind from public.audit_event_kinds() as e (kind)"
+
 RUN_MAINTENANCE = "select public.run_maintenance() as log_row"
+
+# -- callers of the llm-gateway ---------------------------------------------------------------
+
+ADD_CALLER = """
+select public.add_caller(name => %(name)s::text, token_sha256 => %(digest)s::bytea,
+                         allowed_models => %(models)s::text[], notes => %(notes)s::text) as added
+"""
+
+REVOKE_CALLER = "select public.revoke_caller(name => %(name)s::text) as was_active"
+
+LIST_CALLERS = """
+select c.name, c.active, c.allowed_models, c.created_at, c.last_used_at, c.notes
+from public.google_ai_callers as c
+order by c.name
+"""
 
 # -- simulate -----------------------------------------------------------------------------------
 

@@ -20,13 +20,23 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from llm_limits import fake_gemini
-from llm_limits.cli import queries
-from llm_limits.cli.connect import CliError, Conn
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from llm_limits.cli import queries, render
+from llm_limits.cli.common import DbUrl, fail, show_client_log, stderr
+from llm_limits.cli.connect import CliError, Conn, connect, resolve_url
+from llm_limits.cli.models import resolve_model
 from llm_limits.errors import LimitsError, RateLimited
 from llm_limits.keys import resolve_keys
+from llm_limits.testing import fake_gemini
 
 # A limit the database leaves unenforced (null) must not bind inside the fake either.
 UNLIMITED = 10**9
@@ -321,7 +331,7 @@ def usage_lines(
 
 def prose_prompts(spec: str, language: str) -> Callable[[int, int], str]:
     """Prompts of prose of ``MIN-MAX`` characters, e.g. long Russian pages for a TPM-bound run."""
-    from llm_limits.cli.prose import page
+    from llm_limits.testing.prose import page
 
     low, _, high = spec.partition("-")
     if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
@@ -346,3 +356,170 @@ def summarize_waits(waits: list[float]) -> str:
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+# -- the command: orchestration and report ------------------------------------------------------
+
+
+def simulate(
+    workers: Annotated[int, typer.Option(min=1, help="Concurrent callers (threads).")] = 8,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds to run.")] = 60.0,
+    model: Annotated[str, typer.Option(help="Model to call.")] = "gemma-3-27b",
+    fake_port: Annotated[
+        int, typer.Option("--fake-port", min=0, help="Port of the in-process fake (0: free).")
+    ] = 0,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Use this Gemini endpoint instead of an in-process fake."),
+    ] = None,
+    latency: Annotated[
+        float, typer.Option(min=0, help="Seconds the in-process fake takes per call.")
+    ] = 0.3,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="NO_WAIT calls; sleep retry_after on refusal.")
+    ] = False,
+    max_wait: Annotated[
+        float | None,
+        typer.Option(min=0, help="WAIT budget per call, seconds; default: until the run ends."),
+    ] = None,
+    chart: Annotated[Path, typer.Option(help="Where to write the PNG chart.")] = Path(
+        ".llm-limits/simulate.png"
+    ),
+    db_url: DbUrl = None,
+    prompt_chars: Annotated[
+        str | None,
+        typer.Option(help="Prose prompts of MIN-MAX characters (e.g. 8000-30000): TPM-bound."),
+    ] = None,
+    language: Annotated[str, typer.Option(help="Prose language: ru or en.")] = "ru",
+) -> None:
+    """A load run through the real client against a fake Gemini; exit 1 if any 429 got through.
+
+    Reports grants, refusals, waits (p50/p95), tokens, the fake server's 429s and the
+    utilization of what the limits allowed, and writes a chart of grants per rolling window.
+    """
+    from contextlib import nullcontext
+
+    from llm_limits import Client
+    from llm_limits.cli import chart as charts
+
+    if base_url and fake_port:
+        fail("give --fake-port or --base-url, not both")
+    show_client_log()
+    url = resolve_url(db_url)
+    with connect(url) as conn:
+        setup = read_setup(conn, resolve_model(conn, model))
+    tally = Tally()
+    caller = new_caller()
+    prompts = prose_prompts(prompt_chars, language) if prompt_chars else None
+    err = stderr()
+    server = nullcontext(None) if base_url else fake_server(setup, latency, fake_port)
+    with server as fake:
+        endpoint = base_url or (fake.base_url if fake else None)
+        err.print(
+            f"simulate: {workers} workers × {duration:g}s on {setup.model} against {endpoint} "
+            f"({'in-process fake' if fake else 'external server'}); groups: "
+            + ", ".join(f"{g} ({len(setup.projects[g])} keys)" for g in setup.groups)
+        )
+        client = Client(
+            dsn=url,
+            base_url=endpoint,
+            on_usage=on_usage_recorder(tally, setup),
+            caller=caller,
+            timeout=max(30.0, latency * 10),
+        )
+        view = progress_view(setup, tally, fake, duration)
+        with client, Live(view(0.0), console=err, auto_refresh=False, transient=False) as live:
+            started, elapsed, interrupted = run_workers(
+                client,
+                setup,
+                tally,
+                workers=workers,
+                duration=duration,
+                wait=not no_wait,
+                max_wait=max_wait,
+                caller=caller,
+                tick=lambda t: live.update(view(t), refresh=True),
+                prompt=prompts,
+            )
+        stats = fake.stats() if fake else None
+    with connect(url) as conn:
+        waits = waits_of(conn, caller, started)
+        if stats is not None:
+            fake_429s = stats.rate_limited
+            by_project = {
+                p: [g.ts for g in grants]
+                for (p, m), grants in stats.grants.items()
+                if m in (setup.model, setup.api_model)
+            }
+        else:
+            fake_429s = rate_limited_in_db(conn, setup.model, started)
+            by_project = grants_from_ledger(conn, setup.model, caller, started)
+    chart_path = charts.write_chart(
+        chart,
+        title=f"{setup.model}: grants per rolling {setup.window_s:g} s window vs the limit",
+        grants=by_project,
+        limits={g: setup.group_rpm.get(g) for g in setup.groups},
+        start=started,
+        end=started + elapsed,
+        window_s=setup.window_s,
+    )
+    t = tally
+    print()
+    print(f"simulate report: {setup.model}, {workers} workers, {elapsed:.1f}s, "
+          f"window {setup.window_s:g}s (+{setup.guard_s:g}s guard)")  # fmt: skip
+    refusals = ", ".join(f"{r}={n}" for r, n in sorted(t.refusals.items())) or "none"
+    errors = ", ".join(f"{e}={n}" for e, n in sorted(t.errors.items())) or "none"
+    if interrupted:
+        print("interrupted: the figures cover the run until Ctrl-C")
+    print(f"grants: {t.total_grants}")
+    print(f"refusals: {sum(t.refusals.values())} ({refusals})")
+    print(f"errors: {sum(t.errors.values())} ({errors})")
+    if t.cut_off:
+        print(f"still waiting for quota when the run ended: {t.cut_off}")
+    print(summarize_waits(waits))
+    print(f"tokens: {t.prompt_tokens:,} prompt + {t.completion_tokens:,} completion")
+    print(f"429s: {fake_429s}")
+    if stats is None:
+        print("  (429s as reported to the database by the client; the server is not ours)")
+    windows = windows_begun(elapsed, setup.window_s)
+    print(f"utilization = grants / (rpm × {windows} windows begun):")
+    for line in usage_lines(t.grants, setup.group_rpm, setup.groups, elapsed, setup.window_s):
+        print(line)
+    print(f"TPM used = Google-counted input tokens / (tpm × {windows} windows begun):")
+    for line in usage_lines(t.group_tokens, setup.group_tpm, setup.groups, elapsed, setup.window_s):
+        print(line)
+    if setup.overridden and fake is not None:
+        print(f"  note: {', '.join(setup.overridden)} have their own limits; the fake applies "
+              f"the model's")  # fmt: skip
+    print(f"chart: {chart_path}")
+    if interrupted:
+        raise typer.Exit(130)
+    if fake_429s > 0:
+        raise typer.Exit(1)
+
+
+def progress_view(setup: Any, tally: Any, fake: Any, duration: float) -> Any:
+    """A function of elapsed seconds giving the live progress panel of ``simulate``."""
+
+    def view(elapsed: float) -> Group:
+        now = time.time()
+        with tally.lock:
+            grants, refused = tally.total_grants, sum(tally.refusals.values())
+            errors, in_flight = sum(tally.errors.values()), tally.in_flight
+            windows = {g: tally.in_window(g, now, setup.window_s) for g in setup.groups}
+        line = Text(f"{min(elapsed, duration):5.1f}/{duration:g}s  ")
+        line.append(f"grants {grants}  refusals {refused}  errors {errors}  in flight {in_flight}")
+        if fake is not None:
+            n429 = fake.stats().rate_limited
+            line.append(f"  429s {n429}", style="red" if n429 else "green")
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=duration, completed=min(elapsed, duration), width=30), line)
+        parts: list[Any] = [head]
+        for group, used in windows.items():
+            row = Text(f"  {group:<24} ")
+            row.append_text(render.usage(used, setup.group_rpm.get(group), width=20))
+            row.append(f"  in the last {setup.window_s:g}s", style="dim")
+            parts.append(row)
+        return Group(*parts)
+
+    return view

@@ -16,7 +16,7 @@ streamGenerateContent (``?alt=sse``) is admitted like generateContent and answer
 in a few server-sent events, each with the prompt's usage and the last with the totals and the
 finish reason, as Google streams.
 
-Run ``python -m llm_limits.fake_gemini --help`` for the CLI.
+Run ``python -m llm_limits.testing.fake_gemini --help`` for the CLI.
 """
 
 from __future__ import annotations
@@ -656,7 +656,8 @@ def _split(spec: str, flag: str) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llm_limits.fake_gemini", description=__doc__)
+    prog = "python -m llm_limits.testing.fake_gemini"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8089, help="0 picks a free port")
     ap.add_argument("--project", action="append", default=[], metavar="NAME=KEY1,KEY2")

@@ -5,8 +5,8 @@ small pool. ``make test`` and ``make bench`` run the client through one, so that
 holds a server connection too long (a wait inside the database) shows up as other queries
 stalling:
 
-    python -m llm_limits.cli.pooler up --dir /tmp/x/pgbouncer --upstream URL --pool-size 8
-    python -m llm_limits.cli.pooler down --dir /tmp/x/pgbouncer
+    python -m llm_limits.testing.pooler up --dir /tmp/x/pgbouncer --upstream URL --pool-size 8
+    python -m llm_limits.testing.pooler down --dir /tmp/x/pgbouncer
 
 ``up`` prints the pooler's URL for the upstream's database; any database name works through it
 (one pool of ``--pool-size`` server connections per database and user). PgBouncer refuses to run
@@ -143,7 +143,7 @@ def down(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_limits.cli.pooler")
+    parser = argparse.ArgumentParser(prog="python -m llm_limits.testing.pooler")
     parser.add_argument("action", choices=["up", "down", "url"])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--upstream", help="URL of the cluster to pool (for up)")
