@@ -4,7 +4,7 @@ Injected: a cluster of this module's own (``localstack.up`` in a temporary direc
 migrations deployed with ``supabase db push``; the shared test cluster is never touched) serves
 3 spawned processes x 2 threads, each looping ``client.generate(..., mode="WAIT",
 max_wait=5)`` through the real SDK against one FakeGemini (2 projects, gemma RPM 8, window 2 s
-in both the database and the fake, guard 100 ms, 150 ms per call). 2.5 s into the run (which
+in both the database and the fake, guard 300 ms, 150 ms per call). 2.5 s into the run (which
 goes on for 4.5 s once the server is back):
 
 * ``fast``: ``pg_ctl restart -m fast`` (options reused from postmaster.opts): every backend is
@@ -61,7 +61,9 @@ from tests.stress.checker import check
 from . import restart_worker
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOW_MS, GUARD_MS = 2000, 100
+# The guard covers the lag from grant to arrival at the fake, as in the e2e test: around a
+# restart, on 2 busy cores, a granted request can take more than 100 ms to arrive.
+WINDOW_MS, GUARD_MS = 2000, 300
 RPM = 8
 THREADS = 2
 MAX_WAIT = 5.0
