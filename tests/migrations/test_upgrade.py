@@ -39,22 +39,10 @@ RELEASE_2_STARTS = "20261124000800"
 
 
 def push(url: str, workdir: Path) -> str:
-    proc = subprocess.run(
-        [
-            *localstack.supabase_cli(REPO),
-            "db",
-            "push",
-            f"--remote={url}",
-            "--yes",
-            "--workdir",
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    try:
+        return localstack.push(url, workdir, cli_from=REPO)
+    except localstack.LocalStackError as exc:
+        pytest.fail(str(exc))
 
 
 def migrations_before(tmp_path: Path, version: str) -> Path:

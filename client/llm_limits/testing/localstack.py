@@ -210,11 +210,15 @@ def supabase_cli(project_dir: Path) -> list[str]:
     raise LocalStackError("the Supabase CLI is not installed; run `npm ci` in the repository")
 
 
-def push(url: str, project_dir: Path) -> str:
-    """Apply supabase/migrations with the real deploy path, ``supabase db push``."""
+def push(url: str, project_dir: Path, cli_from: Path | None = None) -> str:
+    """Apply supabase/migrations with the real deploy path, ``supabase db push``.
+
+    ``cli_from`` is the checkout whose node_modules holds the CLI, when ``project_dir`` is a
+    copy of some migrations elsewhere (the upgrade tests).
+    """
     proc = subprocess.run(
         [
-            *supabase_cli(project_dir),
+            *supabase_cli(cli_from or project_dir),
             "db",
             "push",
             f"--remote={url}",
