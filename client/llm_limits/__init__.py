@@ -13,60 +13,38 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
 
 ``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
-``commit_usage``, ``release``, ``report_rate_limit``, ...), for calling Google another way.
+``settle`` -> ``Verdict``, ...), for calling Google another way.
 """
 
 from .client import Client, Usage, agenerate, default_client, generate
-from .db import Database, Grant, KeyPool, ModelCounter
+from .db import Database, Grant, ModelCounter, Verdict
 from .errors import (
-    SQLSTATE_ERRORS,
-    AuditAppendOnly,
     ConfigurationError,
     DatabaseError,
     DatabaseUnavailable,
-    InvalidArgument,
-    InvalidMode,
-    InvalidTokens,
-    InvalidWait,
     LimitsError,
     NoKeyAvailable,
-    PromptTooLarge,
     RateLimited,
-    ReservationSettled,
     RpcError,
-    UnknownKey,
-    UnknownModel,
-    UnknownReservation,
     UnsupportedByModel,
 )
 from .tokens import estimate_tokens
 
 __all__ = [
-    "SQLSTATE_ERRORS",
-    "AuditAppendOnly",
     "Client",
     "ConfigurationError",
     "Database",
     "DatabaseError",
     "DatabaseUnavailable",
     "Grant",
-    "InvalidArgument",
-    "InvalidMode",
-    "InvalidTokens",
-    "InvalidWait",
-    "KeyPool",
     "LimitsError",
     "ModelCounter",
     "NoKeyAvailable",
-    "PromptTooLarge",
     "RateLimited",
-    "ReservationSettled",
     "RpcError",
-    "UnknownKey",
-    "UnknownModel",
-    "UnknownReservation",
     "UnsupportedByModel",
     "Usage",
+    "Verdict",
     "agenerate",
     "default_client",
     "estimate_tokens",

@@ -1,19 +1,19 @@
-"""The thin client: every quota decision is an RPC; this module calls them around Google.
+"""The thin client: it carries messages between the database and Google, and decides nothing.
 
-One ``generate`` makes at most ``max_attempts`` attempts, and each attempt asks the database
-again: ``acquire`` a grant, call Google with the granted key, then settle the grant with
-``commit_usage`` (success), ``report_rate_limit`` (429) or ``release`` (anything else). The
-logic is one generator plan (see ``ops``), run blocking by ``generate`` and on asyncio by
-``agenerate``.
+One ``generate`` makes at most ``max_attempts`` attempts. Each attempt: ``acquire`` (while the
+answer is ``queued``, sleep ``retry_after_ms`` and call again with the ticket it returned),
+call Google with the granted key, hand Google's status and body (or how the wire failed) to
+``settle``, and do what it says: return the response, or pause ``retry_after_ms`` and try
+again, or raise. Google's error rules live in ``public.settle``. The plan is one generator
+(see ``ops``), run blocking by ``generate`` and on asyncio by ``agenerate``.
 
 Logging: logger ``llm_limits``, one line per attempt, with ``extra`` fields reservation_id,
-key_alias, model, estimated_tokens, actual_tokens, waited_ms, attempt and outcome.
+key_alias, model, estimated_tokens, waited_ms, attempt and outcome.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
@@ -25,12 +25,13 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from . import google_errors, ops
-from .db import Database, Grant, dsn_from_env
-from .errors import DatabaseUnavailable, InvalidWait, LimitsError, NoKeyAvailable, RateLimited
+from . import ops
+from .db import Database, Grant, Verdict, dsn_from_env
+from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
 from .keys import HeldKeys, resolve_keys
 from .tokens import TokenCounter
+from .transport import transport_error
 
 log = logging.getLogger("llm_limits")
 
@@ -52,7 +53,6 @@ class Usage:
 class _Call:
     model: str
     mode: str
-    wait: bool
     deadline: float
     estimate: int
     caller: str | None
@@ -65,7 +65,7 @@ class Client:
     ``on_usage(Usage)`` runs inline after every commit (keep it quick); its exceptions are
     logged, never raised. ``pool`` / ``async_pool`` take psycopg_pool pools whose connections
     are made with ``autocommit=True, prepare_threshold=None``. ``timeout`` bounds each HTTP
-    call to Google, in seconds; ``backoff`` is the first pause after a 5xx or timeout.
+    call to Google, in seconds.
     """
 
     def __init__(
@@ -77,14 +77,13 @@ class Client:
         base_url: str | None = None,
         timeout: float = 60.0,
         max_attempts: int = 3,
-        backoff: float = 0.5,
         caller: str | None = None,
         on_usage: Callable[[Usage], object] | None = None,
         connect_timeout: int = 10,
         keys_ttl: float = 300.0,
     ) -> None:
         self._db = Database(dsn, pool, async_pool, connect_timeout)
-        self.max_attempts, self.backoff, self.caller = max(1, max_attempts), backoff, caller
+        self.max_attempts, self.caller = max(1, max_attempts), caller
         self.on_usage, self.keys_ttl = on_usage, keys_ttl
         # Retries stay with us, each re-checking the limits: attempts=1 also stops the SDK's
         # implicit aiohttp reconnect, which would send a second request on one grant.
@@ -97,7 +96,6 @@ class Client:
         self._lock = threading.Lock()
         self._keys: HeldKeys | None = None
         self._keys_until = 0.0
-        self._max_wait_cap_ms = 0  # read with the keys, before the first acquire
         self._google: dict[str, tuple[str, genai.Client]] = {}
         self.tokens = TokenCounter(ttl=keys_ttl)
 
@@ -111,31 +109,17 @@ class Client:
         return f"<llm_limits.Client db={self._db.describe()} keys={keys}>"
 
     def generate(
-        self,
-        model: str,
-        contents: Any,
-        *,
-        mode: str = "WAIT",
-        max_wait: float = 30.0,
-        config: Any = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-    ) -> types.GenerateContentResponse:
+        self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
+        config: Any = None, caller: str | None = None, request_id: str | None = None,
+    ) -> types.GenerateContentResponse:  # fmt: skip
         """Call ``models.generate_content`` under the quota; see the package docstring."""
         plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
         return ops.run(plan, self._db)
 
     async def agenerate(
-        self,
-        model: str,
-        contents: Any,
-        *,
-        mode: str = "WAIT",
-        max_wait: float = 30.0,
-        config: Any = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-    ) -> types.GenerateContentResponse:
+        self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
+        config: Any = None, caller: str | None = None, request_id: str | None = None,
+    ) -> types.GenerateContentResponse:  # fmt: skip
         """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
         plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
         return await ops.arun(plan, self._db)
@@ -149,199 +133,124 @@ class Client:
         self._keys = None
 
     def _plan(
-        self,
-        model: str,
-        contents: Any,
-        mode: str,
-        max_wait: float,
-        config: Any,
-        caller: str | None,
-        request_id: str | None,
-    ) -> ops.Plan[types.GenerateContentResponse]:
+        self, model: str, contents: Any, mode: str, max_wait: float, config: Any,
+        caller: str | None, request_id: str | None,
+    ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
-        wait = str(mode).upper() == "WAIT"
-        deadline = time.monotonic() + (max(0.0, max_wait) if wait else 0.0)
         keys = yield from self._held()
         # Counted once per call, before the first acquire; every attempt reserves this count.
         counter = self._google_client(keys.aliases[0], keys) if len(keys) else None
         count = yield from self.tokens.plan(model, contents, cfg, counter)
-        call = _Call(
-            model=model,
-            mode=str(mode),
-            wait=wait,
-            deadline=deadline,
-            estimate=count.tokens,
-            caller=caller or self.caller,
-            request_id=request_id or uuid.uuid4().hex,
-        )
-        failure: BaseException | None = None
+        call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
+                     caller or self.caller, request_id or uuid.uuid4().hex)  # fmt: skip
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):
-                raise NoKeyAvailable(f"this process holds no usable key for {model}") from failure
-            grant = yield from self._acquire(call, keys, attempt, failure)
-            outcome = yield from self._attempt(call, keys, grant, attempt, contents, cfg)
-            if not isinstance(outcome, BaseException):
-                return outcome
-            failure = outcome
-        assert failure is not None
-        raise failure
+                raise NoKeyAvailable(f"this process holds no usable key for {model}")
+            grant = yield from self._acquire(call, keys, attempt)
+            response, failure, verdict = yield from self._send(grant, keys, contents, cfg)
+            self._log(call, attempt, verdict.action, grant)
+            if verdict.action == "commit":
+                self._report_usage(call, grant, response)
+                answer: types.GenerateContentResponse = response
+                return answer
+            if verdict.action == "disable_key":
+                keys.drop(str(grant.key_alias))
+            if failure is None or not verdict.retry or attempt == self.max_attempts:
+                raise failure or RuntimeError(f"settle answered {verdict.action} to a 200")
+            if verdict.retry_after_ms:
+                yield ops.Sleep(verdict.retry_after_ms / 1000)
+        raise AssertionError("unreachable")
 
     def _held(self) -> ops.Plan[HeldKeys]:
         keys = self._keys
         if keys is None or time.monotonic() >= self._keys_until:
-            pool = yield ops.Query(Database.keys)
-            self._max_wait_cap_ms = pool.max_wait_cap_ms
-            keys = resolve_keys(pool.env_vars.items())
+            pool = yield ops.Query(Database.pool_keys)
+            keys = resolve_keys(pool.items())
             for alias in keys.aliases:  # built now (~0.1 s each), not between grant and send
                 self._google_client(alias, keys)
             self._keys, self._keys_until = keys, time.monotonic() + self.keys_ttl
         return keys
 
-    def _acquire(
-        self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
-    ) -> ops.Plan[Grant]:
-        """A grant, waiting for it in short calls (each returns its connection at once).
-
-        A WAIT holds a ticket, its place in line, for the whole attempt. While the database
-        answers ``queued``, the caller sleeps ``retry_after_ms`` here (0: the head, which
-        calls again at once) and calls again with the ticket and the wait it has left. One
-        call waits at most the settings' ``max_wait_cap_ms``; a longer wait loops.
-        """
-        lost_once = cap_read_again = False
-        ticket = uuid.uuid4() if call.wait else None
+    def _acquire(self, call: _Call, keys: HeldKeys, attempt: int) -> ops.Plan[Grant]:
+        """A grant: while the answer is ``queued``, sleep as told and ask again with the ticket
+        (no connection is held while sleeping). Anything else but a grant is raised."""
+        ticket: uuid.UUID | None = None
+        lost_once = False
         while True:
-            left_ms = int((call.deadline - time.monotonic()) * 1000) if call.wait else 0
-            wait_ms = min(self._max_wait_cap_ms, max(0, left_ms))
+            wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
             try:
                 grant: Grant = yield ops.Query(
-                    Database.acquire,
-                    (call.model, call.estimate),
+                    Database.acquire, (call.model, call.estimate),
                     {"mode": call.mode, "max_wait_ms": wait_ms, "key_aliases": keys.aliases,
                      "caller": call.caller, "request_id": call.request_id, "ticket": ticket},
                 )  # fmt: skip
             except DatabaseUnavailable:
                 if lost_once:
                     raise
-                lost_once = True  # once more on a fresh connection, with the wait left
-                continue
-            except InvalidWait:
-                if cap_read_again:
-                    raise
-                cap_read_again = True  # an operator lowered max_wait_cap_ms since the keys read
-                pool = yield ops.Query(Database.keys)
-                self._max_wait_cap_ms = pool.max_wait_cap_ms
+                lost_once = True  # once more on a fresh connection; the ticket keeps the place
                 continue
             if grant.granted:
                 return grant
-            if grant.reason == "queued":
-                pause = min((grant.retry_after_ms or 0) / 1000, call.deadline - time.monotonic())
-                if pause > 0:
-                    yield ops.Sleep(pause)
-                continue
-            if grant.reason == "wait_timeout" and call.deadline - time.monotonic() > 0.001:
-                if wait_ms == 0:  # a cap of 0: the database waits for no one, so sleep here
-                    left = call.deadline - time.monotonic()
-                    yield ops.Sleep(max(0.001, min((grant.retry_after_ms or 0) / 1000, left)))
-                continue  # this acquire's wait was capped; the caller's is not over
-            self._log(logging.INFO, call, attempt, f"refused:{grant.reason}", grant)
-            if grant.reason == "no_key":
-                raise NoKeyAvailable(f"no key this process holds is active for {call.model}")
-            after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
-            raise RateLimited(grant.reason or "refused", after) from failure
+            if grant.reason != "queued":
+                self._log(call, attempt, f"refused:{grant.reason}", grant)
+                if grant.reason == "no_key":
+                    raise NoKeyAvailable(f"no key this process holds is active for {call.model}")
+                after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
+                raise RateLimited(grant.reason or "refused", after)
+            ticket = grant.ticket
+            if grant.retry_after_ms:
+                yield ops.Sleep(grant.retry_after_ms / 1000)
 
-    def _attempt(
-        self,
-        call: _Call,
-        keys: HeldKeys,
-        grant: Grant,
-        attempt: int,
-        contents: Any,
-        cfg: types.GenerateContentConfig | None,
-    ) -> ops.Plan[types.GenerateContentResponse | BaseException]:
-        """One granted attempt: the response, an error worth another attempt, or a raise."""
-        rid, alias = grant.reservation_id, str(grant.key_alias)
-        sent = False
+    def _send(
+        self, grant: Grant, keys: HeldKeys, contents: Any, cfg: types.GenerateContentConfig | None
+    ) -> ops.Plan[tuple[Any, BaseException | None, Verdict]]:
+        """One granted call to Google, settled with whatever came back.
+
+        Returns (the response, or None; the failure to raise if no attempt is left; settle's
+        verdict). An interruption (KeyboardInterrupt, a cancelled task) is settled, then
+        re-raised.
+        """
+        rid, sent = grant.reservation_id, False
         try:
-            google = self._google_client(alias, keys)
+            google = self._google_client(str(grant.key_alias), keys)
             sent = True
             response = yield ops.Send(google, grant.model, contents, cfg)
         except genai_errors.APIError as err:
-            if google_errors.is_rate_limit(err):
-                quota = google_errors.quota_of(err)
-                yield from self._settle(Database.report_rate_limit, rid, *quota)
-                self._log(logging.WARNING, call, attempt, "rate_limited", grant)
-                return err
-            yield from self._settle(Database.release, rid, f"http {err.code}", True)
-            if google_errors.is_transient(err):
-                return (yield from self._back_off(call, grant, attempt, err))
-            rejected = google_errors.key_rejection(err)
-            if rejected is not None:
-                yield from self._settle(Database.disable_key, alias, rejected)
-                keys.drop(alias)
-            self._log(logging.ERROR, call, attempt, rejected or f"http_{err.code}", grant)
+            return None, err, (yield from self._settle(rid, err.code, err.details, None))
+        except Exception as err:
+            wire = transport_error(err, sent)
+            return None, err, (yield from self._settle(rid, None, None, wire))
+        except BaseException:  # KeyboardInterrupt, CancelledError: settle, then stop
+            yield from self._settle(rid, None, None, "cancelled" if sent else "not_sent")
             raise
-        except google_errors.TRANSPORT_ERRORS as err:
-            yield from self._settle(Database.release, rid, type(err).__name__, True)
-            return (yield from self._back_off(call, grant, attempt, err))
-        except BaseException as err:  # incl. CancelledError and KeyboardInterrupt
-            unsent = not sent or google_errors.is_request_invalid(err)
-            yield from self._settle(Database.release, rid, type(err).__name__, not unsent)
-            self._log(logging.WARNING, call, attempt, type(err).__name__, grant)
-            raise
-        return (yield from self._commit(call, grant, attempt, response))
+        body = response.model_dump(mode="json", by_alias=True, exclude_none=True,
+                                   exclude={"sdk_http_response"})  # fmt: skip
+        return response, None, (yield from self._settle(rid, 200, body, None))
 
-    def _back_off(
-        self, call: _Call, grant: Grant, attempt: int, err: BaseException
-    ) -> ops.Plan[BaseException]:
-        self._log(logging.WARNING, call, attempt, f"transient:{type(err).__name__}", grant)
-        if attempt < self.max_attempts and self.backoff > 0:
-            yield ops.Sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-        return err
+    def _settle(
+        self, rid: Any, status: int | None, body: Any, wire: str | None
+    ) -> ops.Plan[Verdict]:
+        """settle's verdict. If the database cannot be told, the grant stays counted until its
+        lease ends (an over-count, never an under-count): an answer is still returned, and a
+        failure is raised without another attempt."""
+        try:
+            verdict: Verdict = yield ops.Query(Database.settle, (rid, status, body, wire))
+            return verdict
+        except LimitsError as err:
+            log.warning("settle failed; the grant stays counted until its lease ends: %s", err)
+            return Verdict("commit" if status == 200 else "release_sent", False, None)
 
-    def _commit(
-        self, call: _Call, grant: Grant, attempt: int, response: types.GenerateContentResponse
-    ) -> ops.Plan[types.GenerateContentResponse]:
+    def _report_usage(self, call: _Call, grant: Grant, response: Any) -> None:
         usage = response.usage_metadata
-        prompt = call.estimate  # no usage_metadata: the upper bound stays counted
-        completion = 0
-        if usage is not None:
-            prompt = call.estimate if usage.prompt_token_count is None else usage.prompt_token_count
-            completion = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-        finish = response.candidates[0].finish_reason if response.candidates else None
-        meta = {
-            "model_version": response.model_version,
-            "finish_reason": getattr(finish, "value", finish),
-            "thoughts_tokens": usage.thoughts_token_count if usage else None,
-            "attempt": attempt,
-        }
-        meta = {k: v for k, v in meta.items() if v is not None}
+        if self.on_usage is None or usage is None:
+            return
+        prompt = usage.prompt_token_count or 0
+        completion = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+        fields = (grant.model, prompt, completion, prompt + completion, call.request_id)
         try:
-            committed = yield ops.Query(
-                Database.commit_usage, (grant.reservation_id, prompt, completion, meta)
-            )
-        except LimitsError as err:
-            # The answer is here and the estimate (an upper bound) stays counted: return it.
-            log.warning("commit_usage failed; the estimate stays counted: %s", err)
-            committed = False
-        except BaseException:
-            yield from self._settle(Database.release, grant.reservation_id, "interrupted", True)
-            raise
-        self._log(logging.INFO, call, attempt, "ok", grant, actual=prompt)
-        if committed and self.on_usage is not None:
-            fields = (grant.model, prompt, completion, prompt + completion, call.request_id)
-            try:
-                self.on_usage(Usage(*fields, str(grant.key_alias), str(grant.reservation_id)))
-            except Exception:
-                log.exception("on_usage hook failed")
-        return response
-
-    def _settle(self, rpc: Callable[..., Any], *args: Any) -> ops.Plan[Any]:
-        """Run a settling RPC; its failure is logged, never raised over the real outcome."""
-        try:
-            return (yield ops.Query(rpc, args))
-        except LimitsError as err:
-            log.warning("%s failed: %s", rpc.__name__, err)
-            return None
+            self.on_usage(Usage(*fields, str(grant.key_alias), str(grant.reservation_id)))
+        except Exception:
+            log.exception("on_usage hook failed")
 
     def _google_client(self, alias: str, keys: HeldKeys) -> genai.Client:
         """One SDK client per key, built on first use and reused."""
@@ -357,26 +266,16 @@ class Client:
                 cached = self._google[alias] = (value, google)
             return cached[1]
 
-    def _log(
-        self, level: int, call: _Call, attempt: int, outcome: str, grant: Grant | None,
-        actual: int | None = None,
-    ) -> None:  # fmt: skip
-        rid = str(grant.reservation_id) if grant and grant.reservation_id else None
-        alias = grant.key_alias if grant else None
-        fields = {
-            "reservation_id": rid,
-            "key_alias": alias,
-            "model": call.model,
-            "estimated_tokens": call.estimate,
-            "actual_tokens": actual,
-            "waited_ms": grant.waited_ms if grant else None,
-            "attempt": attempt,
-            "outcome": outcome,
-        }
-        log.log(
-            level, "%s attempt %d: %s (key %s, reservation %s, tokens %d estimated, %s actual)",
-            call.model, attempt, outcome, alias, rid, call.estimate, actual, extra=fields,
-        )  # fmt: skip
+    def _log(self, call: _Call, attempt: int, outcome: str, grant: Grant) -> None:
+        rid = str(grant.reservation_id) if grant.reservation_id else None
+        level = logging.INFO if outcome == "commit" or outcome.startswith("refused") else (
+            logging.WARNING)  # fmt: skip
+        fields = {"reservation_id": rid, "key_alias": grant.key_alias, "model": call.model,
+                  "estimated_tokens": call.estimate, "waited_ms": grant.waited_ms,
+                  "attempt": attempt, "outcome": outcome}  # fmt: skip
+        log.log(level, "%s attempt %d: %s (key %s, reservation %s, %d tokens estimated)",
+                call.model, attempt, outcome, grant.key_alias, rid, call.estimate,
+                extra=fields)  # fmt: skip
 
     def close(self) -> None:
         with self._lock:

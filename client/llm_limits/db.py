@@ -1,19 +1,16 @@
 """Every SQL statement the client runs, and the connections it runs them on.
 
-The client runs only ``select ... from public.fn(...)`` with named, explicitly cast arguments,
-plus one read of the key pool and the settings' wait cap. ``Database`` has one method per RPC
-(and its ``a``-prefixed twin on asyncio), each building a typed result from dict rows. psycopg 3
-in autocommit with ``prepare_threshold=None``: the Supabase transaction pooler (Supavisor, port
-6543) has no prepared statements.
+The client runs only ``select ... from public.fn(...)`` with named, explicitly cast arguments:
+``pool_keys``, ``token_counter``, ``acquire`` and ``settle``. ``Database`` has one method per
+RPC (and its ``a``-prefixed twin on asyncio), each building a typed result from dict rows.
+psycopg 3 in autocommit with ``prepare_threshold=None``: the Supabase transaction pooler
+(Supavisor, port 6543) has no prepared statements.
 
 A dropped connection (a restart, a pooler hiccup) discards every idle connection, since they
-are most likely dead too, and the statement is retried on a fresh one:
-
-* the settling RPCs are idempotent, so they are retried for a few seconds with backoff: a
-  short outage must not lose a call's usage record;
-* ``acquire`` is not retried here: its ``max_wait_ms`` belongs to the caller's deadline, so
-  the client retries it once with the wait recomputed (a lost reply can only over-count);
-* the key read is retried once.
+are most likely dead too, and the statement is retried on a fresh one: ``settle`` for a few
+seconds with backoff (it is idempotent, and a short outage must not lose a call's usage
+record), the others once (a retried ``acquire`` keeps its place through its ticket; a lost
+reply can only over-count).
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -51,15 +47,16 @@ class Grant:
     waited_ms: int | None
     reason: str | None  # rpm, tpm, rpd, cooldown, no_key, wait_timeout, queued
     retry_after_ms: int | None
+    ticket: uuid.UUID | None  # a WAIT's place in line: pass it back while queued
 
 
 @dataclass(frozen=True)
-class KeyPool:
-    """The active keys (alias -> the env var that holds its value) and the longest WAIT one
-    ``acquire`` takes (``google_ai_settings.max_wait_cap_ms``, which an operator may lower)."""
+class Verdict:
+    """One ``public.settle`` row: what the answer meant and what to do next."""
 
-    env_vars: dict[str, str]
-    max_wait_cap_ms: int
+    action: str  # commit, rate_limited, disable_key, release_sent, release_unsent
+    retry: bool
+    retry_after_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -74,78 +71,41 @@ class ModelCounter:
 class Statement:
     """One SQL statement, and the pauses before each retry after a lost connection."""
 
-    name: str
     sql: str
-    retry_pauses: tuple[float, ...]
+    retry_pauses: tuple[float, ...] = (0.0,)
 
 
-_SETTLE_BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0)
-
-# The one read that is not an RPC: the active keys' env vars, with the settings' wait cap (a
-# left join from the one settings row, so the cap comes back when no key is active).
-KEYS = Statement(
-    "keys",
-    "select s.max_wait_cap_ms, k.key_alias, k.env_var_name from public.google_ai_settings as s"
-    " left join public.google_ai_api_keys as k on k.is_active",
-    (0.0,),
-)
+POOL_KEYS = Statement("select key_alias, env_var_name from public.pool_keys()")
 TOKEN_COUNTER = Statement(
-    "token_counter",
-    "select api_model, token_counter from public.token_counter(model => %(model)s::text)",
-    (0.0,),
+    "select api_model, token_counter from public.token_counter(model => %(model)s::text)"
 )
 ACQUIRE = Statement(
-    "acquire",
     "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
     " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
     " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
-    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
-    (),
+    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)"
 )
-COMMIT_USAGE = Statement(
-    "commit_usage",
-    "select public.commit_usage(reservation_id => %(reservation_id)s::uuid,"
-    " prompt_tokens => %(prompt_tokens)s::int, completion_tokens => %(completion_tokens)s::int,"
-    " meta => %(meta)s::jsonb) as done",
-    _SETTLE_BACKOFF,
-)
-RELEASE = Statement(
-    "release",
-    "select public.release(reservation_id => %(reservation_id)s::uuid,"
-    " reason => %(reason)s::text, sent => %(sent)s::boolean) as done",
-    _SETTLE_BACKOFF,
-)
-REPORT_RATE_LIMIT = Statement(
-    "report_rate_limit",
-    "select public.report_rate_limit(reservation_id => %(reservation_id)s::uuid,"
-    " quota_id => %(quota_id)s::text, retry_delay_ms => %(retry_delay_ms)s::int) as done",
-    _SETTLE_BACKOFF,
-)
-DISABLE_KEY = Statement(
-    "disable_key",
-    "select public.disable_key(key_alias => %(key_alias)s::text, reason => %(reason)s::text)"
-    " as done",
-    _SETTLE_BACKOFF,
+SETTLE = Statement(
+    "select action, retry, retry_after_ms from public.settle("
+    "reservation_id => %(reservation_id)s::uuid, http_status => %(http_status)s::int,"
+    " response => %(response)s::jsonb, transport_error => %(transport_error)s::text)",
+    (0.0, 0.25, 0.5, 1.0, 2.0),
 )
 
-Params = dict[str, Any]
 Row = dict[str, Any]
 
 
-def _named(args: dict[str, Any]) -> Params:
+def _named(args: dict[str, Any]) -> dict[str, Any]:
     """A method's arguments (its ``locals()`` on entry) as its statement's named parameters."""
-    return {k: Jsonb(v) if k == "meta" else v for k, v in args.items() if k != "self"}
+    return {
+        k: Jsonb(v) if k == "response" and v is not None else v
+        for k, v in args.items()
+        if k != "self"
+    }
 
 
-def _cooldown(rows: list[Row]) -> datetime | None:
-    done: datetime | None = rows[0]["done"]
-    return done
-
-
-def _key_pool(rows: list[Row]) -> KeyPool:
-    cap = rows[0]["max_wait_cap_ms"] if rows else 0
-    env_vars = {str(r["key_alias"]): str(r["env_var_name"]) for r in rows if r["key_alias"]}
-    return KeyPool(env_vars, int(cap))
+def _pool_keys(rows: list[Row]) -> dict[str, str]:
+    return {str(r["key_alias"]): str(r["env_var_name"]) for r in rows}
 
 
 def url_from_env() -> str | None:
@@ -216,8 +176,9 @@ class Database:
 
     # -- the RPCs, blocking (each statement's parameters are its method's arguments) ----------
 
-    def keys(self) -> KeyPool:
-        return _key_pool(self._fetch(KEYS, {}))
+    def pool_keys(self) -> dict[str, str]:
+        """The active keys: alias -> the env var (or Kaggle secret) that holds its value."""
+        return _pool_keys(self._fetch(POOL_KEYS, {}))
 
     def token_counter(self, model: str) -> ModelCounter:
         return ModelCounter(**self._fetch(TOKEN_COUNTER, _named(locals()))[0])
@@ -229,28 +190,16 @@ class Database:
     ) -> Grant:  # fmt: skip
         return Grant(**self._fetch(ACQUIRE, _named(locals()))[0])
 
-    def commit_usage(
-        self, reservation_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
-        meta: dict[str, Any],
-    ) -> bool:  # fmt: skip
-        return bool(self._fetch(COMMIT_USAGE, _named(locals()))[0]["done"])
-
-    def release(self, reservation_id: uuid.UUID, reason: str | None, sent: bool) -> bool:
-        return bool(self._fetch(RELEASE, _named(locals()))[0]["done"])
-
-    def report_rate_limit(
-        self, reservation_id: uuid.UUID, quota_id: str | None, retry_delay_ms: int | None
-    ) -> datetime | None:
-        """The cooldown's end, or None when the 429 changed nothing."""
-        return _cooldown(self._fetch(REPORT_RATE_LIMIT, _named(locals())))
-
-    def disable_key(self, key_alias: str, reason: str | None) -> bool:
-        return bool(self._fetch(DISABLE_KEY, _named(locals()))[0]["done"])
+    def settle(
+        self, reservation_id: uuid.UUID, http_status: int | None, response: Any = None,
+        transport_error: str | None = None,
+    ) -> Verdict:  # fmt: skip
+        return Verdict(**self._fetch(SETTLE, _named(locals()))[0])
 
     # -- the same RPCs on asyncio ---------------------------------------------------------------
 
-    async def akeys(self) -> KeyPool:
-        return _key_pool(await self._afetch(KEYS, {}))
+    async def apool_keys(self) -> dict[str, str]:
+        return _pool_keys(await self._afetch(POOL_KEYS, {}))
 
     async def atoken_counter(self, model: str) -> ModelCounter:
         return ModelCounter(**(await self._afetch(TOKEN_COUNTER, _named(locals())))[0])
@@ -262,26 +211,15 @@ class Database:
     ) -> Grant:  # fmt: skip
         return Grant(**(await self._afetch(ACQUIRE, _named(locals())))[0])
 
-    async def acommit_usage(
-        self, reservation_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
-        meta: dict[str, Any],
-    ) -> bool:  # fmt: skip
-        return bool((await self._afetch(COMMIT_USAGE, _named(locals())))[0]["done"])
-
-    async def arelease(self, reservation_id: uuid.UUID, reason: str | None, sent: bool) -> bool:
-        return bool((await self._afetch(RELEASE, _named(locals())))[0]["done"])
-
-    async def areport_rate_limit(
-        self, reservation_id: uuid.UUID, quota_id: str | None, retry_delay_ms: int | None
-    ) -> datetime | None:
-        return _cooldown(await self._afetch(REPORT_RATE_LIMIT, _named(locals())))
-
-    async def adisable_key(self, key_alias: str, reason: str | None) -> bool:
-        return bool((await self._afetch(DISABLE_KEY, _named(locals())))[0]["done"])
+    async def asettle(
+        self, reservation_id: uuid.UUID, http_status: int | None, response: Any = None,
+        transport_error: str | None = None,
+    ) -> Verdict:  # fmt: skip
+        return Verdict(**(await self._afetch(SETTLE, _named(locals())))[0])
 
     # -- running a statement --------------------------------------------------------------------
 
-    def _fetch(self, stmt: Statement, params: Params) -> list[Row]:
+    def _fetch(self, stmt: Statement, params: dict[str, Any]) -> list[Row]:
         pauses = stmt.retry_pauses
         for attempt in range(len(pauses) + 1):
             try:
@@ -296,7 +234,7 @@ class Database:
             time.sleep(pauses[attempt])
         raise AssertionError("unreachable")
 
-    async def _afetch(self, stmt: Statement, params: Params) -> list[Row]:
+    async def _afetch(self, stmt: Statement, params: dict[str, Any]) -> list[Row]:
         pauses = stmt.retry_pauses
         for attempt in range(len(pauses) + 1):
             try:

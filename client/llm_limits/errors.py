@@ -1,7 +1,9 @@
-"""Exceptions of llm-limits, and the one table that maps our SQLSTATEs to them.
+"""Exceptions of llm-limits.
 
 Google's own errors are not wrapped: after the last attempt they reach the caller as the SDK's
-``google.genai.errors.APIError`` subclasses (``ClientError``, ``ServerError``).
+``google.genai.errors.APIError`` subclasses (``ClientError``, ``ServerError``). An RPC that
+rejects its input raises ``RpcError`` with the database's SQLSTATE (class LL); what each code
+means is documented once, in the migrations' SQLSTATE table.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class UnsupportedByModel(LimitsError):
 class RateLimited(LimitsError):
     """acquire() refused: a NO_WAIT refusal, or a WAIT that ran out of time.
 
-    ``reason`` is the database's (rpm, tpm, rpd, cooldown, wait_timeout); ``retry_after`` is
-    the number of seconds until the binding limit frees, or None when it is unknown.
+    ``reason`` is the database's (rpm, tpm, rpd, cooldown, wait_timeout, ...); ``retry_after``
+    is the number of seconds until the binding limit frees, or None when it is unknown.
     """
 
     def __init__(self, reason: str, retry_after: float | None) -> None:
@@ -49,13 +51,14 @@ class RateLimited(LimitsError):
 
 
 class RpcError(LimitsError):
-    """An RPC rejected its input with one of our SQLSTATEs (class LL)."""
+    """An RPC rejected its input: ``sqlstate`` is one of ours (LL001 unknown model, LL003
+    request larger than TPM, ...), with the database's message, DETAIL and HINT."""
 
-    sqlstate = ""
-
-    def __init__(self, message: str, detail: str | None = None, hint: str | None = None) -> None:
-        self.message, self.detail, self.hint = message, detail, hint
-        text = f"{self.sqlstate}: {message}"
+    def __init__(
+        self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None
+    ) -> None:
+        self.sqlstate, self.message, self.detail, self.hint = sqlstate, message, detail, hint
+        text = f"{sqlstate}: {message}"
         if detail:
             text += f" ({detail})"
         if hint:
@@ -63,69 +66,10 @@ class RpcError(LimitsError):
         super().__init__(text)
 
 
-class UnknownModel(RpcError):
-    sqlstate = "LL001"
-
-
-class InvalidTokens(RpcError):
-    sqlstate = "LL002"
-
-
-class PromptTooLarge(RpcError):
-    """The estimated prompt is larger than the TPM of every key this process holds."""
-
-    sqlstate = "LL003"
-
-
-class InvalidMode(RpcError):
-    sqlstate = "LL004"
-
-
-class InvalidWait(RpcError):
-    sqlstate = "LL005"
-
-
-class UnknownReservation(RpcError):
-    sqlstate = "LL006"
-
-
-class InvalidArgument(RpcError):
-    sqlstate = "LL007"
-
-
-class ReservationSettled(RpcError):
-    sqlstate = "LL008"
-
-
-class UnknownKey(RpcError):
-    sqlstate = "LL009"
-
-
-class AuditAppendOnly(RpcError):
-    sqlstate = "LL010"
-
-
-SQLSTATE_ERRORS: dict[str, type[RpcError]] = {
-    cls.sqlstate: cls
-    for cls in (
-        UnknownModel,
-        InvalidTokens,
-        PromptTooLarge,
-        InvalidMode,
-        InvalidWait,
-        UnknownReservation,
-        InvalidArgument,
-        ReservationSettled,
-        UnknownKey,
-        AuditAppendOnly,
-    )
-}
-
-
 def from_db_error(exc: psycopg.Error) -> RpcError | None:
-    """Our exception for a database error raised with one of our SQLSTATEs, else None."""
-    cls = SQLSTATE_ERRORS.get(exc.sqlstate or "")
-    if cls is None:
+    """Our exception for a database error raised with one of our SQLSTATEs (LL...), else None."""
+    state = exc.sqlstate or ""
+    if not state.startswith("LL"):
         return None
     diag = exc.diag
-    return cls(diag.message_primary or str(exc), diag.message_detail, diag.message_hint)
+    return RpcError(state, diag.message_primary or str(exc), diag.message_detail, diag.message_hint)

@@ -22,16 +22,13 @@ T = TypeVar("T")
 
 # Each RPC method of Database and its twin on asyncio.
 ASYNC_TWIN: dict[Callable[..., Any], Callable[..., Coroutine[Any, Any, Any]]] = {
-    Database.keys: Database.akeys,
+    Database.pool_keys: Database.apool_keys,
     Database.token_counter: Database.atoken_counter,
     Database.acquire: Database.aacquire,
-    Database.commit_usage: Database.acommit_usage,
-    Database.release: Database.arelease,
-    Database.report_rate_limit: Database.areport_rate_limit,
-    Database.disable_key: Database.adisable_key,
+    Database.settle: Database.asettle,
 }
 # A cancelled acquire is cancelled in the server too; a settlement, once started, is finished.
-INTERRUPTIBLE = frozenset({Database.keys, Database.acquire})
+INTERRUPTIBLE = frozenset({Database.pool_keys, Database.token_counter, Database.acquire})
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +16,6 @@ from llm_limits.cli.common import (
     fail,
     stdout,
 )
-from llm_limits.errors import UnknownKey, from_db_error
 from llm_limits.keys import LOCAL_ALIAS_VAR, LOCAL_KEY_VAR
 
 keys_app = typer.Typer(help="The key pool: aliases and the env vars that hold the keys.")
@@ -107,12 +105,7 @@ def keys_enable(
 ) -> None:
     """Put a key back into the pool (public.enable_key)."""
     with database(db_url) as conn:
-        try:
-            conn.execute(queries.ENABLE_KEY, {"alias": alias, "reason": reason})
-        except psycopg.Error as exc:
-            if isinstance(from_db_error(exc), UnknownKey):
-                fail(f"unknown key {alias!r}")
-            raise
+        conn.execute(queries.ENABLE_KEY, {"alias": alias, "reason": reason})  # LL009: explained
     print(f"key {alias} enabled")
 
 

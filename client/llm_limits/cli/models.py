@@ -17,7 +17,7 @@ from llm_limits.cli.common import (
     stdout,
 )
 from llm_limits.cli.connect import Conn
-from llm_limits.errors import UnknownModel, from_db_error
+from llm_limits.errors import from_db_error
 
 models_app = typer.Typer(help="Per-model limits and per-group (Cloud project) overrides.")
 
@@ -26,7 +26,7 @@ def resolve_model(conn: Conn, model: str) -> dict[str, Any]:
     try:
         row = conn.execute(queries.RESOLVE_MODEL, {"model": model}).fetchone()
     except psycopg.Error as exc:
-        if not isinstance(from_db_error(exc), UnknownModel):
+        if from_db_error(exc) is None:
             raise
         row = None
     if row is None:
