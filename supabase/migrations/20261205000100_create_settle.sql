@@ -159,13 +159,14 @@ $$;
 
 /*
  * key_rejection: why Google refuses the key itself, or null when the error
- * is about something else. 400 with ErrorInfo.reason API_KEY_INVALID (or
- * "API key not valid") is an invalid key; any 403 is a forbidden one (a key
- * reported as leaked, a project without the API): no call on it can succeed.
+ * is about something else (a 403 for one model's access, a bad request). A
+ * 403 "reported as leaked" is API_KEY_LEAKED; a 400 or 403 whose ErrorInfo
+ * reason is API_KEY_... (API_KEY_INVALID, API_KEY_SERVICE_BLOCKED, ...) is
+ * that reason; a 400 "API key not valid" without ErrorInfo is
+ * API_KEY_INVALID. No call on such a key can succeed.
  *
  * Parameters: p_status, the HTTP status; p_error, google_error()'s result.
- * Returns 'API_KEY_INVALID', 'API_KEY_LEAKED', 'PERMISSION_DENIED' or null.
- * Raises nothing.
+ * Returns the reason, or null. Raises nothing.
  * Example: select google_ai_internal.key_rejection(403, '{"message": "... leaked"}');
  */
 create function google_ai_internal.key_rejection(p_status integer, p_error jsonb)
@@ -175,18 +176,17 @@ immutable
 set search_path = ''
 as $$
     select case
-        when p_status = 403 and p_error ->> 'message' ilike '%leaked%' then 'API_KEY_LEAKED'
-        when p_status = 403 then 'PERMISSION_DENIED'
-        when
-            p_status = 400 and (
-                p_error ->> 'message' ilike '%api key not valid%'
-                or exists (
-                    select
-                    from google_ai_internal.error_details(p_error, 'ErrorInfo') as i (info)
-                    where i.info ->> 'reason' = 'API_KEY_INVALID'
-                )
-            )
-            then 'API_KEY_INVALID'
+        when p_status = 403 and p_error ->> 'message' ilike '%reported as leaked%'
+            then 'API_KEY_LEAKED'
+        when p_status in (400, 403) then coalesce(
+            (
+                select i.info ->> 'reason'
+                from google_ai_internal.error_details(p_error, 'ErrorInfo') as i (info)
+                where i.info ->> 'reason' like 'API\_KEY\_%'
+                limit 1
+            ),
+            case when p_error ->> 'message' ilike '%api key not valid%' then 'API_KEY_INVALID' end
+        )
     end
 $$;
 
@@ -310,8 +310,9 @@ $$;
  *   rate_limited    429: report_rate_limit with the QuotaFailure/RetryInfo
  *                   read here (a per-day violation wins); a quotaValue that
  *                   differs from the table is recorded (learn_limits)
- *   disable_key     400 API_KEY_INVALID, any 403: released as sent, the key
- *                   disabled (audited); try again on another key
+ *   disable_key     Google refuses the key itself (key_rejection: invalid,
+ *                   leaked, blocked): released as sent, the key disabled
+ *                   (audited); try again on another key
  *   release_sent    5xx, 408, timeout, lost connection (retry), any other
  *                   status (no retry: the request itself is wrong), cancelled
  *   release_unsent  nothing reached Google: refunded

@@ -36,9 +36,10 @@ alter type public.acquire_result add attribute ticket uuid;
  * queue of its model and key set, kept between calls).
  *
  * The first call with a new ticket takes the place at the tail, fixes the
- * wait's deadline (that call's start plus max_wait_ms; later calls' own
- * max_wait_ms is ignored) and, unless it is granted at once, returns so that
- * the place is committed (others cannot see it before). Later calls:
+ * wait's deadline (that call's start plus max_wait_ms; a later call's
+ * max_wait_ms can only bring it closer) and, unless it is granted at once,
+ * returns so that the place is committed (others cannot see it before).
+ * Later calls:
  *   - the head (no live ticket ahead) stays in the database for the slice,
  *     re-trying exactly when the window frees and every wait_recheck_ms (to
  *     catch releases), then answers 'queued' with retry_after_ms 0: call
@@ -142,8 +143,10 @@ begin
             fresh := true;
         end if;
     end if;
-    -- The wait's end is the ticket's, fixed by its first call.
-    deadline := coalesce(
+    -- The wait ends at the ticket's deadline, fixed by its first call, or
+    -- sooner when this call's max_wait_ms says so (a caller that counts down
+    -- its own wait, or gives up with 0).
+    deadline := least(
         me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
     );
     slice_end := least(
@@ -297,8 +300,9 @@ revoke all on function google_ai_internal.wait_in_line(
  *   model        limits row name or API id ('gemma-3-27b' or 'gemma-3-27b-it')
  *   tokens       estimated input tokens (an upper bound; settle reconciles)
  *   mode         'NO_WAIT' (one attempt) or 'WAIT' (wait for capacity, see below)
- *   max_wait_ms  how long a WAIT may last in all, 0..86400000; fixed by the
- *                ticket's first call
+ *   max_wait_ms  how long a WAIT may last in all, 0..86400000; the ticket's
+ *                first call fixes the deadline, later calls can only bring
+ *                it closer (0 ends the wait)
  *   key_aliases  the keys this caller holds; null means every active key
  *   caller, request_id  free text for the audit log (<= 200 characters)
  *   ticket       the place in line a previous answer returned (null at first)
@@ -417,7 +421,9 @@ begin
         end if;
     end if;
 
-    if pg_catalog.upper(mode) = 'WAIT' and max_wait_ms > 0 and pg_catalog.cardinality(cands) > 0
+    -- A ticket holder's call with max_wait_ms = 0 ends its wait in line.
+    if pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null)
+        and pg_catalog.cardinality(cands) > 0
     then
         place := coalesce(ticket, pg_catalog.gen_random_uuid());
         in_line := google_ai_internal.wait_in_line(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
 import pytest
-from google.genai import errors, types
+from google.genai import types
 from hypothesis import given
 from hypothesis import strategies as st
 
 import llm_limits
-from llm_limits import google_errors
 from llm_limits.gemma import fold_system_instruction, prepare_request
 from llm_limits.testing.fake_gemini import Counting
 from llm_limits.tokens import MEDIA_PART_TOKENS, estimate_tokens
@@ -124,77 +122,7 @@ def test_other_models_keep_system_instruction_and_lose_automatic_function_callin
     assert afc is not None and afc.disable is True
 
 
-# -- Google's errors ---------------------------------------------------------------------------
-
-T = "type.googleapis.com/google.rpc."
-
-
-def api_error(code: int, message: str, details: list[dict[str, Any]] | None = None) -> Any:
-    error: dict[str, Any] = {"code": code, "message": message, "status": "X"}
-    if details is not None:
-        error["details"] = details
-    cls = errors.ServerError if code >= 500 else errors.ClientError
-    return cls(code, {"error": error})
-
-
-def test_a_per_day_violation_wins_and_retry_delay_is_parsed() -> None:
-    err = api_error(
-        429,
-        "quota",
-        [
-            {"@type": T + "Help", "links": []},
-            {
-                "@type": T + "QuotaFailure",
-                "violations": [
-                    {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"},
-                    {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"},
-                ],
-            },
-            {"@type": T + "RetryInfo", "retryDelay": "22.5s"},
-        ],
-    )
-    assert google_errors.quota_of(err) == (
-        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
-        22_500,
-    )
-
-
-@pytest.mark.parametrize(
-    ("message", "delay_ms"),
-    [
-        ("You exceeded your current quota.\nPlease retry in 21.5s.", 21_500),
-        ("Please retry in 750.2ms.", 750),
-        ("no hint at all", None),
-    ],
-)
-def test_without_retry_info_the_message_is_read(message: str, delay_ms: int | None) -> None:
-    assert google_errors.quota_of(api_error(429, message)) == (None, delay_ms)
-
-
-def test_a_bare_429_body() -> None:
-    err = errors.ClientError(429, {"message": "Resource exhausted", "status": "X"})
-    assert google_errors.quota_of(err) == (None, None)
-    assert google_errors.is_rate_limit(err)
-
-
-def test_key_rejections() -> None:
-    info = [{"@type": T + "ErrorInfo", "reason": "API_KEY_INVALID"}]
-    assert google_errors.key_rejection(api_error(400, "API key not valid.", info)) == (
-        "API_KEY_INVALID"
-    )
-    leaked = api_error(403, "Your API key was reported as leaked. Please use another API key.")
-    assert google_errors.key_rejection(leaked) == "API_KEY_LEAKED"
-    assert google_errors.key_rejection(api_error(403, "Permission denied")) is None
-    assert google_errors.key_rejection(api_error(400, "JSON mode is not enabled")) is None
-
-
-def test_transient_failures() -> None:
-    assert google_errors.is_transient(api_error(503, "overloaded"))
-    assert google_errors.is_transient(api_error(500, "internal"))
-    assert google_errors.is_transient(httpx2.ReadTimeout("timed out"))
-    assert google_errors.is_transient(httpx2.ConnectError("refused"))
-    assert not google_errors.is_transient(api_error(400, "bad"))
-    assert not google_errors.is_transient(ValueError("bad request"))
+# -- our refusals (Google's errors are read by public.settle: supabase/tests/settle/) ----------
 
 
 def test_rate_limited_carries_reason_and_seconds() -> None:

@@ -1,6 +1,7 @@
--- The two ceilings acquire checks before it looks at any window come from the
--- configuration: the max_wait_ms cap from google_ai_settings (LL005), the
--- largest request from the TPM of the groups the request could use (LL003).
+-- The ceilings acquire checks before it looks at any window: the largest
+-- request comes from the TPM of the groups the request could use (LL003);
+-- max_wait_ms has a fixed range (a day) and no configured cap: no call
+-- lasts longer than one slice, whatever the wait.
 -- Each parameter's bad and borderline values, and the check that a refused
 -- call changes no table, are in the pytest matrix tests/bad_input.
 begin;
@@ -14,14 +15,14 @@ values ('test-model', 'test-model-api', 10, 1000, 100);
 insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
 values ('k1', 'TEST_KEY_1', 'proj-1');
 
-select is(
-    (select a.granted from public.acquire('test-model', 0, 'WAIT', 90000) as a), true,
-    'max_wait_ms equal to the default cap (90000) is valid'
-);
 update public.google_ai_settings set max_wait_cap_ms = 1000;
+select is(
+    (select a.granted from public.acquire('test-model', 0, 'WAIT', 86400000) as a), true,
+    'a wait of a day is valid, whatever the retired max_wait_cap_ms says'
+);
 select throws_ok(
-    $$select public.acquire('test-model', 10, 'WAIT', 1001)$$, 'LL005', null,
-    'the cap follows google_ai_settings.max_wait_cap_ms'
+    $$select public.acquire('test-model', 10, 'WAIT', 86400001)$$, 'LL007', null,
+    'a longer one is bad input'
 );
 
 -- A group override that raises TPM makes a large request fit.
@@ -42,7 +43,7 @@ select throws_ok(
 );
 select is(
     (select count(*)::int from public.google_ai_reservations where model = 'test-model'),
-    2, 'only the two valid requests left reservations'
+    2, 'only the two granted requests left reservations'
 );
 
 select * from finish();

@@ -16,7 +16,7 @@ select set_eq(
     $$select * from public.audit_event_kinds()$$,
     array[
         'granted', 'refused', 'committed', 'released', 'rate_limited', 'expired',
-        'config_changed', 'key_disabled', 'key_enabled'
+        'config_changed', 'key_disabled', 'key_enabled', 'limit_observed'
     ],
     'the event names of the audit stream'
 );
