@@ -143,10 +143,11 @@ class Client:
         count = yield from self.tokens.plan(model, contents, cfg, counter)
         call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
                      caller or self.caller, request_id or uuid.uuid4().hex)  # fmt: skip
+        failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
-            if not len(keys):
-                raise NoKeyAvailable(f"this process holds no usable key for {model}")
-            grant = yield from self._acquire(call, keys, attempt)
+            if not len(keys):  # none held, or the last one was just disabled
+                raise failure or NoKeyAvailable(f"this process holds no usable key for {model}")
+            grant = yield from self._acquire(call, keys, attempt, failure)
             response, failure, verdict = yield from self._send(grant, keys, contents, cfg)
             self._log(call, attempt, verdict.action, grant)
             if verdict.action == "commit":
@@ -171,7 +172,9 @@ class Client:
             self._keys, self._keys_until = keys, time.monotonic() + self.keys_ttl
         return keys
 
-    def _acquire(self, call: _Call, keys: HeldKeys, attempt: int) -> ops.Plan[Grant]:
+    def _acquire(
+        self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
+    ) -> ops.Plan[Grant]:
         """A grant: while the answer is ``queued``, sleep as told and ask again with the ticket
         (no connection is held while sleeping). Anything else but a grant is raised."""
         ticket: uuid.UUID | None = None
@@ -196,7 +199,7 @@ class Client:
                 if grant.reason == "no_key":
                     raise NoKeyAvailable(f"no key this process holds is active for {call.model}")
                 after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
-                raise RateLimited(grant.reason or "refused", after)
+                raise RateLimited(grant.reason or "refused", after) from failure
             ticket = grant.ticket
             if grant.retry_after_ms:
                 yield ops.Sleep(grant.retry_after_ms / 1000)

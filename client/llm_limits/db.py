@@ -69,23 +69,28 @@ class ModelCounter:
 
 @dataclass(frozen=True)
 class Statement:
-    """One SQL statement, and the pauses before each retry after a lost connection."""
+    """One SQL statement (named for logs and tests), and the pauses before each retry after a
+    lost connection."""
 
+    name: str
     sql: str
     retry_pauses: tuple[float, ...] = (0.0,)
 
 
-POOL_KEYS = Statement("select key_alias, env_var_name from public.pool_keys()")
+POOL_KEYS = Statement("pool_keys", "select key_alias, env_var_name from public.pool_keys()")
 TOKEN_COUNTER = Statement(
-    "select api_model, token_counter from public.token_counter(model => %(model)s::text)"
+    "token_counter",
+    "select api_model, token_counter from public.token_counter(model => %(model)s::text)",
 )
 ACQUIRE = Statement(
+    "acquire",
     "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
     " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
     " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
-    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)"
+    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
 )
 SETTLE = Statement(
+    "settle",
     "select action, retry, retry_after_ms from public.settle("
     "reservation_id => %(reservation_id)s::uuid, http_status => %(http_status)s::int,"
     " response => %(response)s::jsonb, transport_error => %(transport_error)s::text)",

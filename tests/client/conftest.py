@@ -43,7 +43,7 @@ def fake() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def client(keyed_db: Conn, db_url: str, fake: FakeGemini) -> Iterator[Client]:
-    with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as c:
+    with Client(db_url, base_url=fake.base_url, timeout=10.0) as c:
         yield c
 
 

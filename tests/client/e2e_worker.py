@@ -58,7 +58,7 @@ def run(
     for var in ("GOOGLE_API_KEY", "GOOGLE_API_LOCALNAME", "GOOGLE_GEMINI_BASE_URL"):
         os.environ.pop(var, None)
     os.environ.update(env)
-    client = Client(db_url, base_url=base_url, timeout=10.0, backoff=0.05, caller=name)
+    client = Client(db_url, base_url=base_url, timeout=10.05, caller=name)
     held = client.held_keys()  # resolve keys and build SDK clients before the clock starts
     # A cold process spends up to ~0.5 s (on 2 busy CPUs) between its first grant and its
     # first request: one-time SDK and connection set-up that a long-running bot pays once and

@@ -68,7 +68,7 @@ def test_no_key_value_leaks_anywhere(
 
     invalid = KEYS["a1"][2]
     with FakeGemini(projects(), invalid_keys=[invalid]) as srv:
-        client = Client(db_url, base_url=srv.base_url, timeout=0.5, backoff=0.0)
+        client = Client(db_url, base_url=srv.base_url, timeout=0.5)
         reprs = [repr(client)]
         hold(monkeypatch, "a2", "b1")
         client.generate(GEMMA, "plain success", caller="leak-test")
@@ -86,7 +86,7 @@ def test_no_key_value_leaks_anywhere(
         client.close()
 
         hold(monkeypatch, "a1")  # the invalid key: rejected and disabled
-        client = Client(db_url, base_url=srv.base_url, backoff=0.0)
+        client = Client(db_url, base_url=srv.base_url)
         expect_error(lambda: client.generate(GEMMA, "invalid key"))
         expect_error(lambda: client.generate(GEMMA, "no key left"))
         reprs.append(repr(client))

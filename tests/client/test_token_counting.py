@@ -372,7 +372,7 @@ def test_the_byte_bound_refuses_the_same_prompt(
 ) -> None:
     set_counter(keyed_db, "bytes")
 
-    with pytest.raises(llm_limits.PromptTooLarge):
+    with pytest.raises(llm_limits.RpcError, match="LL003"):
         client.generate(GEMMA, page(30_000, seed=11))
 
     assert fake.stats().requests == 0
@@ -385,7 +385,7 @@ def test_ll003_only_when_the_real_count_is_over_tpm(
     over = page(56_000, seed=12)
     assert actual(fake, over) > 15_000
 
-    with pytest.raises(llm_limits.PromptTooLarge):
+    with pytest.raises(llm_limits.RpcError, match="LL003"):
         client.generate(GEMMA, over)
 
     assert reservations(keyed_db) == []
@@ -422,7 +422,7 @@ def test_estimates_bound_the_actual_count_and_stay_close_when_exact(
         set_counter(keyed_db, counter, model)
     with (
         FakeGemini(projects(), ROOMY) as fake,
-        Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client,
+        Client(db_url, base_url=fake.base_url, timeout=10.0) as client,
     ):
         for model, contents in _mixed_requests():
             client.generate(model, contents)
@@ -462,7 +462,7 @@ def test_with_gemma_3s_vocabulary_the_local_count_is_exact(
     roomy(keyed_db)
     with (
         FakeGemini(projects(), ROOMY) as fake,
-        Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client,
+        Client(db_url, base_url=fake.base_url, timeout=10.0) as client,
     ):
         for model, contents in _mixed_requests():
             client.generate(model, contents)

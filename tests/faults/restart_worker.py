@@ -65,7 +65,6 @@ def run(
         db_url,
         base_url=base_url,
         timeout=10.0,
-        backoff=0.05,
         caller=name,
         on_usage=on_usage,
         connect_timeout=2,

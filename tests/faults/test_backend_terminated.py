@@ -122,7 +122,7 @@ def victim_client(
     keyed_db: Conn, db_url: str, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
     hold(monkeypatch, "b1")
-    with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=10.0) as client:
         assert client.held_keys() == ["b1"]  # resolved now, not while the test watches
         yield client
 
