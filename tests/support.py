@@ -4,6 +4,7 @@ capture and a text snapshot of every table of ours."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,23 +62,36 @@ def set_now(conn: Conn, instant: object) -> None:
 
 
 def acquire(conn: Conn, model: str, tokens: int, **kw: object) -> tuple[Any, ...]:
-    row = conn.execute(
-        "select granted, reservation_id, key_alias, reason, retry_after_ms "
-        "from public.acquire(model => %s::text, tokens => %s::int, mode => %s::text, "
-        "max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
-        "request_id => %s::text)",
-        (
-            model,
-            tokens,
-            kw.get("mode", "NO_WAIT"),
-            kw.get("max_wait_ms", 0),
-            kw.get("key_aliases"),
-            kw.get("caller", "tests"),
-            kw.get("request_id"),
-        ),
-    ).fetchone()
-    assert row is not None
-    return tuple(row)
+    """(granted, reservation_id, key_alias, reason, retry_after_ms) of one acquire as a caller
+    makes it: while the answer is 'queued', sleep retry_after_ms and call again with the
+    ticket it returned. (Schemas before the ticket have no such answer: one call.)"""
+    ticket = None
+    while True:
+        cur = conn.execute(
+            "select * from public.acquire(model => %s::text, tokens => %s::int, mode => %s::text, "
+            "max_wait_ms => %s::int, key_aliases => %s::text[], caller => %s::text, "
+            "request_id => %s::text" + (", ticket => %s::uuid)" if ticket else ")"),
+            (
+                model,
+                tokens,
+                kw.get("mode", "NO_WAIT"),
+                kw.get("max_wait_ms", 0),
+                kw.get("key_aliases"),
+                kw.get("caller", "tests"),
+                kw.get("request_id"),
+                *([ticket] if ticket else []),
+            ),
+        )
+        row = cur.fetchone()
+        assert row is not None and cur.description is not None
+        answer = dict(zip((d.name for d in cur.description), row))
+        if answer["reason"] != "queued":
+            break
+        ticket = answer["ticket"]
+        time.sleep(answer["retry_after_ms"] / 1000)
+    return tuple(
+        answer[k] for k in ("granted", "reservation_id", "key_alias", "reason", "retry_after_ms")
+    )
 
 
 def sqlstate_of(call: Callable[[], object]) -> str | None:

@@ -88,6 +88,7 @@ ACQUIRE = Statement(
     " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
     " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
     " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
+    (),  # the client retries it once, keeping its ticket
 )
 SETTLE = Statement(
     "settle",

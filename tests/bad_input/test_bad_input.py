@@ -71,9 +71,16 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("retry_delay_ms", "integer", 0),
     ],
     "disable_key": [("key_alias", "text", "k1"), ("reason", "text", "tests")],
+    "settle": [
+        ("reservation_id", "uuid", OPEN),
+        ("http_status", "integer", 200),
+        ("response", "jsonb", None),
+        ("transport_error", "text", None),
+    ],
 }
 
 GRANT, NO_KEY = Ok((True, None)), Ok((False, "no_key"))
+COMMIT = Ok(("commit", False))
 
 CASES: list[tuple[str, str, str, object, str | Ok]] = [
     # (rpc, parameter, label, value, expected)
@@ -107,12 +114,12 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("acquire", "mode", "sql-like", SQLI, "LL004"),
     ("acquire", "mode", "100k chars", HUGE, "LL004"),
     ("acquire", "mode", "WAIT", "WAIT", GRANT),
-    ("acquire", "max_wait_ms", "null", None, "LL005"),
-    ("acquire", "max_wait_ms", "negative", -1, "LL005"),
+    ("acquire", "max_wait_ms", "null", None, "LL007"),
+    ("acquire", "max_wait_ms", "negative", -1, "LL007"),
     ("acquire", "max_wait_ms", "zero", 0, GRANT),
-    ("acquire", "max_wait_ms", "the cap", 90_000, GRANT),
-    ("acquire", "max_wait_ms", "cap + 1", 90_001, "LL005"),
-    ("acquire", "max_wait_ms", "max int", MAX_INT, "LL005"),
+    ("acquire", "max_wait_ms", "a day", 86_400_000, GRANT),
+    ("acquire", "max_wait_ms", "a day + 1", 86_400_001, "LL007"),
+    ("acquire", "max_wait_ms", "max int", MAX_INT, "LL007"),
     ("acquire", "max_wait_ms", "wrong type", "abc", "22P02"),
     ("acquire", "key_aliases", "null (every key)", None, GRANT),
     ("acquire", "key_aliases", "empty", [], NO_KEY),
@@ -234,6 +241,23 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("disable_key", "reason", "500 chars", "r" * 500, Ok(True)),
     ("disable_key", "reason", "501 chars", "r" * 501, "LL007"),
     ("disable_key", "reason", "100k chars", HUGE, "LL007"),
+    ("settle", "reservation_id", "null", None, "LL006"),
+    ("settle", "reservation_id", "unknown", "00000000-0000-4000-8000-000000000000", "LL006"),
+    ("settle", "reservation_id", "wrong type", "abc", "22P02"),
+    ("settle", "http_status", "null (and no transport error)", None, "LL007"),
+    ("settle", "http_status", "99", 99, "LL007"),
+    ("settle", "http_status", "600", 600, "LL007"),
+    ("settle", "http_status", "200", 200, COMMIT),
+    ("settle", "http_status", "wrong type", "abc", "22P02"),
+    ("settle", "response", "null", None, COMMIT),
+    ("settle", "response", "not JSON", "abc", "22P02"),
+    ("settle", "response", "a scalar", '"text"', COMMIT),
+    ("settle", "response", "an empty array", "[]", COMMIT),
+    ("settle", "response", "usage not a number", '{"usageMetadata": {"promptTokenCount": "x"}}', COMMIT),
+    ("settle", "transport_error", "null", None, COMMIT),
+    ("settle", "transport_error", "timeout", "timeout", Ok(("release_sent", True))),
+    ("settle", "transport_error", "unknown", "gremlins", "LL007"),
+    ("settle", "transport_error", "100k chars", HUGE, "LL007"),
 ]
 
 
@@ -269,10 +293,9 @@ def bad_db() -> Iterator[tuple[Conn, dict[str, str]]]:
 def call(conn: Conn, rpc: str, args: dict[str, object]) -> Any:
     params = ", ".join(f"{name} => %s::{cast}" for name, cast, _ in SIGNATURES[rpc])
     values = tuple(args[name] for name, _, _ in SIGNATURES[rpc])
-    if rpc == "acquire":
-        row = conn.execute(
-            f"select granted, reason from public.acquire({params})", values
-        ).fetchone()
+    if rpc in ("acquire", "settle"):
+        first_two = "granted, reason" if rpc == "acquire" else "action, retry"
+        row = conn.execute(f"select {first_two} from public.{rpc}({params})", values).fetchone()
         assert row is not None
         return tuple(row)
     row = conn.execute(f"select public.{rpc}({params})", values).fetchone()
@@ -287,8 +310,9 @@ def test_every_parameter_has_cases(bad_db: tuple[Conn, dict[str, str]]) -> None:
         (str(r[0]), str(r[1]))
         for r in conn.execute(
             "select p.proname, a.name from pg_proc as p "
-            "cross join lateral unnest(p.proargnames) as a (name) "
-            "where p.pronamespace = 'public'::regnamespace and p.proname = any(%s)",
+            "cross join lateral unnest(p.proargnames, p.proargmodes::text[]) as a (name, mode) "
+            "where p.pronamespace = 'public'::regnamespace and p.proname = any(%s)"
+            " and coalesce(a.mode, 'i') in ('i', 'b')",
             (list(SIGNATURES),),
         ).fetchall()
     }

@@ -39,7 +39,7 @@ class GrantLog(logging.Handler):
         self.grants: list[tuple[str, int]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "outcome", None) == "ok":
+        if getattr(record, "outcome", None) == "commit":
             self.grants.append((str(record.reservation_id), int(record.waited_ms)))
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.conftest import pooled
 
@@ -49,14 +50,20 @@ def worker(url: str, seed: int, stop: float, outcomes: Counter[str], lock: threa
         while time.monotonic() < stop:
             mode = rnd.choice(["NO_WAIT", "WAIT"])
             tokens = rnd.randint(10, 120)
-            row = conn.execute(
-                "select granted, reservation_id, reason from public.acquire("
-                "model => 'conc-model', tokens => %s::int, mode => %s::text, "
-                "max_wait_ms => %s::int, key_aliases => null, caller => 'conc')",
-                (tokens, mode, 300 if mode == "WAIT" else 0),
-            ).fetchone()
-            assert row is not None
-            granted, rid, reason = row
+            ticket = None
+            while True:  # the one waiting rule: while queued, sleep as told, call again
+                row = conn.execute(
+                    "select granted, reservation_id, reason, retry_after_ms, ticket"
+                    " from public.acquire(model => 'conc-model', tokens => %s::int,"
+                    " mode => %s::text, max_wait_ms => %s::int, key_aliases => null,"
+                    " caller => 'conc', ticket => %s::uuid)",
+                    (tokens, mode, 300 if mode == "WAIT" else 0, ticket),
+                ).fetchone()
+                assert row is not None
+                granted, rid, reason, retry_after_ms, ticket = row
+                if reason != "queued":
+                    break
+                time.sleep(retry_after_ms / 1000)
             with lock:
                 outcomes["granted" if granted else f"refused:{reason}"] += 1
             if not granted:
@@ -64,13 +71,14 @@ def worker(url: str, seed: int, stop: float, outcomes: Counter[str], lock: threa
                 continue
             action = rnd.random()
             if action < 0.6:
-                conn.execute(
-                    "select public.commit_usage(%s, %s::int, 7)", (rid, rnd.randint(0, tokens))
-                )
+                usage = {"usageMetadata": {"promptTokenCount": rnd.randint(0, tokens)}}
+                conn.execute("select * from public.settle(%s, 200, %s)", (rid, Jsonb(usage)))
             elif action < 0.8:
-                conn.execute("select public.release(%s, 'test', false)", (rid,))
+                conn.execute(
+                    "select * from public.settle(%s, null, null, 'connect_failed')", (rid,)
+                )
             else:
-                conn.execute("select public.release(%s, 'timeout', true)", (rid,))
+                conn.execute("select * from public.settle(%s, null, null, 'timeout')", (rid,))
 
 
 @pytest.mark.parametrize("via", ["direct", "pooler"])

@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import create_database, drop_database
-from tests.support import Conn, add_key, add_model, set_now, sqlstate_of
+from tests.support import Conn, acquire, add_key, add_model, set_now, sqlstate_of
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 3, 2, 7, 59, 40, tzinfo=timezone.utc)  # 23:59:40 Pacific
@@ -255,14 +255,9 @@ def acquire_step(
     cands = [g for g in sorted(by_group) if m.groups[g][1] >= tokens]
 
     def run() -> tuple[Any, ...]:
-        row = conn.execute(
-            "select granted, reservation_id, key_alias, reason, retry_after_ms "
-            "from public.acquire(model => %s::text, tokens => %s::int, mode => %s::text, "
-            "max_wait_ms => %s::int, key_aliases => %s::text[], caller => 'prop')",
-            (m.model, tokens, mode, 15 if mode == "WAIT" else 0, aliases),
-        ).fetchone()
-        assert row is not None
-        return tuple(row)
+        wait_ms = 15 if mode == "WAIT" else 0
+        return acquire(conn, m.model, tokens, mode=mode, max_wait_ms=wait_ms,
+                       key_aliases=aliases, caller="prop")  # fmt: skip
 
     if not cands:
         biggest = max((m.groups[m.group_of(a)][1] for a in usable), default=MODEL_LIMITS[1])

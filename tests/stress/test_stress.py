@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.stress.checker import check
+from tests.support import acquire
 
 # (group, model) limits: two models, four groups, one paid-tier override.
 MODELS = {"stress-a": (20, 2000, 100000), "stress-b": (8, 50000, 100000)}
@@ -79,14 +80,10 @@ def caller(url: str, seed: int, stop: float, counts: Counter[str], lock: threadi
             held = rnd.sample(aliases, rnd.randint(1, 3)) if rnd.random() < 0.7 else None
             mode = rnd.choice(["WAIT", "NO_WAIT"])
             estimate = rnd.randint(20, 400)
-            row = conn.execute(
-                "select granted, reservation_id, reason from public.acquire("
-                "model => %s::text, tokens => %s::int, mode => %s::text, max_wait_ms => %s::int, "
-                "key_aliases => %s::text[], caller => 'stress')",
-                (model, estimate, mode, rnd.choice([0, 200, 800]), held),
-            ).fetchone()
-            assert row is not None
-            granted, rid, reason = row
+            granted, rid, _, reason, _ = acquire(
+                conn, model, estimate, mode=mode, max_wait_ms=rnd.choice([0, 200, 800]),
+                key_aliases=held, caller="stress",
+            )  # fmt: skip
             with lock:
                 counts["granted" if granted else "refused"] += 1
             if not granted:
