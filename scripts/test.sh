@@ -51,7 +51,7 @@ psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pg
 pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
 
 step "sqlfluff lint"
-.venv/bin/sqlfluff lint supabase/migrations supabase/tests
+.venv/bin/sqlfluff lint supabase/migrations supabase/schemas supabase/tests
 
 step "ruff and mypy"
 .venv/bin/ruff check client tests bench

@@ -10,9 +10,10 @@ disabled key, config changes, and calls old enough that their ledger rows
 were rolled up while their audit rows stayed), then the full set is pushed.
 Afterwards every row is still there (audit rows read back from the audit
 stream, with their id, time, actor and details), the stream counts every
-event exactly as often as before, quota_status() is unchanged, the schema
-equals the snapshot, pgTAP passes on a clone, and a maintenance pass far in
-the future counts every one of those events in google_ai_event_counts.
+event exactly as often as before, quota_status() is unchanged, the catalog
+equals the one the schema files (supabase/schemas) build, pgTAP passes on a
+clone, and a maintenance pass far in the future counts every one of those
+events in google_ai_event_counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 
 from llm_limits.testing import localstack
 from tests.conftest import create_database, drop_database
-from tests.migrations.test_schema_snapshot import assert_matches_snapshot
+from tests.migrations.conftest import assert_same_catalog
 from tests.migrations.test_upgrade import (
     REPO,
     Rows,
@@ -126,6 +127,8 @@ def upgraded(tmp_path: Path) -> Iterator[tuple[str, Rows, dict[str, object], dic
 
 def test_upgrade_moves_per_call_audit_rows_and_loses_nothing(
     upgraded: tuple[str, Rows, dict[str, object], dict[str, object]],
+    schema_files_url: str,
+    tmp_path: Path,
 ) -> None:
     url, before, ids, seen = upgraded
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
@@ -145,7 +148,9 @@ def test_upgrade_moves_per_call_audit_rows_and_loses_nothing(
         ).fetchone()
         assert kept == (6,), "the rolled-up calls keep their audit rows"
         assert conn.execute(STATUS).fetchall() == seen["status"]
-    assert_matches_snapshot(url, "the upgraded pre-hardening database")
+    assert_same_catalog(
+        url, "the upgraded pre-hardening database", schema_files_url, tmp_path / "catalogs"
+    )
     run_pgtap_on_a_clone(url)
 
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:

@@ -3,5 +3,6 @@
 * ``fake_gemini``: a local Gemini API server that counts tokens with the real vocabulary;
 * ``localstack``: a throwaway local Postgres with the Supabase roles, migrated by the Supabase CLI;
 * ``pooler``: PgBouncer in transaction mode in front of it;
-* ``prose``: deterministic Russian and English text for long prompts.
+* ``prose``: deterministic Russian and English text for long prompts;
+* ``schemas``: builds a database from ``supabase/schemas`` and compares catalogs object by object.
 """

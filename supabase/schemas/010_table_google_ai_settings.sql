@@ -1,0 +1,45 @@
+-- The tunables of llm-limits: one row. Every value is bounded by a CHECK;
+-- changing the row is audited like any config change (270_config_audit.sql).
+
+create table public.google_ai_settings (
+    id boolean primary key default true check (id),
+    window_ms integer not null default 60000 check (window_ms between 1000 and 3600000),
+    window_guard_ms integer not null default 1000 check (window_guard_ms between 0 and 60000),
+    rpd_time_zone text not null default 'America/Los_Angeles',
+    lease_ms integer not null default 600000 check (lease_ms between 1000 and 86400000),
+    max_wait_cap_ms integer not null default 90000
+    check (max_wait_cap_ms between 0 and 110000),
+    wait_recheck_ms integer not null default 25 check (wait_recheck_ms between 5 and 5000),
+    default_cooldown_ms integer not null default 60000
+    check (default_cooldown_ms between 0 and 86400000),
+    ledger_retention interval not null default interval '7 days',
+    audit_retention interval not null default interval '30 days',
+    updated_at timestamptz not null default now(),
+    refusal_fold_ms integer not null default 1000
+    check (refusal_fold_ms between 0 and 1000),
+    rollup_retention interval not null default interval '30 days',
+    wait_slice_ms integer not null default 2000
+    check (wait_slice_ms between 100 and 60000),
+    wait_ticket_grace_ms integer not null default 1000
+    check (wait_ticket_grace_ms between 100 and 60000)
+);
+
+comment on table public.google_ai_settings is
+'Tunables of llm-limits (one row). max_wait_cap_ms stays under Supabase''s 2-minute statement limit.';
+comment on column public.google_ai_settings.refusal_fold_ms is
+'Refusals of one caller, model, key set and reason that follow each other within this many ms fold into one audit row (0: never fold). A folded row spans at most one window.';
+comment on column public.google_ai_settings.rollup_retention is
+'How long run_maintenance() keeps per-minute rollups (google_ai_usage_counters, bucket_kind minute); per-day rollups and google_ai_event_counts are kept.';
+comment on column public.google_ai_settings.wait_slice_ms is
+'Longest time one WAIT call of acquire() stays in the database (it then returns and the caller calls again).';
+comment on column public.google_ai_settings.wait_ticket_grace_ms is
+'How late a waiter may call back before its place in line expires.';
+
+-- The row is part of the schema: google_ai_internal.settings() reads it
+-- with `into strict`. Inserted before the audit trigger exists.
+insert into public.google_ai_settings (id) values (true)
+on conflict (id) do nothing;
+
+alter table public.google_ai_settings enable row level security;
+revoke all on table public.google_ai_settings from public, anon, authenticated, service_role;
+grant select, insert, update, delete on table public.google_ai_settings to service_role;

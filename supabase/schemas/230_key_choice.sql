@@ -1,0 +1,272 @@
+-- Key choice: which key groups may serve a request, and one try on each,
+-- best first, under the window protocol (220_window_protocol.sql).
+
+/*
+ * candidates: the keys that could ever serve `p_tokens`, best first:
+ * cooling-down groups last, then by priority (lower first), then by most
+ * headroom (the tightest remaining fraction of any limit, read without
+ * locks), then alias. A group may appear once per key; reserve_round tries
+ * each group only once, on its first (best) key. A group whose TPM can never
+ * hold the request is left out.
+ *
+ * Parameters: p_model (a google_ai_model_limits.model name), p_key_aliases
+ * (null: every active key), p_now (the clock), p_tokens.
+ * Returns candidate rows with their effective limits. Raises nothing.
+ * Example: select * from google_ai_internal.candidates('gemma-3-27b', null, now(), 1200);
+ */
+create or replace function google_ai_internal.candidates(
+    p_model text, p_key_aliases text [], p_now timestamptz, p_tokens integer
+)
+returns setof google_ai_internal.candidate
+language plpgsql
+stable
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+    return query
+    select
+        g.quota_group, k.key_alias, k.env_var_name, coalesce(k.priority, 100)::integer,
+        coalesce(o.rpm, m.rpm::integer),
+        coalesce(o.tpm, m.tpm::integer),
+        coalesce(o.rpd, m.rpd::integer)
+    from public.google_ai_api_keys as k
+    cross join lateral (select coalesce(k.quota_group, k.key_alias) as quota_group) as g
+    inner join public.google_ai_model_limits as m on m.model = p_model
+    left join public.google_ai_group_limits as o
+        on o.quota_group = g.quota_group and o.model = m.model
+    left join public.google_ai_quota_state as s
+        on s.quota_group = g.quota_group and s.model = m.model
+    where
+        k.is_active is true
+        and (p_key_aliases is null or k.key_alias = any(p_key_aliases))
+        -- A group whose TPM can never hold the request is no candidate (its
+        -- retry_after would be a promise it cannot keep).
+        and coalesce(o.tpm, m.tpm::integer, p_tokens) >= p_tokens
+    order by
+        (s.cooldown_until > p_now) is true,
+        coalesce(k.priority, 100),
+        least(
+            1.0 - coalesce(s.window_requests, 0)::numeric / nullif(coalesce(o.rpm, m.rpm), 0),
+            1.0 - coalesce(s.window_tokens, 0)::numeric / nullif(coalesce(o.tpm, m.tpm), 0),
+            1.0 - coalesce(s.day_requests, 0)::numeric / nullif(coalesce(o.rpd, m.rpd), 0)
+        ) desc nulls first,
+        k.key_alias;
+end;
+$$;
+
+revoke all on function google_ai_internal.candidates(text, text [], timestamptz, integer)
+from public, anon, authenticated;
+
+/*
+ * try_reserve: one try on one candidate: lock its window, decide, and on
+ * success write the reservation (with the time acquire has run so far) and
+ * the new totals. On refusal nothing is written. retry_after_ms is the
+ * truthful earliest moment every binding dimension has freed, computed from
+ * the ledger (a release can only make it sooner).
+ *
+ * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
+ * its own. Example: see google_ai_internal.reserve_round.
+ */
+create or replace function google_ai_internal.try_reserve(
+    p_cand google_ai_internal.candidate,
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    out granted boolean,
+    out reservation_id uuid,
+    out reason text,
+    out retry_after_ms integer
+)
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    hold interval;
+    locked record;
+    st public.google_ai_quota_state;
+    at_now timestamptz;
+    free_at timestamptz;
+    candidate timestamptz;
+begin
+    granted := false;
+    locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
+    st := locked.st;
+    at_now := locked.at_now;
+    hold := locked.hold;
+
+    if st.cooldown_until > at_now then
+        reason := 'cooldown';
+        free_at := st.cooldown_until;
+    end if;
+
+    if p_cand.rpd is not null and st.day_requests + 1 > p_cand.rpd then
+        candidate := google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
+        if free_at is null or candidate > free_at then
+            reason := 'rpd';
+            free_at := candidate;
+        end if;
+    end if;
+
+    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
+        -- The slot frees when the k-th oldest counted grant leaves the window.
+        select r.granted_at + hold into candidate
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = p_cand.quota_group and r.model = p_model.model
+            and r.granted_at > st.swept_to and r.counted_requests > 0
+        order by r.granted_at
+        offset greatest(st.window_requests - p_cand.rpm, 0) limit 1;
+        candidate := coalesce(candidate, at_now + hold);
+        if free_at is null or candidate > free_at then
+            reason := 'rpm';
+            free_at := candidate;
+        end if;
+    end if;
+
+    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
+        -- Tokens free when enough of the oldest grants have left the window.
+        select w.granted_at + hold into candidate
+        from (
+            select
+                r.granted_at,
+                sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
+            from public.google_ai_reservations as r
+            where
+                r.quota_group = p_cand.quota_group and r.model = p_model.model
+                and r.granted_at > st.swept_to and r.counted_tokens > 0
+        ) as w
+        where w.freed >= st.window_tokens + p_tokens - p_cand.tpm
+        order by w.granted_at
+        limit 1;
+        candidate := coalesce(candidate, at_now + hold);
+        if free_at is null or candidate > free_at then
+            reason := 'tpm';
+            free_at := candidate;
+        end if;
+    end if;
+
+    if reason is not null then
+        retry_after_ms := greatest(
+            1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
+        )::integer;
+        return;
+    end if;
+
+    insert into public.google_ai_reservations (
+        key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms
+    ) values (
+        p_cand.key_alias, p_cand.quota_group, p_model.model,
+        coalesce(p_model.api_model, p_model.model),
+        p_tokens, p_tokens, at_now, st.rpd_day,
+        at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
+        p_caller, p_request_id,
+        -- acquire runs as one statement: its start is when the caller asked.
+        greatest(0, pg_catalog.round(
+            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
+            * 1000
+        ))::integer
+    )
+    returning id into reservation_id;
+
+    st.window_requests := st.window_requests + 1;
+    st.window_tokens := st.window_tokens + p_tokens;
+    st.day_requests := st.day_requests + 1;
+    perform google_ai_internal.store_window(st);
+    granted := true;
+end;
+$$;
+
+revoke all on function google_ai_internal.try_reserve(
+    google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
+    public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * reserve_round: one round over the candidates, best first. With several
+ * candidates, or when the caller will sleep afterwards
+ * (p_release_on_refusal), each try is a subtransaction that is rolled back
+ * on refusal, so its row lock is released before the next candidate is
+ * locked (never two windows at once) and before any pg_sleep. A single
+ * NO_WAIT try needs no subtransaction: it locks one row only.
+ *
+ * Parameters: the model row, its candidates, the tokens, caller and
+ * request_id, the settings, p_release_on_refusal.
+ * Returns the verdict: a grant, or the refusal that frees soonest (reason
+ * no_key when there was no candidate). Raises nothing of its own (LL999 is
+ * caught inside).
+ * Example: verdict := google_ai_internal.reserve_round(
+ *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false);
+ */
+create or replace function google_ai_internal.reserve_round(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_release_on_refusal boolean
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    verdict public.acquire_result;
+    attempt record;
+    cand google_ai_internal.candidate;
+    tried text [] := '{}';
+    guarded boolean := p_release_on_refusal or pg_catalog.cardinality(p_cands) > 1;
+begin
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+    verdict.reason := 'no_key';
+    foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);  -- keys of one group share its window
+        tried := tried || cand.quota_group;
+        if guarded then
+            begin
+                attempt := google_ai_internal.try_reserve(
+                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
+                );
+                if not attempt.granted then
+                    raise exception using errcode = 'LL999';
+                end if;
+            exception when sqlstate 'LL999' then
+                null;  -- rolled back: the window row is unlocked again
+            end;
+        else
+            attempt := google_ai_internal.try_reserve(
+                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
+            );
+        end if;
+        if attempt.granted then
+            verdict.granted := true;
+            verdict.reservation_id := attempt.reservation_id;
+            verdict.key_alias := cand.key_alias;
+            verdict.env_var_name := cand.env_var_name;
+            verdict.reason := null;
+            verdict.retry_after_ms := null;
+            return verdict;
+        end if;
+        -- Report the refusal that frees soonest: that is when to retry.
+        if verdict.retry_after_ms is null or attempt.retry_after_ms < verdict.retry_after_ms then
+            verdict.reason := attempt.reason;
+            verdict.retry_after_ms := attempt.retry_after_ms;
+            verdict.key_alias := cand.key_alias;
+        end if;
+    end loop;
+    return verdict;
+end;
+$$;
+
+revoke all on function google_ai_internal.reserve_round(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, boolean
+) from public, anon, authenticated;
