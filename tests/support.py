@@ -84,7 +84,7 @@ def acquire(conn: Conn, model: str, tokens: int, **kw: object) -> tuple[Any, ...
         )
         row = cur.fetchone()
         assert row is not None and cur.description is not None
-        answer = dict(zip((d.name for d in cur.description), row))
+        answer = dict(zip((d.name for d in cur.description), row, strict=True))
         if answer["reason"] != "queued":
             break
         ticket = answer["ticket"]

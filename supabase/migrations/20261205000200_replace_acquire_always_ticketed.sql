@@ -131,7 +131,10 @@ begin
             at_now, at_now, at_now + pg_catalog.make_interval(
                 secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
             ),
-            p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+            -- Real time, like every deadline here; from the insert, so waited_ms
+            -- (counted from created_at) reaches max_wait_ms at the deadline.
+            pg_catalog.clock_timestamp()
+                + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
         )
         -- A retry after a lost connection may race the call it replaces.
         on conflict (id) do nothing

@@ -21,11 +21,17 @@ create table public.google_ai_settings (
     wait_slice_ms integer not null default 2000
     check (wait_slice_ms between 100 and 60000),
     wait_ticket_grace_ms integer not null default 1000
-    check (wait_ticket_grace_ms between 100 and 60000)
+    check (wait_ticket_grace_ms between 100 and 60000),
+    learn_limits text not null default 'suggest'
+    check (learn_limits in ('off', 'suggest', 'apply')),
+    retry_backoff_ms integer not null default 500
+    check (retry_backoff_ms between 0 and 60000)
 );
 
 comment on table public.google_ai_settings is
-'Tunables of llm-limits (one row). max_wait_cap_ms stays under Supabase''s 2-minute statement limit.';
+'Tunables of llm-limits (one row).';
+comment on column public.google_ai_settings.max_wait_cap_ms is
+'Unused since 20261205000200 (acquire no longer caps max_wait_ms); kept for clients released before it.';
 comment on column public.google_ai_settings.refusal_fold_ms is
 'Refusals of one caller, model, key set and reason that follow each other within this many ms fold into one audit row (0: never fold). A folded row spans at most one window.';
 comment on column public.google_ai_settings.rollup_retention is
@@ -34,6 +40,10 @@ comment on column public.google_ai_settings.wait_slice_ms is
 'Longest time one WAIT call of acquire() stays in the database (it then returns and the caller calls again).';
 comment on column public.google_ai_settings.wait_ticket_grace_ms is
 'How late a waiter may call back before its place in line expires.';
+comment on column public.google_ai_settings.learn_limits is
+'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (also lower the quota group''s limit; never raises one).';
+comment on column public.google_ai_settings.retry_backoff_ms is
+'Pause settle() asks for before the next attempt after a 5xx, a timeout or a lost connection (jittered between half and all of it).';
 
 -- The row is part of the schema: google_ai_internal.settings() reads it
 -- with `into strict`. Inserted before the audit trigger exists.

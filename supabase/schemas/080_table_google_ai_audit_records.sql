@@ -12,7 +12,7 @@ create table public.google_ai_audit_records (
     event text not null check (
         event in (
             'granted', 'refused', 'committed', 'released', 'rate_limited',
-            'expired', 'config_changed', 'key_disabled', 'key_enabled'
+            'expired', 'config_changed', 'key_disabled', 'key_enabled', 'limit_observed'
         )
     ),
     key_alias text,

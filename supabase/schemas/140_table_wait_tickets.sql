@@ -8,7 +8,8 @@
 -- (model, key set); due_at is when the owner was told to call back, and the
 -- ticket stops holding its place at alive_until (due_at + one slice + grace:
 -- a slice because the owner's own call may last that long while others still
--- see the row as it was committed before the call).
+-- see the row as it was committed before the call). deadline is when the
+-- wait ends, fixed by the ticket's first call.
 
 create table google_ai_internal.wait_tickets (
     id uuid primary key,
@@ -22,7 +23,8 @@ create table google_ai_internal.wait_tickets (
     due_at timestamptz not null,
     turn_at timestamptz not null,
     alive_until timestamptz not null,
-    rounds integer not null default 0
+    rounds integer not null default 0,
+    deadline timestamptz
 );
 
 create index wait_tickets_queue_idx on google_ai_internal.wait_tickets (model, key_set, seq);
@@ -30,6 +32,8 @@ create index wait_tickets_alive_idx on google_ai_internal.wait_tickets (alive_un
 
 comment on table google_ai_internal.wait_tickets is
 'Places in the WAIT queues of acquire(): FIFO per (model, key set) by seq, alive until alive_until.';
+comment on column google_ai_internal.wait_tickets.deadline is
+'When the wait ends (its first call''s start plus max_wait_ms). Null for tickets made before 20261205000200: their calls'' own max_wait_ms applies.';
 
 alter table google_ai_internal.wait_tickets enable row level security;
 revoke all on table google_ai_internal.wait_tickets from public, anon, authenticated, service_role;

@@ -1,5 +1,6 @@
 -- What acquire() returns: a verdict, never an exception for a refusal (a
--- raise would roll back the refusal's audit row).
+-- raise would roll back the refusal's audit row), and a WAIT's ticket, its
+-- place in line.
 
 create type public.acquire_result as (
     granted boolean,
@@ -9,7 +10,8 @@ create type public.acquire_result as (
     model text,
     waited_ms integer,
     reason text,
-    retry_after_ms integer
+    retry_after_ms integer,
+    ticket uuid
 );
 
 comment on type public.acquire_result is

@@ -2,11 +2,11 @@
 -- brought up to date, changed and written back, each rule written once, here.
 --
 -- WINDOW LOCK PROTOCOL (the only lock order; every function follows it):
---   1. acquire without a ticket: the waiter-queue advisory lock
---      queue_lock_key(model, key set), WAIT mode only, held for the call;
---      with a ticket: the caller's ticket row, then (in a rolled-back
---      subtransaction) the one ahead of it (240_wait_queue.sql);
---   2. settlements: the google_ai_reservations row (lock_reservation);
+--   1. acquire in WAIT: the caller's ticket row (every WAIT holds one), then
+--      (in a rolled-back subtransaction) the one ahead of it
+--      (240_wait_queue.sql); NO_WAIT takes no queue lock;
+--   2. settlements (settle and the RPCs it calls): the
+--      google_ai_reservations row (lock_reservation);
 --   3. one google_ai_quota_state row at a time, through lock_window, which
 --      reads the clock after the lock, sweeps the row to now - window_hold
 --      and rolls the quota day; the caller changes its copy and writes it

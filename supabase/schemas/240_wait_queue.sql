@@ -2,8 +2,8 @@
 -- the waiter queue is rows (tickets, 140_table_wait_tickets.sql) instead of
 -- an advisory lock held for the whole wait, so a waiter keeps its place
 -- between short calls, and only the head of a queue sits in the database
--- while capacity frees. Callers without a ticket queue on an advisory lock
--- for one slice at most. Lock order: 220_window_protocol.sql, step 1.
+-- while capacity frees. Every WAIT holds a ticket (acquire makes one when the
+-- caller passes none). Lock order: 220_window_protocol.sql, step 1.
 
 /*
  * queue_key_set: the key-set half of a waiter queue's identity. Callers that
@@ -29,68 +29,8 @@ $$;
 revoke all on function google_ai_internal.queue_key_set(text []) from public, anon, authenticated;
 
 /*
- * queue_lock_key: the two halves of the advisory lock that callers without
- * a ticket queue on in acquire's WAIT mode. The model half alone tells
- * queue_waiters which waiters belong to a model (pg_locks shows it as
- * classid, with objsubid 2 for the two-key form).
- *
- * Parameters: p_model, the google_ai_model_limits.model name; p_key_aliases,
- * acquire's key_aliases (null: any key; order and duplicates do not matter).
- * Returns model_half and set_half, for pg_advisory_xact_lock(integer, integer).
- * Raises nothing.
- * Example: select * from google_ai_internal.queue_lock_key('gemma-3-27b', null);
- */
-create or replace function google_ai_internal.queue_lock_key(
-    p_model text,
-    p_key_aliases text [],
-    out model_half integer,
-    out set_half integer
-)
-language plpgsql
-immutable
-set search_path = ''
-as $$
-begin
-    model_half := pg_catalog.hashtext('llm_limits:' || p_model);
-    set_half := pg_catalog.hashtext(google_ai_internal.queue_key_set(p_key_aliases));
-end;
-$$;
-
-comment on function google_ai_internal.queue_lock_key(text, text []) is
-'The advisory key of a waiter queue (step 1 of the lock order); queue_waiters finds holders by its model half.';
-revoke all on function google_ai_internal.queue_lock_key(text, text [])
-from public, anon, authenticated;
-
-/*
- * waiting_tickets: how many live tickets wait in the queue of
- * (model, key set) at this moment (all of them: a caller without a ticket
- * lines up behind every one).
- *
- * Parameters: a google_ai_model_limits.model name and acquire's key_aliases.
- * Returns the count. Raises nothing.
- * Example: select google_ai_internal.waiting_tickets('gemma-3-27b', array['b1']);
- */
-create or replace function google_ai_internal.waiting_tickets(p_model text, p_key_aliases text [])
-returns table (ahead integer, ahead_tokens bigint)
-language sql
-stable
-set search_path = ''
-as $$
-    select count(*)::integer, coalesce(sum(t.tokens), 0)::bigint
-    from google_ai_internal.wait_tickets as t
-    where
-        t.model = p_model
-        and t.key_set = google_ai_internal.queue_key_set(p_key_aliases)
-        and t.alive_until > google_ai_internal.clock()
-$$;
-
-revoke all on function google_ai_internal.waiting_tickets(text, text [])
-from public, anon, authenticated;
-
-/*
  * queue_waiters: callers waiting on this model right now (all groups and key
- * sets): every live ticket, plus the callers without a ticket inside their
- * one-slice wait (the advisory lock holder of each queue and those behind it).
+ * sets): every live ticket.
  *
  * Parameters: p_model, a google_ai_model_limits.model name.
  * Returns the count (0 when nobody waits). Raises nothing.
@@ -102,21 +42,9 @@ language sql
 stable
 set search_path = ''
 as $$
-    select (
-        select count(*)::integer
-        from google_ai_internal.wait_tickets as t
-        where t.model = p_model and t.alive_until > google_ai_internal.clock()
-    ) + (
-        select count(*)::integer
-        from pg_catalog.pg_locks as pl
-        where
-            pl.locktype = 'advisory'
-            and pl.objsubid = 2
-            and pl.classid::bigint = (
-                (select q.model_half from google_ai_internal.queue_lock_key(p_model, null) as q)::bigint
-                & 4294967295
-            )
-    )
+    select count(*)::integer
+    from google_ai_internal.wait_tickets as t
+    where t.model = p_model and t.alive_until > google_ai_internal.clock()
 $$;
 
 revoke all on function google_ai_internal.queue_waiters(text) from public, anon, authenticated;
@@ -279,9 +207,11 @@ revoke all on function google_ai_internal.turn_estimate(
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls).
  *
- * The first call with a new ticket takes the place at the tail and, unless
- * it is granted at once, returns so that the place is committed (others
- * cannot see it before). Later calls:
+ * The first call with a new ticket takes the place at the tail, fixes the
+ * wait's deadline (that call's start plus max_wait_ms; a later call's
+ * max_wait_ms can only bring it closer) and, unless it is granted at once,
+ * returns so that the place is committed (others cannot see it before).
+ * Later calls:
  *   - the head (no live ticket ahead) stays in the database for the slice,
  *     re-trying exactly when the window frees and every wait_recheck_ms (to
  *     catch releases), then answers 'queued' with retry_after_ms 0: call
@@ -305,7 +235,9 @@ revoke all on function google_ai_internal.turn_estimate(
  * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
  *
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
- * request_id, max_wait_ms, the settings, and when the call started.
+ * request_id, max_wait_ms (used by the ticket's first call, and by tickets
+ * made before the deadline was stored), the settings, and when the call
+ * started.
  * Returns the verdict (waited_ms counted from the ticket's first call) and
  * the number of looks at the queue over the whole wait. Raises nothing.
  * Example: select * from google_ai_internal.wait_in_line(
@@ -331,10 +263,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     queue_keys text := google_ai_internal.queue_key_set(p_key_aliases);
-    deadline timestamptz := p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0);
-    slice_end timestamptz := p_started + pg_catalog.make_interval(
-        secs => least(p_cfg.wait_slice_ms, p_max_wait_ms) / 1000.0
-    );
+    deadline timestamptz;
+    slice_end timestamptz;
     lead_ms integer := p_cfg.wait_recheck_ms;
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
     me google_ai_internal.wait_tickets;
@@ -367,12 +297,16 @@ begin
         at_now := google_ai_internal.clock();
         insert into google_ai_internal.wait_tickets as t (
             id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
-            alive_until
+            alive_until, deadline
         ) values (
             p_ticket, p_model.model, queue_keys, p_tokens, p_caller, p_request_id, at_now,
             at_now, at_now, at_now + pg_catalog.make_interval(
                 secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
-            )
+            ),
+            -- Real time, like every deadline here; from the insert, so waited_ms
+            -- (counted from created_at) reaches max_wait_ms at the deadline.
+            pg_catalog.clock_timestamp()
+                + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
         )
         -- A retry after a lost connection may race the call it replaces.
         on conflict (id) do nothing
@@ -384,6 +318,15 @@ begin
             fresh := true;
         end if;
     end if;
+    -- The wait ends at the ticket's deadline, fixed by its first call, or
+    -- sooner when this call's max_wait_ms says so (a caller that counts down
+    -- its own wait, or gives up with 0).
+    deadline := least(
+        me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+    );
+    slice_end := least(
+        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0)
+    );
     rounds := me.rounds;
     verdict.granted := false;
     verdict.model := coalesce(p_model.api_model, p_model.model);

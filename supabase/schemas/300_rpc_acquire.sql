@@ -109,42 +109,36 @@ revoke all on function google_ai_internal.record_acquire_verdict(
  *
  * Parameters:
  *   model        limits row name or API id ('gemma-3-27b' or 'gemma-3-27b-it')
- *   tokens       estimated input tokens (an upper bound; commit_usage reconciles)
+ *   tokens       estimated input tokens (an upper bound; settle reconciles)
  *   mode         'NO_WAIT' (one attempt) or 'WAIT' (wait for capacity, see below)
- *   max_wait_ms  the caller's whole remaining wait, 0..google_ai_settings.max_wait_cap_ms
+ *   max_wait_ms  how long a WAIT may last in all, 0..86400000; the ticket's
+ *                first call fixes the deadline, later calls can only bring
+ *                it closer (0 ends the wait)
  *   key_aliases  the keys this caller holds; null means every active key
  *   caller, request_id  free text for the audit log (<= 200 characters)
- *   ticket       optional uuid of the caller's making: its place in line,
- *                kept between calls (pass the same one until granted)
+ *   ticket       the place in line a previous answer returned (null at first)
  *
  * Returns one acquire_result row. A refusal is a row with granted = false and
  * reason in (rpm, tpm, rpd, cooldown, no_key, wait_timeout, queued), never
  * an exception, so its audit row is kept.
  *
- * WAIT in slices: no call stays in the database longer than
- * google_ai_settings.wait_slice_ms (2 s by default), so a transaction pooler
- * keeps its connections for other work. Waiters of the same model and key
- * set queue FIFO.
- *   - With a ticket: the call returns a grant, a final refusal (wait_timeout
- *     at max_wait_ms, or rpd/cooldown that outlast it, or no_key), or reason
- *     'queued': not served yet, call again with the same ticket and the wait
- *     left after retry_after_ms (0 = at once; sleep without holding a
- *     connection). The place expires if the caller is more than
- *     wait_ticket_grace_ms late. Only the final verdict is audited, with the
- *     whole wait in waited_ms.
- *   - Without a ticket (psql, PostgREST, another SDK): one slice at most.
- *     It waits in the database only when no ticket holder waits in its
- *     queue, and returns a grant, or a refusal whose retry_after_ms is
- *     truthful: the binding limit (rpm, tpm, ...) when the slice ended
- *     first, wait_timeout when max_wait_ms did, or 'queued' at once with the
- *     expected turn when ticket holders wait ahead. It never waits past
- *     max_wait_ms. Calling again starts a new wait at the tail.
+ * The one waiting rule: while reason = 'queued', sleep retry_after_ms (0 =
+ * call at once) without holding a connection, then call again with the same
+ * arguments and the returned ticket. A WAIT always holds a ticket (made here
+ * when none is passed); its first call takes the place at the tail of the
+ * queue of its model and key set (FIFO) and fixes the deadline. No call
+ * stays in the database longer than google_ai_settings.wait_slice_ms, so a
+ * transaction pooler keeps its connections for other work. The answer is a
+ * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
+ * outlast it, no_key), or 'queued'. The place expires if the caller is more
+ * than wait_ticket_grace_ms late. Only the final verdict is audited, with the
+ * whole wait in waited_ms. NO_WAIT, and WAIT with max_wait_ms = 0, try once
+ * and refuse with the binding limit and a truthful retry_after_ms.
  *
  * Raises: LL001 unknown model, LL002 bad tokens, LL003 tokens > TPM,
- *         LL004 unknown mode, LL005 bad max_wait_ms, LL007 text too long.
+ *         LL004 unknown mode, LL007 bad max_wait_ms or text too long.
  * Example: select * from public.acquire('gemma-3-27b', 1200, 'WAIT', 30000,
- *                                       array['bot-key-1'], 'bot', 'msg-42',
- *                                       'b9e1c6c2-4f64-4a4e-9d0c-3c8f0f3f6a11');
+ *                                       array['bot-key-1'], 'bot', 'msg-42');
  */
 create or replace function public.acquire(
     model text,
@@ -167,21 +161,12 @@ declare
     cfg public.google_ai_settings := google_ai_internal.settings();
     started timestamptz := pg_catalog.clock_timestamp();
     wanted public.google_ai_model_limits;
-    wait_mode boolean;
-    deadline timestamptz;
     cands google_ai_internal.candidate [];
     verdict public.acquire_result;
     in_line record;
-    queued record;
     biggest_tpm integer;
     unlimited boolean;
-    queue_model integer;
-    queue_key integer;
-    remaining_ms double precision;
-    rounds integer := 0;
-    queue_timed_out boolean := false;
-    sliced boolean;
-    old_lock_timeout text;
+    place uuid;
 begin
     -- Validate everything before touching any state.
     if acquire.model is null then
@@ -209,13 +194,11 @@ begin
                                         pg_catalog.left(coalesce(mode, 'null'), 50)),
             hint = 'mode is WAIT or NO_WAIT.';
     end if;
-    wait_mode := pg_catalog.upper(mode) = 'WAIT';
-    if max_wait_ms is null or max_wait_ms < 0 or max_wait_ms > cfg.max_wait_cap_ms then
-        raise exception using errcode = 'LL005',
-            message = pg_catalog.format('max_wait_ms must be between 0 and %s, got %s',
-                                        cfg.max_wait_cap_ms, coalesce(max_wait_ms::text, 'null')),
-            detail = 'The cap keeps a WAIT under Supabase''s 2-minute statement timeout.',
-            hint = 'Wait longer by calling acquire again.';
+    if max_wait_ms is null or max_wait_ms < 0 or max_wait_ms > 86400000 then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('max_wait_ms must be between 0 and 86400000, got %s',
+                                        coalesce(max_wait_ms::text, 'null')),
+            hint = 'Pass the whole wait in milliseconds (0 with NO_WAIT).';
     end if;
     if key_aliases is not null and pg_catalog.cardinality(key_aliases) > 1000 then
         raise exception using errcode = 'LL007', message = 'key_aliases has more than 1000 entries',
@@ -249,11 +232,16 @@ begin
         end if;
     end if;
 
-    if wait_mode and ticket is not null and pg_catalog.cardinality(cands) > 0 then
+    -- A ticket holder's call with max_wait_ms = 0 ends its wait in line.
+    if pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null)
+        and pg_catalog.cardinality(cands) > 0
+    then
+        place := coalesce(ticket, pg_catalog.gen_random_uuid());
         in_line := google_ai_internal.wait_in_line(
-            ticket, wanted, key_aliases, tokens, caller, request_id, max_wait_ms, cfg, started
+            place, wanted, key_aliases, tokens, caller, request_id, max_wait_ms, cfg, started
         );
         verdict := in_line.verdict;
+        verdict.ticket := place;
         if verdict.reason = 'queued' then
             return verdict;  -- the wait goes on; its last call audits all of it
         end if;
@@ -264,95 +252,15 @@ begin
         return verdict;
     end if;
 
-    -- Without a ticket: one slice at most.
-    deadline := started + pg_catalog.make_interval(
-        secs => least(max_wait_ms, cfg.wait_slice_ms) / 1000.0
+    -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
+    verdict := google_ai_internal.reserve_round(
+        wanted, cands, tokens, caller, request_id, cfg, false
     );
-    sliced := max_wait_ms > cfg.wait_slice_ms;
-    wait_mode := wait_mode and max_wait_ms > 0;
-    if wait_mode then
-        select w.* into queued
-        from google_ai_internal.waiting_tickets(wanted.model, key_aliases) as w;
-        if queued.ahead > 0 and pg_catalog.cardinality(cands) > 0 then
-            -- Ticket holders are in line: this caller's turn comes after theirs.
-            rounds := 1;
-            verdict.granted := false;
-            verdict.model := coalesce(wanted.api_model, wanted.model);
-            verdict.reason := 'queued';
-            verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
-                google_ai_internal.turn_estimate(
-                    wanted, cands, queued.ahead, queued.ahead_tokens, tokens, cfg
-                ) - google_ai_internal.clock()
-            ) * 1000))::integer;
-            wait_mode := false;
-        else
-            -- Callers without a ticket queue among themselves for this one
-            -- slice on an advisory lock, which lives exactly as long as the call.
-            -- The model half lets quota_status() count them per model.
-            select q.model_half, q.set_half into queue_model, queue_key
-            from google_ai_internal.queue_lock_key(wanted.model, key_aliases) as q;
-            if not pg_catalog.pg_try_advisory_xact_lock(queue_model, queue_key) then
-                old_lock_timeout := pg_catalog.current_setting('lock_timeout');
-                begin
-                    perform pg_catalog.set_config('lock_timeout', least(
-                        max_wait_ms, cfg.wait_slice_ms
-                    )::text || 'ms', true);
-                    perform pg_catalog.pg_advisory_xact_lock(queue_model, queue_key);
-                    perform pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
-                exception when lock_not_available then
-                    queue_timed_out := true;
-                end;
-                -- Keys may have changed while we queued.
-                cands := array(
-                    select c
-                    from google_ai_internal.candidates(
-                        wanted.model, key_aliases, google_ai_internal.clock(), tokens
-                    ) as c
-                );
-            end if;
-        end if;
-    end if;
-
-    loop
-        exit when verdict.reason = 'queued';
-        rounds := rounds + 1;
-        verdict := google_ai_internal.reserve_round(
-            wanted, cands, tokens, caller, request_id, cfg, wait_mode
-        );
-        exit when verdict.granted or not wait_mode or verdict.reason = 'no_key' or queue_timed_out;
-        remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
-        if remaining_ms <= 0 then
-            -- The slice ended first: the binding limit stays the reason.
-            if not sliced then
-                verdict.reason := 'wait_timeout';
-            end if;
-            exit;
-        end if;
-        -- Nothing but time frees a cooldown or a day: don't sit out a wait
-        -- that cannot end in a grant.
-        exit when verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > remaining_ms;
-        -- Sleep until the window frees, but re-check every wait_recheck_ms to
-        -- notice releases and reconciled commits.
-        perform pg_catalog.pg_sleep(
-            least(verdict.retry_after_ms, cfg.wait_recheck_ms, remaining_ms) / 1000.0
-        );
-        cands := array(
-            select c
-            from google_ai_internal.candidates(
-                wanted.model, key_aliases, google_ai_internal.clock(), tokens
-            ) as c
-        );
-    end loop;
-    if queue_timed_out and not verdict.granted and not sliced then
-        verdict.reason := 'wait_timeout';
-    end if;
-
     verdict.waited_ms := pg_catalog.round(
         extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
     )::integer;
-
     perform google_ai_internal.record_acquire_verdict(
-        verdict, wanted.model, tokens, pg_catalog.upper(mode), max_wait_ms, rounds, caller,
+        verdict, wanted.model, tokens, pg_catalog.upper(mode), max_wait_ms, 1, caller,
         request_id, key_aliases
     );
     return verdict;
@@ -360,7 +268,8 @@ end;
 $$;
 
 comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid) is
-'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input (LL001-LL007). WAIT returns within google_ai_settings.wait_slice_ms: with a ticket (a uuid of the caller''s making) the caller keeps its place and calls again after retry_after_ms while reason = ''queued''; without one it gets a grant or a truthful refusal after one slice at most, never past max_wait_ms.';
+'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it. No call lasts longer than google_ai_settings.wait_slice_ms.';
+
 revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
 from public, anon, authenticated;
 grant execute on function public.acquire(text, integer, text, integer, text [], text, text, uuid)

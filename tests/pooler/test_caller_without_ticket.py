@@ -1,107 +1,104 @@
-"""A caller that knows nothing about slices or tickets (psql, PostgREST, another SDK), on a
-direct connection: one call waits at most one slice, and answers a grant or a refusal whose
-retry_after_ms is truthful, never later than its max_wait_ms.
-
-The contract (README, "Pooler"; acquire's comment):
-* no ticket holder in line: the call waits in the database up to min(max_wait_ms,
-  wait_slice_ms); if the slice ends first it is refused with the binding limit (rpm, ...) and
-  the time that limit frees; if max_wait_ms ends first, wait_timeout;
-* ticket holders in line: refused at once, reason 'queued', retry_after_ms no sooner than the
-  window can serve them and it;
-* every such answer is audited, as before.
+"""A caller that knows nothing about tickets (psql, PostgREST, another SDK), through the
+transaction pooler: its first WAIT call gets a ticket made for it, and the one rule (while the
+answer is 'queued', sleep retry_after_ms and call again with the ticket) ends in a grant, or
+in wait_timeout at the deadline its first call fixed. It lines up behind the ticket holders
+already waiting, and only its final answer is audited.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from tests.client.support import GEMMA, Conn, audit, set_gemma_limits, set_window
+from tests.conftest import pooled
 
-WINDOW_MS, GUARD_MS = 3000, 100
-HOLD = timedelta(milliseconds=WINDOW_MS + GUARD_MS)
+WINDOW_MS, GUARD_MS = 1000, 0
 
 
-def acquire(db: Conn, max_wait_ms: int, ticket: uuid.UUID | None = None) -> dict[str, Any]:
+def call(db: Conn, max_wait_ms: int, caller: str, ticket: uuid.UUID | None) -> dict[str, Any]:
     cur = db.execute(
         "select * from public.acquire(model => %s, tokens => 10, mode => 'WAIT', "
-        "max_wait_ms => %s, key_aliases => array['b1'], caller => 'psql', ticket => %s)",
-        (GEMMA, max_wait_ms, ticket),
+        "max_wait_ms => %s, key_aliases => array['b1'], caller => %s, ticket => %s)",
+        (GEMMA, max_wait_ms, caller, ticket),
     )
     row = cur.fetchone()
     assert row is not None
     return dict(zip([c.name for c in cur.description or []], row, strict=True))
 
 
-def now(db: Conn) -> datetime:
-    row = db.execute("select clock_timestamp()").fetchone()
-    assert row is not None
-    value: datetime = row[0]
-    return value
+def wait_as_told(url: str, max_wait_ms: int, caller: str) -> tuple[dict[str, Any], int]:
+    """The one rule, on a connection per call as a pooled client has it; (answer, calls)."""
+    ticket, calls = None, 0
+    while True:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as db:
+            answer = call(db, max_wait_ms, caller, ticket)
+        calls += 1
+        if answer["reason"] != "queued":
+            return answer, calls
+        assert answer["ticket"] is not None and (ticket is None or answer["ticket"] == ticket)
+        ticket = answer["ticket"]
+        time.sleep(answer["retry_after_ms"] / 1000)
 
 
-def fill(db: Conn, slice_ms: int) -> datetime:
-    """Key b1's only slot taken; returns when it frees."""
+def fill(db: Conn) -> None:
+    """Key b1's only slot of the 1 s window taken."""
     set_window(db, WINDOW_MS, GUARD_MS)
     set_gemma_limits(db, rpm=1, tpm=15000)
-    db.execute("update public.google_ai_settings set wait_slice_ms = %s", (slice_ms,))
-    assert acquire(db, 0)["granted"]
-    row = db.execute("select max(granted_at) from public.google_ai_reservations").fetchone()
-    assert row is not None
-    freed: datetime = row[0] + HOLD
-    return freed
+    assert call(db, 0, "filler", None)["granted"]
 
 
-def test_a_wait_shorter_than_the_slice_is_one_call(keyed_db: Conn) -> None:
-    free_at = fill(keyed_db, slice_ms=5000)
-    verdict = acquire(keyed_db, 8000)
-    assert verdict["granted"] is True
-    assert now(keyed_db) >= free_at
-    assert 2500 <= verdict["waited_ms"] <= 5000
+def test_the_first_call_makes_a_ticket_and_the_rule_ends_in_a_grant(
+    keyed_db: Conn, db_url: str
+) -> None:
+    fill(keyed_db)
+    first = call(keyed_db, 5000, "psql", None)
+    assert (first["granted"], first["reason"]) == (False, "queued")
+    assert first["ticket"] is not None and first["retry_after_ms"] >= 0
+
+    answer, calls = wait_as_told(pooled(db_url), 5000, "psql-2")
+    assert answer["granted"] is True and calls >= 2
+    granted = [d for d in audit(keyed_db, "granted") if d.get("caller") == "psql-2"]
+    refused = [d for d in audit(keyed_db, "refused") if d.get("caller") == "psql-2"]
+    assert len(granted) == 1 and refused == []  # 'queued' answers are not audited
 
 
-def test_the_slice_ends_with_the_binding_limit_and_when_it_frees(keyed_db: Conn) -> None:
-    free_at = fill(keyed_db, slice_ms=500)
-    t0 = time.monotonic()
-    verdict = acquire(keyed_db, 10_000)
-    took = time.monotonic() - t0
-    after = now(keyed_db)
-
-    assert (verdict["granted"], verdict["reason"]) == (False, "rpm")
-    assert 0.5 <= took < 1.5, took  # one slice, not the 10 s it offered
-    assert 500 <= verdict["waited_ms"] < 1500
-    # Truthful: the slot frees exactly then (computed a moment before `after`).
-    left_ms = (free_at - after) / timedelta(milliseconds=1)
-    assert left_ms <= verdict["retry_after_ms"] <= left_ms + 200, (left_ms, verdict)
-    assert audit(keyed_db, "refused")[-1]["reason"] == "rpm"
-
-    # Calling again as it says is granted, within the caller's own deadline.
-    time.sleep(verdict["retry_after_ms"] / 1000)
-    assert acquire(keyed_db, 10_000)["granted"] is True
+def test_the_deadline_is_the_first_calls(keyed_db: Conn, db_url: str) -> None:
+    set_window(keyed_db, 60_000, 0)
+    set_gemma_limits(keyed_db, rpm=1, tpm=15000)
+    assert call(keyed_db, 0, "filler", None)["granted"]
+    answer, _ = wait_as_told(pooled(db_url), 300, "psql")
+    assert (answer["granted"], answer["reason"]) == (False, "wait_timeout")
+    assert answer["waited_ms"] >= 300 and answer["retry_after_ms"] > 50_000  # truthful
+    [refused] = [d for d in audit(keyed_db, "refused") if d.get("caller") == "psql"]
+    assert refused["reason"] == "wait_timeout"
 
 
-def test_max_wait_shorter_than_the_slice_times_out_on_time(keyed_db: Conn) -> None:
-    fill(keyed_db, slice_ms=2000)
-    t0 = time.monotonic()
-    verdict = acquire(keyed_db, 300)
-    took = time.monotonic() - t0
-    assert (verdict["granted"], verdict["reason"]) == (False, "wait_timeout")
-    assert 0.3 <= took < 1.0
-    assert verdict["retry_after_ms"] > 1000  # the window is still full
+def test_it_lines_up_behind_ticket_holders(keyed_db: Conn, db_url: str) -> None:
+    fill(keyed_db)
+    ahead = call(keyed_db, 10_000, "ahead", uuid.uuid4())
+    assert ahead["reason"] == "queued"
+    order: list[str] = []
 
+    def wait(name: str, ticket: uuid.UUID | None) -> None:
+        with psycopg.connect(pooled(db_url), autocommit=True, prepare_threshold=None) as db:
+            while True:
+                answer = call(db, 10_000, name, ticket)
+                if answer["reason"] != "queued":
+                    break
+                ticket = answer["ticket"]
+                time.sleep(answer["retry_after_ms"] / 1000)
+        assert answer["granted"], answer
+        order.append(name)
 
-def test_ticket_holders_in_line_come_first(keyed_db: Conn) -> None:
-    free_at = fill(keyed_db, slice_ms=2000)
-    first = acquire(keyed_db, 20_000, ticket=uuid.uuid4())  # takes a place, as the client does
-    assert (first["granted"], first["reason"], first["retry_after_ms"]) == (False, "queued", 0)
-
-    t0 = time.monotonic()
-    verdict = acquire(keyed_db, 10_000)
-    assert time.monotonic() - t0 < 0.5  # at once: no sleeping behind someone else's place
-    assert (verdict["granted"], verdict["reason"]) == (False, "queued")
-    # The ticket holder takes the slot that frees at free_at; this caller's is a window later.
-    earliest = (free_at + HOLD - now(keyed_db)) / timedelta(milliseconds=1)
-    assert verdict["retry_after_ms"] >= earliest - 50, (verdict, earliest)
-    assert audit(keyed_db, "refused")[-1]["reason"] == "queued"
+    holder = threading.Thread(target=wait, args=("ahead", ahead["ticket"]))
+    newcomer = threading.Thread(target=wait, args=("psql", None))
+    newcomer.start()  # calls first, but its place is behind the holder's
+    holder.start()
+    holder.join(timeout=15)
+    newcomer.join(timeout=15)
+    assert order == ["ahead", "psql"]

@@ -6,7 +6,10 @@ update google_ai_internal.clock_switch set steerable = true;
 select plan(16);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
-create temp table audit_mark as select coalesce(max(id), 0) as last_id from public.google_ai_audit_log;
+-- The mark is the records' own id: config changes are records, while the
+-- view's ids of ledger events are hashes that say nothing about order.
+create temp table audit_mark as
+select coalesce(max(id), 0) as last_id from public.google_ai_audit_records;
 create temp view changes as
 select
     a.id, a.key_alias, a.model, a.ts,

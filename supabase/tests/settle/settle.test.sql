@@ -37,7 +37,7 @@ select results_eq(
     'the actual prompt tokens replace the estimate'
 );
 select is(
-    (select r.completion_tokens from public.google_ai_reservations as r where r.id = (select id from ok)),
+    (select r.completion_tokens from public.google_ai_reservations as r where r.id = (select o.id from ok as o)),
     20, 'completion counts candidates and thoughts'
 );
 select results_eq(
@@ -81,6 +81,9 @@ select results_eq(
 
 -- learn_limits = apply lowers the group's limit, never raises it
 update public.google_ai_settings set learn_limits = 'apply';
+create temp table changes_before as
+select count(*)::int as n from public.google_ai_audit_records as a
+where a.event = 'config_changed' and a.details ->> 'table' = 'google_ai_group_limits';
 create temp table minute as select pg_temp.grant_on('k2') as id;
 select is(
     (select s.action from public.settle((select id from minute), 429,
@@ -98,7 +101,8 @@ select results_eq(
 );
 select is(
     (select count(*)::int from public.google_ai_audit_records as a
-     where a.event = 'config_changed' and a.details ->> 'table' = 'google_ai_group_limits'),
+     where a.event = 'config_changed' and a.details ->> 'table' = 'google_ai_group_limits')
+    - (select b.n from changes_before as b),
     1, 'the change is audited as a config change'
 );
 
