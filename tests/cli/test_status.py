@@ -87,3 +87,18 @@ def test_status_shows_how_close_the_estimates_came(cli: Invoke, db: Conn) -> Non
     out = cli("status").stdout
     assert "count_tokens" in out
     assert "p50 1.10 · max 2.00 (n=3)" in out
+
+
+def test_status_shows_the_limits_google_reported(cli: Invoke, db: Conn) -> None:
+    """A 429 whose quotaValue differs from the table shows up, with what learn_limits did."""
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    rid = acquire(db, 100)
+    body = (
+        '{"error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",'
+        ' "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",'
+        ' "quotaValue": "15"}]}]}}'
+    )
+    db.execute("select * from public.settle(%s, 429, %s::jsonb)", (rid, body))
+    out = cli("status").stdout
+    assert "limits Google reported" in out and "learn_limits = suggest" in out
+    assert "proj-a · gemma-3-27b · RPM: Google says 15, the table says 30 (not applied" in out

@@ -119,7 +119,7 @@ returning g.quota_group
 # -- status, audit, maintenance -----------------------------------------------------------------
 
 SETTINGS = """
-select s.window_ms, s.window_guard_ms, s.rpd_time_zone
+select s.window_ms, s.window_guard_ms, s.rpd_time_zone, s.learn_limits
 from public.google_ai_settings as s
 where s.id
 """
@@ -127,6 +127,8 @@ where s.id
 QUOTA_STATUS = "select * from public.quota_status()"
 
 STORAGE_STATUS = "select * from public.storage_status()"
+
+OBSERVED_LIMITS = "select * from public.observed_limits()"
 
 # Newest first; the caller reverses the page. By time: the events read from the ledger carry
 # ids derived from their reservation, not increasing ones.

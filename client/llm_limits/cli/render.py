@@ -81,6 +81,26 @@ def storage_line(rows: Sequence[Mapping[str, Any]]) -> Text:
     return line
 
 
+def observed_limits_lines(
+    rows: Sequence[Mapping[str, Any]], learn_limits: str
+) -> RenderableType | None:
+    """Limits Google's 429s reported that differ from the table (public.observed_limits())."""
+    if not rows:
+        return None
+    lines = [
+        Text.assemble(("limits Google reported", "bold"), f"  (learn_limits = {learn_limits})")
+    ]
+    for r in rows:
+        what = "applied" if r["applied"] else "not applied"
+        table = "no limit" if r["configured"] is None else r["configured"]
+        lines.append(Text(
+            f"  {r['quota_group']} · {r['model']} · {r['dimension'].upper()}: Google says "
+            f"{r['observed']}, the table says {table}"
+            f" ({what}; seen {r['times_seen']}x, last {local_clock(r['last_seen'])})"
+        ))  # fmt: skip
+    return Group(*lines)
+
+
 def local_clock(ts: datetime) -> str:
     return ts.astimezone().strftime("%H:%M:%S")
 

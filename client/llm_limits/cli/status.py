@@ -26,7 +26,11 @@ def status_renderable(conn: Conn, console: Console) -> Any:
     rows = conn.execute(queries.QUOTA_STATUS).fetchall()
     bars = render.bar_width_for(console.width)
     space = render.storage_line(conn.execute(queries.STORAGE_STATUS).fetchall())
-    return Group(render.status_view(rows, settings, render.utc_now(), bars), space)
+    observed = render.observed_limits_lines(
+        conn.execute(queries.OBSERVED_LIMITS).fetchall(), settings["learn_limits"]
+    )
+    parts = [render.status_view(rows, settings, render.utc_now(), bars), space]
+    return Group(*parts, *([observed] if observed is not None else []))
 
 
 def status(
