@@ -25,7 +25,9 @@ create table public.google_ai_settings (
     learn_limits text not null default 'suggest'
     check (learn_limits in ('off', 'suggest', 'apply')),
     retry_backoff_ms integer not null default 500
-    check (retry_backoff_ms between 0 and 60000)
+    check (retry_backoff_ms between 0 and 60000),
+    aging_ms integer not null default 60000
+    check (aging_ms between 1000 and 86400000)
 );
 
 comment on table public.google_ai_settings is
@@ -42,6 +44,8 @@ comment on column public.google_ai_settings.wait_ticket_grace_ms is
 'How late a waiter may call back before its place in line expires.';
 comment on column public.google_ai_settings.learn_limits is
 'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (also lower the quota group''s limit; never raises one).';
+comment on column public.google_ai_settings.aging_ms is
+'Aging of the WAIT queues: a waiter''s class priority falls linearly to the top (0) over this long, so no class starves: after aging_ms a waiter is served before everyone who joined after it.';
 comment on column public.google_ai_settings.retry_backoff_ms is
 'Pause settle() asks for before the next attempt after a 5xx, a timeout or a lost connection (jittered between half and all of it).';
 

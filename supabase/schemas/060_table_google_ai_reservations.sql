@@ -30,7 +30,8 @@ create table public.google_ai_reservations (
     caller text,
     request_id text,
     waited_ms integer check (waited_ms >= 0),
-    details jsonb
+    details jsonb,
+    caller_class text
 )
 -- Room for the commit's new row version on the same page.
 with (fillfactor = 85);
@@ -45,6 +46,8 @@ comment on column public.google_ai_reservations.waited_ms is
 'How long acquire() ran before this grant (ms): the WAIT time.';
 comment on column public.google_ai_reservations.details is
 'Null for most rows. A release''s reason and previous status under "released"; audit rows written before the ledger became the call record, moved here under their event name.';
+comment on column public.google_ai_reservations.caller_class is
+'The caller''s class at grant (reserves count the window per class). Null for grants before caller classes.';
 
 alter table public.google_ai_reservations enable row level security;
 revoke all on table public.google_ai_reservations from public, anon, authenticated, service_role;

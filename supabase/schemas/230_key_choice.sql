@@ -65,6 +65,13 @@ from public, anon, authenticated;
  * truthful earliest moment every binding dimension has freed, computed from
  * the ledger (a release can only make it sooner).
  *
+ * The caller's policy applies on top of the limits: its class and the ones
+ * below it may not take the reserves of the higher-priority classes. RPM
+ * and TPM reserves count only while their class is active here (a grant in
+ * this window, or a live waiter for the model); the RPD reserve always. The
+ * window's rows of the reserving classes are counted from the ledger (the
+ * window's rows only, and only when such a reserve exists).
+ *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -75,6 +82,7 @@ create or replace function google_ai_internal.try_reserve(
     p_caller text,
     p_request_id text,
     p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
     out granted boolean,
     out reservation_id uuid,
     out reason text,
@@ -92,6 +100,11 @@ declare
     at_now timestamptz;
     free_at timestamptz;
     candidate timestamptz;
+    reserved_rpm numeric := 0;
+    reserved_tpm numeric := 0;
+    higher_requests bigint := 0;
+    higher_tokens bigint := 0;
+    share integer;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
@@ -150,6 +163,96 @@ begin
         end if;
     end if;
 
+    if p_cand.rpd is not null and p_policy.rpd_share < 1
+        and st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * p_policy.rpd_share) then
+        -- The day's reserve of the classes above is never lent.
+        candidate := google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
+        if free_at is null or candidate > free_at then
+            reason := 'rpd';
+            free_at := candidate;
+        end if;
+    end if;
+
+    if pg_catalog.cardinality(p_policy.higher_classes) > 0
+        and (p_cand.rpm is not null or p_cand.tpm is not null) then
+        select
+            coalesce(sum(h.rpm) filter (where h.active), 0),
+            coalesce(sum(h.tpm) filter (where h.active), 0),
+            coalesce(sum(h.requests), 0),
+            coalesce(sum(h.tokens), 0)
+        into reserved_rpm, reserved_tpm, higher_requests, higher_tokens
+        from (
+            select
+                c.rpm, c.tpm, coalesce(w.requests, 0) as requests, coalesce(w.tokens, 0) as tokens,
+                w.class is not null or exists (
+                    select from google_ai_internal.wait_tickets as t
+                    where
+                        t.model = p_model.model and t.caller_class = c.class
+                        and t.alive_until > at_now
+                ) as active
+            from rows from (
+                pg_catalog.unnest(p_policy.higher_classes),
+                pg_catalog.unnest(p_policy.higher_rpm),
+                pg_catalog.unnest(p_policy.higher_tpm)
+            ) as c (class, rpm, tpm)
+            left join (
+                select
+                    r.caller_class as class,
+                    sum(r.counted_requests) as requests,
+                    sum(r.counted_tokens) as tokens
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = p_cand.quota_group and r.model = p_model.model
+                    and r.granted_at > st.swept_to
+                    and r.caller_class = any(p_policy.higher_classes)
+                group by r.caller_class
+            ) as w on w.class = c.class
+        ) as h;
+
+        share := pg_catalog.floor(p_cand.rpm * (1 - least(reserved_rpm, 1)));
+        if p_cand.rpm is not null and reserved_rpm > 0
+            and st.window_requests - higher_requests + 1 > share then
+            -- A slot of this share frees when the k-th oldest of its grants leaves.
+            select r.granted_at + hold into candidate
+            from public.google_ai_reservations as r
+            where
+                r.quota_group = p_cand.quota_group and r.model = p_model.model
+                and r.granted_at > st.swept_to and r.counted_requests > 0
+                and coalesce(r.caller_class <> all(p_policy.higher_classes), true)
+            order by r.granted_at
+            offset greatest(st.window_requests - higher_requests - share, 0) limit 1;
+            candidate := coalesce(candidate, at_now + hold);
+            if free_at is null or candidate > free_at then
+                reason := 'rpm';
+                free_at := candidate;
+            end if;
+        end if;
+
+        share := pg_catalog.floor(p_cand.tpm * (1 - least(reserved_tpm, 1)));
+        if p_cand.tpm is not null and reserved_tpm > 0
+            and st.window_tokens - higher_tokens + p_tokens > share then
+            select w.granted_at + hold into candidate
+            from (
+                select
+                    r.granted_at,
+                    sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = p_cand.quota_group and r.model = p_model.model
+                    and r.granted_at > st.swept_to and r.counted_tokens > 0
+                    and coalesce(r.caller_class <> all(p_policy.higher_classes), true)
+            ) as w
+            where w.freed >= st.window_tokens - higher_tokens + p_tokens - share
+            order by w.granted_at
+            limit 1;
+            candidate := coalesce(candidate, at_now + hold);
+            if free_at is null or candidate > free_at then
+                reason := 'tpm';
+                free_at := candidate;
+            end if;
+        end if;
+    end if;
+
     if reason is not null then
         retry_after_ms := greatest(
             1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
@@ -159,7 +262,7 @@ begin
 
     insert into public.google_ai_reservations (
         key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
-        granted_at, rpd_day, lease_until, caller, request_id, waited_ms
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
     ) values (
         p_cand.key_alias, p_cand.quota_group, p_model.model,
         coalesce(p_model.api_model, p_model.model),
@@ -170,7 +273,8 @@ begin
         greatest(0, pg_catalog.round(
             extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
             * 1000
-        ))::integer
+        ))::integer,
+        p_policy.caller_class
     )
     returning id into reservation_id;
 
@@ -184,7 +288,7 @@ $$;
 
 revoke all on function google_ai_internal.try_reserve(
     google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
-    public.google_ai_settings
+    public.google_ai_settings, google_ai_internal.caller_policy
 ) from public, anon, authenticated;
 
 /*
@@ -196,12 +300,12 @@ revoke all on function google_ai_internal.try_reserve(
  * NO_WAIT try needs no subtransaction: it locks one row only.
  *
  * Parameters: the model row, its candidates, the tokens, caller and
- * request_id, the settings, p_release_on_refusal.
+ * request_id, the settings, p_release_on_refusal, the caller's policy.
  * Returns the verdict: a grant, or the refusal that frees soonest (reason
  * no_key when there was no candidate). Raises nothing of its own (LL999 is
  * caught inside).
  * Example: verdict := google_ai_internal.reserve_round(
- *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false);
+ *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false, policy);
  */
 create or replace function google_ai_internal.reserve_round(
     p_model public.google_ai_model_limits,
@@ -210,7 +314,8 @@ create or replace function google_ai_internal.reserve_round(
     p_caller text,
     p_request_id text,
     p_cfg public.google_ai_settings,
-    p_release_on_refusal boolean
+    p_release_on_refusal boolean,
+    p_policy google_ai_internal.caller_policy
 )
 returns public.acquire_result
 language plpgsql
@@ -233,7 +338,7 @@ begin
         if guarded then
             begin
                 attempt := google_ai_internal.try_reserve(
-                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
+                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy
                 );
                 if not attempt.granted then
                     raise exception using errcode = 'LL999';
@@ -243,7 +348,7 @@ begin
             end;
         else
             attempt := google_ai_internal.try_reserve(
-                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg
+                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy
             );
         end if;
         if attempt.granted then
@@ -268,5 +373,5 @@ $$;
 
 revoke all on function google_ai_internal.reserve_round(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
-    public.google_ai_settings, boolean
+    public.google_ai_settings, boolean, google_ai_internal.caller_policy
 ) from public, anon, authenticated;

@@ -204,8 +204,37 @@ revoke all on function google_ai_internal.turn_estimate(
 ) from public, anon, authenticated;
 
 /*
+ * queue_rank: where a waiter stands in its queue: its class priority, lowered
+ * linearly to 0 (the top) over google_ai_settings.aging_ms of waiting, so no
+ * class starves. Ties go by ticket order (seq): after aging_ms a waiter is
+ * ahead of everyone who joined after it, whatever their class.
+ *
+ * Parameters: p_priority, the ticket's class priority; p_created_at, when it
+ * joined; p_now; p_aging_ms.
+ * Returns the rank (lower is served first). Raises nothing.
+ * Example: select google_ai_internal.queue_rank(90, now() - interval '30 s', now(), 60000);
+ */
+create or replace function google_ai_internal.queue_rank(
+    p_priority integer, p_created_at timestamptz, p_now timestamptz, p_aging_ms integer
+)
+returns double precision
+language sql
+immutable
+set search_path = ''
+as $$
+    select p_priority * greatest(
+        0, 1 - extract(epoch from p_now - p_created_at) * 1000 / p_aging_ms
+    )::double precision
+$$;
+
+revoke all on function google_ai_internal.queue_rank(integer, timestamptz, timestamptz, integer)
+from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
- * queue of its model and key set, kept between calls).
+ * queue of its model and key set, kept between calls). The queue is served
+ * by rank (queue_rank: class priority, aged), then ticket order; "ahead"
+ * below means ahead in that order.
  *
  * The first call with a new ticket takes the place at the tail, fixes the
  * wait's deadline (that call's start plus max_wait_ms; a later call's
@@ -236,12 +265,13 @@ revoke all on function google_ai_internal.turn_estimate(
  *
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
  * request_id, max_wait_ms (used by the ticket's first call, and by tickets
- * made before the deadline was stored), the settings, and when the call
- * started.
+ * made before the deadline was stored), the settings, when the call
+ * started, and the caller's policy (its class and priority).
  * Returns the verdict (waited_ms counted from the ticket's first call) and
  * the number of looks at the queue over the whole wait. Raises nothing.
  * Example: select * from google_ai_internal.wait_in_line(
- *              gen_random_uuid(), m, null, 100, 'bot', 'r1', 5000, cfg, clock_timestamp());
+ *              gen_random_uuid(), m, null, 100, 'bot', 'r1', 5000, cfg, clock_timestamp(),
+ *              google_ai_internal.caller_policy('bot'));
  */
 create or replace function google_ai_internal.wait_in_line(
     p_ticket uuid,
@@ -253,6 +283,7 @@ create or replace function google_ai_internal.wait_in_line(
     p_max_wait_ms integer,
     p_cfg public.google_ai_settings,
     p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
     out verdict public.acquire_result,
     out rounds integer
 )
@@ -297,7 +328,7 @@ begin
         at_now := google_ai_internal.clock();
         insert into google_ai_internal.wait_tickets as t (
             id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
-            alive_until, deadline
+            alive_until, deadline, priority, caller_class
         ) values (
             p_ticket, p_model.model, queue_keys, p_tokens, p_caller, p_request_id, at_now,
             at_now, at_now, at_now + pg_catalog.make_interval(
@@ -306,7 +337,8 @@ begin
             -- Real time, like every deadline here; from the insert, so waited_ms
             -- (counted from created_at) reaches max_wait_ms at the deadline.
             pg_catalog.clock_timestamp()
-                + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+                + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0),
+            p_policy.priority, p_policy.caller_class
         )
         -- A retry after a lost connection may race the call it replaces.
         on conflict (id) do nothing
@@ -338,10 +370,14 @@ begin
         select t.* into pred
         from google_ai_internal.wait_tickets as t
         where
-            t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
+            t.model = me.model and t.key_set = me.key_set and t.id <> me.id
+            and (google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms), t.seq)
+            < (google_ai_internal.queue_rank(me.priority, me.created_at, at_now, p_cfg.aging_ms), me.seq)
             and t.alive_until > at_now
             and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id))
-        order by t.seq desc
+        order by
+            google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms) desc,
+            t.seq desc
         limit 1;
         cands := array(
             select c
@@ -351,7 +387,7 @@ begin
 
         if pred.id is null then
             verdict := google_ai_internal.reserve_round(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy
             );
             exit when verdict.granted or verdict.reason = 'no_key';
             if remaining_ms <= 0 then
@@ -386,7 +422,9 @@ begin
         into ahead, ahead_tokens
         from google_ai_internal.wait_tickets as t
         where
-            t.model = me.model and t.key_set = me.key_set and t.seq < me.seq
+            t.model = me.model and t.key_set = me.key_set and t.id <> me.id
+            and (google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms), t.seq)
+            < (google_ai_internal.queue_rank(me.priority, me.created_at, at_now, p_cfg.aging_ms), me.seq)
             and t.alive_until > at_now
             and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id));
         turn := greatest(
@@ -464,5 +502,5 @@ $$;
 
 revoke all on function google_ai_internal.wait_in_line(
     uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
-    public.google_ai_settings, timestamptz
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy
 ) from public, anon, authenticated;

@@ -72,6 +72,22 @@ create trigger google_ai_settings_audit
 after insert or update or delete on public.google_ai_settings
 for each row execute function google_ai_internal.audit_config_change();
 
+create trigger google_ai_caller_classes_audit
+after insert or update or delete on public.google_ai_caller_classes
+for each row execute function google_ai_internal.audit_config_change();
+
+create trigger google_ai_caller_policies_audit
+after insert or update or delete on public.google_ai_caller_policies
+for each row execute function google_ai_internal.audit_config_change();
+
+create trigger google_ai_caller_budgets_audit
+after insert or update or delete on public.google_ai_caller_budgets
+for each row execute function google_ai_internal.audit_config_change();
+
+create trigger google_ai_fallbacks_audit
+after insert or update or delete on public.google_ai_fallbacks
+for each row execute function google_ai_internal.audit_config_change();
+
 -- Flipping the clock switch is a configuration change like any other.
 create trigger google_ai_clock_switch_audit
 after insert or update or delete on google_ai_internal.clock_switch

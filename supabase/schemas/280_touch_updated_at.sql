@@ -34,6 +34,22 @@ create trigger google_ai_settings_touch
 before update on public.google_ai_settings
 for each row execute function google_ai_internal.touch_updated_at();
 
+create trigger google_ai_caller_classes_touch
+before update on public.google_ai_caller_classes
+for each row execute function google_ai_internal.touch_updated_at();
+
+create trigger google_ai_caller_policies_touch
+before update on public.google_ai_caller_policies
+for each row execute function google_ai_internal.touch_updated_at();
+
+create trigger google_ai_caller_budgets_touch
+before update on public.google_ai_caller_budgets
+for each row execute function google_ai_internal.touch_updated_at();
+
+create trigger google_ai_fallbacks_touch
+before update on public.google_ai_fallbacks
+for each row execute function google_ai_internal.touch_updated_at();
+
 create trigger google_ai_clock_switch_touch
 before update on google_ai_internal.clock_switch
 for each row execute function google_ai_internal.touch_updated_at();

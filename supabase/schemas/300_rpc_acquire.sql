@@ -104,6 +104,102 @@ revoke all on function google_ai_internal.record_acquire_verdict(
 ) from public, anon, authenticated;
 
 /*
+ * acquire_on: acquire()'s work on one model of its fallback chain: the
+ * candidates (LL003 when the request can never fit), then a WAIT in line
+ * (wait_in_line) or one NO_WAIT try. Records nothing: acquire() records the
+ * call's one verdict.
+ *
+ * Parameters: the model row, acquire's tokens, whether it waits, its
+ * max_wait_ms, key_aliases, caller (after a login pin), request_id and
+ * ticket, the settings, when the call started, the caller's policy.
+ * Returns the verdict (ticket set for a WAIT) and the rounds it took.
+ * Raises: LL003 tokens > every TPM that applies.
+ * Example: select * from google_ai_internal.acquire_on(m, 100, true, 5000, null,
+ *              'bot', 'r1', null, cfg, clock_timestamp(), pol);
+ */
+create or replace function google_ai_internal.acquire_on(
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_wait boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_caller text,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
+    out verdict public.acquire_result,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    cands google_ai_internal.candidate [];
+    in_line record;
+    biggest_tpm integer;
+    unlimited boolean;
+    place uuid;
+begin
+    cands := array(
+        select c
+        from google_ai_internal.candidates(
+            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
+        ) as c
+    );
+    if pg_catalog.cardinality(cands) = 0 then
+        -- No candidate: either no usable key (a refusal) or a request larger
+        -- than every TPM that applies (bad input: it can never be granted).
+        select
+            coalesce(max(coalesce(o.tpm, p_model.tpm::integer)), p_model.tpm::integer),
+            coalesce(bool_or(coalesce(o.tpm, p_model.tpm::integer) is null), p_model.tpm is null)
+        into biggest_tpm, unlimited
+        from public.google_ai_api_keys as k
+        left join public.google_ai_group_limits as o
+            on o.quota_group = coalesce(k.quota_group, k.key_alias) and o.model = p_model.model
+        where k.is_active is true and (p_key_aliases is null or k.key_alias = any(p_key_aliases));
+        if not unlimited and p_tokens > biggest_tpm then
+            raise exception using errcode = 'LL003',
+                message = pg_catalog.format(
+                    '%s tokens can never fit: the largest TPM of %s is %s',
+                    p_tokens, p_model.model, biggest_tpm
+                ),
+                hint = 'Split the prompt or raise the limit for a paid-tier group.';
+        end if;
+    end if;
+
+    if p_wait and pg_catalog.cardinality(cands) > 0 then
+        place := coalesce(p_ticket, pg_catalog.gen_random_uuid());
+        in_line := google_ai_internal.wait_in_line(
+            place, p_model, p_key_aliases, p_tokens, p_caller, p_request_id, p_max_wait_ms,
+            p_cfg, p_started, p_policy
+        );
+        verdict := in_line.verdict;
+        verdict.ticket := place;
+        rounds := in_line.rounds;
+        return;
+    end if;
+
+    -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
+    verdict := google_ai_internal.reserve_round(
+        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy
+    );
+    verdict.waited_ms := pg_catalog.round(
+        extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000
+    )::integer;
+    rounds := 1;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_on(
+    public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy
+) from public, anon, authenticated;
+
+/*
  * acquire: atomically reserve one request and `tokens` input tokens of
  * `model` on the best usable key.
  *
@@ -115,25 +211,40 @@ revoke all on function google_ai_internal.record_acquire_verdict(
  *                first call fixes the deadline, later calls can only bring
  *                it closer (0 ends the wait)
  *   key_aliases  the keys this caller holds; null means every active key
- *   caller, request_id  free text for the audit log (<= 200 characters)
+ *   caller       who calls (<= 200 characters): its class and budgets apply
+ *                (google_ai_caller_policies; no row: class default). A login
+ *                pinned to a caller (login_role) is that caller, whatever it
+ *                passes here.
+ *   request_id   free text for the audit log (<= 200 characters)
  *   ticket       the place in line a previous answer returned (null at first)
  *
  * Returns one acquire_result row. A refusal is a row with granted = false and
- * reason in (rpm, tpm, rpd, cooldown, no_key, wait_timeout, queued), never
- * an exception, so its audit row is kept.
+ * reason in (rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget,
+ * queued), never an exception, so its audit row is kept. `model` is the API
+ * id of the model served, which a fallback may have changed.
  *
  * The one waiting rule: while reason = 'queued', sleep retry_after_ms (0 =
  * call at once) without holding a connection, then call again with the same
  * arguments and the returned ticket. A WAIT always holds a ticket (made here
- * when none is passed); its first call takes the place at the tail of the
- * queue of its model and key set (FIFO) and fixes the deadline. No call
- * stays in the database longer than google_ai_settings.wait_slice_ms, so a
- * transaction pooler keeps its connections for other work. The answer is a
+ * when none is passed); its first call takes a place in the queue of its
+ * model and key set and fixes the deadline. The queue serves by class
+ * priority (aged over google_ai_settings.aging_ms, so no class starves), then
+ * ticket order. No call stays in the database longer than wait_slice_ms, so
+ * a transaction pooler keeps its connections for other work. The answer is a
  * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
- * outlast it, no_key), or 'queued'. The place expires if the caller is more
- * than wait_ticket_grace_ms late. Only the final verdict is audited, with the
- * whole wait in waited_ms. NO_WAIT, and WAIT with max_wait_ms = 0, try once
- * and refuse with the binding limit and a truthful retry_after_ms.
+ * outlast it, no_key, caller_budget), or 'queued'. The place expires if the
+ * caller is more than wait_ticket_grace_ms late. Only the final verdict is
+ * audited, with the whole wait in waited_ms. NO_WAIT, and WAIT with
+ * max_wait_ms = 0, try once and refuse with the binding limit and a truthful
+ * retry_after_ms.
+ *
+ * Policy (caller_policy): the class's reserves and priority apply in every
+ * try. A caller with a daily budget for the model (google_ai_caller_budgets)
+ * is refused caller_budget, until the next Pacific midnight, once it is
+ * spent. A caller whose class may fall back is not refused for a model while
+ * a model of its fallback chain (google_ai_fallbacks) can grant within the
+ * same wait: a final refusal moves the wait to the next model (the ticket
+ * follows), and the grant's ledger row records fallback_from.
  *
  * Raises: LL001 unknown model, LL002 bad tokens, LL003 tokens > TPM,
  *         LL004 unknown mode, LL007 bad max_wait_ms or text too long.
@@ -161,12 +272,17 @@ declare
     cfg public.google_ai_settings := google_ai_internal.settings();
     started timestamptz := pg_catalog.clock_timestamp();
     wanted public.google_ai_model_limits;
-    cands google_ai_internal.candidate [];
+    served public.google_ai_model_limits;
+    policy google_ai_internal.caller_policy;
+    chain text [];
+    step integer := 1;
+    waiting boolean;
+    wait_left integer;
+    attempt record;
     verdict public.acquire_result;
-    in_line record;
-    biggest_tpm integer;
-    unlimited boolean;
-    place uuid;
+    first_refusal public.acquire_result;
+    rounds integer := 0;
+    today date;
 begin
     -- Validate everything before touching any state.
     if acquire.model is null then
@@ -205,62 +321,87 @@ begin
             hint = 'Pass only the aliases this process holds.';
     end if;
 
-    cands := array(
-        select c
-        from google_ai_internal.candidates(
-            wanted.model, key_aliases, google_ai_internal.clock(), tokens
-        ) as c
-    );
-    if pg_catalog.cardinality(cands) = 0 then
-        -- No candidate: either no usable key (a refusal) or a request larger
-        -- than every TPM that applies (bad input: it can never be granted).
-        select
-            coalesce(max(coalesce(o.tpm, wanted.tpm::integer)), wanted.tpm::integer),
-            coalesce(bool_or(coalesce(o.tpm, wanted.tpm::integer) is null), wanted.tpm is null)
-        into biggest_tpm, unlimited
-        from public.google_ai_api_keys as k
-        left join public.google_ai_group_limits as o
-            on o.quota_group = coalesce(k.quota_group, k.key_alias) and o.model = wanted.model
-        where k.is_active is true and (key_aliases is null or k.key_alias = any(key_aliases));
-        if not unlimited and tokens > biggest_tpm then
-            raise exception using errcode = 'LL003',
-                message = pg_catalog.format(
-                    '%s tokens can never fit: the largest TPM of %s is %s',
-                    tokens, wanted.model, biggest_tpm
-                ),
-                hint = 'Split the prompt or raise the limit for a paid-tier group.';
-        end if;
+    policy := google_ai_internal.caller_policy(caller);
+    chain := case
+        when policy.may_fall_back then google_ai_internal.fallback_chain(wanted.model)
+        else array[wanted.model]
+    end;
+    -- A ticket that already waits on a later model of the chain stays there.
+    if ticket is not null and pg_catalog.cardinality(chain) > 1 then
+        step := coalesce(pg_catalog.array_position(chain, (
+            select t.model from google_ai_internal.wait_tickets as t where t.id = ticket
+        )), 1);
     end if;
-
     -- A ticket holder's call with max_wait_ms = 0 ends its wait in line.
-    if pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null)
-        and pg_catalog.cardinality(cands) > 0
-    then
-        place := coalesce(ticket, pg_catalog.gen_random_uuid());
-        in_line := google_ai_internal.wait_in_line(
-            place, wanted, key_aliases, tokens, caller, request_id, max_wait_ms, cfg, started
-        );
-        verdict := in_line.verdict;
-        verdict.ticket := place;
+    waiting := pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null);
+    today := (google_ai_internal.clock() at time zone cfg.rpd_time_zone)::date;
+
+    while step <= pg_catalog.cardinality(chain) loop
+        served := case
+            when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
+        end;
+        if not google_ai_internal.spend_budget(policy.caller, served.model, null, today) then
+            verdict := null;
+            verdict.granted := false;
+            verdict.model := coalesce(served.api_model, served.model);
+            verdict.reason := 'caller_budget';
+            verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
+                google_ai_internal.next_day_start(google_ai_internal.clock(), cfg.rpd_time_zone)
+                - google_ai_internal.clock()) * 1000))::integer;
+            verdict.waited_ms := pg_catalog.round(
+                extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
+            )::integer;
+        else
+            wait_left := case
+                when step = 1 then max_wait_ms
+                else greatest(0, max_wait_ms - pg_catalog.round(
+                    extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
+                )::integer)
+            end;
+            attempt := google_ai_internal.acquire_on(
+                served, tokens, waiting and (wait_left > 0 or ticket is not null), wait_left,
+                key_aliases, policy.caller, request_id, ticket, cfg, started, policy
+            );
+            verdict := attempt.verdict;
+            rounds := rounds + attempt.rounds;
+            if verdict.granted and not google_ai_internal.spend_budget(
+                policy.caller, served.model, tokens, today
+            ) then
+                -- Granted, but a concurrent grant spent the budget first: refund it.
+                perform public.release(verdict.reservation_id, 'caller_budget', false);
+                verdict.granted := false;
+                verdict.reservation_id := null;
+                verdict.key_alias := null;
+                verdict.env_var_name := null;
+                verdict.reason := 'caller_budget';
+                verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
+                    google_ai_internal.next_day_start(google_ai_internal.clock(), cfg.rpd_time_zone)
+                    - google_ai_internal.clock()) * 1000))::integer;
+            end if;
+        end if;
         if verdict.reason = 'queued' then
             return verdict;  -- the wait goes on; its last call audits all of it
         end if;
-        perform google_ai_internal.record_acquire_verdict(
-            verdict, wanted.model, tokens, 'WAIT', max_wait_ms, in_line.rounds, caller, request_id,
-            key_aliases
-        );
-        return verdict;
-    end if;
+        exit when verdict.granted;
+        if first_refusal.reason is null then
+            first_refusal := verdict;
+        end if;
+        step := step + 1;
+    end loop;
 
-    -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
-    verdict := google_ai_internal.reserve_round(
-        wanted, cands, tokens, caller, request_id, cfg, false
-    );
-    verdict.waited_ms := pg_catalog.round(
-        extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
-    )::integer;
+    if verdict.granted and served.model <> wanted.model then
+        update public.google_ai_reservations as r
+        set details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+            'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
+        )
+        where r.id = verdict.reservation_id;
+    elsif not verdict.granted then
+        -- Every model refused: the model asked for says why.
+        verdict := first_refusal;
+        served := wanted;
+    end if;
     perform google_ai_internal.record_acquire_verdict(
-        verdict, wanted.model, tokens, pg_catalog.upper(mode), max_wait_ms, 1, caller,
+        verdict, served.model, tokens, pg_catalog.upper(mode), max_wait_ms, rounds, policy.caller,
         request_id, key_aliases
     );
     return verdict;
@@ -268,7 +409,7 @@ end;
 $$;
 
 comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid) is
-'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day). Returns a grant or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it. No call lasts longer than google_ai_settings.wait_slice_ms.';
+'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it. No call lasts longer than google_ai_settings.wait_slice_ms.';
 
 revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
 from public, anon, authenticated;

@@ -1,0 +1,18 @@
+-- What acquire() needs to know about its caller, read once per call
+-- (google_ai_internal.caller_policy): the caller name after a login pin, its
+-- class and priority, whether it may fall back, and the reserves of the
+-- classes above it.
+
+create type google_ai_internal.caller_policy as (
+    caller text,
+    caller_class text,
+    priority integer,
+    may_fall_back boolean,
+    -- Higher-priority classes with an RPM or TPM reserve, and those reserves.
+    higher_classes text [],
+    higher_rpm numeric [],
+    higher_tpm numeric [],
+    -- The share of RPD this caller's class and those below it may use:
+    -- 1 minus the RPD reserves of every higher-priority class.
+    rpd_share numeric
+);

@@ -1,0 +1,67 @@
+-- Reserves: a class's share of a limit that the classes below it may not
+-- take. The RPD reserve is never lent; an RPM reserve is lent while its
+-- class is idle (no grant in the window, nobody waiting).
+begin;
+update google_ai_internal.clock_switch set steerable = true;
+select plan(8);
+
+set local "llm_limits.now" = '2026-03-01 12:00:00+00';
+insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd)
+values ('day-model', 'day-model', 1000, null, 20), ('minute-model', 'minute-model', 10, null, 1000);
+insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
+values ('k1', 'TEST_KEY_1', 'proj-1');
+insert into public.google_ai_caller_policies (caller, caller_class) values
+('bot', 'interactive'), ('notebook', 'batch');
+
+-- RPD reserve 0.25: batch stops at 75% of the day, interactive goes to 100%.
+update public.google_ai_caller_classes set rpd_reserve = 0.25 where name = 'interactive';
+select is(
+    (select count(*)::int from generate_series(1, 20) as i
+        cross join lateral public.acquire('day-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
+    15, 'batch is granted 15 of the day''s 20'
+);
+select results_eq(
+    $$select a.reason, a.retry_after_ms from public.acquire('day-model', 1, 'NO_WAIT', 0, null, 'notebook') as a$$,
+    $$values ('rpd'::text, 20 * 3600 * 1000)$$,
+    'then rpd, until Pacific midnight'
+);
+select is(
+    (select count(*)::int from generate_series(1, 10) as i
+        cross join lateral public.acquire('day-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'bot') as a where a.granted),
+    5, 'interactive is served to 100% of the day'
+);
+
+-- RPM reserve 0.5, the bot idle: batch borrows it all.
+update public.google_ai_caller_classes set rpm_reserve = 0.5 where name = 'interactive';
+select is(
+    (select count(*)::int from generate_series(1, 10) as i
+        cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
+    10, 'while the bot is idle, batch uses the whole RPM'
+);
+
+-- A minute later (the window empty), the bot is active: batch keeps to half.
+set local "llm_limits.now" = '2026-03-01 12:01:05+00';
+select is(
+    (select a.granted from public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'bot') as a),
+    true, 'the bot takes a slot'
+);
+select is(
+    (select count(*)::int from generate_series(1, 10) as i
+        cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
+    5, 'with the bot active, batch gets its half (5 of 10) and no more'
+);
+create temp table held as
+select * from public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'notebook');
+select results_eq(
+    $$select h.reason, h.retry_after_ms from held as h$$,
+    $$values ('rpm'::text, 61000)$$,
+    'a truthful retry: when batch''s oldest grant in the window leaves it'
+);
+select is(
+    (select count(*)::int from generate_series(1, 10) as i
+        cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'bot') as a where a.granted),
+    4, 'the bot still has the rest of the minute (10 - 5 - 1)'
+);
+
+select * from finish();
+rollback;
