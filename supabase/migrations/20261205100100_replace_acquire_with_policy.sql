@@ -218,6 +218,7 @@ declare
     higher_requests bigint := 0;
     higher_tokens bigint := 0;
     share integer;
+    held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
@@ -322,7 +323,11 @@ begin
             ) as w on w.class = c.class
         ) as h;
 
-        share := pg_catalog.floor(p_cand.rpm * (1 - least(reserved_rpm, 1)));
+        -- A reserve is a share of the rate; its grants hold their slots for the
+        -- window plus the guard, so the slots it keeps are scaled up by that.
+        share := pg_catalog.floor(p_cand.rpm * (1 - least(
+            reserved_rpm * held_per_window, 1
+        )));
         if p_cand.rpm is not null and reserved_rpm > 0
             and st.window_requests - higher_requests + 1 > share then
             -- A slot of this share frees when the k-th oldest of its grants leaves.
@@ -341,7 +346,9 @@ begin
             end if;
         end if;
 
-        share := pg_catalog.floor(p_cand.tpm * (1 - least(reserved_tpm, 1)));
+        share := pg_catalog.floor(p_cand.tpm * (1 - least(
+            reserved_tpm * held_per_window, 1
+        )));
         if p_cand.tpm is not null and reserved_tpm > 0
             and st.window_tokens - higher_tokens + p_tokens > share then
             select w.granted_at + hold into candidate

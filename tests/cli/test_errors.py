@@ -51,7 +51,7 @@ def test_unknown_model_on_generate_exits_2(cli: Invoke) -> None:
     result = cli("generate", "gemma-9-typo", "hello")
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
-        "error: unknown model 'gemma-9-typo' (known: gemini-2.5-flash, gemma-3-27b)"
+        "error: unknown model 'gemma-9-typo' (known: gemini-2.5-flash, gemma-3-12b, gemma-3-27b)"
     )
 
 

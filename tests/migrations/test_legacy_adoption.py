@@ -135,10 +135,10 @@ def test_push_keeps_every_legacy_row_and_edited_limit(legacy_url: str) -> None:
         assert conn.execute(
             "select rpm, tpm, rpd, api_model from google_ai_model_limits where model = 'gemma-3-27b'"
         ).fetchone() == (10, 15000, 14400, "gemma-3-27b-it")
-        # The missing model is seeded, the existing one is not duplicated.
+        # The missing models are seeded, the existing one is not duplicated.
         assert conn.execute(
             "select count(*) from google_ai_model_limits where model like 'gem%'"
-        ).fetchone() == (2,)
+        ).fetchone() == (3,)
         assert conn.execute(
             "select count(*) from token_usage where meta::jsonb ->> 'source' = 'llm_logger'"
         ).fetchone() == (1,)

@@ -33,6 +33,7 @@ ALLOWED_DEFINERS = {
     "public.settle(uuid,integer,jsonb,text)",
     "public.pool_keys()",
     "public.observed_limits()",
+    "public.class_status()",
     "public.disable_key(text,text)",
     "public.enable_key(text,text)",
     "public.audit_event_kinds()",

@@ -24,6 +24,7 @@ from llm_limits.cli.generate import generate
 from llm_limits.cli.keys import keys_app
 from llm_limits.cli.local import db_app, local_app
 from llm_limits.cli.models import models_app
+from llm_limits.cli.policy import budgets_app, classes_app, fallbacks_app
 from llm_limits.cli.simulate import simulate
 from llm_limits.cli.status import status
 
@@ -62,6 +63,9 @@ for sub, name in (
     (maintenance_app, "maintenance"),
     (callers_app, "callers"),
     (gateway_app, "gateway"),
+    (classes_app, "classes"),
+    (budgets_app, "budgets"),
+    (fallbacks_app, "fallbacks"),
 ):
     sub.info.no_args_is_help = True
     app.add_typer(sub, name=name)

@@ -209,3 +209,73 @@ MIGRATIONS = """
 select count(*)::integer as applied, max(m.version) as latest
 from supabase_migrations.schema_migrations as m
 """
+
+# -- caller policy: classes, which class a caller is in, budgets, fallback chains --------------
+
+LIST_CLASSES = """
+select c.name, c.priority, c.rpm_reserve, c.tpm_reserve, c.rpd_reserve, c.may_fall_back, c.notes,
+       coalesce((select array_agg(p.caller order by p.caller)
+                 from public.google_ai_caller_policies as p where p.caller_class = c.name), '{}')
+           as callers
+from public.google_ai_caller_classes as c
+order by c.priority, c.name
+"""
+
+UPSERT_CLASS = """
+insert into public.google_ai_caller_classes as c
+    (name, priority, rpm_reserve, tpm_reserve, rpd_reserve, may_fall_back, notes)
+values (%(name)s, coalesce(%(priority)s, 50), coalesce(%(rpm_reserve)s, 0),
+        coalesce(%(tpm_reserve)s, 0), coalesce(%(rpd_reserve)s, 0),
+        coalesce(%(may_fall_back)s, false), %(notes)s)
+on conflict (name) do update set
+    priority = coalesce(%(priority)s, c.priority),
+    rpm_reserve = coalesce(%(rpm_reserve)s, c.rpm_reserve),
+    tpm_reserve = coalesce(%(tpm_reserve)s, c.tpm_reserve),
+    rpd_reserve = coalesce(%(rpd_reserve)s, c.rpd_reserve),
+    may_fall_back = coalesce(%(may_fall_back)s, c.may_fall_back),
+    notes = coalesce(%(notes)s, c.notes)
+"""
+
+ASSIGN_CALLER = """
+insert into public.google_ai_caller_policies as p (caller, caller_class, login_role)
+values (%(caller)s, %(class)s, %(login_role)s)
+on conflict (caller) do update set
+    caller_class = excluded.caller_class,
+    login_role = coalesce(excluded.login_role, p.login_role)
+"""
+
+LIST_BUDGETS = """
+select b.caller, b.model, b.requests, b.input_tokens,
+       coalesce(u.requests, 0) as spent_requests, coalesce(u.input_tokens, 0) as spent_tokens
+from public.google_ai_caller_budgets as b
+left join public.google_ai_caller_usage as u
+    on u.caller = b.caller and u.model = b.model
+    and u.day = (google_ai_internal.clock() at time zone (
+        select s.rpd_time_zone from public.google_ai_settings as s where s.id))::date
+order by b.caller, b.model
+"""
+
+UPSERT_BUDGET = """
+insert into public.google_ai_caller_budgets as b (caller, model, requests, input_tokens)
+values (%(caller)s, %(model)s, %(requests)s, %(input_tokens)s)
+on conflict (caller, model) do update set
+    requests = excluded.requests, input_tokens = excluded.input_tokens
+"""
+
+DELETE_BUDGET = """
+delete from public.google_ai_caller_budgets where caller = %(caller)s and model = %(model)s
+"""
+
+LIST_FALLBACKS = """
+select f.model, google_ai_internal.fallback_chain(f.model) as chain
+from public.google_ai_fallbacks as f order by f.model
+"""
+
+UPSERT_FALLBACK = """
+insert into public.google_ai_fallbacks (model, fallback_model) values (%(model)s, %(fallback)s)
+on conflict (model) do update set fallback_model = excluded.fallback_model
+"""
+
+DELETE_FALLBACK = "delete from public.google_ai_fallbacks where model = %(model)s"
+
+CLASS_STATUS = "select * from public.class_status()"

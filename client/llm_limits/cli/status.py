@@ -29,7 +29,8 @@ def status_renderable(conn: Conn, console: Console) -> Any:
     observed = render.observed_limits_lines(
         conn.execute(queries.OBSERVED_LIMITS).fetchall(), settings["learn_limits"]
     )
-    parts = [render.status_view(rows, settings, render.utc_now(), bars), space]
+    classes = render.class_view(conn.execute(queries.CLASS_STATUS).fetchall())
+    parts = [render.status_view(rows, settings, render.utc_now(), bars), classes, space]
     return Group(*parts, *([observed] if observed is not None else []))
 
 

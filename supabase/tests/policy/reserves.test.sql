@@ -48,7 +48,7 @@ select is(
 select is(
     (select count(*)::int from generate_series(1, 10) as i
         cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
-    5, 'with the bot active, batch gets its half (5 of 10) and no more'
+    4, 'with the bot active, batch keeps out of its half: 4 of 10 (10 x 0.5 x 61/60 slots kept)'
 );
 create temp table held as
 select * from public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'notebook');
@@ -60,7 +60,7 @@ select results_eq(
 select is(
     (select count(*)::int from generate_series(1, 10) as i
         cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'bot') as a where a.granted),
-    4, 'the bot still has the rest of the minute (10 - 5 - 1)'
+    5, 'the bot still has the rest of the minute (10 - 4 - 1)'
 );
 
 select * from finish();
