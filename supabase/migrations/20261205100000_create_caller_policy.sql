@@ -18,6 +18,12 @@ alter table public.google_ai_reservations add column caller_class text;
 comment on column public.google_ai_reservations.caller_class is
 'The caller''s class at grant (reserves count the window per class). Null for grants before caller classes.';
 
+-- Pacing of the classes below an active higher one (try_reserve).
+alter table public.google_ai_quota_state
+add column paced_until timestamptz,
+add column lead_priority integer,
+add column lead_at timestamptz;
+
 -- Live waiters keep their place: they join as default (priority 50).
 alter table google_ai_internal.wait_tickets
 add column priority integer not null default 50,

@@ -2,7 +2,7 @@
 -- no class starves), a class's reserves are kept from the classes below it,
 -- a caller's daily budget is enforced, and a caller whose class may fall
 -- back is served by the next model of its fallback chain instead of being
--- refused. Written from supabase/schemas (175, 230, 235, 240, 300, 335).
+-- refused. Written from supabase/schemas (175, 220, 230, 235, 240, 300, 335).
 --
 -- Lock order: unchanged (220_window_protocol.sql); a budgeted caller's usage
 -- row is written after its grant's window row, in the same transaction, and
@@ -19,7 +19,9 @@ create type google_ai_internal.caller_policy as (
     higher_tpm numeric [],
     -- The share of RPD this caller's class and those below it may use:
     -- 1 minus the RPD reserves of every higher-priority class.
-    rpd_share numeric
+    rpd_share numeric,
+    -- Whether some class ranks above this one (its grants may be paced).
+    paced boolean
 );
 
 -- New signatures (a caller_policy argument): the old ones go.
@@ -78,8 +80,9 @@ begin
             filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
         coalesce(pg_catalog.array_agg(c.tpm_reserve order by c.name)
             filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
-        1 - coalesce(sum(c.rpd_reserve), 0)
-    into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share
+        1 - coalesce(sum(c.rpd_reserve), 0),
+        count(*) > 0
+    into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share, pol.paced
     from public.google_ai_caller_classes as c
     where c.priority < pol.priority;
     return pol;
@@ -119,17 +122,17 @@ revoke all on function google_ai_internal.fallback_chain(text) from public, anon
 /*
  * spend_budget: count one grant of `p_tokens` estimated input tokens against
  * the caller's daily budget for the model, if it has one, in one statement
- * that also checks it (so concurrent grants cannot overshoot). With
- * p_tokens = null it only checks whether one more grant would fit.
+ * that also checks it (so concurrent grants cannot overshoot). With p_spend
+ * false it only checks whether such a grant would fit.
  *
  * Parameters: p_caller, p_model (limits row name), p_tokens, p_day (the
- * Pacific day of the grant).
+ * Pacific day of the grant), p_spend.
  * Returns true when the grant fits the budget (or there is none), false when
  * it does not (nothing is counted then). Raises nothing.
- * Example: select google_ai_internal.spend_budget('notebook-7', 'gemma-3-27b', 900, current_date);
+ * Example: select google_ai_internal.spend_budget('notebook-7', 'gemma-3-27b', 900, current_date, true);
  */
 create or replace function google_ai_internal.spend_budget(
-    p_caller text, p_model text, p_tokens integer, p_day date
+    p_caller text, p_model text, p_tokens integer, p_day date, p_spend boolean
 )
 returns boolean
 language plpgsql
@@ -146,12 +149,13 @@ begin
     if budget.caller is null then
         return true;
     end if;
-    if p_tokens is null then
+    if not p_spend then
         select u.* into spent
         from public.google_ai_caller_usage as u
         where u.caller = p_caller and u.model = p_model and u.day = p_day;
-        return (budget.requests is null or coalesce(spent.requests, 0) < budget.requests)
-            and (budget.input_tokens is null or coalesce(spent.input_tokens, 0) < budget.input_tokens);
+        return (budget.requests is null or coalesce(spent.requests, 0) + 1 <= budget.requests)
+            and (budget.input_tokens is null
+                 or coalesce(spent.input_tokens, 0) + p_tokens <= budget.input_tokens);
     end if;
     insert into public.google_ai_caller_usage as u (caller, model, day, requests, input_tokens)
     select p_caller, p_model, p_day, 1, p_tokens
@@ -168,7 +172,44 @@ begin
 end;
 $$;
 
-revoke all on function google_ai_internal.spend_budget(text, text, integer, date)
+revoke all on function google_ai_internal.spend_budget(text, text, integer, date, boolean)
+from public, anon, authenticated;
+
+/*
+ * store_window: write a window row that the caller locked with lock_window
+ * and changed in its copy (totals, sweep horizon, quota day, cooldown) back
+ * to the table.
+ *
+ * Parameters: p_st, the changed copy. Returns nothing. Raises nothing.
+ * Example: see try_reserve and report_rate_limit.
+ */
+create or replace function google_ai_internal.store_window(p_st public.google_ai_quota_state)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+    update public.google_ai_quota_state as s
+    set
+        window_requests = p_st.window_requests,
+        window_tokens = p_st.window_tokens,
+        swept_to = p_st.swept_to,
+        rpd_day = p_st.rpd_day,
+        day_requests = p_st.day_requests,
+        cooldown_until = p_st.cooldown_until,
+        cooldown_reason = p_st.cooldown_reason,
+        paced_until = p_st.paced_until,
+        lead_priority = p_st.lead_priority,
+        lead_at = p_st.lead_at
+    where s.quota_group = p_st.quota_group and s.model = p_st.model;
+end;
+$$;
+
+comment on function google_ai_internal.store_window(public.google_ai_quota_state) is
+'Write back a window row locked by lock_window (step 3 of the lock order, same transaction).';
+revoke all on function google_ai_internal.store_window(public.google_ai_quota_state)
 from public, anon, authenticated;
 
 /*
@@ -184,6 +225,12 @@ from public, anon, authenticated;
  * this window, or a live waiter for the model); the RPD reserve always. The
  * window's rows of the reserving classes are counted from the ledger (the
  * window's rows only, and only when such a reserve exists).
+ *
+ * Pacing: while a higher-priority class is active here (it was granted
+ * within the hold, or waits for the model), a lower class gets at most one
+ * grant per hold / rpm (paced_until). A saturated window otherwise frees
+ * its slots in the bursts it filled them in, and the higher class would wait
+ * for the next burst; paced, a slot frees every hold / rpm.
  *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
@@ -219,6 +266,7 @@ declare
     higher_tokens bigint := 0;
     share integer;
     held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
+    lead_active boolean := false;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
@@ -373,6 +421,20 @@ begin
         end if;
     end if;
 
+    if p_policy.paced and p_cand.rpm is not null and st.paced_until > at_now then
+        lead_active := (st.lead_at > at_now - hold and st.lead_priority < p_policy.priority)
+            or exists (
+                select from google_ai_internal.wait_tickets as t
+                where
+                    t.model = p_model.model and t.priority < p_policy.priority
+                    and t.alive_until > at_now
+            );
+        if lead_active and (free_at is null or st.paced_until > free_at) then
+            reason := 'rpm';
+            free_at := st.paced_until;
+        end if;
+    end if;
+
     if reason is not null then
         retry_after_ms := greatest(
             1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
@@ -401,6 +463,14 @@ begin
     st.window_requests := st.window_requests + 1;
     st.window_tokens := st.window_tokens + p_tokens;
     st.day_requests := st.day_requests + 1;
+    if p_cand.rpm > 0 then
+        st.paced_until := greatest(st.paced_until, at_now) + hold / p_cand.rpm;
+    end if;
+    if st.lead_at is null or st.lead_at <= at_now - hold
+        or p_policy.priority <= st.lead_priority then
+        st.lead_priority := p_policy.priority;
+        st.lead_at := at_now;
+    end if;
     perform google_ai_internal.store_window(st);
     granted := true;
 end;
@@ -1035,7 +1105,7 @@ begin
         served := case
             when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
         end;
-        if not google_ai_internal.spend_budget(policy.caller, served.model, null, today) then
+        if not google_ai_internal.spend_budget(policy.caller, served.model, tokens, today, false) then
             verdict := null;
             verdict.granted := false;
             verdict.model := coalesce(served.api_model, served.model);
@@ -1060,7 +1130,7 @@ begin
             verdict := attempt.verdict;
             rounds := rounds + attempt.rounds;
             if verdict.granted and not google_ai_internal.spend_budget(
-                policy.caller, served.model, tokens, today
+                policy.caller, served.model, tokens, today, true
             ) then
                 -- Granted, but a concurrent grant spent the budget first: refund it.
                 perform public.release(verdict.reservation_id, 'caller_budget', false);

@@ -17,6 +17,13 @@ create table public.google_ai_quota_state (
     day_requests integer not null default 0,
     cooldown_until timestamptz,
     cooldown_reason text,
+    -- Pacing (try_reserve): while a higher-priority class is active here, the
+    -- classes below it get one slot per hold / rpm, so slots free one at a
+    -- time instead of in bursts. paced_until is when the next paced grant
+    -- may come; lead_priority and lead_at the best class granted lately.
+    paced_until timestamptz,
+    lead_priority integer,
+    lead_at timestamptz,
     primary key (quota_group, model)
 )
 -- Updated on every grant: room on the page keeps those updates HOT.

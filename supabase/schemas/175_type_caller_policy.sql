@@ -14,5 +14,7 @@ create type google_ai_internal.caller_policy as (
     higher_tpm numeric [],
     -- The share of RPD this caller's class and those below it may use:
     -- 1 minus the RPD reserves of every higher-priority class.
-    rpd_share numeric
+    rpd_share numeric,
+    -- Whether some class ranks above this one (its grants may be paced).
+    paced boolean
 );

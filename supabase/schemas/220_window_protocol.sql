@@ -267,7 +267,10 @@ begin
         rpd_day = p_st.rpd_day,
         day_requests = p_st.day_requests,
         cooldown_until = p_st.cooldown_until,
-        cooldown_reason = p_st.cooldown_reason
+        cooldown_reason = p_st.cooldown_reason,
+        paced_until = p_st.paced_until,
+        lead_priority = p_st.lead_priority,
+        lead_at = p_st.lead_at
     where s.quota_group = p_st.quota_group and s.model = p_st.model;
 end;
 $$;

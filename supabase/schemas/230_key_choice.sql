@@ -72,6 +72,12 @@ from public, anon, authenticated;
  * window's rows of the reserving classes are counted from the ledger (the
  * window's rows only, and only when such a reserve exists).
  *
+ * Pacing: while a higher-priority class is active here (it was granted
+ * within the hold, or waits for the model), a lower class gets at most one
+ * grant per hold / rpm (paced_until). A saturated window otherwise frees
+ * its slots in the bursts it filled them in, and the higher class would wait
+ * for the next burst; paced, a slot frees every hold / rpm.
+ *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -106,6 +112,7 @@ declare
     higher_tokens bigint := 0;
     share integer;
     held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
+    lead_active boolean := false;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
@@ -260,6 +267,20 @@ begin
         end if;
     end if;
 
+    if p_policy.paced and p_cand.rpm is not null and st.paced_until > at_now then
+        lead_active := (st.lead_at > at_now - hold and st.lead_priority < p_policy.priority)
+            or exists (
+                select from google_ai_internal.wait_tickets as t
+                where
+                    t.model = p_model.model and t.priority < p_policy.priority
+                    and t.alive_until > at_now
+            );
+        if lead_active and (free_at is null or st.paced_until > free_at) then
+            reason := 'rpm';
+            free_at := st.paced_until;
+        end if;
+    end if;
+
     if reason is not null then
         retry_after_ms := greatest(
             1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
@@ -288,6 +309,14 @@ begin
     st.window_requests := st.window_requests + 1;
     st.window_tokens := st.window_tokens + p_tokens;
     st.day_requests := st.day_requests + 1;
+    if p_cand.rpm > 0 then
+        st.paced_until := greatest(st.paced_until, at_now) + hold / p_cand.rpm;
+    end if;
+    if st.lead_at is null or st.lead_at <= at_now - hold
+        or p_policy.priority <= st.lead_priority then
+        st.lead_priority := p_policy.priority;
+        st.lead_at := at_now;
+    end if;
     perform google_ai_internal.store_window(st);
     granted := true;
 end;

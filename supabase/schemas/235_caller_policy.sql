@@ -43,8 +43,9 @@ begin
             filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
         coalesce(pg_catalog.array_agg(c.tpm_reserve order by c.name)
             filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
-        1 - coalesce(sum(c.rpd_reserve), 0)
-    into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share
+        1 - coalesce(sum(c.rpd_reserve), 0),
+        count(*) > 0
+    into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share, pol.paced
     from public.google_ai_caller_classes as c
     where c.priority < pol.priority;
     return pol;
@@ -84,17 +85,17 @@ revoke all on function google_ai_internal.fallback_chain(text) from public, anon
 /*
  * spend_budget: count one grant of `p_tokens` estimated input tokens against
  * the caller's daily budget for the model, if it has one, in one statement
- * that also checks it (so concurrent grants cannot overshoot). With
- * p_tokens = null it only checks whether one more grant would fit.
+ * that also checks it (so concurrent grants cannot overshoot). With p_spend
+ * false it only checks whether such a grant would fit.
  *
  * Parameters: p_caller, p_model (limits row name), p_tokens, p_day (the
- * Pacific day of the grant).
+ * Pacific day of the grant), p_spend.
  * Returns true when the grant fits the budget (or there is none), false when
  * it does not (nothing is counted then). Raises nothing.
- * Example: select google_ai_internal.spend_budget('notebook-7', 'gemma-3-27b', 900, current_date);
+ * Example: select google_ai_internal.spend_budget('notebook-7', 'gemma-3-27b', 900, current_date, true);
  */
 create or replace function google_ai_internal.spend_budget(
-    p_caller text, p_model text, p_tokens integer, p_day date
+    p_caller text, p_model text, p_tokens integer, p_day date, p_spend boolean
 )
 returns boolean
 language plpgsql
@@ -111,12 +112,13 @@ begin
     if budget.caller is null then
         return true;
     end if;
-    if p_tokens is null then
+    if not p_spend then
         select u.* into spent
         from public.google_ai_caller_usage as u
         where u.caller = p_caller and u.model = p_model and u.day = p_day;
-        return (budget.requests is null or coalesce(spent.requests, 0) < budget.requests)
-            and (budget.input_tokens is null or coalesce(spent.input_tokens, 0) < budget.input_tokens);
+        return (budget.requests is null or coalesce(spent.requests, 0) + 1 <= budget.requests)
+            and (budget.input_tokens is null
+                 or coalesce(spent.input_tokens, 0) + p_tokens <= budget.input_tokens);
     end if;
     insert into public.google_ai_caller_usage as u (caller, model, day, requests, input_tokens)
     select p_caller, p_model, p_day, 1, p_tokens
@@ -133,5 +135,5 @@ begin
 end;
 $$;
 
-revoke all on function google_ai_internal.spend_budget(text, text, integer, date)
+revoke all on function google_ai_internal.spend_budget(text, text, integer, date, boolean)
 from public, anon, authenticated;

@@ -340,7 +340,7 @@ begin
         served := case
             when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
         end;
-        if not google_ai_internal.spend_budget(policy.caller, served.model, null, today) then
+        if not google_ai_internal.spend_budget(policy.caller, served.model, tokens, today, false) then
             verdict := null;
             verdict.granted := false;
             verdict.model := coalesce(served.api_model, served.model);
@@ -365,7 +365,7 @@ begin
             verdict := attempt.verdict;
             rounds := rounds + attempt.rounds;
             if verdict.granted and not google_ai_internal.spend_budget(
-                policy.caller, served.model, tokens, today
+                policy.caller, served.model, tokens, today, true
             ) then
                 -- Granted, but a concurrent grant spent the budget first: refund it.
                 perform public.release(verdict.reservation_id, 'caller_budget', false);

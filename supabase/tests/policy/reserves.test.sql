@@ -39,28 +39,39 @@ select is(
     10, 'while the bot is idle, batch uses the whole RPM'
 );
 
--- A minute later (the window empty), the bot is active: batch keeps to half.
+-- A minute later (the window empty), the bot is active: batch keeps out of
+-- its half, and is paced meanwhile (one grant per hold / rpm = 6.1 s).
 set local "llm_limits.now" = '2026-03-01 12:01:05+00';
 select is(
     (select a.granted from public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'bot') as a),
     true, 'the bot takes a slot'
 );
-select is(
-    (select count(*)::int from generate_series(1, 10) as i
-        cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
-    4, 'with the bot active, batch keeps out of its half: 4 of 10 (10 x 0.5 x 61/60 slots kept)'
-);
-create temp table held as
-select * from public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'notebook');
+create function pg_temp.batch_at(p_at timestamptz) returns public.acquire_result
+language plpgsql as $$
+begin
+    perform set_config('llm_limits.now', p_at::text, true);
+    return public.acquire('minute-model', 1, 'NO_WAIT', 0, null, 'notebook');
+end;
+$$;
+create temp table paced as
+select g.i, p.granted, p.reason, p.retry_after_ms
+from generate_series(0, 5) as g (i)
+cross join lateral pg_temp.batch_at('2026-03-01 12:01:05+00'::timestamptz + g.i * interval '6.1 s') as p;
 select results_eq(
-    $$select h.reason, h.retry_after_ms from held as h$$,
-    $$values ('rpm'::text, 61000)$$,
+    $$select p.i, p.granted, p.reason from paced as p order by p.i$$,
+    $$values (0, false, 'rpm'::text), (1, true, null::text), (2, true, null), (3, true, null),
+             (4, true, null), (5, false, 'rpm')$$,
+    'paced one per 6.1 s while the bot is active, and 4 in all: 10 x 0.5 x 61/60 slots kept'
+);
+select is(
+    (select p.retry_after_ms from paced as p where p.i = 5), 61000 - 4 * 6100,
     'a truthful retry: when batch''s oldest grant in the window leaves it'
 );
+set local "llm_limits.now" = '2026-03-01 12:01:40+00';
 select is(
     (select count(*)::int from generate_series(1, 10) as i
         cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'bot') as a where a.granted),
-    5, 'the bot still has the rest of the minute (10 - 4 - 1)'
+    5, 'the bot, never paced, has the rest of the minute (10 - 4 - 1) at once'
 );
 
 select * from finish();
