@@ -160,18 +160,19 @@ def test_with_a_reserve_the_bot_is_served_at_once(
     assert refusals == 0
     assert len(waits) >= 10
     assert p95(waits) <= 300, sorted(waits)
-    # The batch never held more than half of a window.
-    batch = [
-        r[0]
-        for r in db.execute(
-            "select granted_at from public.google_ai_reservations"
-            " where caller = 'festival-parser' and model = %s order by granted_at",
-            (GEMMA,),
-        ).fetchall()
-    ]
+    # While the bot was active (until its last grant), the batch never held more than its share
+    # of a window: half, less the bot's slots held for the guard too (13 of 30). Once the bot
+    # stops, its reserve is lent again: the workers' calls still under way may take it.
+    rows = db.execute(
+        "select granted_at, caller from public.google_ai_reservations where model = %s"
+        " order by granted_at",
+        (GEMMA,),
+    ).fetchall()
+    last_bot = max(t for t, caller in rows if caller == "telegram-bot")
+    batch = [t for t, caller in rows if caller == "festival-parser" and t <= last_bot]
     hold_ = timedelta(milliseconds=WINDOW_MS + GUARD_MS)
     most = max(sum(1 for t in batch if s - hold_ < t <= s) for s in batch)
-    assert most <= RPM // 2, most  # 13: the bot's half, in slots held for window + guard
+    assert most <= RPM // 2, most
 
 
 def test_an_idle_bot_lends_its_reserve(
