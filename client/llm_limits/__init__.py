@@ -12,10 +12,17 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 ``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
 
+``batch`` / ``abatch`` run many prompts at the pool's pace, with a progress bar and a resumable
+checkpoint; see ``llm_limits.batching``::
+
+    results = llm_limits.batch(prompts, model="gemma-3-27b", caller="festival-parser",
+                               checkpoint="festival.jsonl")
+
 ``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
 ``commit_usage``, ``release``, ``report_rate_limit``, ...), for calling Google another way.
 """
 
+from .batching import BatchResult, Progress, abatch, batch
 from .client import Client, Usage, agenerate, default_client, generate
 from .db import Database, Grant, KeyPool, ModelCounter
 from .errors import (
@@ -44,6 +51,7 @@ from .tokens import estimate_tokens
 __all__ = [
     "SQLSTATE_ERRORS",
     "AuditAppendOnly",
+    "BatchResult",
     "Client",
     "ConfigurationError",
     "Database",
@@ -57,6 +65,7 @@ __all__ = [
     "KeyPool",
     "LimitsError",
     "ModelCounter",
+    "Progress",
     "NoKeyAvailable",
     "PromptTooLarge",
     "RateLimited",
@@ -67,7 +76,9 @@ __all__ = [
     "UnknownReservation",
     "UnsupportedByModel",
     "Usage",
+    "abatch",
     "agenerate",
+    "batch",
     "default_client",
     "estimate_tokens",
     "generate",

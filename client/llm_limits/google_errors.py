@@ -99,6 +99,12 @@ def quota_of(err: errors.APIError) -> QuotaViolation:
     return QuotaViolation(quota_id, delay_ms)
 
 
+def error_reasons(err: errors.APIError) -> set[str]:
+    """The ``ErrorInfo.reason`` values of an error (the llm-gateway's refusals name the pool's
+    reason there: ``RPM``, ``RPD``, ``WAIT_TIMEOUT``, ...)."""
+    return {str(d.get("reason", "")) for d in _of_type(err, "ErrorInfo") if d.get("reason")}
+
+
 def key_rejection(err: errors.APIError) -> str | None:
     """Why Google refuses the key itself (invalid or leaked), or None for any other error."""
     message = (err.message or "").lower()
