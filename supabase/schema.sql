@@ -144,6 +144,15 @@ $$;
 
 COMMENT ON FUNCTION google_ai_internal.audit_config_change() IS 'Trigger: audits configuration changes as config_changed rows with old and new values.';
 
+-- Name: caller_class(text); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.caller_class(caller text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select 'default'::text
+$$;
+
 -- Name: candidates(text, text[], timestamp with time zone, integer); Type: FUNCTION; Schema: google_ai_internal; Owner: -
 
 CREATE FUNCTION google_ai_internal.candidates(p_model text, p_key_aliases text[], p_now timestamp with time zone, p_tokens integer) RETURNS SETOF google_ai_internal.candidate
@@ -309,6 +318,15 @@ begin
         message = pg_catalog.format('%s is append-only', tg_table_name),
         hint = 'Old rows are trimmed by public.run_maintenance().';
 end;
+$$;
+
+-- Name: is_fallback(public.google_ai_reservations); Type: FUNCTION; Schema: google_ai_internal; Owner: -
+
+CREATE FUNCTION google_ai_internal.is_fallback(r public.google_ai_reservations) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    select false
 $$;
 
 -- Name: lock_reservation(uuid); Type: FUNCTION; Schema: google_ai_internal; Owner: -
@@ -1576,6 +1594,68 @@ $$;
 
 COMMENT ON FUNCTION public.audit_event_kinds() IS 'The event names the audit stream (google_ai_audit_log) can hold, as its check constraint defines them.';
 
+-- Name: batch_outlook(text, text[], text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.batch_outlook(model text, key_aliases text[] DEFAULT NULL::text[], caller text DEFAULT NULL::text) RETURNS TABLE(resolved_model text, groups integer, rpm_limit integer, rpm_left integer, tpm_limit bigint, tpm_left bigint, rpd_limit integer, rpd_left integer, window_ms integer, cooldown_until timestamp with time zone, next_rpd_reset timestamp with time zone, waiters integer, tokens_per_call integer)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+declare
+    cfg public.google_ai_settings := google_ai_internal.settings();
+    limits public.google_ai_model_limits;
+    hold interval := google_ai_internal.window_hold(cfg);
+    horizon timestamptz := google_ai_internal.clock() - hold;
+begin
+    perform google_ai_internal.check_text('caller', batch_outlook.caller, 200);
+    limits := google_ai_internal.resolve_model(batch_outlook.model);
+    return query
+    with pools as (
+        select q.*, q.cooldown_until is not null as cooling
+        from public.quota_status() as q
+        where
+            q.model = limits.model
+            and (batch_outlook.key_aliases is null or q.key_aliases && batch_outlook.key_aliases)
+    )
+    select
+        limits.model,
+        count(*)::integer,
+        case when bool_or(p.rpm_limit is null) then null else sum(p.rpm_limit) end::integer,
+        case
+            when bool_or(p.rpm_limit is null) then null
+            else sum(case when p.cooling then 0 else greatest(p.rpm_limit - p.rpm_used, 0) end)
+        end::integer,
+        case when bool_or(p.tpm_limit is null) then null else sum(p.tpm_limit) end::bigint,
+        case
+            when bool_or(p.tpm_limit is null) then null
+            else sum(case when p.cooling then 0 else greatest(p.tpm_limit - p.tpm_used, 0) end)
+        end::bigint,
+        case when bool_or(p.rpd_limit is null) then null else sum(p.rpd_limit) end::integer,
+        case
+            when bool_or(p.rpd_limit is null) then null
+            else sum(greatest(p.rpd_limit - p.rpd_used, 0))
+        end::integer,
+        (extract(epoch from hold) * 1000)::integer,
+        max(p.cooldown_until),
+        min(p.next_rpd_reset),
+        coalesce(max(p.waiters), 0)::integer,
+        (
+            select pg_catalog.round(avg(r.counted_tokens))::integer
+            from public.google_ai_reservations as r
+            where
+                r.model = limits.model
+                and r.status = 'committed'
+                and r.granted_at > horizon
+                and (batch_outlook.caller is null or r.caller = batch_outlook.caller)
+        )
+    from pools as p;
+end;
+$$;
+
+-- Name: FUNCTION batch_outlook(model text, key_aliases text[], caller text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.batch_outlook(model text, key_aliases text[], caller text) IS 'A model''s pool as one batch sees it: RPM/TPM left in the window, RPD left today, the window, cooldowns, the next RPD reset, waiters and the caller''s mean input tokens per call.';
+
 -- Name: commit_usage(uuid, integer, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer DEFAULT 0, meta jsonb DEFAULT '{}'::jsonb) RETURNS boolean
@@ -1943,6 +2023,48 @@ $$;
 
 COMMENT ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) IS 'Record a 429 from Google for a grant: it stays counted and its group and model cool down (until the next Pacific midnight for a per-day quota).';
 
+-- Name: request_outcomes(text[]); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.request_outcomes(request_ids text[]) RETURNS TABLE(request_id text, grants integer, committed boolean, may_have_answered boolean, last_status text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+    if pg_catalog.cardinality(request_outcomes.request_ids) > 1000 then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('at most 1000 request ids at once, got %s',
+                                        pg_catalog.cardinality(request_outcomes.request_ids)),
+            hint = 'Ask in chunks of 1000.';
+    end if;
+    if exists (
+        select from pg_catalog.unnest(request_outcomes.request_ids) as i (id)
+        where pg_catalog.length(i.id) > 200
+    ) then
+        raise exception using errcode = 'LL007',
+            message = 'a request id is longer than 200 characters',
+            hint = 'Request ids are at most 200 characters, as acquire takes them.';
+    end if;
+    return query
+    select
+        r.request_id,
+        count(*)::integer,
+        bool_or(r.status = 'committed'),
+        bool_or(
+            r.status in ('reserved', 'committed', 'expired')
+            or (r.status = 'released' and r.counted_requests > 0)
+        ),
+        (pg_catalog.array_agg(r.status order by r.granted_at desc))[1]
+    from public.google_ai_reservations as r
+    where r.request_id = any(request_outcomes.request_ids)
+    group by r.request_id
+    order by r.request_id;
+end;
+$$;
+
+-- Name: FUNCTION request_outcomes(request_ids text[]); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.request_outcomes(request_ids text[]) IS 'Per request id: grants made, whether one was committed, and whether Google may have answered one (committed, open, expired, or released after sending).';
+
 -- Name: resolve_model(text); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.resolve_model(model text) RETURNS text
@@ -2240,6 +2362,128 @@ $$;
 -- Name: FUNCTION token_counter(model text); Type: COMMENT; Schema: public; Owner: -
 
 COMMENT ON FUNCTION public.token_counter(model text) IS 'The API model id and the input-token counter (gemma3, count_tokens, bytes; null = automatic) the client uses for this model.';
+
+-- Name: usage_report(timestamp with time zone, timestamp with time zone, text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.usage_report(since timestamp with time zone DEFAULT NULL::timestamp with time zone, until timestamp with time zone DEFAULT NULL::timestamp with time zone, by text DEFAULT 'caller'::text) RETURNS TABLE(bucket text, requests bigint, committed bigint, input_tokens bigint, output_tokens bigint, refusals bigint, refusals_by_reason jsonb, google_429s bigint, wait_p50_ms integer, wait_p95_ms integer, fallbacks bigint, rolled_up_requests bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+declare
+    period_end timestamptz := coalesce(usage_report.until, google_ai_internal.clock());
+    period_start timestamptz := coalesce(usage_report.since, period_end - interval '7 days');
+begin
+    if usage_report.by is null or usage_report.by not in ('caller', 'model', 'day', 'class') then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('by must be caller, model, day or class, got %L',
+                                        pg_catalog.left(coalesce(usage_report.by, 'null'), 40)),
+            hint = 'Example: select * from public.usage_report(by => ''model'');';
+    end if;
+    if period_start >= period_end then
+        raise exception using errcode = 'LL007',
+            message = 'since must be before until',
+            detail = pg_catalog.format('since %s, until %s', period_start, period_end),
+            hint = 'Pass since earlier than until, or leave until null for now.';
+    end if;
+    return query
+    with events as (
+        -- One row per grant.
+        select
+            r.caller, r.model, r.granted_at as at, true as detail_kept,
+            1 as n_requests, (r.status = 'committed')::integer as n_committed,
+            r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
+            0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
+            google_ai_internal.is_fallback(r)::integer as n_fallbacks
+        from public.google_ai_reservations as r
+        where r.granted_at >= period_start and r.granted_at < period_end
+        union all
+        -- One row per fold of refusals.
+        select
+            f.caller, f.model, f.first_at, true,
+            0, 0, 0, 0, f.refusals, f.reason, 0, null, 0
+        from public.google_ai_refusals as f
+        where f.first_at >= period_start and f.first_at < period_end
+        union all
+        -- One row per 429 from Google; its caller is the grant's.
+        select
+            r.caller, a.model, a.ts, r.id is not null,
+            0, 0, 0, 0, 0, null, 1, null, 0
+        from public.google_ai_audit_records as a
+        left join public.google_ai_reservations as r on r.id = a.reservation_id
+        where a.event = 'rate_limited' and a.ts >= period_start and a.ts < period_end
+        union all
+        -- Day roll-ups of detail that maintenance has deleted.
+        select
+            null, e.model, e.day::timestamp at time zone 'UTC', false,
+            (case when e.event = 'granted' then e.events else 0 end)::integer,
+            (case when e.event = 'committed' then e.events else 0 end)::integer,
+            case when e.event = 'granted' then e.tokens else 0 end,
+            0,
+            (case when e.event = 'refused' then e.events else 0 end)::integer,
+            case when e.event = 'refused' then 'unknown' end,
+            (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
+            null, 0
+        from public.google_ai_event_counts as e
+        where
+            e.event in ('granted', 'committed', 'refused', 'rate_limited')
+            and e.day >= (period_start at time zone 'UTC')::date
+            and e.day::timestamp at time zone 'UTC' < period_end
+    ),
+
+    bucketed as (
+        select
+            case usage_report.by
+                when 'caller' then
+                    case when v.detail_kept then coalesce(v.caller, '(no caller)') else '(rolled up)' end
+                when 'class' then
+                    case
+                        when v.detail_kept then google_ai_internal.caller_class(v.caller)
+                        else '(rolled up)'
+                    end
+                when 'model' then v.model
+                else pg_catalog.to_char(v.at at time zone 'UTC', 'YYYY-MM-DD')
+            end as bucket,
+            v.*
+        from events as v
+    ),
+
+    reasons as (
+        select g.bucket, pg_catalog.jsonb_object_agg(g.reason, g.n order by g.reason) as by_reason
+        from (
+            select b.bucket, coalesce(b.reason, 'unknown') as reason, sum(b.n_refusals) as n
+            from bucketed as b
+            where b.n_refusals > 0
+            group by 1, 2
+        ) as g
+        group by g.bucket
+    )
+
+    select
+        b.bucket,
+        sum(b.n_requests)::bigint,
+        sum(b.n_committed)::bigint,
+        sum(b.n_input)::bigint,
+        sum(b.n_output)::bigint,
+        sum(b.n_refusals)::bigint,
+        coalesce(rs.by_reason, '{}'::jsonb),
+        sum(b.n_429s)::bigint,
+        percentile_disc(0.5) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        percentile_disc(0.95) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        sum(b.n_fallbacks)::bigint,
+        coalesce(sum(b.n_requests) filter (where not b.detail_kept), 0)::bigint
+    from bucketed as b
+    left join reasons as rs on rs.bucket = b.bucket
+    group by b.bucket, rs.by_reason
+    order by b.bucket;
+end;
+$$;
+
+-- Name: FUNCTION usage_report(since timestamp with time zone, until timestamp with time zone, by text); Type: COMMENT; Schema: public; Owner: -
+
+COMMENT ON FUNCTION public.usage_report(since timestamp with time zone, until timestamp with time zone, by text) IS 'Requests, input/output tokens, refusals by reason, Google 429s, waits p50/p95 and fallbacks over a period, per caller, model, UTC day or caller class (ledger, folded refusals, audit records and day roll-ups).';
 
 -- Name: clock_switch; Type: TABLE; Schema: google_ai_internal; Owner: -
 
@@ -2851,6 +3095,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.audit(p_event text, p_res public.googl
 
 REVOKE ALL ON FUNCTION google_ai_internal.audit_config_change() FROM PUBLIC;
 
+-- Name: FUNCTION caller_class(caller text); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.caller_class(caller text) FROM PUBLIC;
+
 -- Name: FUNCTION candidates(p_model text, p_key_aliases text[], p_now timestamp with time zone, p_tokens integer); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.candidates(p_model text, p_key_aliases text[], p_now timestamp with time zone, p_tokens integer) FROM PUBLIC;
@@ -2878,6 +3126,10 @@ REVOKE ALL ON FUNCTION google_ai_internal.estimate_accuracy(p_group text, p_mode
 -- Name: FUNCTION guard_audit_log(); Type: ACL; Schema: google_ai_internal; Owner: -
 
 REVOKE ALL ON FUNCTION google_ai_internal.guard_audit_log() FROM PUBLIC;
+
+-- Name: FUNCTION is_fallback(r public.google_ai_reservations); Type: ACL; Schema: google_ai_internal; Owner: -
+
+REVOKE ALL ON FUNCTION google_ai_internal.is_fallback(r public.google_ai_reservations) FROM PUBLIC;
 
 -- Name: FUNCTION lock_reservation(p_reservation_id uuid); Type: ACL; Schema: google_ai_internal; Owner: -
 
@@ -2994,6 +3246,11 @@ GRANT ALL ON FUNCTION public.add_caller(name text, token_sha256 bytea, allowed_m
 REVOKE ALL ON FUNCTION public.audit_event_kinds() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.audit_event_kinds() TO service_role;
 
+-- Name: FUNCTION batch_outlook(model text, key_aliases text[], caller text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.batch_outlook(model text, key_aliases text[], caller text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.batch_outlook(model text, key_aliases text[], caller text) TO service_role;
+
 -- Name: FUNCTION commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.commit_usage(reservation_id uuid, prompt_tokens integer, completion_tokens integer, meta jsonb) FROM PUBLIC;
@@ -3029,6 +3286,11 @@ GRANT ALL ON FUNCTION public.release(reservation_id uuid, reason text, sent bool
 REVOKE ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.report_rate_limit(reservation_id uuid, quota_id text, retry_delay_ms integer) TO service_role;
 
+-- Name: FUNCTION request_outcomes(request_ids text[]); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.request_outcomes(request_ids text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.request_outcomes(request_ids text[]) TO service_role;
+
 -- Name: FUNCTION resolve_model(model text); Type: ACL; Schema: public; Owner: -
 
 REVOKE ALL ON FUNCTION public.resolve_model(model text) FROM PUBLIC;
@@ -3053,6 +3315,11 @@ GRANT ALL ON FUNCTION public.storage_status() TO service_role;
 
 REVOKE ALL ON FUNCTION public.token_counter(model text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.token_counter(model text) TO service_role;
+
+-- Name: FUNCTION usage_report(since timestamp with time zone, until timestamp with time zone, by text); Type: ACL; Schema: public; Owner: -
+
+REVOKE ALL ON FUNCTION public.usage_report(since timestamp with time zone, until timestamp with time zone, by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.usage_report(since timestamp with time zone, until timestamp with time zone, by text) TO service_role;
 
 -- Name: TABLE google_ai_api_keys; Type: ACL; Schema: public; Owner: -
 

@@ -24,6 +24,7 @@ from llm_limits.cli.generate import generate
 from llm_limits.cli.keys import keys_app
 from llm_limits.cli.local import db_app, local_app
 from llm_limits.cli.models import models_app
+from llm_limits.cli.report import report
 from llm_limits.cli.simulate import simulate
 from llm_limits.cli.status import status
 
@@ -65,7 +66,7 @@ for sub, name in (
 ):
     sub.info.no_args_is_help = True
     app.add_typer(sub, name=name)
-for command in (status, audit, generate, simulate):
+for command in (status, audit, report, generate, simulate):
     app.command()(command)
 
 
