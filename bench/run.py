@@ -27,6 +27,8 @@ from typing import Any
 
 import psycopg
 
+from bench.batch import batch_run
+from bench.batch import report_line as batch_line
 from bench.client_overhead import client_overhead
 from bench.gateway import gateway_overhead, report_line
 from bench.storage import render as render_storage
@@ -544,6 +546,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     )
     lines += tokens_section(m)
     lines.append(report_line(m))
+    lines.append(batch_line(m))
     return "\n".join(lines) + "\n"
 
 
@@ -590,6 +593,7 @@ def main() -> None:
     )
     steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
+    steps.append(("batch", lambda: batch_run(fresh_db(args.admin_url, "bench_batch"))))
 
     from bench import pooler  # it imports this module's helpers
 

@@ -1,7 +1,8 @@
 -- Optional: a dedicated least-privilege login role for the bot and the
--- notebooks, `llm_limits_client`. It may EXECUTE the seven client RPCs
+-- notebooks, `llm_limits_client`. It may EXECUTE the nine client RPCs
 -- (acquire, commit_usage, release, report_rate_limit, disable_key,
--- quota_status, token_counter) and nothing else: no table, view or sequence privilege, no
+-- quota_status, token_counter, and the batch runner's batch_outlook and
+-- request_outcomes) and nothing else: no table, view or sequence privilege, no
 -- schema but what PUBLIC has, and no run_maintenance() (pg_cron or an
 -- operator runs that as the owner; a client that could run it could also
 -- trim the audit log on demand). The RPCs are SECURITY DEFINER, so EXECUTE
@@ -48,7 +49,7 @@ end
 $$;
 
 -- Converge: take back anything granted to the role directly on our objects,
--- then grant the seven RPCs that exist (all of them once the migrations ran).
+-- then grant the nine RPCs that exist (all of them once the migrations ran).
 do $$
 declare
     obj record;
@@ -87,7 +88,9 @@ begin
             ('public.report_rate_limit(uuid, text, integer)'),
             ('public.disable_key(text, text)'),
             ('public.quota_status()'),
-            ('public.token_counter(text)')
+            ('public.token_counter(text)'),
+            ('public.batch_outlook(text, text[], text)'),
+            ('public.request_outcomes(text[])')
         ) as s (signature)
         where pg_catalog.to_regprocedure(s.signature) is not null
     loop

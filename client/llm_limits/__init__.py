@@ -12,10 +12,17 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 ``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
 
+``batch`` / ``abatch`` run many prompts at the pool's pace, with a progress bar and a resumable
+checkpoint; see ``llm_limits.batching``::
+
+    results = llm_limits.batch(prompts, model="gemma-3-27b", caller="festival-parser",
+                               checkpoint="festival.jsonl")
+
 ``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
 ``settle`` -> ``Verdict``, ...), for calling Google another way.
 """
 
+from .batching import BatchResult, Progress, abatch, batch
 from .client import Client, Usage, agenerate, default_client, generate
 from .db import Database, Grant, ModelCounter, Verdict
 from .errors import (
@@ -31,6 +38,7 @@ from .errors import (
 from .tokens import estimate_tokens
 
 __all__ = [
+    "BatchResult",
     "Client",
     "ConfigurationError",
     "Database",
@@ -40,12 +48,15 @@ __all__ = [
     "LimitsError",
     "ModelCounter",
     "NoKeyAvailable",
+    "Progress",
     "RateLimited",
     "RpcError",
     "UnsupportedByModel",
     "Usage",
     "Verdict",
+    "abatch",
     "agenerate",
+    "batch",
     "default_client",
     "estimate_tokens",
     "generate",

@@ -2,8 +2,9 @@
 
 Each case says exactly what must happen: one of our SQLSTATEs (LL0xx), a
 clean Postgres error raised while casting the argument before our code runs
-(22P02 invalid_text_representation, 22003 numeric_value_out_of_range), or a
-success with a known result for values that are legitimately valid. After
+(22P02 invalid_text_representation, 22003 numeric_value_out_of_range, 22007
+invalid_datetime_format), or a success with a known result for values that
+are legitimately valid (for a set-returning RPC, its number of rows). After
 every failing call, all rows of all our tables (the audit log aside) are
 unchanged. Successful calls run in a rolled-back transaction, so every case
 starts from the same state.
@@ -77,7 +78,20 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("response", "jsonb", None),
         ("transport_error", "text", None),
     ],
+    # Set-returning RPCs: a success is the number of rows they return.
+    "batch_outlook": [
+        ("model", "text", "bad-model"),
+        ("key_aliases", "text[]", None),
+        ("caller", "text", "tests"),
+    ],
+    "request_outcomes": [("request_ids", "text[]", ["r-open"])],
+    "usage_report": [
+        ("since", "timestamptz", "2026-02-28 00:00+00"),
+        ("until", "timestamptz", "2026-03-02 00:00+00"),
+        ("by", "text", "caller"),
+    ],
 }
+SET_RETURNING = {"batch_outlook", "request_outcomes", "usage_report"}
 
 GRANT, NO_KEY = Ok((True, None)), Ok((False, "no_key"))
 COMMIT = Ok(("commit", False))
@@ -264,6 +278,50 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("settle", "transport_error", "timeout", "timeout", Ok(("release_sent", True))),
     ("settle", "transport_error", "unknown", "gremlins", "LL007"),
     ("settle", "transport_error", "100k chars", HUGE, "LL007"),
+    ("batch_outlook", "model", "null", None, "LL001"),
+    ("batch_outlook", "model", "empty", "", "LL001"),
+    ("batch_outlook", "model", "unknown", "no-such-model", "LL001"),
+    ("batch_outlook", "model", "api id", "bad-model-api", Ok(1)),
+    ("batch_outlook", "model", "sql-like", SQLI, "LL001"),
+    ("batch_outlook", "model", "100k chars", HUGE, "LL001"),
+    ("batch_outlook", "key_aliases", "null (every key)", None, Ok(1)),
+    ("batch_outlook", "key_aliases", "empty (no group)", [], Ok(1)),
+    ("batch_outlook", "key_aliases", "null element", [None], Ok(1)),
+    ("batch_outlook", "key_aliases", "sql-like", [SQLI], Ok(1)),
+    ("batch_outlook", "key_aliases", "wrong type", "abc", "22P02"),
+    ("batch_outlook", "caller", "null (every caller)", None, Ok(1)),
+    ("batch_outlook", "caller", "sql-like", SQLI, Ok(1)),
+    ("batch_outlook", "caller", "200 chars", "c" * 200, Ok(1)),
+    ("batch_outlook", "caller", "201 chars", "c" * 201, "LL007"),
+    ("batch_outlook", "caller", "100k chars", HUGE, "LL007"),
+    ("request_outcomes", "request_ids", "null", None, Ok(0)),
+    ("request_outcomes", "request_ids", "empty", [], Ok(0)),
+    ("request_outcomes", "request_ids", "null element", [None], Ok(0)),
+    ("request_outcomes", "request_ids", "sql-like", [SQLI], Ok(0)),
+    ("request_outcomes", "request_ids", "a granted one", ["r-open"], Ok(1)),
+    ("request_outcomes", "request_ids", "1000 ids", ["r-open"] * 1000, Ok(1)),
+    ("request_outcomes", "request_ids", "1001 ids", ["r-open"] * 1001, "LL007"),
+    ("request_outcomes", "request_ids", "a 200-char id", ["r" * 200], Ok(0)),
+    ("request_outcomes", "request_ids", "a 201-char id", ["r" * 201], "LL007"),
+    ("request_outcomes", "request_ids", "wrong type", "abc", "22P02"),
+    ("usage_report", "since", "null (7 days before until)", None, Ok(1)),
+    ("usage_report", "since", "after until", "2026-03-03 00:00+00", "LL007"),
+    ("usage_report", "since", "equal to until", "2026-03-02 00:00+00", "LL007"),
+    ("usage_report", "since", "-infinity", "-infinity", Ok(1)),
+    ("usage_report", "since", "wrong type", "abc", "22007"),
+    ("usage_report", "until", "null (now: the grants at now are not yet in)", None, Ok(0)),
+    ("usage_report", "until", "infinity", "infinity", Ok(1)),
+    ("usage_report", "until", "before since", "2026-01-01 00:00+00", "LL007"),
+    ("usage_report", "until", "wrong type", "abc", "22007"),
+    ("usage_report", "by", "null", None, "LL007"),
+    ("usage_report", "by", "empty", "", "LL007"),
+    ("usage_report", "by", "unknown", "key", "LL007"),
+    ("usage_report", "by", "upper case", "MODEL", "LL007"),
+    ("usage_report", "by", "sql-like", SQLI, "LL007"),
+    ("usage_report", "by", "100k chars", HUGE, "LL007"),
+    ("usage_report", "by", "model", "model", Ok(1)),
+    ("usage_report", "by", "day", "day", Ok(1)),
+    ("usage_report", "by", "class", "class", Ok(1)),
 ]
 
 
@@ -281,7 +339,8 @@ def bad_db() -> Iterator[tuple[Conn, dict[str, str]]]:
 
             def grant() -> str:
                 row = conn.execute(
-                    "select reservation_id from public.acquire('bad-model', 10)"
+                    "select reservation_id from public.acquire('bad-model', 10, "
+                    "request_id => 'r-open')"
                 ).fetchone()
                 assert row is not None and row[0] is not None
                 return str(row[0])
@@ -299,6 +358,10 @@ def bad_db() -> Iterator[tuple[Conn, dict[str, str]]]:
 def call(conn: Conn, rpc: str, args: dict[str, object]) -> Any:
     params = ", ".join(f"{name} => %s::{cast}" for name, cast, _ in SIGNATURES[rpc])
     values = tuple(args[name] for name, _, _ in SIGNATURES[rpc])
+    if rpc in SET_RETURNING:
+        row = conn.execute(f"select count(*) from public.{rpc}({params})", values).fetchone()
+        assert row is not None
+        return row[0]
     if rpc in ("acquire", "settle"):
         first_two = "granted, reason" if rpc == "acquire" else "action, retry"
         row = conn.execute(f"select {first_two} from public.{rpc}({params})", values).fetchone()
@@ -316,9 +379,9 @@ def test_every_parameter_has_cases(bad_db: tuple[Conn, dict[str, str]]) -> None:
         (str(r[0]), str(r[1]))
         for r in conn.execute(
             "select p.proname, a.name from pg_proc as p "
-            "cross join lateral unnest(p.proargnames, p.proargmodes::text[]) as a (name, mode) "
-            "where p.pronamespace = 'public'::regnamespace and p.proname = any(%s)"
-            " and coalesce(a.mode, 'i') in ('i', 'b')",
+            "cross join lateral unnest(p.proargnames, p.proargmodes) as a (name, mode) "
+            "where p.pronamespace = 'public'::regnamespace and p.proname = any(%s) "
+            "  and coalesce(a.mode, 'i') in ('i', 'b', 'v')",  # parameters, not OUT columns
             (list(SIGNATURES),),
         ).fetchall()
     }

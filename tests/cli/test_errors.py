@@ -56,9 +56,11 @@ def test_unknown_model_on_generate_exits_2(cli: Invoke) -> None:
 
 
 def test_importing_the_client_does_not_load_the_cli_dependencies() -> None:
+    # Nor the batch runner's bar (tqdm, loaded when a bar is shown) or pandas (never).
     code = (
         "import llm_limits, sys; "
-        "loaded = [m for m in ('typer', 'rich', 'matplotlib', 'llm_limits.cli.app') "
+        "loaded = [m for m in ('typer', 'rich', 'matplotlib', 'llm_limits.cli.app', 'tqdm', "
+        "'pandas') "
         "if m in sys.modules]; "
         "assert not loaded, loaded"
     )

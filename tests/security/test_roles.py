@@ -4,7 +4,7 @@
   view, sequence, function, or the private schema, checked object by object
   with has_*_privilege and by actually calling as them (42501);
 * service_role executes every RPC;
-* supabase/roles.sql's optional `llm_limits_client` logs in, executes the six
+* supabase/roles.sql's optional `llm_limits_client` logs in, executes the nine
   client RPCs, and can read or change no table directly.
 """
 
@@ -29,6 +29,8 @@ CLIENT_RPCS = {
     "disable_key(text,text)",
     "quota_status()",
     "token_counter(text)",
+    "batch_outlook(text,text[],text)",
+    "request_outcomes(text[])",
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

@@ -14,6 +14,10 @@ Why each one is a definer:
   the CLI hold EXECUTE, not privileges on google_ai_callers.
 * the operator RPCs (enable_key, audit_event_kinds, resolve_model): the CLI
   asks the database for what it would otherwise copy; service_role only.
+* usage_report: `llm-limits report` and Supabase Studio read the ledger,
+  refusals, audit records and roll-ups through it; service_role only.
+* the batch runner's RPCs (batch_outlook, request_outcomes): a notebook holds
+  EXECUTE (llm_limits_client), not SELECT on the ledger.
 Additions need a reason here and in the allow-list.
 """
 
@@ -46,6 +50,9 @@ ALLOWED_DEFINERS = {
     "public.add_caller(text,bytea,text[],text)",
     "public.revoke_caller(text)",
     "public.identify_caller(bytea,text)",
+    "public.usage_report(timestamp with time zone,timestamp with time zone,text)",
+    "public.batch_outlook(text,text[],text)",
+    "public.request_outcomes(text[])",
 }
 
 

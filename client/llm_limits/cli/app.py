@@ -25,6 +25,7 @@ from llm_limits.cli.keys import keys_app
 from llm_limits.cli.local import db_app, local_app
 from llm_limits.cli.models import models_app
 from llm_limits.cli.policy import budgets_app, classes_app, fallbacks_app
+from llm_limits.cli.report import report
 from llm_limits.cli.simulate import simulate
 from llm_limits.cli.status import status
 
@@ -69,7 +70,7 @@ for sub, name in (
 ):
     sub.info.no_args_is_help = True
     app.add_typer(sub, name=name)
-for command in (status, audit, generate, simulate):
+for command in (status, audit, report, generate, simulate):
     app.command()(command)
 
 

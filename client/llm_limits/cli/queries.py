@@ -156,6 +156,16 @@ AUDIT_EVENT_KINDS = "select e.kind from public.audit_event_kinds() as e (kind)"
 
 RUN_MAINTENANCE = "select public.run_maintenance() as log_row"
 
+# -- report -------------------------------------------------------------------------------------
+
+USAGE_REPORT = """
+select r.bucket, r.requests, r.committed, r.input_tokens, r.output_tokens, r.refusals,
+       r.refusals_by_reason, r.google_429s, r.wait_p50_ms, r.wait_p95_ms, r.fallbacks,
+       r.rolled_up_requests
+from public.usage_report(since => %(since)s::timestamptz, until => %(until)s::timestamptz,
+                         by => %(by)s::text) as r
+"""
+
 # -- callers of the llm-gateway ---------------------------------------------------------------
 
 ADD_CALLER = """

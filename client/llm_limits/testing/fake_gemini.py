@@ -109,7 +109,8 @@ class Grant(NamedTuple):
 class Stats:
     """Counters over every HTTP request but countTokens, which ``count_calls`` counts apart
     (it spends no quota, and a client counting before each call would otherwise double every
-    figure); ``grants`` holds accepted generateContent calls only."""
+    figure); ``grants`` holds accepted generateContent calls only, and ``served`` counts them
+    by the text of their last user turn (how often each prompt was answered)."""
 
     requests: int = 0
     ok: int = 0
@@ -117,6 +118,7 @@ class Stats:
     errors: dict[int, int] = field(default_factory=dict)
     grants: dict[tuple[str, str], list[Grant]] = field(default_factory=dict)
     count_calls: int = 0
+    served: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         errors = {str(k): v for k, v in sorted(self.errors.items())}
@@ -419,7 +421,10 @@ class FakeGemini:
         with self._lock:
             s = self._stats
             grants = {k: list(v) for k, v in s.grants.items()}
-            return Stats(s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls)
+            return Stats(
+                s.requests, s.ok, s.rate_limited, dict(s.errors), grants, s.count_calls,
+                dict(s.served),
+            )  # fmt: skip
 
     def _count_request(self, raw: bytes) -> int | None:
         """The prompt's tokens, or None for a body _dispatch will refuse anyway."""
@@ -513,7 +518,9 @@ class FakeGemini:
         day, used = self._daily[(project, model)]
         self._daily[(project, model)] = (day, used + 1)
         self._stats.grants.setdefault((project, model), []).append(grant)
-        reply = "fake reply to: " + _last_user_text(_get(req, "contents"))[:40]
+        prompt = _last_user_text(_get(req, "contents"))
+        self._stats.served[prompt] = self._stats.served.get(prompt, 0) + 1
+        reply = "fake reply to: " + prompt[:40]
         out = self.counting.text(reply)
         content = {"role": "model", "parts": [{"text": reply}]}
         usage = {"promptTokenCount": tokens, "candidatesTokenCount": out}

@@ -1,0 +1,217 @@
+"""Where a batch sends its calls: the direct client (``llm_limits.Client``) or the llm-gateway
+(the official SDK with a caller token), blocking or on asyncio, and what each failure means
+for the batch.
+
+Every call is a WAIT at the pool's pace, in slices of ``wait_slice`` seconds: a slice that ends
+without a grant is ``Busy`` (the item waits another slice, the queue moving as the pool frees),
+never a failure. ``Stop`` ends the run: the day's quota is spent (``rpd``, until the next
+Pacific midnight), or no key or token can serve the model, so every later item would be
+refused the same way. Anything else fails the item alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from ..client import Client
+from ..errors import NoKeyAvailable, RateLimited
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+
+
+class Busy(Exception):
+    """No grant within this slice; wait ``retry_after`` seconds and ask again."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"pool busy ({reason}); retry in {retry_after:.1f}s")
+        self.reason, self.retry_after = reason, retry_after
+
+
+class Stop(Exception):
+    """The pool will refuse every item for now: stop starting new ones."""
+
+
+class Target(Protocol):
+    def call(self, prompt: str, request_id: str) -> Answer: ...
+
+    async def acall(self, prompt: str, request_id: str) -> Answer: ...
+
+    def key_aliases(self) -> list[str] | None: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def answer_of(response: types.GenerateContentResponse) -> Answer:
+    usage = response.usage_metadata
+    finish = response.candidates[0].finish_reason if response.candidates else None
+    completion = None
+    if usage is not None and usage.candidates_token_count is not None:
+        completion = usage.candidates_token_count + (usage.thoughts_token_count or 0)
+    return Answer(
+        text=response.text,
+        prompt_tokens=usage.prompt_token_count if usage else None,
+        completion_tokens=completion,
+        finish_reason=getattr(finish, "value", finish),
+    )
+
+
+def _gateway_refusal(err: genai_errors.APIError) -> tuple[str | None, float | None]:
+    """The reason and retry time of a 429: the gateway's own refusals carry them (ErrorInfo
+    reason, RetryInfo); Google's are read by the database, never here."""
+    body: dict[str, Any] = err.details if isinstance(err.details, dict) else {}
+    error = body.get("error")
+    inner: dict[str, Any] = error if isinstance(error, dict) else body
+    reason, delay = None, None
+    for item in inner.get("details") or []:
+        kind = str(item.get("@type", "")) if isinstance(item, dict) else ""
+        if kind.endswith("ErrorInfo"):
+            reason = str(item.get("reason") or "") or None
+        elif kind.endswith("RetryInfo") and str(item.get("retryDelay", "")).endswith("s"):
+            try:
+                delay = float(str(item["retryDelay"])[:-1])
+            except ValueError:
+                delay = None
+    return reason, delay
+
+
+def _from_429(err: genai_errors.APIError) -> Exception:
+    """A 429 that reached the batch: the pool's day spent stops the run, anything else waits.
+    After the client's last attempt a 429 from Google is only a wait: the next acquire says
+    truthfully why (and refuses rpd, which stops the run)."""
+    reason, delay = _gateway_refusal(err)
+    if reason is not None and reason.lower() == "rpd":
+        return Stop(f"the day's quota is spent: {err.message}")
+    return Busy((reason or "429").lower(), delay if delay is not None else 1.0)
+
+
+class DirectTarget:
+    """Calls through ``llm_limits.Client`` (``generate`` / ``agenerate``, mode WAIT)."""
+
+    def __init__(
+        self, client: Client, model: str, caller: str | None, config: Any, wait_slice: float
+    ) -> None:
+        self.client, self.model, self.caller = client, model, caller
+        self.config, self.wait_slice = config, wait_slice
+
+    def key_aliases(self) -> list[str] | None:
+        return self.client.held_keys()
+
+    def _kwargs(self, request_id: str) -> dict[str, Any]:
+        return {
+            "mode": "WAIT",
+            "max_wait": self.wait_slice,
+            "config": self.config,
+            "caller": self.caller,
+            "request_id": request_id,
+        }
+
+    def call(self, prompt: str, request_id: str) -> Answer:
+        try:
+            return answer_of(self.client.generate(self.model, prompt, **self._kwargs(request_id)))
+        except (RateLimited, NoKeyAvailable, genai_errors.APIError) as err:
+            raise _translate(err) from err
+
+    async def acall(self, prompt: str, request_id: str) -> Answer:
+        try:
+            response = await self.client.agenerate(self.model, prompt, **self._kwargs(request_id))
+        except (RateLimited, NoKeyAvailable, genai_errors.APIError) as err:
+            raise _translate(err) from err
+        return answer_of(response)
+
+    def close(self) -> None:
+        pass  # the caller's client; a client the batch made is closed by the runner
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _translate(err: Exception) -> Exception:
+    if isinstance(err, NoKeyAvailable):
+        return Stop(f"no key for the model: {err}")
+    if isinstance(err, RateLimited):
+        if err.reason in ("rpd", "no_key"):
+            return Stop(f"the pool refused: {err.reason}")
+        return Busy(err.reason, err.retry_after if err.retry_after is not None else 1.0)
+    if isinstance(err, genai_errors.APIError) and err.code == 429:
+        return _from_429(err)
+    return err
+
+
+class GatewayTarget:
+    """Calls the llm-gateway with the official SDK: ``api_key`` is the caller token.
+
+    The gateway waits for quota itself (``x-llm-limits-max-wait``) and records each call under
+    the ``x-llm-limits-request-id`` it is given, so the ledger can answer for a killed run.
+    """
+
+    def __init__(
+        self, url: str, token: str, model: str, config: Any, wait_slice: float, timeout: float
+    ) -> None:
+        self.model, self.wait_slice = model, wait_slice
+        self.config = types.GenerateContentConfig.model_validate(config or {})
+        self.sdk = genai.Client(
+            api_key=token,
+            http_options=types.HttpOptions(
+                base_url=url,
+                api_version="v1beta",
+                timeout=round((wait_slice + timeout) * 1000),  # milliseconds
+                retry_options=types.HttpRetryOptions(attempts=1),  # the batch retries
+            ),
+        )
+
+    def key_aliases(self) -> list[str] | None:
+        return None  # the gateway's keys: all of the pool's
+
+    def _config(self, request_id: str) -> types.GenerateContentConfig:
+        headers = {
+            "x-llm-limits-mode": "WAIT",
+            "x-llm-limits-max-wait": f"{self.wait_slice:g}",
+            "x-llm-limits-request-id": request_id,
+        }
+        return self.config.model_copy(update={"http_options": types.HttpOptions(headers=headers)})
+
+    def call(self, prompt: str, request_id: str) -> Answer:
+        try:
+            response = self.sdk.models.generate_content(
+                model=self.model, contents=prompt, config=self._config(request_id)
+            )
+        except genai_errors.APIError as err:
+            raise _gateway_error(err) from err
+        return answer_of(response)
+
+    async def acall(self, prompt: str, request_id: str) -> Answer:
+        try:
+            response = await self.sdk.aio.models.generate_content(
+                model=self.model, contents=prompt, config=self._config(request_id)
+            )
+        except genai_errors.APIError as err:
+            raise _gateway_error(err) from err
+        return answer_of(response)
+
+    def close(self) -> None:
+        self.sdk.close()
+
+    async def aclose(self) -> None:
+        await self.sdk.aio.aclose()
+        self.sdk.close()
+
+
+def _gateway_error(err: genai_errors.APIError) -> Exception:
+    if err.code == 429:
+        return _from_429(err)
+    if err.code in (401, 403):
+        return Stop(f"the gateway refused the token: {err.code} {err.message}")
+    return err
