@@ -31,6 +31,8 @@ from bench.batch import batch_run
 from bench.batch import report_line as batch_line
 from bench.client_overhead import client_overhead
 from bench.gateway import gateway_overhead, report_line
+from bench.policy import policy_run
+from bench.policy import report_lines as policy_lines
 from bench.storage import render as render_storage
 from bench.storage import storage
 from bench.tokens import section as tokens_section
@@ -104,6 +106,11 @@ def throughput(admin_url: str, seconds: int, hot_limit_seconds: int) -> dict[str
     hot = pgbench(
         url, ["-f", str(REPO / "bench/acquire_commit_hot.sql"), "-D", "model=bench-free"], seconds
     )
+    # The same pairs with settle, as the carriers make them now.
+    settle_spread = pgbench(url, ["-f", str(REPO / "bench/acquire_settle_spread.sql")], seconds)
+    settle_hot = pgbench(
+        url, ["-f", str(REPO / "bench/acquire_settle_hot.sql"), "-D", "model=bench-free"], seconds
+    )
     # (c) runs past one whole window so the 30,000 RPM limit binds; the
     # largest count of grants in any sliding 60 s is read back from the ledger.
     hot30k_calls = pgbench(
@@ -122,6 +129,8 @@ def throughput(admin_url: str, seconds: int, hot_limit_seconds: int) -> dict[str
         "baseline_tps": baseline,
         "spread_pairs": spread,
         "hot_pairs": hot,
+        "settle_spread_pairs": settle_spread,
+        "settle_hot_pairs": settle_hot,
         "hot30k_calls": hot30k_calls,
         "hot30k_grants_per_s": row[0] / hot_limit_seconds,
         "hot30k_max_60s": float(row[1] or 0),
@@ -501,6 +510,11 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" {ratio(m['spread_pairs'])} | ≥ 0.35× | {ok(m['spread_pairs'] >= 0.35 * base)} |",
         f"| (b) pairs/s, 16 clients, one hot group, limit not binding | {m['hot_pairs']:.0f} |"
         f" {ratio(m['hot_pairs'])} | ≥ 0.15× | {ok(m['hot_pairs'] >= 0.15 * base)} |",
+        f"| (a') acquire+settle pairs/s, 16 clients, 16 groups (the carriers' pair) |"
+        f" {m['settle_spread_pairs']:.0f} | {ratio(m['settle_spread_pairs'])} | ≥ 0.35× |"
+        f" {ok(m['settle_spread_pairs'] >= 0.35 * base)} |",
+        f"| (b') acquire+settle pairs/s, one hot group | {m['settle_hot_pairs']:.0f} |"
+        f" {ratio(m['settle_hot_pairs'])} | ≥ 0.15× | {ok(m['settle_hot_pairs'] >= 0.15 * base)} |",
         f"| (c) acquire calls/s, one hot group at 30,000 RPM, {m['hot_limit_seconds']:.0f} s |"
         f" {m['hot30k_calls']:.0f} ({m['hot30k_grants_per_s']:.0f} granted/s; most grants in any"
         f" 60 s: {m['hot30k_max_60s']:.0f}) | {ratio(m['hot30k_calls'])} |"
@@ -547,6 +561,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     lines += tokens_section(m)
     lines.append(report_line(m))
     lines.append(batch_line(m))
+    lines.extend(policy_lines(m))
     return "\n".join(lines) + "\n"
 
 
@@ -594,6 +609,7 @@ def main() -> None:
     steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
     steps.append(("batch", lambda: batch_run(fresh_db(args.admin_url, "bench_batch"))))
+    steps.append(("caller policy", lambda: policy_run(args.admin_url)))
 
     from bench import pooler  # it imports this module's helpers
 

@@ -16,7 +16,7 @@ from .test_kill_and_resume import prompts
 
 
 def main(db_url: str, base_url: str, checkpoint: str, items: str, concurrency: str) -> None:
-    with Client(db_url, base_url=base_url, timeout=30.0, backoff=0.0) as client:
+    with Client(db_url, base_url=base_url, timeout=30.0) as client:
         batch(
             prompts(int(items)),
             model=MODEL,

@@ -66,7 +66,7 @@ def test_bad_input_gets_a_clear_per_item_error_and_nothing_is_lost(
 ) -> None:
     add_batch_model(keyed_db, 100)
     fake = make_fake(100)
-    with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=10.0) as client:
         results = batch(BAD_AND_GOOD, model=MODEL, client=client, db_url=db_url,
                         checkpoint=tmp_path / "bad.jsonl", progress=False)  # fmt: skip
 
@@ -89,7 +89,7 @@ def test_a_failed_item_is_recorded_the_run_goes_on_and_the_next_run_retries_it(
     fake = make_fake(100)
     checkpoint = tmp_path / "failing.jsonl"
     items = [(f"i{n}", f"prompt {n}") for n in range(6)]
-    with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0, max_attempts=3) as c:
+    with Client(db_url, base_url=fake.base_url, timeout=10.0, max_attempts=3) as c:
         fake.inject(500, count=3)  # every attempt of the first call made
         first = batch(items, model=MODEL, client=c, db_url=db_url, checkpoint=checkpoint,
                       concurrency=1, progress=False)  # fmt: skip
@@ -115,7 +115,7 @@ def test_a_spent_day_stops_the_run_and_leaves_the_rest_for_the_next(
     checkpoint = tmp_path / "day.jsonl"
     items = [f"day prompt {n}" for n in range(8)]
     hold(monkeypatch, "b1")  # one key: one group's RPD of 3 is the whole pool
-    with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=10.0) as client:
         results = batch(items, model=MODEL, client=client, db_url=db_url, checkpoint=checkpoint,
                         concurrency=1, progress=False)  # fmt: skip
 
@@ -132,7 +132,7 @@ async def test_abatch_returns_what_batch_returns(
     add_batch_model(keyed_db, 100)
     fake = make_fake(100)
     items = [{"id": n, "prompt": f"async prompt {n}"} for n in range(12)] + ["", 7]
-    async with Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client:
+    async with Client(db_url, base_url=fake.base_url, timeout=10.0) as client:
         results = await abatch(items, model=MODEL, client=client, db_url=db_url, concurrency=4,
                                progress=False)  # fmt: skip
     assert [r.id for r in results[:12]] == list(range(12))

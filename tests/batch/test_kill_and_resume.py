@@ -82,7 +82,7 @@ def test_a_killed_batch_resumes_each_item_exactly_once_at_the_fake(
     text_of = {item["id"]: item["prompt"] for item in items}
 
     # 1. Resume without calling anything Google may have answered.
-    with Client(db_url, base_url=fake.base_url, timeout=30.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=30.0) as client:
         careful = batch(items, model=MODEL, client=client, caller="resumed", db_url=db_url,
                         checkpoint=checkpoint, concurrency=CONCURRENCY, progress=False,
                         redo_lost=False)  # fmt: skip
@@ -104,7 +104,7 @@ def test_a_killed_batch_resumes_each_item_exactly_once_at_the_fake(
     assert sum(served.values()) == ITEMS - len(never_sent)
 
     # 2. Resume with the default: the lost items are called once more, nothing else is.
-    with Client(db_url, base_url=fake.base_url, timeout=30.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=30.0) as client:
         final = batch(items, model=MODEL, client=client, caller="resumed", db_url=db_url,
                       checkpoint=checkpoint, concurrency=CONCURRENCY, progress=False)  # fmt: skip
     served = fake.stats().served

@@ -58,7 +58,7 @@ def test_a_thousand_items_use_the_pool_at_its_pace(
             memory[p.done] = tracemalloc.get_traced_memory()[0]
 
     items = [(f"item-{i}", f"Summarise row {i} in five words") for i in range(N)]
-    with Client(db_url, base_url=fake.base_url, timeout=30.0, backoff=0.0) as client:
+    with Client(db_url, base_url=fake.base_url, timeout=30.0) as client:
         client.generate(WARM_UP, "warm-up", mode="NO_WAIT")  # set-up before the clock starts
         tracemalloc.start()
         try:

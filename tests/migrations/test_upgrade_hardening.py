@@ -45,9 +45,9 @@ EVENTS = "select event, count(*)::int from public.google_ai_audit_log group by 1
 # Later migrations seed gemma-3-12b and its fallback chain: config changes of their own.
 EVENTS_COUNTED = (
     "select event, sum(coalesce((details ->> 'count')::int, 1))::int "
-    "from public.google_ai_audit_log where not ("
+    "from public.google_ai_audit_log where not coalesce("
     " event = 'config_changed' and (details -> 'new' ->> 'model' = 'gemma-3-12b'"
-    " or details ->> 'table' = 'google_ai_fallbacks')) group by 1"
+    " or details ->> 'table' = 'google_ai_fallbacks'), false) group by 1"
 )
 STATUS = (
     "select quota_group, model, rpm_used, tpm_used, rpd_used, in_flight, "
