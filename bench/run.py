@@ -30,6 +30,8 @@ import psycopg
 from bench.batch import batch_run
 from bench.batch import report_line as batch_line
 from bench.client_overhead import client_overhead
+from bench.client_waits import client_waits
+from bench.client_waits import section as client_waits_section
 from bench.gateway import gateway_overhead, report_line
 from bench.policy import policy_run
 from bench.policy import report_lines as policy_lines
@@ -558,6 +560,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
         f" {m['client_overhead_ms']:.2f} ms ({m['sdk_call_ms']:.2f} ms bare SDK call to the"
         f" fake server vs {m['client_call_ms']:.2f} ms through the client) | | (info) | |"
     )
+    lines += client_waits_section(m)
     lines += tokens_section(m)
     lines.append(report_line(m))
     lines.append(batch_line(m))
@@ -605,6 +608,9 @@ def main() -> None:
             "client overhead",
             lambda: client_overhead(fresh_db(args.admin_url, "bench_client")),
         )
+    )
+    steps.append(
+        ("client waits", lambda: client_waits(fresh_db(args.admin_url, "bench_client_waits")))
     )
     steps.append(("storage and writes per call", lambda: storage(args.admin_url)))
     steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))

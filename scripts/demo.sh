@@ -108,9 +108,10 @@ sleep 61
 
 step "simulate, TPM-bound: 4 callers for ${tpm_duration}s of Russian pages (8,000-30,000 characters)"
 tpm_status=0
+# Its chart draws input tokens per rolling window against TPM (the RPM leg's: grants vs RPM).
 cli simulate --model gemma-3-27b --workers 4 --duration "$tpm_duration" \
     --latency "$latency" --prompt-chars 8000-30000 --language ru --chart "$tpm_chart" \
-    >"$tpm_report" || tpm_status=$?
+    --chart-of tokens >"$tpm_report" || tpm_status=$?
 ((status != 0)) || status=$tpm_status
 
 step "status"

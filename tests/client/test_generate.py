@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+from datetime import timedelta
 
 import pytest
 from google.genai import errors, types
@@ -175,12 +175,16 @@ def test_wait_is_granted_when_the_window_frees(client: Client, keyed_db: Conn) -
     client.generate(GEMMA, "one")
     client.generate(GEMMA, "two")
 
-    started = time.monotonic()
     assert client.generate(GEMMA, "three", mode="WAIT", max_wait=5.0).text
-    waited = time.monotonic() - started
 
-    assert 0.3 < waited < 3.0
     assert [r["status"] for r in reservations(keyed_db)] == ["committed"] * 3
+    # Granted once the first grant left the 1 s window, not before; how soon after is
+    # measured by `make bench` (bench/client_waits.py).
+    rows = keyed_db.execute(
+        "select granted_at from public.google_ai_reservations order by granted_at"
+    ).fetchall()
+    first, _, third = [row[0] for row in rows]
+    assert third >= first + timedelta(seconds=1)
 
 
 def test_wait_timeout_raises_rate_limited(client: Client, keyed_db: Conn) -> None:
@@ -188,13 +192,15 @@ def test_wait_timeout_raises_rate_limited(client: Client, keyed_db: Conn) -> Non
     client.generate(GEMMA, "one")
     client.generate(GEMMA, "two")
 
-    started = time.monotonic()
     with pytest.raises(llm_limits.RateLimited) as info:
         client.generate(GEMMA, "three", mode="WAIT", max_wait=0.3)
 
-    assert 0.25 < time.monotonic() - started < 2.0
     assert info.value.reason == "wait_timeout"
     assert info.value.retry_after is not None and info.value.retry_after > 0
+    # The database was asked to wait no longer than the caller's 0.3 s (how long the call
+    # took is measured by `make bench`).
+    refusals = [d for d in audit(keyed_db, "refused") if d["reason"] == "wait_timeout"]
+    assert refusals and all(0 < d["max_wait_ms"] <= 300 for d in refusals), refusals
 
 
 def test_prompt_larger_than_tpm_is_prompt_too_large(

@@ -37,8 +37,9 @@ from llm_limits.tokens import TokenCounter, estimate_tokens, reset_local_tokeniz
 from ..gemma3_sentencepiece import rebuild, seed_sdk_cache
 from .support import GEMMA, Conn, hold, projects, reservations, set_gemma_limits
 
-# <bos> and <start_of_turn>model\n, then <start_of_turn>user\n ... <end_of_turn>\n for one
-# turn, and one token of slack for its one part: written out here, not imported.
+# What the local tokenizer's text-only count gets on top: <bos> and <start_of_turn>model\n,
+# then <start_of_turn>user\n ... <end_of_turn>\n for one turn, and one token of slack for its
+# one part: written out here, not imported. countTokens' answer gets none of it.
 ONE_TURN_TEMPLATE = 1 + 3 + 5 + 1
 ROOMY = {
     "gemma-3-27b-it": Limits(rpm=1000, tpm=10_000_000, rpd=100_000),
@@ -261,7 +262,7 @@ def test_an_unusable_cache_and_no_download_fall_back_to_count_tokens(
     assert not seeded.exists()  # the SDK's hash check threw it away
     assert fake.stats().count_calls == 2
     estimates = [r["estimated_tokens"] for r in reservations(keyed_db)]
-    assert estimates == [actual(fake, text) + ONE_TURN_TEMPLATE] * 2
+    assert estimates == [actual(fake, text)] * 2  # countTokens' answer, as it is
     warnings = [r.getMessage() for r in debug_logs.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "ConnectionError" in warnings[0]
 
@@ -285,9 +286,50 @@ def test_count_tokens_over_http_is_exact_and_spends_no_quota(
 
     [res] = reservations(keyed_db)
     assert res["actual_tokens"] == actual(fake, text)
-    assert res["estimated_tokens"] == res["actual_tokens"] + ONE_TURN_TEMPLATE
+    assert res["estimated_tokens"] == res["actual_tokens"]  # Google's count: nothing on top
     stats = fake.stats()
     assert (stats.count_calls, stats.requests) == (1, 1)
+
+
+def prompt_counted_at(fake: FakeGemini, tokens: int, seed: int) -> str:
+    """A Russian prompt the fake (Gemma 3's vocabulary, template included) counts at ``tokens``."""
+    text = page(tokens * 6, seed=seed)
+    lo, hi = 0, len(text)  # the longest prefix counted at or below `tokens`
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if actual(fake, text[:mid]) <= tokens else (lo, mid - 1)
+    for end in range(lo, max(lo - 200, 0), -1):  # a merge can skip a count; step back to it
+        if actual(fake, text[:end]) == tokens:
+            return text[:end]
+    raise AssertionError(f"no prefix of page(seed={seed}) counts {tokens} tokens")
+
+
+def test_six_1000_token_prompts_fit_a_minute_of_6000_tpm(
+    keyed_db: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """countTokens' answer is what Google charges: reserving it as it is fills TPM exactly.
+
+    With the template added on top, each reserved ~1,010 and the sixth waited a minute.
+    """
+    hold(monkeypatch, "a1")  # one project: one 6,000 TPM budget
+    set_gemma_limits(keyed_db, rpm=60, tpm=6_000)
+    set_counter(keyed_db, "count_tokens")
+    tight = {"gemma-3-27b-it": Limits(rpm=60, tpm=6_000, rpd=1_000)}
+    with (
+        FakeGemini(projects(), tight) as fake,
+        Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client,
+    ):
+        prompts = [prompt_counted_at(fake, 1_000, seed=40 + i) for i in range(7)]
+        for text in prompts[:6]:
+            assert client.generate(GEMMA, text, mode="NO_WAIT").text
+        with pytest.raises(llm_limits.RateLimited):  # the minute's 6,000 tokens are spent
+            client.generate(GEMMA, prompts[6], mode="NO_WAIT")
+        stats = fake.stats()
+
+    assert (stats.ok, stats.rate_limited, stats.count_calls) == (6, 0, 7)
+    rows = reservations(keyed_db)
+    assert [(r["estimated_tokens"], r["actual_tokens"]) for r in rows] == [(1_000, 1_000)] * 6
+    assert sum(r["counted_tokens"] for r in rows) == 6_000
 
 
 def test_the_byte_bound_is_logged_once_per_model(
@@ -344,7 +386,7 @@ async def test_async_calls_count_over_the_async_client(
     await client.agenerate(GEMMA, text)
 
     [res] = reservations(keyed_db)
-    assert res["estimated_tokens"] == actual(fake, text) + ONE_TURN_TEMPLATE
+    assert res["estimated_tokens"] == actual(fake, text)
     assert fake.stats().count_calls == 1
 
 
@@ -480,10 +522,11 @@ def test_quota_status_shows_how_close_the_estimates_were(
     keyed_db: Conn, db_url: str, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hold(monkeypatch, "a1")  # one quota group: its row compares all three calls
-    set_counter(keyed_db, "count_tokens")
+    # The byte bound, whose ratio differs per call (count_tokens would be 1.00 for all three).
+    set_counter(keyed_db, "bytes")
     with Client(db_url, base_url=fake.base_url, timeout=10.0) as client:
-        for chars in (500, 2_000, 6_000):
-            client.generate(GEMMA, page(chars, seed=chars))
+        for chars in (500, 1_500, 4_000):
+            client.generate(GEMMA, page(chars, language="en", seed=chars))
 
     rows = reservations(keyed_db)
     ratios = sorted(r["estimated_tokens"] / r["actual_tokens"] for r in rows)
@@ -495,10 +538,10 @@ def test_quota_status_shows_how_close_the_estimates_were(
     ).fetchone()
     assert status is not None
     counter, compared, p50, top = status
-    assert (counter, compared) == ("count_tokens", len(rows))
+    assert (counter, compared) == ("bytes", len(rows))
     assert float(p50) == pytest.approx(ratios[1], abs=0.001)
     assert float(top) == pytest.approx(ratios[-1], abs=0.001)
-    assert 1.0 < float(top) < 1.05
+    assert 1.0 < ratios[0] < ratios[1] < ratios[2]
 
 
 def test_a_model_row_names_its_counter(keyed_db: Conn) -> None:

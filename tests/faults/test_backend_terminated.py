@@ -18,7 +18,9 @@ Observed:
   request, and no reservation of this caller exists, open or otherwise;
 * killed once with nothing released: the client retries the acquire once, with the wait
   recomputed from the caller's deadline, so the caller is never held past its max_wait
-  (this overshot to 4.5 s of a 3 s max_wait before the fix);
+  (this overshot to 4.5 s of a 3 s max_wait before the fix). The test reads the retry's
+  max_wait_ms from its refusal; how long the call took is measured by `make bench`
+  (bench/client_waits.py);
 * all backends terminated (what a restart does) while a client has 3 idle connections from 3
   earlier concurrent calls: the first lost connection discards every idle one, so the next
   ``generate`` succeeds on a fresh connection (it raised ``DatabaseUnavailable`` before the fix).
@@ -43,10 +45,6 @@ from llm_limits.testing.fake_gemini import FakeGemini
 from tests.client.support import GEMMA, Conn, hold, projects, set_gemma_limits, set_window
 
 CALLER = "victim"
-
-
-class DeadlineOvershoot(AssertionError):
-    """The caller was held past its own max_wait."""
 
 
 def admin_conn(db_url: str) -> Conn:
@@ -80,17 +78,14 @@ class Victim(threading.Thread):
         self.client, self.max_wait = client, max_wait
         self.result: Any = None
         self.error: BaseException | None = None
-        self.elapsed = 0.0
 
     def run(self) -> None:
-        started = time.monotonic()
         try:
             self.result = self.client.generate(
                 GEMMA, "hello", mode="WAIT", max_wait=self.max_wait, caller=CALLER
             )
         except BaseException as exc:
             self.error = exc
-        self.elapsed = time.monotonic() - started
 
 
 def fill_the_window(db: Conn) -> Any:
@@ -146,7 +141,6 @@ def test_killed_once_the_retry_is_granted(
 
     assert victim.error is None, repr(victim.error)
     assert victim.result.text == "fake reply to: hello"
-    assert victim.elapsed < 10.0
     assert fake.stats().requests == 1
     assert victim_rows(keyed_db) == ([("committed",)], [("granted",)])
     assert keyed_db.execute(
@@ -174,7 +168,6 @@ def test_killed_twice_raises_database_unavailable_and_leaks_nothing(
         what in str(victim.error)
         for what in ("terminating connection", "server closed the connection")
     ), victim.error
-    assert victim.elapsed < 10.0
     assert fake.stats().requests == 0
     assert victim_rows(keyed_db) == ([], [])
     rows = keyed_db.execute(
@@ -191,21 +184,27 @@ def test_a_retried_acquire_keeps_the_callers_deadline(
     keyed_db: Conn, db_url: str, victim_client: Client
 ) -> None:
     fill_the_window(keyed_db)
-    max_wait = 3.0
-    victim = Victim(victim_client, max_wait=max_wait)
+    # One slice longer than the whole wait: the retry is the wait's last acquire, and its
+    # refusal records the max_wait_ms it was sent (a fresh deadline would send all 3,000).
+    keyed_db.execute("update public.google_ai_settings set wait_slice_ms = 60000")
+    victim = Victim(victim_client, max_wait=3.0)
     victim.start()
     with admin_conn(db_url) as admin:
         pid = waiting_backend(admin)
         time.sleep(1.5)
         terminate(admin, pid)
-        victim.join(timeout=3 * max_wait)
+        victim.join(timeout=9.0)
     assert not victim.is_alive()
 
     assert isinstance(victim.error, llm_limits.RateLimited), repr(victim.error)
     assert victim.error.reason == "wait_timeout"
-    assert victim_rows(keyed_db)[0] == []
-    if victim.elapsed >= max_wait + 0.5:
-        raise DeadlineOvershoot(f"waited {victim.elapsed:.2f}s for max_wait={max_wait}")
+    assert victim_rows(keyed_db) == ([], [("refused",)])
+    [refusal] = keyed_db.execute(
+        "select details from public.google_ai_audit_log where event = 'refused' "
+        "and details ->> 'caller' = %s",
+        (CALLER,),
+    ).fetchall()
+    assert 0 < refusal[0]["max_wait_ms"] <= 3000 - 1500, refusal  # what was left of the 3 s
 
 
 def test_every_stale_idle_connection_is_dropped_after_a_restart(

@@ -230,11 +230,10 @@ def test_concurrent_run_is_skipped_at_once(db: Conn, db_url: str) -> None:
     with psycopg.connect(db_url) as holder, psycopg.connect(db_url, autocommit=True) as other:
         # `holder` is in a transaction after its run and keeps it open.
         assert scalar(holder, "select public.run_maintenance() ->> 'status'") == "ok"
+        # A run that waited for the holder's lock would end in this timeout, not in a verdict.
         other.execute("set statement_timeout = '2s'")
         logs = scalar(other, "select count(*) from public.google_ai_maintenance_log")
-        started = time.monotonic()
         skipped = maintain(other)
-        assert time.monotonic() - started < 1.0
         assert skipped["status"] == "skipped"
         assert scalar(other, "select count(*) from public.google_ai_maintenance_log") == logs
         holder.commit()

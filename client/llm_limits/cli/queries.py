@@ -199,7 +199,7 @@ where a.event = 'granted'
 """
 
 GRANTS_OF_CALLER = """
-select r.quota_group, r.granted_at
+select r.quota_group, r.granted_at, r.counted_tokens
 from public.google_ai_reservations as r
 where r.model = %(model)s::text
   and r.granted_at >= %(since)s::timestamptz

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llm_limits.cli import queries, render
+from llm_limits.cli.chart import METRICS, Grant, Metric
 from llm_limits.cli.common import DbUrl, fail, show_client_log, stderr
 from llm_limits.cli.connect import CliError, Conn, connect, resolve_url
 from llm_limits.cli.models import resolve_model
@@ -277,14 +278,42 @@ def waits_of(conn: Conn, caller: str, since: float) -> list[float]:
     return [r["waited_ms"] / 1000 for r in rows if r["waited_ms"] is not None]
 
 
-def grants_from_ledger(conn: Conn, model: str, caller: str, since: float) -> dict[str, list[float]]:
+def grants_from_ledger(conn: Conn, model: str, caller: str, since: float) -> dict[str, list[Grant]]:
+    """Per quota group, (granted at, tokens counted against TPM) of this run's grants."""
     rows = conn.execute(
         queries.GRANTS_OF_CALLER, {"model": model, "caller": caller, "since": epoch_to_dt(since)}
     ).fetchall()
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[Grant]] = {}
     for r in rows:
-        out.setdefault(r["quota_group"], []).append(r["granted_at"].timestamp())
+        out.setdefault(r["quota_group"], []).append(
+            (r["granted_at"].timestamp(), int(r["counted_tokens"]))
+        )
     return out
+
+
+def grants_from_fake(stats: fake_gemini.Stats, setup: Setup) -> dict[str, list[Grant]]:
+    """Per project (quota group), (arrival, input tokens the fake counted) of its grants."""
+    return {
+        project: [(g.ts, g.input_tokens) for g in grants]
+        for (project, model), grants in stats.grants.items()
+        if model in (setup.model, setup.api_model)
+    }
+
+
+def chart_metric(chart_of: str | None, prompt_chars: str | None) -> Metric:
+    """What the chart draws: ``--chart-of``, else tokens for a run of long prompts."""
+    if chart_of is None:
+        return "tokens" if prompt_chars else "requests"
+    for metric in METRICS:
+        if chart_of == metric:
+            return metric
+    raise CliError(f"--chart-of expects one of {', '.join(METRICS)}; got {chart_of!r}")
+
+
+def chart_limits(setup: Setup, metric: Metric) -> dict[str, int | None]:
+    """Each group's limit the chart's lines are drawn against: RPM, or TPM for tokens."""
+    limits = setup.group_tpm if metric == "tokens" else setup.group_rpm
+    return {g: limits.get(g) for g in setup.groups}
 
 
 def rate_limited_in_db(conn: Conn, model: str, since: float) -> int:
@@ -391,11 +420,20 @@ def simulate(
         typer.Option(help="Prose prompts of MIN-MAX characters (e.g. 8000-30000): TPM-bound."),
     ] = None,
     language: Annotated[str, typer.Option(help="Prose language: ru or en.")] = "ru",
+    chart_of: Annotated[
+        str | None,
+        typer.Option(
+            "--chart-of",
+            help="What the chart draws per window: requests (vs RPM) or tokens (vs TPM); "
+            "default: tokens with --prompt-chars, else requests.",
+        ),
+    ] = None,
 ) -> None:
     """A load run through the real client against a fake Gemini; exit 1 if any 429 got through.
 
     Reports grants, refusals, waits (p50/p95), tokens, the fake server's 429s and the
-    utilization of what the limits allowed, and writes a chart of grants per rolling window.
+    utilization of what the limits allowed, and writes a chart of grants (or, for a TPM-bound
+    run, their input tokens) per rolling window against the limit.
     """
     from contextlib import nullcontext
 
@@ -404,6 +442,8 @@ def simulate(
 
     if base_url and fake_port:
         fail("give --fake-port or --base-url, not both")
+    metric = chart_metric(chart_of, prompt_chars)
+    charts.load_pyplot()  # without the cli extra's matplotlib, say so before the run, not after
     show_client_log()
     url = resolve_url(db_url)
     with connect(url) as conn:
@@ -446,19 +486,17 @@ def simulate(
         waits = waits_of(conn, caller, started)
         if stats is not None:
             fake_429s = stats.rate_limited
-            by_project = {
-                p: [g.ts for g in grants]
-                for (p, m), grants in stats.grants.items()
-                if m in (setup.model, setup.api_model)
-            }
+            by_project = grants_from_fake(stats, setup)
         else:
             fake_429s = rate_limited_in_db(conn, setup.model, started)
             by_project = grants_from_ledger(conn, setup.model, caller, started)
+    what, limit = ("input tokens", "TPM") if metric == "tokens" else ("grants", "RPM")
     chart_path = charts.write_chart(
         chart,
-        title=f"{setup.model}: grants per rolling {setup.window_s:g} s window vs the limit",
+        title=f"{setup.model}: {what} per rolling {setup.window_s:g} s window vs {limit}",
         grants=by_project,
-        limits={g: setup.group_rpm.get(g) for g in setup.groups},
+        limits=chart_limits(setup, metric),
+        metric=metric,
         start=started,
         end=started + elapsed,
         window_s=setup.window_s,
