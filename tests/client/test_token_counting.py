@@ -317,7 +317,7 @@ def test_six_1000_token_prompts_fit_a_minute_of_6000_tpm(
     tight = {"gemma-3-27b-it": Limits(rpm=60, tpm=6_000, rpd=1_000)}
     with (
         FakeGemini(projects(), tight) as fake,
-        Client(db_url, base_url=fake.base_url, timeout=10.0, backoff=0.0) as client,
+        Client(db_url, base_url=fake.base_url, timeout=10.0) as client,
     ):
         prompts = [prompt_counted_at(fake, 1_000, seed=40 + i) for i in range(7)]
         for text in prompts[:6]:

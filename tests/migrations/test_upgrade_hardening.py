@@ -51,7 +51,8 @@ EVENTS_COUNTED = (
 )
 STATUS = (
     "select quota_group, model, rpm_used, tpm_used, rpd_used, in_flight, "
-    "cooldown_until is not null from public.quota_status() order by 1, 2"
+    "cooldown_until is not null from public.quota_status() where model <> 'gemma-3-12b'"
+    " order by 1, 2"
 )
 
 
