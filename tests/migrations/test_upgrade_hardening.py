@@ -49,6 +49,10 @@ EVENTS_COUNTED = (
     " event = 'config_changed' and (details -> 'new' ->> 'model' = 'gemma-3-12b'"
     " or details ->> 'table' = 'google_ai_fallbacks'), false) group by 1"
 )
+EVENTS_ALL = (
+    "select event, sum(coalesce((details ->> 'count')::int, 1))::int "
+    "from public.google_ai_audit_log group by 1"
+)
 STATUS = (
     "select quota_group, model, rpm_used, tpm_used, rpd_used, in_flight, "
     "cooldown_until is not null from public.quota_status() where model <> 'gemma-3-12b'"
@@ -164,9 +168,9 @@ def test_upgrade_moves_per_call_audit_rows_and_loses_nothing(
         conn.execute("update google_ai_internal.clock_switch set steerable = true")
         later = datetime.now(timezone.utc) + timedelta(days=40)
         conn.execute("select set_config('llm_limits.now', %s, false)", (later.isoformat(),))
-        total = dict(conn.execute(EVENTS_COUNTED).fetchall())
+        total = dict(conn.execute(EVENTS_ALL).fetchall())
         conn.execute("select public.run_maintenance()")
-        assert dict(conn.execute(EVENTS_COUNTED).fetchall()) == {}
+        assert dict(conn.execute(EVENTS_ALL).fetchall()) == {}
         counted = dict(
             conn.execute(
                 "select event, sum(events)::int from public.google_ai_event_counts group by 1"
