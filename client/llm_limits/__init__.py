@@ -12,8 +12,9 @@ Quota decisions live in SQL RPCs; this package is the thin client around them::
 ``resp`` is the SDK's own ``GenerateContentResponse``. Refusals raise ``RateLimited``; after
 the last attempt Google's errors reach the caller as ``google.genai.errors.APIError``.
 
-``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
-``settle`` -> ``Verdict``, ...), for calling Google another way.
+``Database`` is the layer underneath: it runs the RPCs that ``llm_limits.db`` describes
+(``db.run(acquire(...))`` -> ``Grant``, ``settle`` -> ``Verdict``, ...), for calling Google
+another way.
 """
 
 from .client import Client, Usage, agenerate, default_client, generate

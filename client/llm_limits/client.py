@@ -25,7 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from . import ops
+from . import db, ops
 from .db import Database, Grant, Verdict, dsn_from_env
 from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
@@ -165,7 +165,7 @@ class Client:
     def _held(self) -> ops.Plan[HeldKeys]:
         keys = self._keys
         if keys is None or time.monotonic() >= self._keys_until:
-            pool = yield ops.Query(Database.pool_keys)
+            pool = yield db.pool_keys()
             keys = resolve_keys(pool.items())
             for alias in keys.aliases:  # built now (~0.1 s each), not between grant and send
                 self._google_client(alias, keys)
@@ -182,10 +182,10 @@ class Client:
         while True:
             wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
             try:
-                grant: Grant = yield ops.Query(
-                    Database.acquire, (call.model, call.estimate),
-                    {"mode": call.mode, "max_wait_ms": wait_ms, "key_aliases": keys.aliases,
-                     "caller": call.caller, "request_id": call.request_id, "ticket": ticket},
+                grant: Grant = yield db.acquire(
+                    call.model, call.estimate, mode=call.mode, max_wait_ms=wait_ms,
+                    key_aliases=keys.aliases, caller=call.caller, request_id=call.request_id,
+                    ticket=ticket,
                 )  # fmt: skip
             except DatabaseUnavailable:
                 if lost_once:
@@ -217,7 +217,11 @@ class Client:
         try:
             google = self._google_client(str(grant.key_alias), keys)
             sent = True
-            response = yield ops.Send(google, grant.model, contents, cfg)
+            response = yield ops.Google(
+                google,
+                "generate_content",
+                {"model": grant.model, "contents": contents, "config": cfg},
+            )
         except genai_errors.APIError as err:
             return None, err, (yield from self._settle(rid, err.code, err.details, None))
         except Exception as err:
@@ -237,7 +241,7 @@ class Client:
         lease ends (an over-count, never an under-count): an answer is still returned, and a
         failure is raised without another attempt."""
         try:
-            verdict: Verdict = yield ops.Query(Database.settle, (rid, status, body, wire))
+            verdict: Verdict = yield db.settle(rid, status, body, wire)
             return verdict
         except LimitsError as err:
             log.warning("settle failed; the grant stays counted until its lease ends: %s", err)
