@@ -155,14 +155,16 @@ def _is_connection_lost(exc: psycopg.Error) -> bool:
     )
 
 
-def _error_for(exc: psycopg.Error, final: bool) -> Exception | None:
-    """The exception to raise for a database error, or None to reconnect and try again."""
+def _pause_or_raise(rpc: Rpc[Any], exc: psycopg.Error, attempt: int) -> float:
+    """After a failed attempt: the pause before the next one, or the exception to raise."""
     ours = from_db_error(exc)
     if ours is not None:
-        return ours
-    if _is_connection_lost(exc):
-        return DatabaseUnavailable(f"quota database unavailable: {exc}") if final else None
-    return DatabaseError(f"quota database error {exc.sqlstate}: {exc}")
+        raise ours from exc
+    if not _is_connection_lost(exc):
+        raise DatabaseError(f"quota database error {exc.sqlstate}: {exc}") from exc
+    if attempt == len(rpc.retry_pauses):
+        raise DatabaseUnavailable(f"quota database unavailable: {exc}") from exc
+    return rpc.retry_pauses[attempt]
 
 
 def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
@@ -196,11 +198,9 @@ class Database:
         if dsn is None and pool is None and async_pool is None:
             raise ConfigurationError("pass dsn=, pool= or async_pool=, or use Client.from_env()")
         self._dsn, self._pool, self._async_pool = dsn or "", pool, async_pool
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "prepare_threshold": None,
-            "connect_timeout": max(2, connect_timeout),
-        }
+        self._connect_kwargs: dict[str, Any] = dict(
+            autocommit=True, prepare_threshold=None, connect_timeout=max(2, connect_timeout)
+        )
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection[Any]] = []
         self._aidle: list[psycopg.AsyncConnection[Any]] = []
@@ -216,18 +216,14 @@ class Database:
         return f"{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
     def run(self, rpc: Rpc[T]) -> T:
-        pauses = rpc.retry_pauses
-        for attempt in range(len(pauses) + 1):
+        for attempt in range(len(rpc.retry_pauses) + 1):
             try:
                 with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                     return rpc.result(cur.execute(rpc.sql, rpc.params).fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
-                    self._discard_idle()
-                error = _error_for(exc, final=attempt == len(pauses))
-                if error is not None:
-                    raise error from exc
-            time.sleep(pauses[attempt])
+                    self._discard_idle()  # they are most likely dead too
+                time.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
 
     async def arun(self, rpc: Rpc[T]) -> T:
@@ -236,8 +232,7 @@ class Database:
         return await (self._arun(rpc) if rpc.interruptible else uninterruptible(self._arun(rpc)))
 
     async def _arun(self, rpc: Rpc[T]) -> T:
-        pauses = rpc.retry_pauses
-        for attempt in range(len(pauses) + 1):
+        for attempt in range(len(rpc.retry_pauses) + 1):
             try:
                 async with self._aconnection() as conn, conn.cursor(row_factory=dict_row) as cur:
                     await cur.execute(rpc.sql, rpc.params)
@@ -245,10 +240,7 @@ class Database:
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
                     await self._adiscard_idle()
-                error = _error_for(exc, final=attempt == len(pauses))
-                if error is not None:
-                    raise error from exc
-            await asyncio.sleep(pauses[attempt])
+                await asyncio.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
 
     @contextmanager
