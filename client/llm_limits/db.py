@@ -2,16 +2,19 @@
 
 One builder per RPC (``pool_keys``, ``token_counter``, ``acquire``, ``settle``) describes a call
 as an ``Rpc``: a ``select ... from public.fn(...)`` with named, explicitly cast arguments, and
-how its rows become a typed result. ``Database.run`` executes it blocking, ``Database.arun`` on
-asyncio, so each RPC is written once for both. psycopg 3 in autocommit with
-``prepare_threshold=None``: the Supabase transaction pooler (Supavisor, port 6543) has no
-prepared statements.
+how its rows become a typed result. ``Database.run`` runs it blocking and ``Database.arun`` on
+asyncio, so each RPC is written once. psycopg 3 in autocommit with ``prepare_threshold=None``:
+the Supabase transaction pooler (Supavisor, port 6543) has no prepared statements.
 
-A lost connection (a restart, a pooler hiccup) discards every idle connection, since they are
+A lost connection (a restart, a pooler hiccup) closes every idle connection, since they are
 most likely dead too, and the statement is retried on a fresh one: ``settle`` for a few seconds
 with backoff (it is idempotent, and a short outage must not lose a call's usage record),
 ``pool_keys`` and ``token_counter`` once. ``acquire`` is not retried here: the client retries it
 once with its ticket, which keeps its place; a lost reply can only over-count.
+
+Without a user's pool, connections are kept in a plain free list, not a psycopg_pool pool: a
+pool reports an unreachable database as a timeout (after ``timeout`` seconds, without the
+reason), and an asyncio pool's workers belong to the event loop that opened it.
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ class Database:
                     return rpc.result(cur.execute(rpc.sql, rpc.params).fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
-                    self._discard_idle()  # they are most likely dead too
+                    self.close()  # every idle connection is most likely dead too
                 time.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
 
@@ -239,7 +242,7 @@ class Database:
                     return rpc.result(await cur.fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
-                    await self._adiscard_idle()
+                    await self.aclose()
                 await asyncio.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
 
@@ -283,20 +286,15 @@ class Database:
             else:
                 await conn.close()
 
-    def _discard_idle(self) -> None:
+    def close(self) -> None:
+        """Close the idle connections (a later call connects again)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
 
-    async def _adiscard_idle(self) -> None:
+    async def aclose(self) -> None:
         idle, self._aidle = self._aidle, []
         for conn in idle:
             await conn.close()
-
-    def close(self) -> None:
-        self._discard_idle()
-
-    async def aclose(self) -> None:
-        await self._adiscard_idle()
         self.close()
