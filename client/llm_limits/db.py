@@ -87,6 +87,9 @@ class Rpc(Generic[T]):
     interruptible: bool = True
 
 
+# Each builder's arguments are its statement's named parameters: ``locals()`` on entry.
+
+
 def pool_keys() -> Rpc[dict[str, str]]:
     """The active keys: alias -> the env var (or Kaggle secret) that holds its value."""
     return Rpc(
