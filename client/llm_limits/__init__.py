@@ -18,8 +18,9 @@ checkpoint; see ``llm_limits.batching``::
     results = llm_limits.batch(prompts, model="gemma-3-27b", caller="festival-parser",
                                checkpoint="festival.jsonl")
 
-``Database`` is the layer underneath, one method per RPC (``acquire`` -> ``Grant``,
-``settle`` -> ``Verdict``, ...), for calling Google another way.
+``Database`` is the layer underneath: it runs the RPCs that ``llm_limits.db`` describes
+(``db.run(acquire(...))`` -> ``Grant``, ``settle`` -> ``Verdict``, ...), for calling Google
+another way.
 """
 
 from .batching import BatchResult, Progress, abatch, batch

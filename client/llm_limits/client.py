@@ -25,7 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from . import ops
+from . import db, ops
 from .db import Database, Grant, Verdict, dsn_from_env
 from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
 from .gemma import prepare_request
@@ -69,19 +69,11 @@ class Client:
     """
 
     def __init__(
-        self,
-        dsn: str | None = None,
-        *,
-        pool: Any = None,
-        async_pool: Any = None,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        max_attempts: int = 3,
-        caller: str | None = None,
-        on_usage: Callable[[Usage], object] | None = None,
-        connect_timeout: int = 10,
-        keys_ttl: float = 300.0,
-    ) -> None:
+        self, dsn: str | None = None, *, pool: Any = None, async_pool: Any = None,
+        base_url: str | None = None, timeout: float = 60.0, max_attempts: int = 3,
+        caller: str | None = None, on_usage: Callable[[Usage], object] | None = None,
+        connect_timeout: int = 10, keys_ttl: float = 300.0,
+    ) -> None:  # fmt: skip
         self._db = Database(dsn, pool, async_pool, connect_timeout)
         self.max_attempts, self.caller = max(1, max_attempts), caller
         self.on_usage, self.keys_ttl = on_usage, keys_ttl
@@ -96,7 +88,7 @@ class Client:
         self._lock = threading.Lock()
         self._keys: HeldKeys | None = None
         self._keys_until = 0.0
-        self._google: dict[str, tuple[str, genai.Client]] = {}
+        self._google: dict[str, genai.Client] = {}  # by key value: a rotated key gets a new one
         self.tokens = TokenCounter(ttl=keys_ttl)
 
     @classmethod
@@ -165,7 +157,7 @@ class Client:
     def _held(self) -> ops.Plan[HeldKeys]:
         keys = self._keys
         if keys is None or time.monotonic() >= self._keys_until:
-            pool = yield ops.Query(Database.pool_keys)
+            pool = yield db.pool_keys()
             keys = resolve_keys(pool.items())
             for alias in keys.aliases:  # built now (~0.1 s each), not between grant and send
                 self._google_client(alias, keys)
@@ -182,10 +174,10 @@ class Client:
         while True:
             wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
             try:
-                grant: Grant = yield ops.Query(
-                    Database.acquire, (call.model, call.estimate),
-                    {"mode": call.mode, "max_wait_ms": wait_ms, "key_aliases": keys.aliases,
-                     "caller": call.caller, "request_id": call.request_id, "ticket": ticket},
+                grant: Grant = yield db.acquire(
+                    call.model, call.estimate, mode=call.mode, max_wait_ms=wait_ms,
+                    key_aliases=keys.aliases, caller=call.caller, request_id=call.request_id,
+                    ticket=ticket,
                 )  # fmt: skip
             except DatabaseUnavailable:
                 if lost_once:
@@ -207,17 +199,15 @@ class Client:
     def _send(
         self, grant: Grant, keys: HeldKeys, contents: Any, cfg: types.GenerateContentConfig | None
     ) -> ops.Plan[tuple[Any, BaseException | None, Verdict]]:
-        """One granted call to Google, settled with whatever came back.
-
-        Returns (the response, or None; the failure to raise if no attempt is left; settle's
-        verdict). An interruption (KeyboardInterrupt, a cancelled task) is settled, then
-        re-raised.
-        """
+        """One granted call to Google, settled with whatever came back: (the response or None,
+        the failure to raise if no attempt is left, settle's verdict). An interruption
+        (KeyboardInterrupt, a cancelled task) is settled, then re-raised."""
         rid, sent = grant.reservation_id, False
         try:
             google = self._google_client(str(grant.key_alias), keys)
             sent = True
-            response = yield ops.Send(google, grant.model, contents, cfg)
+            request = {"model": grant.model, "contents": contents, "config": cfg}
+            response = yield ops.Google(google, "generate_content", request)
         except genai_errors.APIError as err:
             return None, err, (yield from self._settle(rid, err.code, err.details, None))
         except Exception as err:
@@ -237,7 +227,7 @@ class Client:
         lease ends (an over-count, never an under-count): an answer is still returned, and a
         failure is raised without another attempt."""
         try:
-            verdict: Verdict = yield ops.Query(Database.settle, (rid, status, body, wire))
+            verdict: Verdict = yield db.settle(rid, status, body, wire)
             return verdict
         except LimitsError as err:
             log.warning("settle failed; the grant stays counted until its lease ends: %s", err)
@@ -261,13 +251,11 @@ class Client:
         if value is None:
             raise NoKeyAvailable(f"key {alias!r} was granted but this process does not hold it")
         with self._lock:
-            cached = self._google.get(alias)
-            if cached is None or cached[0] != value:
-                google = genai.Client(
+            if value not in self._google:
+                self._google[value] = genai.Client(
                     api_key=value, vertexai=False, http_options=self._http_options
                 )
-                cached = self._google[alias] = (value, google)
-            return cached[1]
+            return self._google[value]
 
     def _log(self, call: _Call, attempt: int, outcome: str, grant: Grant) -> None:
         rid = str(grant.reservation_id) if grant.reservation_id else None
@@ -283,14 +271,14 @@ class Client:
     def close(self) -> None:
         with self._lock:
             google, self._google = self._google, {}
-        for _, client in google.values():
+        for client in google.values():
             client.close()
         self._db.close()
 
     async def aclose(self) -> None:
         with self._lock:
             google = list(self._google.values())
-        for _, client in google:
+        for client in google:
             await client.aio.aclose()
         await self._db.aclose()
         self.close()

@@ -1,16 +1,20 @@
 """Every SQL statement the client runs, and the connections it runs them on.
 
-The client runs only ``select ... from public.fn(...)`` with named, explicitly cast arguments:
-``pool_keys``, ``token_counter``, ``acquire`` and ``settle``. ``Database`` has one method per
-RPC (and its ``a``-prefixed twin on asyncio), each building a typed result from dict rows.
-psycopg 3 in autocommit with ``prepare_threshold=None``: the Supabase transaction pooler
-(Supavisor, port 6543) has no prepared statements.
+One builder per RPC (``pool_keys``, ``token_counter``, ``acquire``, ``settle``) describes a call
+as an ``Rpc``: a ``select ... from public.fn(...)`` with named, explicitly cast arguments, and
+how its rows become a typed result. ``Database.run`` runs it blocking and ``Database.arun`` on
+asyncio, so each RPC is written once. psycopg 3 in autocommit with ``prepare_threshold=None``:
+the Supabase transaction pooler (Supavisor, port 6543) has no prepared statements.
 
-A dropped connection (a restart, a pooler hiccup) discards every idle connection, since they
-are most likely dead too, and the statement is retried on a fresh one: ``settle`` for a few
-seconds with backoff (it is idempotent, and a short outage must not lose a call's usage
-record), the others once (a retried ``acquire`` keeps its place through its ticket; a lost
-reply can only over-count).
+A lost connection (a restart, a pooler hiccup) closes every idle connection, since they are
+most likely dead too, and the statement is retried on a fresh one: ``settle`` for a few seconds
+with backoff (it is idempotent, and a short outage must not lose a call's usage record),
+``pool_keys`` and ``token_counter`` once. ``acquire`` is not retried here: the client retries it
+once with its ticket, which keeps its place; a lost reply can only over-count.
+
+Without a user's pool, connections are kept in a plain free list, not a psycopg_pool pool: a
+pool reports an unreachable database as a timeout (after ``timeout`` seconds, without the
+reason), and an asyncio pool's workers belong to the event loop that opened it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -33,6 +37,8 @@ from psycopg.types.json import Jsonb
 from .errors import ConfigurationError, DatabaseError, DatabaseUnavailable, from_db_error
 
 DB_URL_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
+T = TypeVar("T")
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,59 +74,77 @@ class ModelCounter:
 
 
 @dataclass(frozen=True)
-class Statement:
-    """One SQL statement (named for logs and tests), and the pauses before each retry after a
-    lost connection."""
+class Rpc(Generic[T]):
+    """One call of an RPC: its statement (``name`` for logs and tests), its parameters, how its
+    rows become the result, the pauses before each retry after a lost connection, and whether a
+    cancelled asyncio task may abandon it."""
 
     name: str
     sql: str
+    params: dict[str, Any]
+    result: Callable[[list[Row]], T]
     retry_pauses: tuple[float, ...] = (0.0,)
+    interruptible: bool = True
 
 
-POOL_KEYS = Statement("pool_keys", "select key_alias, env_var_name from public.pool_keys()")
-TOKEN_COUNTER = Statement(
-    "token_counter",
-    "select api_model, token_counter from public.token_counter(model => %(model)s::text)",
-)
-ACQUIRE = Statement(
-    "acquire",
-    "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
-    " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
-    " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
-    " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
-    (),  # the client retries it once, keeping its ticket
-)
-SETTLE = Statement(
-    "settle",
-    "select action, retry, retry_after_ms from public.settle("
-    "reservation_id => %(reservation_id)s::uuid, http_status => %(http_status)s::int,"
-    " response => %(response)s::jsonb, transport_error => %(transport_error)s::text)",
-    (0.0, 0.25, 0.5, 1.0, 2.0),
-)
-
-Row = dict[str, Any]
+# Each builder's arguments are its statement's named parameters: ``locals()`` on entry.
 
 
-def _named(args: dict[str, Any]) -> dict[str, Any]:
-    """A method's arguments (its ``locals()`` on entry) as its statement's named parameters."""
-    return {
-        k: Jsonb(v) if k == "response" and v is not None else v
-        for k, v in args.items()
-        if k != "self"
-    }
+def pool_keys() -> Rpc[dict[str, str]]:
+    """The active keys: alias -> the env var (or Kaggle secret) that holds its value."""
+    return Rpc(
+        "pool_keys",
+        "select key_alias, env_var_name from public.pool_keys()",
+        {},
+        lambda rows: {r["key_alias"]: r["env_var_name"] for r in rows},
+    )
 
 
-def _pool_keys(rows: list[Row]) -> dict[str, str]:
-    return {str(r["key_alias"]): str(r["env_var_name"]) for r in rows}
+def token_counter(model: str) -> Rpc[ModelCounter]:
+    return Rpc(
+        "token_counter",
+        "select api_model, token_counter from public.token_counter(model => %(model)s::text)",
+        locals(),
+        lambda rows: ModelCounter(**rows[0]),
+    )
+
+
+def acquire(
+    model: str, tokens: int, *, mode: str, max_wait_ms: int, key_aliases: list[str] | None = None,
+    caller: str | None = None, request_id: str | None = None, ticket: uuid.UUID | None = None,
+) -> Rpc[Grant]:  # fmt: skip
+    return Rpc(
+        "acquire",
+        "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
+        " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
+        " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
+        " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
+        locals(),
+        lambda rows: Grant(**rows[0]),
+        retry_pauses=(),  # the client retries it once, keeping its ticket
+    )
+
+
+def settle(
+    reservation_id: uuid.UUID, http_status: int | None, response: Any = None,
+    transport_error: str | None = None,
+) -> Rpc[Verdict]:  # fmt: skip
+    """Once started, a settlement is finished even if its asyncio task is cancelled."""
+    return Rpc(
+        "settle",
+        "select action, retry, retry_after_ms from public.settle("
+        "reservation_id => %(reservation_id)s::uuid, http_status => %(http_status)s::int,"
+        " response => %(response)s::jsonb, transport_error => %(transport_error)s::text)",
+        {**locals(), "response": None if response is None else Jsonb(response)},
+        lambda rows: Verdict(**rows[0]),
+        retry_pauses=(0.0, 0.25, 0.5, 1.0, 2.0),
+        interruptible=False,
+    )
 
 
 def url_from_env() -> str | None:
     """The first of LLM_LIMITS_DB_URL, SUPABASE_DB_URL, DATABASE_URL that is set, or None."""
-    for name in DB_URL_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
+    return next(filter(None, (os.environ.get(v, "").strip() for v in DB_URL_VARS)), None)
 
 
 def dsn_from_env() -> str:
@@ -137,23 +161,42 @@ def _is_connection_lost(exc: psycopg.Error) -> bool:
     )
 
 
-def _error_for(exc: psycopg.Error, final: bool) -> Exception | None:
-    """The exception to raise for a database error, or None to reconnect and try once more."""
+def _pause_or_raise(rpc: Rpc[Any], exc: psycopg.Error, attempt: int) -> float:
+    """After a failed attempt: the pause before the next one, or the exception to raise."""
     ours = from_db_error(exc)
     if ours is not None:
-        return ours
-    if _is_connection_lost(exc):
-        return DatabaseUnavailable(f"quota database unavailable: {exc}") if final else None
-    return DatabaseError(f"quota database error {exc.sqlstate}: {exc}")
+        raise ours from exc
+    if not _is_connection_lost(exc):
+        raise DatabaseError(f"quota database error {exc.sqlstate}: {exc}") from exc
+    if attempt == len(rpc.retry_pauses):
+        raise DatabaseUnavailable(f"quota database unavailable: {exc}") from exc
+    return rpc.retry_pauses[attempt]
 
 
 def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     return not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
 
 
+async def uninterruptible(coro: Coroutine[Any, Any, T]) -> T:
+    """Finish ``coro`` even if the caller is cancelled meanwhile, then re-raise that."""
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller must see
+        raise cancelled
+    return task.result()
+
+
 class Database:
-    """The RPCs, one method each (``acquire``, and ``aacquire`` on asyncio), on own connections
-    (a small free list) or a pool. The documented low-level API: see the README."""
+    """Runs an ``Rpc`` (``db.run(acquire(...))``, ``await db.arun(...)``) on its own connections
+    (a small free list) or on a psycopg_pool pool. The documented low-level API: see the README.
+    """
 
     def __init__(
         self, dsn: str | None, pool: Any = None, async_pool: Any = None, connect_timeout: int = 10
@@ -161,11 +204,9 @@ class Database:
         if dsn is None and pool is None and async_pool is None:
             raise ConfigurationError("pass dsn=, pool= or async_pool=, or use Client.from_env()")
         self._dsn, self._pool, self._async_pool = dsn or "", pool, async_pool
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "prepare_threshold": None,
-            "connect_timeout": max(2, connect_timeout),
-        }
+        self._connect_kwargs: dict[str, Any] = dict(
+            autocommit=True, prepare_threshold=None, connect_timeout=max(2, connect_timeout)
+        )
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection[Any]] = []
         self._aidle: list[psycopg.AsyncConnection[Any]] = []
@@ -180,92 +221,33 @@ class Database:
             return "?"
         return f"{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
-    # -- the RPCs, blocking (each statement's parameters are its method's arguments) ----------
-
-    def pool_keys(self) -> dict[str, str]:
-        """The active keys: alias -> the env var (or Kaggle secret) that holds its value."""
-        return _pool_keys(self._fetch(POOL_KEYS, {}))
-
-    def token_counter(self, model: str) -> ModelCounter:
-        return ModelCounter(**self._fetch(TOKEN_COUNTER, _named(locals()))[0])
-
-    def acquire(
-        self, model: str, tokens: int, *, mode: str, max_wait_ms: int,
-        key_aliases: list[str] | None = None, caller: str | None = None,
-        request_id: str | None = None, ticket: uuid.UUID | None = None,
-    ) -> Grant:  # fmt: skip
-        return Grant(**self._fetch(ACQUIRE, _named(locals()))[0])
-
-    def settle(
-        self, reservation_id: uuid.UUID, http_status: int | None, response: Any = None,
-        transport_error: str | None = None,
-    ) -> Verdict:  # fmt: skip
-        return Verdict(**self._fetch(SETTLE, _named(locals()))[0])
-
-    # -- the same RPCs on asyncio ---------------------------------------------------------------
-
-    async def apool_keys(self) -> dict[str, str]:
-        return _pool_keys(await self._afetch(POOL_KEYS, {}))
-
-    async def atoken_counter(self, model: str) -> ModelCounter:
-        return ModelCounter(**(await self._afetch(TOKEN_COUNTER, _named(locals())))[0])
-
-    async def aacquire(
-        self, model: str, tokens: int, *, mode: str, max_wait_ms: int,
-        key_aliases: list[str] | None = None, caller: str | None = None,
-        request_id: str | None = None, ticket: uuid.UUID | None = None,
-    ) -> Grant:  # fmt: skip
-        return Grant(**(await self._afetch(ACQUIRE, _named(locals())))[0])
-
-    async def asettle(
-        self, reservation_id: uuid.UUID, http_status: int | None, response: Any = None,
-        transport_error: str | None = None,
-    ) -> Verdict:  # fmt: skip
-        return Verdict(**(await self._afetch(SETTLE, _named(locals())))[0])
-
-    # -- running a statement --------------------------------------------------------------------
-
-    def _fetch(self, stmt: Statement, params: dict[str, Any]) -> list[Row]:
-        pauses = stmt.retry_pauses
-        for attempt in range(len(pauses) + 1):
+    def run(self, rpc: Rpc[T]) -> T:
+        for attempt in range(len(rpc.retry_pauses) + 1):
             try:
                 with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                    return cur.execute(stmt.sql, params).fetchall()
+                    return rpc.result(cur.execute(rpc.sql, rpc.params).fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
-                    self._discard_idle()  # they are most likely dead too
-                error = _error_for(exc, final=attempt == len(pauses))
-                if error is not None:
-                    raise error from exc
-            time.sleep(pauses[attempt])
+                    self.close()  # every idle connection is most likely dead too
+                time.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
 
-    async def _afetch(self, stmt: Statement, params: dict[str, Any]) -> list[Row]:
-        pauses = stmt.retry_pauses
-        for attempt in range(len(pauses) + 1):
+    async def arun(self, rpc: Rpc[T]) -> T:
+        """``run`` on asyncio. A cancelled task abandons an interruptible RPC (psycopg cancels the
+        statement in the server too); any other is finished first."""
+        return await (self._arun(rpc) if rpc.interruptible else uninterruptible(self._arun(rpc)))
+
+    async def _arun(self, rpc: Rpc[T]) -> T:
+        for attempt in range(len(rpc.retry_pauses) + 1):
             try:
                 async with self._aconnection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(stmt.sql, params)
-                    return await cur.fetchall()
+                    await cur.execute(rpc.sql, rpc.params)
+                    return rpc.result(await cur.fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
-                    await self._adiscard_idle()
-                error = _error_for(exc, final=attempt == len(pauses))
-                if error is not None:
-                    raise error from exc
-            await asyncio.sleep(pauses[attempt])
+                    await self.aclose()
+                await asyncio.sleep(_pause_or_raise(rpc, exc, attempt))
         raise AssertionError("unreachable")
-
-    def _discard_idle(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    async def _adiscard_idle(self) -> None:
-        idle, self._aidle = self._aidle, []
-        for conn in idle:
-            await conn.close()
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -308,8 +290,14 @@ class Database:
                 await conn.close()
 
     def close(self) -> None:
-        self._discard_idle()
+        """Close the idle connections (a later call connects again)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     async def aclose(self) -> None:
-        await self._adiscard_idle()
+        idle, self._aidle = self._aidle, []
+        for conn in idle:
+            await conn.close()
         self.close()

@@ -37,15 +37,12 @@ class UnsupportedByModel(LimitsError):
 
 
 class RateLimited(LimitsError):
-    """acquire() refused: a NO_WAIT refusal, or a WAIT that ran out of time.
-
-    ``reason`` is the database's (rpm, tpm, rpd, cooldown, wait_timeout, ...); ``retry_after``
-    is the number of seconds until the binding limit frees, or None when it is unknown.
-    """
+    """acquire() refused: a NO_WAIT refusal, or a WAIT that ran out of time. ``reason`` is the
+    database's (rpm, tpm, rpd, cooldown, wait_timeout, ...); ``retry_after`` is the number of
+    seconds until the binding limit frees, or None when it is unknown."""
 
     def __init__(self, reason: str, retry_after: float | None) -> None:
-        self.reason = reason
-        self.retry_after = retry_after
+        self.reason, self.retry_after = reason, retry_after
         after = "" if retry_after is None else f"; retry after {retry_after:.3f}s"
         super().__init__(f"rate limited ({reason}{after})")
 
@@ -58,18 +55,13 @@ class RpcError(LimitsError):
         self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None
     ) -> None:
         self.sqlstate, self.message, self.detail, self.hint = sqlstate, message, detail, hint
-        text = f"{sqlstate}: {message}"
-        if detail:
-            text += f" ({detail})"
-        if hint:
-            text += f" Hint: {hint}"
-        super().__init__(text)
+        detail_text, hint_text = f" ({detail})" if detail else "", f" Hint: {hint}" if hint else ""
+        super().__init__(f"{sqlstate}: {message}{detail_text}{hint_text}")
 
 
 def from_db_error(exc: psycopg.Error) -> RpcError | None:
     """Our exception for a database error raised with one of our SQLSTATEs (LL...), else None."""
-    state = exc.sqlstate or ""
+    state, diag = exc.sqlstate or "", exc.diag
     if not state.startswith("LL"):
         return None
-    diag = exc.diag
     return RpcError(state, diag.message_primary or str(exc), diag.message_detail, diag.message_hint)

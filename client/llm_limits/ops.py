@@ -1,63 +1,50 @@
-"""A call's steps as data, so the attempt logic is written once and run blocking or async.
+"""A call's steps as data, so the attempt logic is written once and run blocking or on asyncio.
 
-A plan is a generator that yields ``Query``, ``Send``, ``Sleep``, ``CountTokens`` and ``Call``
-and receives each result (or has each exception thrown into it, so its own ``try`` blocks
-settle a reservation). ``run`` performs the steps with blocking I/O, ``arun`` with asyncio.
+A plan is a generator that yields steps (a ``db.Rpc``, ``Google``, ``Sleep``, ``Call``) and
+receives each result, or has each exception thrown into it, so its own ``try`` blocks settle a
+reservation. ``run`` performs the steps with blocking I/O, ``arun`` on asyncio; every step but
+an ``Rpc`` (which ``Database`` runs) knows both ways itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google import genai
-from google.genai import types
 
-from .db import Database
+from .db import Database, Rpc
 
 T = TypeVar("T")
 
-# Each RPC method of Database and its twin on asyncio.
-ASYNC_TWIN: dict[Callable[..., Any], Callable[..., Coroutine[Any, Any, Any]]] = {
-    Database.pool_keys: Database.apool_keys,
-    Database.token_counter: Database.atoken_counter,
-    Database.acquire: Database.aacquire,
-    Database.settle: Database.asettle,
-}
-# A cancelled acquire is cancelled in the server too; a settlement, once started, is finished.
-INTERRUPTIBLE = frozenset({Database.pool_keys, Database.token_counter, Database.acquire})
-
 
 @dataclass(frozen=True)
-class Query:
-    """An RPC: a method of ``Database`` (e.g. ``Database.acquire``) and its arguments."""
+class Google:
+    """A call of the SDK's ``models.<method>`` (``generate_content``, ``count_tokens``)."""
 
-    rpc: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    client: genai.Client
+    method: str
+    kwargs: dict[str, Any]
 
+    def run(self) -> Any:
+        return getattr(self.client.models, self.method)(**self.kwargs)
 
-@dataclass(frozen=True)
-class Send:
-    google: genai.Client
-    model: str
-    contents: Any
-    config: types.GenerateContentConfig | None
+    async def arun(self) -> Any:
+        return await getattr(self.client.aio.models, self.method)(**self.kwargs)
 
 
 @dataclass(frozen=True)
 class Sleep:
     seconds: float
 
+    def run(self) -> None:
+        time.sleep(self.seconds)
 
-@dataclass(frozen=True)
-class CountTokens:
-    google: genai.Client
-    model: str
-    contents: Any
+    async def arun(self) -> None:
+        await asyncio.sleep(self.seconds)
 
 
 @dataclass(frozen=True)
@@ -67,79 +54,42 @@ class Call:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
 
+    def run(self) -> Any:
+        return self.fn(*self.args)
 
-Op = Query | Send | Sleep | CountTokens | Call
-Plan = Generator[Op, Any, T]
+    async def arun(self) -> Any:
+        return await asyncio.to_thread(self.fn, *self.args)
 
 
-async def uninterruptible(coro: Coroutine[Any, Any, T]) -> T:
-    """Finish ``coro`` even if the caller is cancelled meanwhile, then re-raise that."""
-    task = asyncio.ensure_future(coro)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    if cancelled is not None:
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what the caller must see
-        raise cancelled
-    return task.result()
+Step = Rpc[Any] | Google | Sleep | Call
+Plan = Generator[Step, Any, T]
 
 
 def run(plan: Plan[T], db: Database) -> T:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            op = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(op, Query):
-                value = op.rpc(db, *op.args, **op.kwargs)
-            elif isinstance(op, Send):
-                value = op.google.models.generate_content(
-                    model=op.model, contents=op.contents, config=op.config
-                )
-            elif isinstance(op, CountTokens):
-                value = op.google.models.count_tokens(model=op.model, contents=op.contents)
-            elif isinstance(op, Call):
-                value = op.fn(*op.args)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                value = db.run(step) if isinstance(step, Rpc) else step.run()
+            except BaseException as exc:  # KeyboardInterrupt too: the plan settles, then re-raises
+                step = plan.throw(exc)
             else:
-                time.sleep(op.seconds)
-        except BaseException as exc:  # KeyboardInterrupt too: the plan settles, then re-raises
-            error = exc
+                step = plan.send(value)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 async def arun(plan: Plan[T], db: Database) -> T:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            op = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(op, Query):
-                query = ASYNC_TWIN[op.rpc](db, *op.args, **op.kwargs)
-                value = await (query if op.rpc in INTERRUPTIBLE else uninterruptible(query))
-            elif isinstance(op, Send):
-                value = await op.google.aio.models.generate_content(
-                    model=op.model, contents=op.contents, config=op.config
-                )
-            elif isinstance(op, CountTokens):
-                value = await op.google.aio.models.count_tokens(
-                    model=op.model, contents=op.contents
-                )
-            elif isinstance(op, Call):
-                value = await asyncio.to_thread(op.fn, *op.args)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                value = await (db.arun(step) if isinstance(step, Rpc) else step.arun())
+            except BaseException as exc:  # CancelledError too
+                step = plan.throw(exc)
             else:
-                await asyncio.sleep(op.seconds)
-        except BaseException as exc:  # CancelledError too
-            error = exc
+                step = plan.send(value)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result

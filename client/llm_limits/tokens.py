@@ -37,8 +37,7 @@ from google import genai
 from google.genai import types
 from pydantic import BaseModel
 
-from . import ops
-from .db import Database
+from . import db, ops
 
 log = logging.getLogger("llm_limits")
 
@@ -288,7 +287,9 @@ class TokenCounter:
                 return Count(tokens, "gemma3")
         if counter in (None, "gemma3", "count_tokens") and google is not None:
             try:
-                result = yield ops.CountTokens(google, api_model, contents)
+                result = yield ops.Google(
+                    google, "count_tokens", {"model": api_model, "contents": contents}
+                )
                 total = int(result.total_tokens) + config_bound(config, system_instruction=True)
                 return Count(total, "count_tokens")
             except Exception as exc:  # never fail the call because of counting
@@ -305,7 +306,7 @@ class TokenCounter:
         if cached is not None and time.monotonic() < cached[2]:
             return cached[0], cached[1]
         try:
-            row = yield ops.Query(Database.token_counter, (model,))
+            row = yield db.token_counter(model)
         except Exception as exc:  # an unknown model fails in acquire; an old schema lacks it
             self._once(model, "token_counter", "token_counter() failed, choosing: %s", exc)
             return model, None

@@ -9,33 +9,30 @@ turn a timeout into a permanent error.
 from __future__ import annotations
 
 import asyncio
-import builtins
+import contextlib
 import importlib
 import json
 
 
-def _classes(names: dict[str, tuple[str, ...]]) -> tuple[type[BaseException], ...]:
+def _classes(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes named ``module.Class`` whose module is installed."""
     found: list[type[BaseException]] = []
-    for module, attrs in names.items():
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        found.extend(getattr(mod, a) for a in attrs if hasattr(mod, a))
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), attr))
     return tuple(found)
 
 
-TIMEOUTS = (builtins.TimeoutError, asyncio.TimeoutError) + _classes(
-    {"httpx2": ("TimeoutException",), "httpx": ("TimeoutException",),
-     "aiohttp": ("ServerTimeoutError",)}
-)  # fmt: skip
+TIMEOUTS = (TimeoutError, asyncio.TimeoutError) + _classes(
+    "httpx2.TimeoutException", "httpx.TimeoutException", "aiohttp.ServerTimeoutError"
+)
 NOT_CONNECTED = (ConnectionRefusedError,) + _classes(
-    {"httpx2": ("ConnectError",), "httpx": ("ConnectError",),
-     "aiohttp": ("ClientConnectorError",)}
-)  # fmt: skip
-TRANSPORT_ERRORS = TIMEOUTS + NOT_CONNECTED + (builtins.ConnectionError,) + _classes(
-    {"httpx2": ("NetworkError", "RemoteProtocolError"),
-     "httpx": ("NetworkError", "RemoteProtocolError"), "aiohttp": ("ClientError",)}
+    "httpx2.ConnectError", "httpx.ConnectError", "aiohttp.ClientConnectorError"
+)
+TRANSPORT_ERRORS = TIMEOUTS + NOT_CONNECTED + (ConnectionError,) + _classes(
+    "httpx2.NetworkError", "httpx.NetworkError", "httpx2.RemoteProtocolError",
+    "httpx.RemoteProtocolError", "aiohttp.ClientError",
 )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from multiprocessing.synchronize import Event
 from typing import Any, NamedTuple
 
 from llm_limits import Client, RateLimited
-from llm_limits.db import Statement
+from llm_limits.db import Rpc
 
 WARM_UP_MODEL = "gemini-2.5-flash"
 
@@ -28,7 +28,7 @@ class Outcome(NamedTuple):
     counts: dict[str, int]
     errors: list[str]
     grants: list[tuple[str, int]]  # (reservation_id, waited_ms) of each successful call
-    statements: dict[str, int]  # statements sent, by name (db.Statement.name)
+    statements: dict[str, int]  # statements sent, by name (db.Rpc.name)
 
 
 class GrantLog(logging.Handler):
@@ -66,13 +66,13 @@ def run(
     for _ in range(len({alias[0] for alias in held})):
         client.generate(WARM_UP_MODEL, "warm-up", mode="NO_WAIT")
     statements: Counter[str] = Counter()
-    fetch = client._db._fetch
+    run_rpc = client._db.run
 
-    def counted(stmt: Statement, params: dict[str, Any]) -> Any:
-        statements[stmt.name] += 1
-        return fetch(stmt, params)
+    def counted(rpc: Rpc[Any]) -> Any:
+        statements[rpc.name] += 1
+        return run_rpc(rpc)
 
-    client._db._fetch = counted  # type: ignore[method-assign]
+    client._db.run = counted  # type: ignore[method-assign]
     grant_log = GrantLog()
     logger = logging.getLogger("llm_limits")
     logger.addHandler(grant_log)
