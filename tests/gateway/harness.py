@@ -33,11 +33,11 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def sdk(self, token: str, timeout_ms: int = 30_000, **headers: str) -> genai.Client:
+    def sdk(self, token: str, **headers: str) -> genai.Client:
         options = types.HttpOptions(
             base_url=self.url,
             api_version="v1beta",
-            timeout=timeout_ms,
+            timeout=30_000,
             headers=headers or None,
             retry_options=types.HttpRetryOptions(attempts=1),
         )
