@@ -4,7 +4,7 @@ The same prompt goes to the same local fake Gemini (no artificial latency) twice
 from the bare google-genai SDK with a Google key, once from the same SDK with a caller token
 through the gateway, which Deno runs locally against the benchmark's database. The gateway's
 share is everything it does per call: identify the caller, countTokens upstream, acquire,
-the call, commit_usage. Figures are p50 and p95 of each path, and their differences.
+the call, settle. Figures are p50 and p95 of each path, and their differences.
 
     python -m bench.gateway --admin-url postgresql://postgres@127.0.0.1:PORT/postgres
 """
@@ -107,7 +107,7 @@ def gateway_overhead(url: str, n: int = N) -> dict[str, float]:
 def report_line(m: dict[str, float]) -> str:
     ok = "✅" if m["gw_overhead_p50"] <= 10 else "❌"
     return (
-        f"| llm-gateway overhead (Deno; caller check, countTokens, acquire, commit), p50 / p95 |"
+        f"| llm-gateway overhead (Deno; caller check, countTokens, acquire, settle), p50 / p95 |"
         f" {m['gw_overhead_p50']:.2f} / {m['gw_overhead_p95']:.2f} ms (SDK direct to the fake"
         f" {m['gw_sdk_p50']:.2f} / {m['gw_sdk_p95']:.2f} ms, through the gateway"
         f" {m['gw_via_p50']:.2f} / {m['gw_via_p95']:.2f} ms) | | p50 ≤ 10 ms | {ok} |"

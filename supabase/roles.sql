@@ -1,100 +1,133 @@
--- Optional: a dedicated least-privilege login role for the bot and the
--- notebooks, `llm_limits_client`. It may EXECUTE the nine client RPCs
--- (acquire, commit_usage, release, report_rate_limit, disable_key,
--- quota_status, token_counter, and the batch runner's batch_outlook and
--- request_outcomes) and nothing else: no table, view or sequence privilege, no
--- schema but what PUBLIC has, and no run_maintenance() (pg_cron or an
--- operator runs that as the owner; a client that could run it could also
--- trim the audit log on demand). The RPCs are SECURITY DEFINER, so EXECUTE
--- is all a caller needs.
+-- Optional: dedicated least-privilege login roles, each allowed to EXECUTE
+-- only the RPCs it calls, and nothing else: no table, view or sequence
+-- privilege, no schema but what PUBLIC has, and no run_maintenance() (pg_cron
+-- or an operator runs that as the owner; a caller that could run it could
+-- also trim the audit log on demand). The RPCs are SECURITY DEFINER, so
+-- EXECUTE is all a caller needs.
+--
+--   llm_limits_client   the bot and the notebooks (the Python client):
+--                       pool_keys, token_counter, acquire, settle,
+--                       quota_status, and the batch runner's batch_outlook
+--                       and request_outcomes; and commit_usage, release,
+--                       report_rate_limit, disable_key for clients released
+--                       before settle
+--   llm_limits_gateway  the llm-gateway Edge Function (LLM_GATEWAY_DB_URL):
+--                       identify_caller, pool_keys, acquire, settle
 --
 -- Plain SQL, no psql meta-commands: the Supabase CLI applies this file as its
 -- custom roles file (`supabase db push --include-roles`). Idempotent: every
--- run converges the role to exactly these grants.
+-- run converges each role to exactly its grants.
 --
 -- Order: the grants need the functions, so run it AFTER the migrations:
 --     supabase db push --remote="$URL" --yes
 --     psql "$URL" -v ON_ERROR_STOP=1 -f supabase/roles.sql
 -- (`db push --include-roles` applies this file BEFORE pending migrations, so
--- on a first deploy it creates the role without grants; the next push with
+-- on a first deploy it creates the roles without grants; the next push with
 -- --include-roles, or the psql line above, completes them.)
 --
--- Password: never in this file. Either
---   * set it afterwards, hashed client-side by psql (nothing in plain text
+-- Passwords: never in this file. Either
+--   * set one afterwards, hashed client-side by psql (nothing in plain text
 --     reaches the server or its logs):
 --         psql "$URL" -c '\password llm_limits_client'
---   * or pass it for this run only, as a setting the DO block reads:
+--   * or pass it for this run only, as a setting the DO block reads
+--     (llm_limits.client_password, llm_limits.gateway_password):
 --         PGOPTIONS="-c llm_limits.client_password=$PW" psql "$URL" -f supabase/roles.sql
 --     (the ALTER ROLE runs inside the DO block, so statement logging records
 --     only the block's text, never the password).
--- Without either, the role exists but cannot log in with a password.
+-- Without either, a role exists but cannot log in with a password.
 -- Connect as: postgresql://llm_limits_client:<password>@<host>:5432/postgres
 
 do $$
+declare
+    r record;
 begin
-    if not exists (select from pg_catalog.pg_roles where rolname = 'llm_limits_client') then
-        -- NOINHERIT: even if someone later grants it a role, it does not
-        -- silently gain that role's privileges.
-        create role llm_limits_client login noinherit;
-    else
-        alter role llm_limits_client login noinherit;
-    end if;
-    if coalesce(pg_catalog.current_setting('llm_limits.client_password', true), '') <> '' then
-        execute pg_catalog.format(
-            'alter role llm_limits_client password %L',
-            pg_catalog.current_setting('llm_limits.client_password')
-        );
-    end if;
+    for r in
+        select *
+        from (
+            values
+            ('llm_limits_client', 'llm_limits.client_password'),
+            ('llm_limits_gateway', 'llm_limits.gateway_password')
+        ) as v (role_name, password_setting)
+    loop
+        if not exists (select from pg_catalog.pg_roles where rolname = r.role_name) then
+            -- NOINHERIT: even if someone later grants it a role, it does not
+            -- silently gain that role's privileges.
+            execute pg_catalog.format('create role %I login noinherit', r.role_name);
+        else
+            execute pg_catalog.format('alter role %I login noinherit', r.role_name);
+        end if;
+        if coalesce(pg_catalog.current_setting(r.password_setting, true), '') <> '' then
+            execute pg_catalog.format(
+                'alter role %I password %L',
+                r.role_name, pg_catalog.current_setting(r.password_setting)
+            );
+        end if;
+    end loop;
 end
 $$;
 
--- Converge: take back anything granted to the role directly on our objects,
--- then grant the nine RPCs that exist (all of them once the migrations ran).
+-- Converge: take back anything granted to the roles directly on our objects,
+-- then grant each role its RPCs that exist (all of them once the migrations
+-- ran).
 do $$
 declare
+    grantee text;
     obj record;
 begin
-    for obj in
-        select pg_catalog.format('%I.%I', n.nspname, c.relname) as name,
-               case when c.relkind = 'S' then 'sequence' else 'table' end as kind
-        from pg_catalog.pg_class as c
-        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
-        where n.nspname in ('public', 'google_ai_internal')
-          and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
-    loop
-        execute pg_catalog.format(
-            'revoke all on %s %s from llm_limits_client', obj.kind, obj.name
-        );
+    foreach grantee in array array['llm_limits_client', 'llm_limits_gateway'] loop
+        for obj in
+            select pg_catalog.format('%I.%I', n.nspname, c.relname) as name,
+                   case when c.relkind = 'S' then 'sequence' else 'table' end as kind
+            from pg_catalog.pg_class as c
+            inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+            where n.nspname in ('public', 'google_ai_internal')
+              and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+        loop
+            execute pg_catalog.format(
+                'revoke all on %s %s from %I', obj.kind, obj.name, grantee
+            );
+        end loop;
+        for obj in
+            select p.oid::regprocedure as name
+            from pg_catalog.pg_proc as p
+            inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+            where n.nspname in ('public', 'google_ai_internal')
+        loop
+            execute pg_catalog.format('revoke all on function %s from %I', obj.name, grantee);
+        end loop;
+        if pg_catalog.to_regnamespace('google_ai_internal') is not null then
+            execute pg_catalog.format('revoke all on schema google_ai_internal from %I', grantee);
+        end if;
     end loop;
-    for obj in
-        select p.oid::regprocedure as name
-        from pg_catalog.pg_proc as p
-        inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
-        where n.nspname in ('public', 'google_ai_internal')
-    loop
-        execute pg_catalog.format('revoke all on function %s from llm_limits_client', obj.name);
-    end loop;
-    if pg_catalog.to_regnamespace('google_ai_internal') is not null then
-        revoke all on schema google_ai_internal from llm_limits_client;
-    end if;
 
     for obj in
-        select s.signature::regprocedure as name
+        select s.role_name, s.signature::regprocedure as name
         from (
             values
-            ('public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
-            ('public.commit_usage(uuid, integer, integer, jsonb)'),
-            ('public.release(uuid, text, boolean)'),
-            ('public.report_rate_limit(uuid, text, integer)'),
-            ('public.disable_key(text, text)'),
-            ('public.quota_status()'),
-            ('public.token_counter(text)'),
-            ('public.batch_outlook(text, text[], text)'),
-            ('public.request_outcomes(text[])')
-        ) as s (signature)
+            ('llm_limits_client', 'public.pool_keys()'),
+            ('llm_limits_client', 'public.token_counter(text)'),
+            ('llm_limits_client',
+             'public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
+            ('llm_limits_client', 'public.settle(uuid, integer, jsonb, text)'),
+            ('llm_limits_client', 'public.quota_status()'),
+            ('llm_limits_client', 'public.batch_outlook(text, text[], text)'),
+            ('llm_limits_client', 'public.request_outcomes(text[])'),
+            -- for clients released before settle
+            ('llm_limits_client', 'public.commit_usage(uuid, integer, integer, jsonb)'),
+            ('llm_limits_client', 'public.release(uuid, text, boolean)'),
+            ('llm_limits_client', 'public.report_rate_limit(uuid, text, integer)'),
+            ('llm_limits_client', 'public.disable_key(text, text)'),
+            ('llm_limits_gateway', 'public.identify_caller(bytea, text)'),
+            ('llm_limits_gateway', 'public.pool_keys()'),
+            ('llm_limits_gateway',
+             'public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
+            ('llm_limits_gateway', 'public.settle(uuid, integer, jsonb, text)')
+        ) as s (role_name, signature)
         where pg_catalog.to_regprocedure(s.signature) is not null
     loop
-        execute pg_catalog.format('grant execute on function %s to llm_limits_client', obj.name);
+        execute pg_catalog.format(
+            'grant execute on function %s to %I', obj.name, obj.role_name
+        );
     end loop;
 end
 $$;

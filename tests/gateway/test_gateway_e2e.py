@@ -16,7 +16,8 @@ from llm_limits.cli.app import app
 from llm_limits.testing.fake_gemini import FakeGemini
 
 from ..client.support import KEYS, Conn, set_gemma_limits
-from .conftest import Gateway, StartGateway, add_caller, audit, ledger
+from .conftest import StartGateway, audit, ledger
+from .harness import Gateway, add_caller
 
 GEMMA = "gemma-3-27b-it"
 RUSSIAN = (
@@ -56,6 +57,9 @@ def test_grants_settle_like_the_client_and_shape_gemma(
 
     assert first.text == "fake reply to: " + RUSSIAN[:40]
     assert second.text.startswith("fake reply to: Summarise")
+    # The model that answered is named, for the caller that asked for another one.
+    assert first.sdk_http_response is not None and first.sdk_http_response.headers is not None
+    assert first.sdk_http_response.headers["x-llm-limits-model"] == GEMMA
     # The fake refuses a Gemma systemInstruction; here its text was counted in the first turn.
     assert first.usage_metadata is not None and counted.total_tokens is not None
     prompt = first.usage_metadata.prompt_token_count
@@ -124,8 +128,34 @@ def test_streamed_answer_passes_through_and_commits_the_last_chunk(
         final.candidates_token_count,
     )
     [meta] = [r[0] for r in keyed_db.execute("select meta::jsonb from public.token_usage")]
-    assert (meta["stream"], meta["via"], meta["caller"]) == (True, "gateway", "streamer")
-    assert meta["finish_reason"] == "STOP"
+    # settle read the finish reason and the model version off the last chunk.
+    assert (meta["caller"], meta["finish_reason"], meta["model_version"]) == (
+        "streamer",
+        "STOP",
+        GEMMA,
+    )
+
+
+def test_a_stream_google_cuts_mid_way_is_settled_as_lost_and_not_retried(
+    start_gateway: StartGateway, keyed_db: Conn, fake: FakeGemini
+) -> None:
+    gw = start_gateway()
+    token = add_caller(keyed_db, "streamer")
+    gw.secrets.append(token)
+    fake.script([{"cut": True}])  # the first event, then the connection closes
+
+    sdk = gw.sdk(token)
+    received: list[types.GenerateContentResponse] = []
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's HTTP library's own error
+        for chunk in sdk.models.generate_content_stream(model=GEMMA, contents=RUSSIAN):
+            received.append(chunk)
+
+    # The first chunk reached the caller, so the gateway could not try again.
+    assert len(received) == 1
+    _wait_for(lambda: [r["status"] for r in ledger(keyed_db)] == ["released"])
+    [released] = audit(keyed_db, "released")
+    assert (released["sent"], released["reason"]) == (True, "connection_lost")
+    assert generate_requests(fake) == 1
 
 
 def test_a_caller_gone_mid_stream_is_settled_as_sent(
@@ -152,7 +182,7 @@ def test_a_caller_gone_mid_stream_is_settled_as_sent(
     _wait_for(lambda: [r["status"] for r in ledger(keyed_db)] == ["released"])
     [released] = audit(keyed_db, "released")
     assert released["sent"] is True
-    assert released["reason"] == "client_disconnected"
+    assert released["reason"] == "cancelled"
 
 
 def test_revoked_token_is_refused_at_once(
@@ -249,10 +279,11 @@ def test_an_invalid_google_key_is_disabled_and_never_logged(
         token = add_caller(keyed_db, "bot")
         gw.secrets.append(token)
         sdk = gw.sdk(token)
-        with pytest.raises(errors.ClientError) as caught:
+        with pytest.raises(errors.ServerError) as caught:
             sdk.models.generate_content(model=GEMMA, contents=ENGLISH)
 
-    assert caught.value.code == 400  # Google's answer, unchanged
+    # settle disabled the key and said try again; the next acquire found no key left.
+    assert (caught.value.code, caught.value.status) == (503, "UNAVAILABLE")
     active = keyed_db.execute(
         "select is_active, disabled_reason from public.google_ai_api_keys where key_alias = 'a1'"
     ).fetchone()
@@ -332,8 +363,7 @@ def test_bad_input_is_a_google_shaped_4xx_and_spends_nothing(
     assert ledger(keyed_db) == []
     assert fake.stats().requests == 0  # not even a countTokens went out
 
-    # What only Google can judge (here: no contents) is refused by its countTokens, before
-    # acquire, and its answer comes back unchanged.
+    # A request without contents, which Google would refuse too, is refused before counting.
     code, answer = post_raw(gw, path, b'{"contents": []}', {**auth, "x-goog-api-key": wide})
     assert (code, answer["error"]["status"]) == (400, "INVALID_ARGUMENT")
     assert "contents is not specified" in answer["error"]["message"]

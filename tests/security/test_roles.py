@@ -4,12 +4,16 @@
   view, sequence, function, or the private schema, checked object by object
   with has_*_privilege and by actually calling as them (42501);
 * service_role executes every RPC;
-* supabase/roles.sql's optional `llm_limits_client` logs in, executes the nine
-  client RPCs, and can read or change no table directly.
+* supabase/roles.sql's optional `llm_limits_client` logs in, executes the
+  client RPCs, and can read or change no table directly;
+* its `llm_limits_gateway` (the Edge Function's role) executes only the four
+  RPCs the gateway calls, and nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,8 @@ from tests.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlsta
 REPO = Path(__file__).resolve().parents[2]
 API_ROLES = ("anon", "authenticated")
 CLIENT_RPCS = {
+    "pool_keys()",
+    "settle(uuid,integer,jsonb,text)",
     "acquire(text,integer,text,integer,text[],text,text,uuid)",
     "commit_usage(uuid,integer,integer,jsonb)",
     "release(uuid,text,boolean)",
@@ -31,6 +37,12 @@ CLIENT_RPCS = {
     "token_counter(text)",
     "batch_outlook(text,text[],text)",
     "request_outcomes(text[])",
+}
+GATEWAY_RPCS = {
+    "identify_caller(bytea,text)",
+    "pool_keys()",
+    "acquire(text,integer,text,integer,text[],text,text,uuid)",
+    "settle(uuid,integer,jsonb,text)",
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
@@ -157,6 +169,8 @@ def client_url(db_url: str) -> Iterator[str]:
     # Drift that a re-run must take back.
     localstack.psql(db_url, sql)
     localstack.psql(db_url, "grant select on public.google_ai_api_keys to llm_limits_client")
+    localstack.psql(db_url, "grant execute on function public.release(uuid, text, boolean) "
+                    "to llm_limits_gateway")  # fmt: skip
     localstack.psql(db_url, sql)
     # Trust authentication in the test cluster: the password is not checked.
     # The role is cluster-wide and is left in place; its grants go with the
@@ -234,14 +248,73 @@ def test_client_role_calls_the_rpcs_and_nothing_else(db: Conn, client_url: str) 
     ).fetchone() == ("llm_limits_client",)
 
 
+def test_gateway_role_calls_its_rpcs_and_nothing_else(db: Conn, client_url: str) -> None:
+    add_model(db, "m-roles", rpm=10, tpm=1000, rpd=100)
+    add_key(db, "k1")
+    digest = hashlib.sha256(b"llmk_roles").digest()
+    db.execute("select public.add_caller('gw-test', %s::bytea)", (digest,))
+    attributes = db.execute(
+        "select rolcanlogin, rolinherit, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
+        "from pg_roles where rolname = 'llm_limits_gateway'"
+    ).fetchone()
+    assert attributes == (True, False, False, False, False, False)
+    # Every privilege it holds on our objects, checked object by object: these four only.
+    executable = {
+        r.split(": ")[0].removeprefix("public.") for r in reachable(db, "llm_limits_gateway")
+    }
+    assert executable == GATEWAY_RPCS
+
+    gateway_url = client_url.replace("llm_limits_client:", "llm_limits_gateway:")
+    with psycopg.connect(gateway_url, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("select current_user").fetchone() == ("llm_limits_gateway",)
+        found = conn.execute(
+            "select caller, model_allowed from public.identify_caller(%s::bytea, 'm-roles')",
+            (digest,),
+        ).fetchone()
+        assert found == ("gw-test", True)
+        assert conn.execute("select key_alias from public.pool_keys()").fetchall() == [("k1",)]
+        grant = acquire(conn, "m-roles", 5, key_aliases=["k1"])
+        assert grant[0]
+        answer = json.dumps({"usageMetadata": {"promptTokenCount": 4}})
+        verdict = conn.execute(
+            "select action, retry from public.settle(%s, 200, %s::jsonb)", (grant[1], answer)
+        ).fetchone()
+        assert verdict == ("commit", False)
+
+        # What it cannot do: any other RPC, any table.
+        for sql in (
+            "select public.commit_usage('00000000-0000-4000-8000-000000000000', 1, 0)",
+            "select public.release('00000000-0000-4000-8000-000000000000')",
+            "select public.report_rate_limit('00000000-0000-4000-8000-000000000000')",
+            "select public.disable_key('k1')",
+            "select public.enable_key('k1')",
+            "select * from public.quota_status()",
+            "select * from public.token_counter('m-roles')",
+            "select public.add_caller('intruder', sha256('x'::bytea))",
+            "select public.revoke_caller('gw-test')",
+            "select public.run_maintenance()",
+            "select google_ai_internal.clock()",
+            "select * from public.google_ai_api_keys",
+            "select * from public.google_ai_callers",
+            "select * from public.google_ai_reservations",
+            "update public.google_ai_settings set lease_ms = 1000",
+        ):
+            assert sqlstate_of(lambda sql=sql: conn.execute(sql)) == "42501", sql
+    assert db.execute("select is_active from public.google_ai_api_keys").fetchone() == (True,)
+    active_callers = db.execute("select count(*) from public.google_ai_callers where active")
+    assert active_callers.fetchone() == (1,)
+
+
 def test_roles_sql_sets_a_password_from_a_setting(db_url: str) -> None:
     sql = (REPO / "supabase" / "roles.sql").read_text()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("set llm_limits.client_password = 'correct horse'")
+        conn.execute("set llm_limits.gateway_password = 'battery staple'")
         conn.execute(sql)
-        row = conn.execute(
-            "select rolpassword like 'SCRAM-SHA-256$%%' or rolpassword like 'md5%%' "
-            "from pg_authid where rolname = 'llm_limits_client'"
-        ).fetchone()
-        assert row == (True,)
+        rows = conn.execute(
+            "select rolname, rolpassword like 'SCRAM-SHA-256$%%' or rolpassword like 'md5%%' "
+            "from pg_authid where rolname like 'llm_limits_%%' order by 1"
+        ).fetchall()
+        assert rows == [("llm_limits_client", True), ("llm_limits_gateway", True)]
         conn.execute("alter role llm_limits_client password null")
+        conn.execute("alter role llm_limits_gateway password null")

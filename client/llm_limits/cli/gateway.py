@@ -143,7 +143,8 @@ def serve_command(function_dir: Path) -> list[str]:
 
 
 def serve_env(db_url: str, host: str, port: int, google_base_url: str | None) -> dict[str, str]:
-    env = dict(os.environ, SUPABASE_DB_URL=db_url, DENO_SERVE_ADDRESS=f"tcp:{host}:{port}")
+    # The function reads LLM_GATEWAY_DB_URL before SUPABASE_DB_URL: set, it wins over both.
+    env = dict(os.environ, LLM_GATEWAY_DB_URL=db_url, DENO_SERVE_ADDRESS=f"tcp:{host}:{port}")
     env.setdefault("DENO_NO_UPDATE_CHECK", "1")
     if google_base_url:
         env["GOOGLE_GEMINI_BASE_URL"] = google_base_url

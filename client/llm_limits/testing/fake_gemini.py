@@ -16,6 +16,10 @@ streamGenerateContent (``?alt=sse``) is admitted like generateContent and answer
 in a few server-sent events, each with the prompt's usage and the last with the totals and the
 finish reason, as Google streams.
 
+The next answers to generateContent and streamGenerateContent can be scripted, from Python
+(``FakeGemini.script``) or over HTTP (``POST /_fake/script`` with ``{"answers": [...]}``, so a
+runner in any language can drive it); see ``script`` for the kinds of answer.
+
 Run ``python -m llm_limits.testing.fake_gemini --help`` for the CLI.
 """
 
@@ -57,6 +61,7 @@ _PATH = re.compile(
     r"^/(v1beta|v1)/(?:models/)+([^/:]+):(generateContent|streamGenerateContent|countTokens)$"
 )
 _GENERATE = ("generateContent", "streamGenerateContent")
+SCRIPT_PATH = "/_fake/script"  # POST {"answers": [...]}: see FakeGemini.script
 _STATUS = {
     400: "INVALID_ARGUMENT",
     403: "PERMISSION_DENIED",
@@ -139,6 +144,7 @@ class _Reply(NamedTuple):
     who: str  # project name or key hash: the only identity that may reach a log
     delay: float = 0.0
     stream: bool = False  # a 200 to streamGenerateContent goes out as server-sent events
+    cut: bool = False  # headers and part of the body go out, then the connection closes
 
 
 class _Violation(NamedTuple):
@@ -398,6 +404,7 @@ class FakeGemini:
             self._faults: list[tuple[int, str | None]] = []  # one entry per call to fail
             self._hangs: deque[float] = deque()
             self._count_faults = 0  # countTokens calls to fail with a 503
+            self._script: deque[_Body] = deque()  # the next generate answers, scripted
 
     def inject(self, status: int, count: int = 1, key: str | None = None) -> None:
         """Fail the next `count` generateContent calls (only those with `key`, if given)."""
@@ -405,6 +412,26 @@ class FakeGemini:
             raise ValueError(f"cannot inject {status}; use 429, 500, 503 or 504")
         with self._lock:
             self._faults.extend([(status, key)] * count)
+
+    def script(self, answers: Iterable[Mapping[str, Any]]) -> int:
+        """Script the next generateContent / streamGenerateContent answers, one per call, in
+        order (after the key and request checks; countTokens is never scripted). Each answer:
+
+        * ``{"status": 429, "body": {...}}``: exactly that status and JSON body; no quota is
+          spent or checked;
+        * ``{"normal": true}``: the answer this fake would give anyway;
+        * ``{"hang_s": 5}``: that answer, held back for so many seconds (a stream pauses after
+          its first event), so that a caller with a shorter timeout gives up;
+        * ``{"cut": true}``: that answer's headers with its whole Content-Length, part of its
+          body (a stream: its first event), then the connection closes.
+
+        Returns how many answers are scripted now; once they are spent the fake answers
+        normally again. Raises ValueError for an answer it does not understand.
+        """
+        checked = [_check_scripted(dict(a)) for a in answers]
+        with self._lock:
+            self._script.extend(checked)
+            return len(self._script)
 
     def fail_count_tokens(self, count: int = 1) -> None:
         """Answer the next `count` countTokens calls with 503 "The model is overloaded"."""
@@ -498,7 +525,12 @@ class FakeGemini:
                 self._count_faults -= 1
                 return _Reply(503, _error(503, _FAULT_MESSAGES[503]), who)
             return _Reply(200, {"totalTokens": tokens}, who)
-        fault = self._take_fault(key)
+        scripted = self._script.popleft() if self._script else {}
+        if "status" in scripted:
+            return _Reply(scripted["status"], scripted["body"], who, delay)
+        delay += scripted.get("hang_s", 0.0)
+        cut = bool(scripted.get("cut"))
+        fault = 0 if scripted else self._take_fault(key)
         if fault == 429:
             violation = _Violation(_METRIC_REQ, RPM_ID, limits.rpm, 1.0)
             return _Reply(429, _quota_error(model, [violation]), who, delay)
@@ -532,7 +564,8 @@ class FakeGemini:
         }
         # Quota is decided on arrival, so a call the client abandons during the sleep still
         # counts, as a call that reached Google does.
-        return _Reply(200, body, who, delay + self.latency, method == "streamGenerateContent")
+        stream = method == "streamGenerateContent"
+        return _Reply(200, body, who, delay + self.latency, stream, cut)
 
     def _take_fault(self, key: str) -> int:
         for i, (status, only) in enumerate(self._faults):
@@ -575,6 +608,25 @@ class FakeGemini:
         return out
 
 
+def _check_scripted(answer: _Body) -> _Body:
+    """One scripted answer, checked (see FakeGemini.script)."""
+    if "status" in answer:
+        status = answer["status"]
+        if not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"a scripted status must be an HTTP status, got {status!r}")
+        if not isinstance(answer.get("body"), (dict, list)):
+            raise ValueError("a scripted status needs a JSON body (an object or a list)")
+        if set(answer) - {"status", "body", "note"}:
+            raise ValueError("a scripted status takes only body (and a note)")
+        return answer
+    hang = answer.get("hang_s", 0.0)
+    if not isinstance(hang, (int, float)) or hang < 0:
+        raise ValueError(f"hang_s must be a non-negative number, got {hang!r}")
+    if set(answer) - {"normal", "hang_s", "cut", "note"} or not answer.keys() - {"note"}:
+        raise ValueError(f"unknown scripted answer {sorted(answer)}; see FakeGemini.script")
+    return answer
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # The default listen backlog (5) drops connections under a burst of callers.
@@ -591,13 +643,16 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
+        if url.path == SCRIPT_PATH:
+            self._script(raw)
+            return
         key = self.headers.get("x-goog-api-key") or next(
             iter(parse_qs(url.query).get("key", [])), None
         )
         fake = self.server.fake
         reply = fake._handle(self.command, url.path, key, raw)
         if reply.stream:
-            self._stream(reply.body, reply.delay)
+            self._stream(reply.body, reply.delay, reply.cut)
             return
         if reply.delay > 0:
             fake._stopping.wait(reply.delay)
@@ -607,38 +662,60 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(data[: len(data) // 2] if reply.cut else data)
+            self.wfile.flush()
+            self.close_connection = self.close_connection or reply.cut
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and hung up, which hang() exists to provoke
 
-    def _stream(self, body: _Body, pause: float) -> None:
+    def _script(self, raw: bytes) -> None:
+        """POST /_fake/script {"answers": [...]}: FakeGemini.script over HTTP."""
+        try:
+            answers = json.loads(raw or b"{}").get("answers")
+            if not isinstance(answers, list):
+                raise ValueError('the body must be {"answers": [...]}')
+            status, body = 200, {"scripted": self.server.fake.script(answers)}
+        except (ValueError, AttributeError, TypeError) as exc:
+            status, body = 400, _error(400, f"bad script: {exc}")
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, body: _Body, pause: float, cut: bool = False) -> None:
         """The reply in three events, each flushed on its own as Google sends them; a hang()
-        or the latency pauses the stream after its first event (a slow generation)."""
+        or the latency pauses the stream after its first event (a slow generation). A cut
+        stream declares the length of all three, sends the first and closes."""
         text = body["candidates"][0]["content"]["parts"][0]["text"]
         usage = body["usageMetadata"]
         cuts = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
+        events: list[bytes] = []
+        for i in range(3):
+            last = i == 2
+            candidate: _Body = {
+                "content": {"role": "model", "parts": [{"text": text[cuts[i] : cuts[i + 1]]}]},
+                "index": 0,
+            }
+            if last:
+                candidate["finishReason"] = "STOP"
+            event = {
+                "candidates": [candidate],
+                "usageMetadata": usage if last else {"promptTokenCount": usage["promptTokenCount"]},
+                "modelVersion": body["modelVersion"],
+                "responseId": body["responseId"],
+            }
+            events.append(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
+            if cut:
+                self.send_header("Content-Length", str(sum(len(e) for e in events)))
             self.end_headers()
-            for i in range(3):
-                last = i == 2
-                candidate: _Body = {
-                    "content": {"role": "model", "parts": [{"text": text[cuts[i] : cuts[i + 1]]}]},
-                    "index": 0,
-                }
-                if last:
-                    candidate["finishReason"] = "STOP"
-                event = {
-                    "candidates": [candidate],
-                    "usageMetadata": usage
-                    if last
-                    else {"promptTokenCount": usage["promptTokenCount"]},
-                    "modelVersion": body["modelVersion"],
-                    "responseId": body["responseId"],
-                }
-                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+            for i, event_bytes in enumerate(events[:1] if cut else events):
+                self.wfile.write(event_bytes)
                 self.wfile.flush()
                 if i == 0 and pause > 0:
                     self.server.fake._stopping.wait(pause)

@@ -1,10 +1,11 @@
 /**
- * Every SQL statement the gateway runs, on one postgres.js pool.
+ * Every SQL statement the gateway runs, on one postgres.js pool: one
+ * `select ... from public.fn(...)` per RPC, with named, explicitly cast
+ * arguments, as the Python client does. No table is read, so the gateway can
+ * run as the least-privilege role `llm_limits_gateway` (supabase/roles.sql).
  *
- * `SUPABASE_DB_URL` reaches the project's database (through Supavisor where the URL says so),
- * so nothing is prepared (`prepare: false`): the transaction pooler has no prepared statements.
- * Only `select ... from public.fn(...)` with named, explicitly cast arguments, plus two reads of
- * configuration (the key pool and the wait cap), as the Python client does.
+ * The URL may go through Supavisor's transaction pooler, so nothing is
+ * prepared (`prepare: false`).
  */
 
 import postgres from "postgres";
@@ -18,15 +19,17 @@ export interface Caller {
   model_allowed: boolean;
 }
 
+/** One `public.acquire_result` row. */
 export interface Grant {
   granted: boolean;
   reservation_id: string | null;
   key_alias: string | null;
   env_var_name: string | null;
-  model: string;
+  model: string; // the API model id to call
   waited_ms: number | null;
   reason: string | null;
   retry_after_ms: number | null;
+  ticket: string | null; // a WAIT's place in line: pass it back while queued
 }
 
 export interface AcquireArgs {
@@ -38,6 +41,21 @@ export interface AcquireArgs {
   caller: string;
   requestId: string;
   ticket: string | null;
+}
+
+/** How the exchange with Google failed, in the words `public.settle` takes. */
+export type TransportError =
+  | "timeout"
+  | "connection_lost"
+  | "connect_failed"
+  | "not_sent"
+  | "cancelled";
+
+/** One `public.settle` row: what the answer meant and what to do next. */
+export interface Verdict {
+  action: string; // commit, rate_limited, disable_key, release_sent, release_unsent
+  retry: boolean;
+  retry_after_ms: number | null;
 }
 
 export function connect(url: string, max: number): Sql {
@@ -65,18 +83,12 @@ export async function identifyCaller(
 }
 
 /** Active keys: alias and the env var (a function secret) that holds its value. */
-export async function activeKeys(
+export async function poolKeys(
   sql: Sql,
 ): Promise<{ alias: string; envVar: string }[]> {
   const rows = await sql<{ key_alias: string; env_var_name: string }[]>`
-    select key_alias, env_var_name from public.google_ai_api_keys where is_active`;
+    select key_alias, env_var_name from public.pool_keys()`;
   return rows.map((r) => ({ alias: r.key_alias, envVar: r.env_var_name }));
-}
-
-export async function maxWaitCapMs(sql: Sql): Promise<number> {
-  const rows = await sql<{ cap: number }[]>`
-    select max_wait_cap_ms as cap from public.google_ai_settings where id`;
-  return rows[0]?.cap ?? 0;
 }
 
 /** One acquire; `signal` cancels it server-side (a WAIT must not outlive its caller). */
@@ -102,54 +114,21 @@ export async function acquire(
   }
 }
 
-export async function commitUsage(
+/** Hand Google's answer (status and JSON body) or the transport failure to settle. */
+export async function settle(
   sql: Sql,
   reservationId: string,
-  prompt: number,
-  completion: number,
-  meta: Record<string, unknown>,
-): Promise<boolean> {
-  const rows = await sql<{ ok: boolean }[]>`
-    select public.commit_usage(
-      reservation_id => ${reservationId}::uuid, prompt_tokens => ${prompt}::int,
-      completion_tokens => ${completion}::int, meta => ${
-    JSON.stringify(meta)
-  }::text::jsonb
-    ) as ok`;
-  return rows[0]?.ok ?? false;
-}
-
-export async function release(
-  sql: Sql,
-  reservationId: string,
-  reason: string,
-  sent: boolean,
-): Promise<void> {
-  await sql`
-    select public.release(
-      reservation_id => ${reservationId}::uuid, reason => ${reason}::text, sent => ${sent}::boolean
+  httpStatus: number | null,
+  response: unknown,
+  transportError: TransportError | null,
+): Promise<Verdict> {
+  const body = response === undefined ? null : JSON.stringify(response);
+  const rows = await sql<Verdict[]>`
+    select action, retry, retry_after_ms from public.settle(
+      reservation_id => ${reservationId}::uuid, http_status => ${httpStatus}::int,
+      response => ${body}::text::jsonb, transport_error => ${transportError}::text
     )`;
-}
-
-export async function reportRateLimit(
-  sql: Sql,
-  reservationId: string,
-  quotaId: string | null,
-  retryDelayMs: number | null,
-): Promise<void> {
-  await sql`
-    select public.report_rate_limit(
-      reservation_id => ${reservationId}::uuid, quota_id => ${quotaId}::text,
-      retry_delay_ms => ${retryDelayMs}::int
-    )`;
-}
-
-export async function disableKey(
-  sql: Sql,
-  alias: string,
-  reason: string,
-): Promise<void> {
-  await sql`select public.disable_key(key_alias => ${alias}::text, reason => ${reason}::text)`;
+  return rows[0];
 }
 
 /** A lost or refused connection, as opposed to an error the database raised. */
@@ -159,8 +138,11 @@ export function isConnectionLost(err: unknown): boolean {
     /^(CONNECTION_|CONNECT_TIMEOUT|ECONN|EPIPE|ETIMEDOUT)/.test(code);
 }
 
-/** Our own SQLSTATE (LLxxx), or null. */
-export function sqlstateOf(err: unknown): string | null {
+/**
+ * The database refused our input: its RPCs raise their own SQLSTATE class
+ * (LLxxx) for bad input only, with the message worth showing the caller.
+ */
+export function isRefusedInput(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
-  return typeof code === "string" && /^LL\d{3}$/.test(code) ? code : null;
+  return typeof code === "string" && code.startsWith("LL");
 }

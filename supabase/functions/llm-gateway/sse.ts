@@ -1,7 +1,7 @@
 /**
- * Watch a `streamGenerateContent?alt=sse` stream go by without changing a byte of it: every
- * `data:` event is parsed only to remember the last usage and finish reason, which the commit
- * uses.
+ * Watch a `streamGenerateContent?alt=sse` stream go by without changing a byte
+ * of it: each `data:` event is parsed only to keep the last one, whose
+ * usageMetadata (the totals) and finishReason settle reads.
  */
 
 import type { Json } from "./errors.ts";
@@ -9,9 +9,7 @@ import type { Json } from "./errors.ts";
 export class SseWatcher {
   private buffer = "";
   private readonly decoder = new TextDecoder();
-  /** The last event that carried usageMetadata (the final chunk carries the totals). */
-  lastWithUsage: Json | null = null;
-  /** The last event of all, for its finishReason and modelVersion. */
+  /** The last event so far (a JSON object). */
   last: Json | null = null;
 
   push(chunk: Uint8Array): void {
@@ -21,10 +19,12 @@ export class SseWatcher {
     for (const event of events) this.event(event);
   }
 
-  end(): void {
+  /** The stream ended: read what is left, and return the last event. */
+  end(): Json | null {
     this.buffer += this.decoder.decode();
     if (this.buffer.trim()) this.event(this.buffer);
     this.buffer = "";
+    return this.last;
   }
 
   private event(text: string): void {
@@ -39,8 +39,8 @@ export class SseWatcher {
     } catch {
       return; // not ours to judge: the caller gets the bytes as they came
     }
-    if (parsed === null || typeof parsed !== "object") return;
-    this.last = parsed as Json;
-    if ("usageMetadata" in this.last) this.lastWithUsage = this.last;
+    if (parsed !== null && typeof parsed === "object") {
+      this.last = parsed as Json;
+    }
   }
 }

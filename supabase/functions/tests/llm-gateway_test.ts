@@ -1,6 +1,7 @@
-// Unit tests of the llm-gateway's pure parts: request shaping, Google's error bodies, the SSE
-// watcher, tokens, and the refusals the handler makes before it touches the database.
-// The end-to-end behaviour (Postgres, the SDK, the fake Gemini) is tests/gateway in pytest.
+// Unit tests of the llm-gateway: request shaping, the SSE watcher, tokens, the refusals the
+// handler makes before it touches the database, how a failed exchange is named for settle, and
+// the protocol's loop against a stub database and a stub Google. The end-to-end behaviour
+// (Postgres, the SDK, the fake Gemini) is tests/gateway and tests/conformance in pytest.
 
 import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
 
@@ -13,14 +14,16 @@ import {
 import { formatDelay, GatewayError, refusal } from "../llm-gateway/errors.ts";
 import { foldSystemInstruction, shapeRequest } from "../llm-gateway/gemma.ts";
 import {
-  isTransient,
-  keyRejection,
-  quotaOf,
-  usageOf,
-} from "../llm-gateway/google.ts";
-import { createHandler, upstreamUrl, waitOf } from "../llm-gateway/gateway.ts";
+  createHandler,
+  MODEL_HEADER,
+  respond,
+  waitOf,
+} from "../llm-gateway/gateway.ts";
+import { KeyRing } from "../llm-gateway/keys.ts";
+import { type Call, carry } from "../llm-gateway/protocol.ts";
 import { SseWatcher } from "../llm-gateway/sse.ts";
-import { byteBound, KeyRing } from "../llm-gateway/tokens.ts";
+import { byteBound } from "../llm-gateway/tokens.ts";
+import { wireError } from "../llm-gateway/upstream.ts";
 import type { Sql } from "../llm-gateway/db.ts";
 
 const GEMMA = "gemma-3-27b-it";
@@ -98,90 +101,7 @@ Deno.test("Gemma: JSON mode, schemas, tools and non-text system parts are a 400"
   equal(shapeRequest("gemini-2.5-flash", gemini), gemini);
 });
 
-Deno.test("a 429: quotaId (per-day wins) and retryDelay, or the message's retry-in", () => {
-  const body = {
-    error: {
-      code: 429,
-      message: "You exceeded your current quota. Please retry in 21.5s.",
-      details: [
-        { "@type": "type.googleapis.com/google.rpc.Help", links: [] },
-        {
-          "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-          violations: [
-            { quotaId: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier" },
-            { quotaId: "GenerateRequestsPerDayPerProjectPerModel-FreeTier" },
-          ],
-        },
-        {
-          "@type": "type.googleapis.com/google.rpc.RetryInfo",
-          retryDelay: "45.83s",
-        },
-      ],
-    },
-  };
-  deepStrictEqual(quotaOf(body), {
-    quotaId: "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
-    retryDelayMs: 45830,
-  });
-  deepStrictEqual(quotaOf({ error: { message: "Please retry in 250ms." } }), {
-    quotaId: null,
-    retryDelayMs: 250,
-  });
-  deepStrictEqual(quotaOf({ error: { code: 429 } }), {
-    quotaId: null,
-    retryDelayMs: null,
-  });
-  deepStrictEqual(quotaOf("not json"), { quotaId: null, retryDelayMs: null });
-});
-
-Deno.test("key rejections, transient statuses", () => {
-  const invalid = {
-    error: {
-      message: "API key not valid. Please pass a valid API key.",
-      details: [{
-        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-        reason: "API_KEY_INVALID",
-      }],
-    },
-  };
-  equal(keyRejection(400, invalid), "API_KEY_INVALID");
-  equal(
-    keyRejection(403, {
-      error: { message: "Your API key was reported as leaked." },
-    }),
-    "API_KEY_LEAKED",
-  );
-  equal(
-    keyRejection(400, {
-      error: { message: "Developer instruction is not enabled" },
-    }),
-    null,
-  );
-  deepStrictEqual([500, 503, 504, 408, 429, 400].map(isTransient), [
-    true,
-    true,
-    true,
-    true,
-    false,
-    false,
-  ]);
-});
-
-Deno.test("usage: prompt, candidates plus thoughts", () => {
-  deepStrictEqual(
-    usageOf({
-      usageMetadata: {
-        promptTokenCount: 12,
-        candidatesTokenCount: 5,
-        thoughtsTokenCount: 7,
-      },
-    }),
-    { promptTokens: 12, completionTokens: 12, thoughtsTokens: 7 },
-  );
-  equal(usageOf({ candidates: [] }), null);
-});
-
-Deno.test("SSE: events split across chunks; the last usage wins", () => {
+Deno.test("SSE: events split across chunks; the last one is kept", () => {
   const events = [
     {
       candidates: [{ content: { parts: [{ text: "При" }] } }],
@@ -203,16 +123,7 @@ Deno.test("SSE: events split across chunks; the last usage wins", () => {
   for (const [from, to] of [[0, 7], [7, 50], [50, 51], [51, bytes.length]]) {
     watcher.push(bytes.slice(from, to));
   }
-  watcher.end();
-  deepStrictEqual(usageOf(watcher.lastWithUsage), {
-    promptTokens: 9,
-    completionTokens: 4,
-    thoughtsTokens: null,
-  });
-  equal(
-    (watcher.last?.candidates as { finishReason?: string }[])[0].finishReason,
-    "STOP",
-  );
+  deepStrictEqual(watcher.end(), events[1]);
 });
 
 Deno.test("tokens: header or Bearer; digests compared in constant time", async () => {
@@ -281,11 +192,7 @@ Deno.test("wait headers: WAIT by default, NO_WAIT on request, bad values refused
   }
 });
 
-Deno.test("upstream URLs and the byte bound", () => {
-  equal(
-    upstreamUrl("http://fake:1/", "v1beta", GEMMA, "streamGenerateContent"),
-    `http://fake:1/v1beta/models/${GEMMA}:streamGenerateContent?alt=sse`,
-  );
+Deno.test("the byte bound", () => {
   const russian =
     "Белые ночи в Петербурге длятся с конца мая до середины июля.";
   // Never below the UTF-8 byte count of the text, which bounds SentencePiece's tokens.
@@ -311,7 +218,6 @@ Deno.test("the handler refuses bad requests before it touches the database", asy
     googleBaseUrl: "http://127.0.0.1:9",
     maxBodyBytes: 64,
     timeoutMs: 1000,
-    backoffMs: 0,
     maxAttempts: 3,
     defaultMaxWaitMs: 0,
     log: (line) => logged.push(line),
@@ -351,6 +257,14 @@ Deno.test("the handler refuses bad requests before it touches the database", asy
       }),
       413,
     ],
+    [
+      new Request(url, {
+        method: "POST",
+        headers: { "x-goog-api-key": "t" },
+        body: '{"contents": []}',
+      }),
+      400,
+    ],
   ];
   for (const [req, status] of cases) {
     const res = await handle(req);
@@ -360,4 +274,134 @@ Deno.test("the handler refuses bad requests before it touches the database", asy
     ok(body.error.status && body.error.message);
   }
   deepStrictEqual(logged, []);
+});
+
+Deno.test("a failed exchange, in settle's words", async () => {
+  const quiet = new AbortController().signal;
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  closed.close(); // a port nobody listens on: no connection, nothing sent
+  const url = `http://127.0.0.1:${closed.addr.port}/`;
+  const refused = await fetch(url, { signal: quiet }).catch((e) => e);
+  equal(wireError(refused, quiet), "connect_failed");
+  equal(
+    wireError(new TypeError("error reading a body"), quiet),
+    "connection_lost",
+  );
+  const timedOut = new AbortController();
+  timedOut.abort(new DOMException("timed out", "TimeoutError"));
+  equal(wireError(new Error("x"), timedOut.signal), "timeout");
+  const left = new AbortController();
+  left.abort(new DOMException("gone", "AbortError"));
+  equal(wireError(new Error("x"), left.signal), "cancelled");
+});
+
+Deno.test("respond: Google's answer as it came, naming the model that answered", async () => {
+  const answer = respond("gemma-3-27b-it", {
+    status: 429,
+    type: "application/json",
+    text: '{"error": {"code": 429}}',
+    json: null,
+  });
+  equal(answer.status, 429);
+  equal(answer.headers.get(MODEL_HEADER), "gemma-3-27b-it");
+  equal(await answer.text(), '{"error": {"code": 429}}');
+  const codes = ["timeout", "cancelled", "connection_lost", "not_sent"].map((
+    wire,
+  ) => respond(GEMMA, { wire } as { wire: "timeout" }).status);
+  deepStrictEqual(codes, [504, 499, 503, 503]);
+});
+
+/** A stand-in for postgres.js: each statement is answered by `answer(sql, values)`. */
+function stubSql(answer: (text: string, values: unknown[]) => unknown[]): Sql {
+  const sql = (strings: TemplateStringsArray, ...values: unknown[]) =>
+    Object.assign(Promise.resolve(answer(strings.join("$"), values)), {
+      cancel() {},
+    });
+  return Object.assign(sql, { array: (a: unknown[]) => a }) as unknown as Sql;
+}
+
+Deno.test("the protocol: queued with a ticket, then as settle says, until it says stop", async () => {
+  const answers = [
+    new Response('{"error": {"code": 503}}', { status: 503 }),
+    Response.json({ usageMetadata: { promptTokenCount: 3 } }),
+  ];
+  const google = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => answers.shift()!,
+  );
+  const acquired: unknown[][] = [];
+  const settled: unknown[][] = [];
+  const grant = (n: number) => ({
+    granted: true,
+    reservation_id: `r${n}`,
+    key_alias: "k1",
+    env_var_name: "KEY_1",
+    model: GEMMA,
+    waited_ms: 0,
+    reason: null,
+    retry_after_ms: null,
+    ticket: null,
+  });
+  const acquireAnswers = [
+    {
+      ...grant(0),
+      granted: false,
+      reason: "queued",
+      retry_after_ms: 1,
+      ticket: "t1",
+    },
+    grant(1),
+    grant(2),
+  ];
+  const verdicts = [
+    { action: "release_sent", retry: true, retry_after_ms: 1 },
+    { action: "commit", retry: false, retry_after_ms: null },
+  ];
+  const sql = stubSql((text, values) => {
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    if (text.includes("public.acquire(")) {
+      acquired.push(values);
+      return [acquireAnswers.shift()];
+    }
+    settled.push(values);
+    return [verdicts.shift()];
+  });
+  const call: Call = {
+    caller: "unit",
+    model: GEMMA,
+    version: "v1beta",
+    stream: false,
+    body: { contents: [{ parts: [{ text: "hi" }] }] },
+    estimate: 7,
+    mode: "WAIT",
+    deadline: performance.now() + 5000,
+    requestId: "req-1",
+    signal: new AbortController().signal,
+  };
+  const logged: unknown[] = [];
+  const [last, sent] = await carry({
+    sql,
+    keys: new KeyRing(
+      sql,
+      (name) => name === "KEY_1" ? "AIza-unit" : undefined,
+    ),
+    googleBaseUrl: `http://127.0.0.1:${google.addr.port}`,
+    timeoutMs: 5000,
+    maxAttempts: 3,
+    log: (line) => logged.push(line),
+  }, call);
+  await google.shutdown();
+
+  // The queued answer's ticket went back with the next acquire (the last argument).
+  deepStrictEqual(acquired.map((v) => v.at(-1)), [null, "t1", null]);
+  // Google's status and JSON body went to settle as received, then it said stop.
+  deepStrictEqual(settled.map((v) => v.slice(0, 4)), [
+    ["r1", 503, '{"error":{"code":503}}', null],
+    ["r2", 200, '{"usageMetadata":{"promptTokenCount":3}}', null],
+  ]);
+  equal(last.reservation_id, "r2");
+  ok("status" in sent && sent.status === 200);
+  equal(JSON.stringify(logged).includes("AIza-unit"), false);
 });
