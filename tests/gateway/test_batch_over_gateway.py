@@ -14,7 +14,8 @@ from llm_limits import batch
 from llm_limits.testing.fake_gemini import FakeGemini
 
 from ..client.support import Conn
-from .conftest import StartGateway, add_caller, ledger
+from .conftest import StartGateway, ledger
+from .harness import add_caller
 
 GEMMA = "gemma-3-27b-it"
 

@@ -380,3 +380,38 @@ def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def test_the_day_of_27b_spent_the_bot_is_served_by_12b_and_told_so(
+    start_gateway: StartGateway, keyed_db: Conn, fake: FakeGemini
+) -> None:
+    keyed_db.execute("update public.google_ai_model_limits set rpd = 1 where model = 'gemma-3-27b'")
+    keyed_db.execute(
+        "insert into public.google_ai_caller_policies (caller, caller_class) values"
+        " ('telegram-bot', 'interactive'), ('kaggle-batch', 'batch')"
+    )
+    gw = start_gateway(held=("a1",))
+    bot, notebook = add_caller(keyed_db, "telegram-bot"), add_caller(keyed_db, "kaggle-batch")
+    gw.secrets += [bot, notebook]
+
+    bot_sdk = gw.sdk(bot)  # held: a collected Client closes its HTTP connection pool
+    notebook_sdk = gw.sdk(notebook, **{"x-llm-limits-mode": "NO_WAIT"})
+    first = bot_sdk.models.generate_content(model=GEMMA, contents=RUSSIAN)
+    second = bot_sdk.models.generate_content(model=GEMMA, contents=RUSSIAN)
+    with pytest.raises(errors.ClientError) as caught:
+        notebook_sdk.models.generate_content(model=GEMMA, contents=ENGLISH)
+
+    answered = [a.sdk_http_response.headers["x-llm-limits-model"] for a in (first, second)]  # type: ignore[union-attr]
+    assert answered == [GEMMA, "gemma-3-12b-it"]
+    assert second.text == "fake reply to: " + RUSSIAN[:40]
+    assert {m: len(g) for (_, m), g in fake.stats().grants.items()} == {
+        GEMMA: 1, "gemma-3-12b-it": 1,
+    }  # fmt: skip
+    assert caught.value.code == 429
+    info = [d for d in caught.value.details["error"]["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info[0]["reason"] == "RPD"
+    fell_back = keyed_db.execute(
+        "select model, details #>> '{granted,fallback_from}' from public.google_ai_reservations"
+        " where caller = 'telegram-bot' order by granted_at"
+    ).fetchall()
+    assert fell_back == [("gemma-3-27b", None), ("gemma-3-12b", "gemma-3-27b")]

@@ -98,6 +98,7 @@ class Limits:
 
 DEFAULT_LIMITS: dict[str, Limits] = {
     "gemma-3-27b-it": Limits(rpm=30, tpm=15000, rpd=14400),
+    "gemma-3-12b-it": Limits(rpm=30, tpm=15000, rpd=14400),
     "gemini-2.5-flash": Limits(rpm=5, tpm=250000, rpd=20),
 }
 
