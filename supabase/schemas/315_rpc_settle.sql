@@ -28,8 +28,9 @@
  *                   read here (a per-day violation wins); a quotaValue that
  *                   differs from the table is recorded (learn_limits)
  *   disable_key     Google refuses the key itself (key_rejection: invalid,
- *                   leaked, blocked): released as sent, the key disabled
- *                   (audited); try again on another key
+ *                   leaked, blocked, its project without the API): released
+ *                   as sent, the key disabled (audited); try again on
+ *                   another key
  *   release_sent    5xx, 408, timeout, lost connection (retry), any other
  *                   status (no retry: the request itself is wrong), cancelled
  *   release_unsent  nothing reached Google: refunded

@@ -2,7 +2,7 @@
 -- (a per-day violation wins; RetryInfo, else the message's "retry in"), and
 -- whether Google refuses the key itself.
 begin;
-select plan(13);
+select plan(14);
 
 create temp table body (name text primary key, b jsonb);
 insert into body values
@@ -22,6 +22,9 @@ insert into body values
 ('invalid_plain', $${"error": {"code": 400, "message": "API key not valid."}}$$),
 ('leaked', $${"error": {"code": 403, "message": "Your API key was reported as leaked. Please use another API key."}}$$),
 ('denied', $${"error": {"code": 403, "message": "Permission denied"}}$$),
+('service_disabled', $${"error": {"code": 403, "status": "PERMISSION_DENIED",
+    "message": "Generative Language API has not been used in project 123456789 before or it is disabled.",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED"}]}}$$),
 ('json_mode', $${"error": {"code": 400, "message": "JSON mode is not enabled for models/gemma-3-27b-it"}}$$);
 
 create function pg_temp.violation(p_name text) returns table (quota_id text, retry_delay_ms integer)
@@ -68,6 +71,10 @@ select is(pg_temp.rejection(400, 'invalid'), 'API_KEY_INVALID', 'ErrorInfo API_K
 select is(pg_temp.rejection(400, 'invalid_plain'), 'API_KEY_INVALID', '"API key not valid"');
 select is(pg_temp.rejection(403, 'leaked'), 'API_KEY_LEAKED', 'a leaked key');
 select is(pg_temp.rejection(403, 'denied'), null, 'a 403 about something else leaves the key');
+select is(
+    pg_temp.rejection(403, 'service_disabled'), 'SERVICE_DISABLED',
+    'the API disabled in the key''s project: no model can answer on it'
+);
 select is(pg_temp.rejection(400, 'json_mode'), null, 'a bad request leaves the key');
 select is(google_ai_internal.google_error(null), '{}'::jsonb, 'no body is no error');
 select is(google_ai_internal.google_error('"text"'), '{}'::jsonb, 'a scalar body is no error');
