@@ -6,8 +6,9 @@ Two designs are measured in the same run, each on its own fresh database:
 * sliced: acquire with a ticket, as the client calls it: each call stays in the database one
   slice at most, and a caller answered 'queued' sleeps retry_after_ms holding no server
   connection;
-* one long sleep (the design before tickets): acquire without a ticket and
-  wait_slice_ms = 60 s, so each call sleeps inside the database until it is granted.
+* one long sleep (the design before tickets): the same calls with wait_slice_ms = 60 s, so
+  after its first call (which takes the place in line) a caller sleeps inside the database
+  until it is granted.
 
 Figures: utilization over the windows after the first (the first is an unconstrained burst),
 grant lag after a window slot frees, the probe's p50/p95, the number of server connections
@@ -24,13 +25,12 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import Conn, connect, fresh_db, pct, release_lags
+from bench.run import Conn, acquire_waiting, connect, fresh_db, pct, release_lags
 from llm_limits.testing import pooler as pgbouncer
 
 CALLERS, POOL_SIZE, RPM = 24, 8, 30
@@ -60,33 +60,11 @@ def _seed(url: str, slice_ms: int) -> None:
         )
 
 
-def _sliced_grant(conn: Conn, counter: list[int], model: str = "pool-rpm") -> Any:
-    """What the client does: one ticket, short calls, sleeps between them without a connection."""
-    ticket, deadline = uuid.uuid4(), time.monotonic() + MAX_WAIT_S
-    while True:
-        left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        counter[0] += 1
-        row = conn.execute(
-            "select granted, reservation_id, reason, retry_after_ms from public.acquire("
-            "model => %s::text, tokens => 10, mode => 'WAIT', max_wait_ms => %s::int, "
-            "ticket => %s::uuid)",
-            (model, left_ms, ticket),
-        ).fetchone()
-        assert row is not None
-        if row[0] or row[2] != "queued":
-            return row[1] if row[0] else None
-        time.sleep(min(row[3] / 1000, max(0.0, deadline - time.monotonic())))
-
-
-def _long_sleep_grant(conn: Conn, counter: list[int]) -> Any:
-    counter[0] += 1
-    row = conn.execute(
-        "select granted, reservation_id from public.acquire(model => 'pool-rpm', tokens => 10, "
-        "mode => 'WAIT', max_wait_ms => %s::int)",
-        (int(MAX_WAIT_S * 1000),),
-    ).fetchone()
-    assert row is not None
-    return row[1] if row[0] else None
+def _grant(conn: Conn, counter: list[int], model: str = "pool-rpm") -> Any:
+    """What the client does: one ticket, calls of one slice at most, sleeps between them
+    without a connection. With wait_slice_ms = 60 s (the long-sleep design) each call after the
+    first, which takes the place in line, sleeps inside the database until it is granted."""
+    return acquire_waiting(conn, model, 10, int(MAX_WAIT_S * 1000), calls=counter)[1]
 
 
 def _run(
@@ -178,9 +156,7 @@ def _release_lag(url: str, pooled_url: str, samples: int) -> dict[str, float]:
             "values ('pool-lag', 'pool-lag', 1, 100000000, 100000000)"
         )
     with connect(pooled_url) as holder, connect(pooled_url) as waiter:
-        lags = release_lags(
-            holder, "pool-lag", lambda: _sliced_grant(waiter, [0], "pool-lag"), samples
-        )
+        lags = release_lags(holder, "pool-lag", lambda: _grant(waiter, [0], "pool-lag"), samples)
     return {"release_lag_p50": pct(lags, 50), "release_lag_p95": pct(lags, 95)}
 
 
@@ -193,8 +169,8 @@ def pooler(admin_url: str, windows: int = 4) -> dict[str, float]:
         bouncer = pgbouncer.up(root / "pgbouncer", admin_url, POOL_SIZE)
         try:
             for prefix, slice_ms, grant in (
-                ("sliced", 2000, _sliced_grant),
-                ("long", 60_000, _long_sleep_grant),
+                ("sliced", 2000, _grant),
+                ("long", 60_000, _grant),
             ):
                 url = fresh_db(admin_url, f"bench_pooler_{prefix}")
                 _seed(url, slice_ms)

@@ -264,6 +264,30 @@ def cost_growth(admin_url: str, big_rows: int) -> dict[str, float]:
 WINDOW_MS, GUARD_MS = 10_000, 100
 
 
+def acquire_waiting(
+    conn: Conn, model: str, tokens: int, max_wait_ms: int, caller: str | None = None,
+    calls: list[int] | None = None,
+) -> tuple[bool, Any, int]:  # fmt: skip
+    """(granted, reservation_id, waited_ms) of one WAIT as the carriers make it: while the
+    answer is 'queued', sleep retry_after_ms (holding no transaction) and call again with the
+    ticket it returned. `calls`, when given, counts the acquire calls."""
+    ticket = None
+    while True:
+        if calls is not None:
+            calls[0] += 1
+        row = conn.execute(
+            "select granted, reservation_id, waited_ms, reason, retry_after_ms, ticket"
+            " from public.acquire(model => %s::text, tokens => %s::int, mode => 'WAIT',"
+            " max_wait_ms => %s::int, caller => %s::text, ticket => %s::uuid)",
+            (model, tokens, max_wait_ms, caller, ticket),
+        ).fetchone()
+        assert row is not None
+        if row[3] != "queued":
+            return bool(row[0]), row[1], int(row[2] or 0)
+        ticket = row[5]
+        time.sleep(row[4] / 1000)
+
+
 @contextmanager
 def waiters(url: str, n: int, body: Callable[[Conn, int], None], seconds: float):  # type: ignore[no-untyped-def]
     stop = time.monotonic() + seconds
@@ -309,22 +333,16 @@ def utilization(admin_url: str, windows: int) -> dict[str, float]:
     seconds = windows * WINDOW_MS / 1000 + 2
 
     def rpm_call(conn: Conn, i: int) -> None:
-        row = conn.execute(
-            "select granted, reservation_id from public.acquire(model => 'util-rpm'::text, "
-            "tokens => 10::int, mode => 'WAIT', max_wait_ms => 15000)"
-        ).fetchone()
-        if row and row[0]:
-            conn.execute("select public.commit_usage(%s, 10, 5)", (row[1],))
+        granted, rid, _ = acquire_waiting(conn, "util-rpm", 10, 15000)
+        if granted:
+            conn.execute("select public.commit_usage(%s, 10, 5)", (rid,))
 
     def tpm_call(conn: Conn, i: int) -> None:
         # Estimate 400 tokens (2% of the TPM), actually 320: commit reconciles at once.
-        row = conn.execute(
-            "select granted, reservation_id from public.acquire(model => 'util-tpm'::text, "
-            "tokens => 400::int, mode => 'WAIT', max_wait_ms => 15000)"
-        ).fetchone()
-        if row and row[0]:
+        granted, rid, _ = acquire_waiting(conn, "util-tpm", 400, 15000)
+        if granted:
             time.sleep(0.05)
-            conn.execute("select public.commit_usage(%s, 320, 5)", (row[1],))
+            conn.execute("select public.commit_usage(%s, 320, 5)", (rid,))
 
     with waiters(url, 8, rpm_call, seconds):
         pass
@@ -415,10 +433,7 @@ def release_lag(admin_url: str, samples: int) -> dict[str, float]:
     with connect(url) as holder, connect(url) as waiter_conn:
 
         def wait() -> Any:
-            row = waiter_conn.execute(
-                "select reservation_id from public.acquire('lag-model', 1, 'WAIT', 5000)"
-            ).fetchone()
-            return row[0] if row else None
+            return acquire_waiting(waiter_conn, "lag-model", 1, 5000)[1]
 
         lags = release_lags(holder, "lag-model", wait, samples)
     return {"lag_release_p50": pct(lags, 50), "lag_release_p95": pct(lags, 95)}
@@ -448,17 +463,11 @@ def fairness(admin_url: str, seconds: float) -> dict[str, float]:
     def call(conn: Conn, i: int) -> None:
         kind = "large" if i == 0 else "small"
         tokens = 2000 if kind == "large" else 100
-        row = conn.execute(
-            "select granted, reservation_id, waited_ms from public.acquire("
-            "model => 'fair-model'::text, tokens => %s::int, mode => 'WAIT', "
-            "max_wait_ms => 30000, caller => %s::text)",
-            (tokens, kind),
-        ).fetchone()
-        assert row is not None
-        if row[0]:
-            conn.execute("select public.commit_usage(%s, %s::int, 5)", (row[1], tokens))
+        granted, rid, waited_ms = acquire_waiting(conn, "fair-model", tokens, 30000, kind)
+        if granted:
+            conn.execute("select public.commit_usage(%s, %s::int, 5)", (rid, tokens))
             with lock:
-                waits[kind].append(float(row[2]))
+                waits[kind].append(float(waited_ms))
 
     with waiters(url, 6, call, seconds):
         pass
