@@ -162,10 +162,8 @@ $$;
  * is about something else (a 403 for one model's access, a bad request). A
  * 403 "reported as leaked" is API_KEY_LEAKED; a 400 or 403 whose ErrorInfo
  * reason is API_KEY_... (API_KEY_INVALID, API_KEY_SERVICE_BLOCKED, ...) is
- * that reason; a 403 SERVICE_DISABLED (the Generative Language API is off in
- * the key's project) is SERVICE_DISABLED; a 400 "API key not valid" without
- * ErrorInfo is API_KEY_INVALID. No call on such a key can succeed, for any
- * model.
+ * that reason; a 400 "API key not valid" without ErrorInfo is
+ * API_KEY_INVALID. No call on such a key can succeed.
  *
  * Parameters: p_status, the HTTP status; p_error, google_error()'s result.
  * Returns the reason, or null. Raises nothing.
@@ -184,9 +182,7 @@ as $$
             (
                 select i.info ->> 'reason'
                 from google_ai_internal.error_details(p_error, 'ErrorInfo') as i (info)
-                where
-                    i.info ->> 'reason' like 'API\_KEY\_%'
-                    or (p_status = 403 and i.info ->> 'reason' = 'SERVICE_DISABLED')
+                where i.info ->> 'reason' like 'API\_KEY\_%'
                 limit 1
             ),
             case when p_error ->> 'message' ilike '%api key not valid%' then 'API_KEY_INVALID' end
@@ -315,9 +311,8 @@ $$;
  *                   read here (a per-day violation wins); a quotaValue that
  *                   differs from the table is recorded (learn_limits)
  *   disable_key     Google refuses the key itself (key_rejection: invalid,
- *                   leaked, blocked, its project without the API): released
- *                   as sent, the key disabled (audited); try again on
- *                   another key
+ *                   leaked, blocked): released as sent, the key disabled
+ *                   (audited); try again on another key
  *   release_sent    5xx, 408, timeout, lost connection (retry), any other
  *                   status (no retry: the request itself is wrong), cancelled
  *   release_unsent  nothing reached Google: refunded
