@@ -24,7 +24,7 @@ another way.
 """
 
 from .batching import BatchResult, Progress, abatch, batch
-from .client import Client, Usage, agenerate, default_client, generate
+from .client import Client, Usage, Waiting, agenerate, default_client, generate
 from .db import Database, Grant, ModelCounter, Verdict
 from .errors import (
     ConfigurationError,
@@ -55,6 +55,7 @@ __all__ = [
     "UnsupportedByModel",
     "Usage",
     "Verdict",
+    "Waiting",
     "abatch",
     "agenerate",
     "batch",

@@ -50,6 +50,19 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What ``on_wait`` receives each time the database answers ``queued``: the place in line
+    (1 = next), when the turn is expected (ms from now), and the model waited for."""
+
+    position: int
+    expected_wait_ms: int
+    model: str
+
+
+OnWait = Callable[[Waiting], object]
+
+
+@dataclass(frozen=True)
 class _Call:
     model: str
     mode: str
@@ -57,26 +70,29 @@ class _Call:
     estimate: int
     caller: str | None
     request_id: str
+    on_wait: OnWait | None
 
 
 class Client:
     """Quota-controlled access to the Gemini API (see the package docstring).
 
     ``on_usage(Usage)`` runs inline after every commit (keep it quick); its exceptions are
-    logged, never raised. ``pool`` / ``async_pool`` take psycopg_pool pools whose connections
-    are made with ``autocommit=True, prepare_threshold=None``. ``timeout`` bounds each HTTP
-    call to Google, in seconds.
+    logged, never raised. ``on_wait(Waiting)`` (here, or per call) runs each time a WAIT is told
+    it is in line: its place and expected wait, to show a person; under ``agenerate`` it may be
+    a coroutine function. Its exceptions are logged too. ``pool`` / ``async_pool`` take
+    psycopg_pool pools whose connections are made with ``autocommit=True,
+    prepare_threshold=None``. ``timeout`` bounds each HTTP call to Google, in seconds.
     """
 
     def __init__(
         self, dsn: str | None = None, *, pool: Any = None, async_pool: Any = None,
         base_url: str | None = None, timeout: float = 60.0, max_attempts: int = 3,
         caller: str | None = None, on_usage: Callable[[Usage], object] | None = None,
-        connect_timeout: int = 10, keys_ttl: float = 300.0,
+        on_wait: OnWait | None = None, connect_timeout: int = 10, keys_ttl: float = 300.0,
     ) -> None:  # fmt: skip
         self._db = Database(dsn, pool, async_pool, connect_timeout)
         self.max_attempts, self.caller = max(1, max_attempts), caller
-        self.on_usage, self.keys_ttl = on_usage, keys_ttl
+        self.on_usage, self.on_wait, self.keys_ttl = on_usage, on_wait, keys_ttl
         # Retries stay with us, each re-checking the limits: attempts=1 also stops the SDK's
         # implicit aiohttp reconnect, which would send a second request on one grant.
         self._http_options = types.HttpOptions(
@@ -103,17 +119,19 @@ class Client:
     def generate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
+        on_wait: OnWait | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """Call ``models.generate_content`` under the quota; see the package docstring."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, on_wait)
         return ops.run(plan, self._db)
 
     async def agenerate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
+        on_wait: OnWait | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, on_wait)
         return await ops.arun(plan, self._db)
 
     def held_keys(self) -> list[str]:
@@ -126,7 +144,7 @@ class Client:
 
     def _plan(
         self, model: str, contents: Any, mode: str, max_wait: float, config: Any,
-        caller: str | None, request_id: str | None,
+        caller: str | None, request_id: str | None, on_wait: OnWait | None,
     ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         keys = yield from self._held()
@@ -134,7 +152,8 @@ class Client:
         counter = self._google_client(keys.aliases[0], keys) if len(keys) else None
         count = yield from self.tokens.plan(model, contents, cfg, counter)
         call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
-                     caller or self.caller, request_id or uuid.uuid4().hex)  # fmt: skip
+                     caller or self.caller, request_id or uuid.uuid4().hex,
+                     on_wait or self.on_wait)  # fmt: skip
         failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):  # none held, or the last one was just disabled
@@ -192,9 +211,13 @@ class Client:
                     raise NoKeyAvailable(f"no key this process holds is active for {call.model}")
                 after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
                 raise RateLimited(grant.reason or "refused", after) from failure
-            ticket = grant.ticket
-            if grant.retry_after_ms:
-                yield ops.Sleep(grant.retry_after_ms / 1000)
+            ticket, told = grant.ticket, time.monotonic()
+            if call.on_wait is not None:
+                place = Waiting(grant.queue_position or 1, grant.expected_wait_ms or 0, grant.model)
+                yield ops.Notify(call.on_wait, place)
+            pause = (grant.retry_after_ms or 0) / 1000 - (time.monotonic() - told)
+            if pause > 0:
+                yield ops.Sleep(pause)
 
     def _send(
         self, grant: Grant, keys: HeldKeys, contents: Any, cfg: types.GenerateContentConfig | None

@@ -51,9 +51,11 @@ class Grant:
     env_var_name: str | None
     model: str  # the API model id to call
     waited_ms: int | None
-    reason: str | None  # rpm, tpm, rpd, cooldown, no_key, wait_timeout, queued
+    reason: str | None  # rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget, queued
     retry_after_ms: int | None
     ticket: uuid.UUID | None  # a WAIT's place in line: pass it back while queued
+    queue_position: int | None = None  # while queued: 1 = next in line
+    expected_wait_ms: int | None = None  # while queued: when its turn is expected
 
 
 @dataclass(frozen=True)

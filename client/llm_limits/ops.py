@@ -9,6 +9,8 @@ an ``Rpc`` (which ``Database`` runs) knows both ways itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from google import genai
 from .db import Database, Rpc
 
 T = TypeVar("T")
+log = logging.getLogger("llm_limits")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,35 @@ class Call:
         return await asyncio.to_thread(self.fn, *self.args)
 
 
-Step = Rpc[Any] | Google | Sleep | Call
+@dataclass(frozen=True)
+class Notify:
+    """A user's hook (``on_wait``), called with ``arg``. Its exceptions are logged, never
+    raised: a progress message must not fail the call. On asyncio a coroutine it returns is
+    awaited; a blocking run cannot await one, so it is closed with a warning."""
+
+    hook: Callable[[Any], object]
+    arg: Any
+
+    def run(self) -> None:
+        try:
+            result = self.hook(self.arg)
+        except Exception:
+            log.exception("%s hook failed", getattr(self.hook, "__name__", "on_wait"))
+            return
+        if inspect.iscoroutine(result):
+            result.close()
+            log.warning("an async hook needs agenerate(); generate() cannot await it")
+
+    async def arun(self) -> None:
+        try:
+            result = self.hook(self.arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("%s hook failed", getattr(self.hook, "__name__", "on_wait"))
+
+
+Step = Rpc[Any] | Google | Sleep | Call | Notify
 Plan = Generator[Step, Any, T]
 
 

@@ -45,7 +45,7 @@ comment on column public.google_ai_settings.wait_ticket_grace_ms is
 comment on column public.google_ai_settings.learn_limits is
 'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (also lower the quota group''s limit; never raises one).';
 comment on column public.google_ai_settings.aging_ms is
-'Aging of the WAIT queues: a waiter''s class priority falls linearly to the top (0) over this long, so no class starves: after aging_ms a waiter is served before everyone who joined after it.';
+'Aging of the WAIT queues: a class whose waiter has waited this long while the class was granted nothing on the model for this long goes to the top (one grant per aging_ms), so no class starves; under an ordinary load classes keep their order.';
 comment on column public.google_ai_settings.retry_backoff_ms is
 'Pause settle() asks for before the next attempt after a 5xx, a timeout or a lost connection (jittered between half and all of it).';
 

@@ -35,7 +35,7 @@ create index wait_tickets_alive_idx on google_ai_internal.wait_tickets (alive_un
 comment on table google_ai_internal.wait_tickets is
 'Places in the WAIT queues of acquire(): FIFO per (model, key set) by seq, alive until alive_until.';
 comment on column google_ai_internal.wait_tickets.priority is
-'The waiter''s class priority when it joined (lower is served first; aging lowers it further, see queue_rank).';
+'The waiter''s class priority when it joined (lower is served first; a starving class''s old waiters go first, see queue_rank).';
 comment on column google_ai_internal.wait_tickets.deadline is
 'When the wait ends (its first call''s start plus max_wait_ms). Null for tickets made before 20261205000200: their calls'' own max_wait_ms applies.';
 

@@ -15,11 +15,14 @@ create table public.google_ai_caller_classes (
     rpd_reserve numeric(4, 3) not null default 0 check (rpd_reserve between 0 and 1),
     may_fall_back boolean not null default false,
     notes text,
-    updated_at timestamptz not null default now()
+    updated_at timestamptz not null default now(),
+    fallback_after_ms integer check (fallback_after_ms between 0 and 86400000)
 );
 
 comment on table public.google_ai_caller_classes is
 'Caller classes: priority (lower is served first), the fraction of RPM/TPM/RPD that lower-priority classes may not take (RPM/TPM lent while the class is idle), and whether the class may fall back to another model.';
+comment on column public.google_ai_caller_classes.fallback_after_ms is
+'With may_fall_back: how long a WAIT may wait for the model asked for before a model of its fallback chain that can grant at once serves it (null: only when the model asked for refuses).';
 
 -- The three classes every deployment has. `default` is the class of a caller
 -- no policy row names; it cannot be deleted while policies point at it.
@@ -28,6 +31,11 @@ insert into public.google_ai_caller_classes (name, priority, may_fall_back, note
 ('default', 50, false, 'callers no policy names'),
 ('batch', 90, false, 'notebooks and other bulk work')
 on conflict (name) do nothing;
+
+-- A person waits at most about two seconds for the model asked for while a
+-- fallback could answer at once.
+update public.google_ai_caller_classes set fallback_after_ms = 2000
+where name = 'interactive' and fallback_after_ms is null;
 
 alter table public.google_ai_caller_classes enable row level security;
 revoke all on table public.google_ai_caller_classes from public, anon, authenticated, service_role;

@@ -11,8 +11,11 @@ create type public.acquire_result as (
     waited_ms integer,
     reason text,
     retry_after_ms integer,
-    ticket uuid
+    ticket uuid,
+    -- While queued: the place in line (1 = next) and when the turn is expected.
+    queue_position integer,
+    expected_wait_ms integer
 );
 
 comment on type public.acquire_result is
-'Verdict of acquire(): a grant (reservation_id, key) or a refusal (reason, retry_after_ms).';
+'Verdict of acquire(): a grant (reservation_id, key) or a refusal (reason, retry_after_ms); while queued, the place in line and the expected wait.';

@@ -15,6 +15,11 @@ create type google_ai_internal.caller_policy as (
     -- The share of RPD this caller's class and those below it may use:
     -- 1 minus the RPD reserves of every higher-priority class.
     rpd_share numeric,
-    -- Whether some class ranks above this one (its grants may be paced).
-    paced boolean
+    -- Whether some class that ranks above this one has a caller assigned to
+    -- it (a policy row): then this one is paced and leaves headroom.
+    paced boolean,
+    -- How long a WAIT on the model asked for may last before a model of the
+    -- fallback chain that can grant at once serves it (null: only at a
+    -- final refusal).
+    fallback_after_ms integer
 );

@@ -59,6 +59,129 @@ revoke all on function google_ai_internal.candidates(text, text [], timestamptz,
 from public, anon, authenticated;
 
 /*
+ * slot_frees_at: when a request slot of a window frees: the moment the
+ * (p_skip + 1)-th oldest counted grant after p_swept_to leaves it. Grants of
+ * p_classes are left out (null: none is), so a share of the window can be
+ * asked about too.
+ *
+ * Parameters: p_group, p_model, p_swept_to (the window's horizon), p_hold
+ * (window_hold), p_skip (grants that must leave first), p_classes.
+ * Returns a timestamptz; now + hold when no such grant exists (a promise on
+ * the safe side). Raises nothing.
+ * Example: select google_ai_internal.slot_frees_at('free-1', 'gemma-3-27b',
+ *              now() - interval '61 s', interval '61 s', 0, null);
+ */
+create or replace function google_ai_internal.slot_frees_at(
+    p_group text,
+    p_model text,
+    p_swept_to timestamptz,
+    p_hold interval,
+    p_skip bigint,
+    p_classes text []
+)
+returns timestamptz
+language sql
+stable
+set search_path = ''
+as $$
+    select coalesce((
+        select r.granted_at + p_hold
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = p_group and r.model = p_model
+            and r.granted_at > p_swept_to and r.counted_requests > 0
+            and (p_classes is null or coalesce(r.caller_class <> all(p_classes), true))
+        order by r.granted_at
+        offset greatest(p_skip, 0) limit 1
+    ), google_ai_internal.clock() + p_hold)
+$$;
+
+revoke all on function google_ai_internal.slot_frees_at(
+    text, text, timestamptz, interval, bigint, text []
+) from public, anon, authenticated;
+
+/*
+ * tokens_free_at: when p_need input tokens of a window have freed: the
+ * moment the oldest counted grants after p_swept_to that hold that many
+ * tokens have left it. Grants of p_classes are left out (null: none is).
+ *
+ * Parameters: p_group, p_model, p_swept_to, p_hold, p_need (tokens that
+ * must leave), p_classes.
+ * Returns a timestamptz; now + hold when the window never frees that many.
+ * Raises nothing.
+ * Example: select google_ai_internal.tokens_free_at('free-1', 'gemma-3-27b',
+ *              now() - interval '61 s', interval '61 s', 1200, null);
+ */
+create or replace function google_ai_internal.tokens_free_at(
+    p_group text,
+    p_model text,
+    p_swept_to timestamptz,
+    p_hold interval,
+    p_need bigint,
+    p_classes text []
+)
+returns timestamptz
+language sql
+stable
+set search_path = ''
+as $$
+    select coalesce((
+        select w.granted_at + p_hold
+        from (
+            select
+                r.granted_at,
+                sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
+            from public.google_ai_reservations as r
+            where
+                r.quota_group = p_group and r.model = p_model
+                and r.granted_at > p_swept_to and r.counted_tokens > 0
+                and (p_classes is null or coalesce(r.caller_class <> all(p_classes), true))
+        ) as w
+        where w.freed >= p_need
+        order by w.granted_at
+        limit 1
+    ), google_ai_internal.clock() + p_hold)
+$$;
+
+revoke all on function google_ai_internal.tokens_free_at(
+    text, text, timestamptz, interval, bigint, text []
+) from public, anon, authenticated;
+
+/*
+ * higher_class_active: whether a class that ranks above p_priority was
+ * granted on this window within the hold (the window row's lead), or waits
+ * for the model now (a live ticket).
+ *
+ * Parameters: p_st, the locked window row; p_model; p_priority, the
+ * caller's class priority; p_now, p_hold.
+ * Returns a boolean. Raises nothing.
+ * Example: select google_ai_internal.higher_class_active(st, 'gemma-3-27b', 90, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.higher_class_active(
+    p_st public.google_ai_quota_state,
+    p_model text,
+    p_priority integer,
+    p_now timestamptz,
+    p_hold interval
+)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+    select
+        (p_st.lead_at > p_now - p_hold and p_st.lead_priority < p_priority)
+        or exists (
+            select from google_ai_internal.wait_tickets as t
+            where t.model = p_model and t.priority < p_priority and t.alive_until > p_now
+        )
+$$;
+
+revoke all on function google_ai_internal.higher_class_active(
+    public.google_ai_quota_state, text, integer, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
  * try_reserve: one try on one candidate: lock its window, decide, and on
  * success write the reservation (with the time acquire has run so far) and
  * the new totals. On refusal nothing is written. retry_after_ms is the
@@ -72,11 +195,16 @@ from public, anon, authenticated;
  * window's rows of the reserving classes are counted from the ledger (the
  * window's rows only, and only when such a reserve exists).
  *
- * Pacing: while a higher-priority class is active here (it was granted
- * within the hold, or waits for the model), a lower class gets at most one
- * grant per hold / rpm (paced_until). A saturated window otherwise frees
- * its slots in the bursts it filled them in, and the higher class would wait
- * for the next burst; paced, a slot frees every hold / rpm.
+ * Headroom for a higher class that has members (p_policy.paced: some class
+ * above this caller's has a caller assigned to it). A window filled in one
+ * burst frees in one burst a window later, so a higher-class call that
+ * arrives in between would wait for it. So, as GCRA does on top of the
+ * exact log, this caller's class is paced: at most one grant per emission
+ * interval (hold / rpm, every grant of any class counting) with a burst of
+ * two, so slots free one at a time. And while a higher class is active
+ * here (higher_class_active), the window's last request slot stays free for
+ * it. With no member above, nothing of this applies: a lone caller still
+ * takes the whole window at once.
  *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
@@ -104,15 +232,16 @@ declare
     locked record;
     st public.google_ai_quota_state;
     at_now timestamptz;
+    why text [] := '{}';
+    frees timestamptz [] := '{}';
     free_at timestamptz;
-    candidate timestamptz;
     reserved_rpm numeric := 0;
     reserved_tpm numeric := 0;
     higher_requests bigint := 0;
     higher_tokens bigint := 0;
     share integer;
     held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
-    lead_active boolean := false;
+    emission interval;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
@@ -120,65 +249,31 @@ begin
     at_now := locked.at_now;
     hold := locked.hold;
 
+    -- Each binding limit adds the moment it frees (why, frees); the latest
+    -- of them is when the request could be granted.
     if st.cooldown_until > at_now then
-        reason := 'cooldown';
-        free_at := st.cooldown_until;
+        why := why || 'cooldown'::text;
+        frees := frees || st.cooldown_until;
     end if;
-
-    if p_cand.rpd is not null and st.day_requests + 1 > p_cand.rpd then
-        candidate := google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
-        if free_at is null or candidate > free_at then
-            reason := 'rpd';
-            free_at := candidate;
-        end if;
-    end if;
-
-    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
-        -- The slot frees when the k-th oldest counted grant leaves the window.
-        select r.granted_at + hold into candidate
-        from public.google_ai_reservations as r
-        where
-            r.quota_group = p_cand.quota_group and r.model = p_model.model
-            and r.granted_at > st.swept_to and r.counted_requests > 0
-        order by r.granted_at
-        offset greatest(st.window_requests - p_cand.rpm, 0) limit 1;
-        candidate := coalesce(candidate, at_now + hold);
-        if free_at is null or candidate > free_at then
-            reason := 'rpm';
-            free_at := candidate;
-        end if;
-    end if;
-
-    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
-        -- Tokens free when enough of the oldest grants have left the window.
-        select w.granted_at + hold into candidate
-        from (
-            select
-                r.granted_at,
-                sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
-            from public.google_ai_reservations as r
-            where
-                r.quota_group = p_cand.quota_group and r.model = p_model.model
-                and r.granted_at > st.swept_to and r.counted_tokens > 0
-        ) as w
-        where w.freed >= st.window_tokens + p_tokens - p_cand.tpm
-        order by w.granted_at
-        limit 1;
-        candidate := coalesce(candidate, at_now + hold);
-        if free_at is null or candidate > free_at then
-            reason := 'tpm';
-            free_at := candidate;
-        end if;
-    end if;
-
-    if p_cand.rpd is not null and p_policy.rpd_share < 1
-        and st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * p_policy.rpd_share) then
+    if p_cand.rpd is not null
+        and st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
         -- The day's reserve of the classes above is never lent.
-        candidate := google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
-        if free_at is null or candidate > free_at then
-            reason := 'rpd';
-            free_at := candidate;
-        end if;
+        why := why || 'rpd'::text;
+        frees := frees || google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
+    end if;
+    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model.model, st.swept_to, hold,
+            st.window_requests - p_cand.rpm, null
+        );
+    end if;
+    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
+        why := why || 'tpm'::text;
+        frees := frees || google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model.model, st.swept_to, hold,
+            st.window_tokens + p_tokens - p_cand.tpm, null
+        );
     end if;
 
     if pg_catalog.cardinality(p_policy.higher_classes) > 0
@@ -219,68 +314,54 @@ begin
 
         -- A reserve is a share of the rate; its grants hold their slots for the
         -- window plus the guard, so the slots it keeps are scaled up by that.
-        share := pg_catalog.floor(p_cand.rpm * (1 - least(
-            reserved_rpm * held_per_window, 1
-        )));
+        share := pg_catalog.floor(p_cand.rpm * (1 - least(reserved_rpm * held_per_window, 1)));
         if p_cand.rpm is not null and reserved_rpm > 0
             and st.window_requests - higher_requests + 1 > share then
-            -- A slot of this share frees when the k-th oldest of its grants leaves.
-            select r.granted_at + hold into candidate
-            from public.google_ai_reservations as r
-            where
-                r.quota_group = p_cand.quota_group and r.model = p_model.model
-                and r.granted_at > st.swept_to and r.counted_requests > 0
-                and coalesce(r.caller_class <> all(p_policy.higher_classes), true)
-            order by r.granted_at
-            offset greatest(st.window_requests - higher_requests - share, 0) limit 1;
-            candidate := coalesce(candidate, at_now + hold);
-            if free_at is null or candidate > free_at then
-                reason := 'rpm';
-                free_at := candidate;
-            end if;
+            why := why || 'rpm'::text;
+            frees := frees || google_ai_internal.slot_frees_at(
+                p_cand.quota_group, p_model.model, st.swept_to, hold,
+                st.window_requests - higher_requests - share, p_policy.higher_classes
+            );
         end if;
 
-        share := pg_catalog.floor(p_cand.tpm * (1 - least(
-            reserved_tpm * held_per_window, 1
-        )));
+        share := pg_catalog.floor(p_cand.tpm * (1 - least(reserved_tpm * held_per_window, 1)));
         if p_cand.tpm is not null and reserved_tpm > 0
             and st.window_tokens - higher_tokens + p_tokens > share then
-            select w.granted_at + hold into candidate
-            from (
-                select
-                    r.granted_at,
-                    sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
-                from public.google_ai_reservations as r
-                where
-                    r.quota_group = p_cand.quota_group and r.model = p_model.model
-                    and r.granted_at > st.swept_to and r.counted_tokens > 0
-                    and coalesce(r.caller_class <> all(p_policy.higher_classes), true)
-            ) as w
-            where w.freed >= st.window_tokens - higher_tokens + p_tokens - share
-            order by w.granted_at
-            limit 1;
-            candidate := coalesce(candidate, at_now + hold);
-            if free_at is null or candidate > free_at then
-                reason := 'tpm';
-                free_at := candidate;
-            end if;
-        end if;
-    end if;
-
-    if p_policy.paced and p_cand.rpm is not null and st.paced_until > at_now then
-        lead_active := (st.lead_at > at_now - hold and st.lead_priority < p_policy.priority)
-            or exists (
-                select from google_ai_internal.wait_tickets as t
-                where
-                    t.model = p_model.model and t.priority < p_policy.priority
-                    and t.alive_until > at_now
+            why := why || 'tpm'::text;
+            frees := frees || google_ai_internal.tokens_free_at(
+                p_cand.quota_group, p_model.model, st.swept_to, hold,
+                st.window_tokens - higher_tokens + p_tokens - share, p_policy.higher_classes
             );
-        if lead_active and (free_at is null or st.paced_until > free_at) then
-            reason := 'rpm';
-            free_at := st.paced_until;
         end if;
     end if;
 
+    if p_policy.paced and p_cand.rpm > 0 then
+        emission := hold / p_cand.rpm;
+        -- GCRA: a grant may come once the theoretical arrival time is at most
+        -- one emission interval ahead (a burst of two).
+        if st.paced_until - emission > at_now then
+            why := why || 'rpm'::text;
+            frees := frees || (st.paced_until - emission);
+        end if;
+        if p_cand.rpm > 1 and st.window_requests + 2 > p_cand.rpm
+            and google_ai_internal.higher_class_active(
+                st, p_model.model, p_policy.priority, at_now, hold
+            ) then
+            -- The window's last slot stays free for the class above.
+            why := why || 'rpm'::text;
+            frees := frees || google_ai_internal.slot_frees_at(
+                p_cand.quota_group, p_model.model, st.swept_to, hold,
+                st.window_requests + 1 - p_cand.rpm, null
+            );
+        end if;
+    end if;
+
+    for i in 1 .. coalesce(pg_catalog.cardinality(frees), 0) loop
+        if free_at is null or frees[i] > free_at then
+            reason := why[i];
+            free_at := frees[i];
+        end if;
+    end loop;
     if reason is not null then
         retry_after_ms := greatest(
             1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)

@@ -5,7 +5,9 @@
  * caller_policy: the policy acquire() applies to a caller. A session whose
  * login is some policy row's login_role acts as that row's caller, whatever
  * name it passed; a name no row holds is in class `default` (priority 50, no
- * fallback, should that row be gone).
+ * fallback, should that row be gone). The policy is paced (try_reserve)
+ * when a class above it has members: a caller of that class may arrive at
+ * any moment, so the window must not be filled in one burst.
  *
  * Parameters: p_caller, acquire's caller argument (may be null).
  * Returns one caller_policy. Raises nothing.
@@ -24,8 +26,8 @@ begin
     from public.google_ai_caller_policies as p
     where p.login_role = session_user;
     pol.caller := coalesce(pol.caller, p_caller);
-    select c.name, c.priority, c.may_fall_back
-    into pol.caller_class, pol.priority, pol.may_fall_back
+    select c.name, c.priority, c.may_fall_back, c.fallback_after_ms
+    into pol.caller_class, pol.priority, pol.may_fall_back, pol.fallback_after_ms
     from public.google_ai_caller_classes as c
     where c.name = coalesce(
         (select p.caller_class from public.google_ai_caller_policies as p where p.caller = pol.caller),
@@ -44,7 +46,9 @@ begin
         coalesce(pg_catalog.array_agg(c.tpm_reserve order by c.name)
             filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
         1 - coalesce(sum(c.rpd_reserve), 0),
-        count(*) > 0
+        coalesce(bool_or(exists (
+            select from public.google_ai_caller_policies as p where p.caller_class = c.name
+        )), false)
     into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share, pol.paced
     from public.google_ai_caller_classes as c
     where c.priority < pol.priority;

@@ -204,37 +204,241 @@ revoke all on function google_ai_internal.turn_estimate(
 ) from public, anon, authenticated;
 
 /*
- * queue_rank: where a waiter stands in its queue: its class priority, lowered
- * linearly to 0 (the top) over google_ai_settings.aging_ms of waiting, so no
- * class starves. Ties go by ticket order (seq): after aging_ms a waiter is
- * ahead of everyone who joined after it, whatever their class.
+ * starving_classes: the classes of a queue that aging lifts to the top: a
+ * class is starving when it has a waiter that has waited aging_ms and the
+ * class was granted nothing on the model's candidate groups within aging_ms.
+ * So aging only acts when the classes above take the whole limit; under an
+ * ordinary load every class is granted now and then, and the classes keep
+ * their order. A starving class is served one grant per aging_ms.
  *
- * Parameters: p_priority, the ticket's class priority; p_created_at, when it
- * joined; p_now; p_aging_ms.
+ * Parameters: p_model and p_key_set (the queue), p_groups (its candidate
+ * quota groups), p_now, p_aging_ms (google_ai_settings.aging_ms).
+ * Returns the class names (empty when none starves). Raises nothing.
+ * Example: select google_ai_internal.starving_classes('gemma-3-27b', md5('*'),
+ *              array['free-1'], now(), 60000);
+ */
+create or replace function google_ai_internal.starving_classes(
+    p_model text, p_key_set text, p_groups text [], p_now timestamptz, p_aging_ms integer
+)
+returns text []
+language sql
+stable
+set search_path = ''
+as $$
+    select coalesce(pg_catalog.array_agg(distinct t.caller_class), '{}')
+    from google_ai_internal.wait_tickets as t
+    where
+        t.model = p_model and t.key_set = p_key_set and t.alive_until > p_now
+        and t.created_at <= p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
+        and not exists (
+            select from public.google_ai_reservations as r
+            where
+                r.quota_group = any(p_groups) and r.model = p_model
+                and r.granted_at > p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
+                and r.caller_class = t.caller_class
+        )
+$$;
+
+revoke all on function google_ai_internal.starving_classes(text, text, text [], timestamptz, integer)
+from public, anon, authenticated;
+
+/*
+ * queue_rank: where a waiter stands in its queue: its class priority, or 0
+ * (the top) once it has waited aging_ms in a starving class
+ * (starving_classes). Ties go by ticket order (seq).
+ *
+ * Parameters: p_ticket, the waiter; p_starving, the queue's starving
+ * classes; p_now; p_aging_ms.
  * Returns the rank (lower is served first). Raises nothing.
- * Example: select google_ai_internal.queue_rank(90, now() - interval '30 s', now(), 60000);
+ * Example: select google_ai_internal.queue_rank(t, '{batch}', now(), 60000)
+ *          from google_ai_internal.wait_tickets as t;
  */
 create or replace function google_ai_internal.queue_rank(
-    p_priority integer, p_created_at timestamptz, p_now timestamptz, p_aging_ms integer
+    p_ticket google_ai_internal.wait_tickets,
+    p_starving text [],
+    p_now timestamptz,
+    p_aging_ms integer
 )
-returns double precision
+returns integer
 language sql
 immutable
 set search_path = ''
 as $$
-    select p_priority * greatest(
-        0, 1 - extract(epoch from p_now - p_created_at) * 1000 / p_aging_ms
-    )::double precision
+    select case
+        when p_ticket.caller_class = any(p_starving)
+            and p_ticket.created_at <= p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
+            then 0
+        else p_ticket.priority
+    end
 $$;
 
-revoke all on function google_ai_internal.queue_rank(integer, timestamptz, timestamptz, integer)
+revoke all on function google_ai_internal.queue_rank(
+    google_ai_internal.wait_tickets, text [], timestamptz, integer
+) from public, anon, authenticated;
+
+/*
+ * line_ahead: who is ahead of a waiter in its queue: the live tickets of
+ * the same model and key set that rank before it (queue_rank, then seq)
+ * and still hold their place (their owner is in a call, or is less than
+ * the grace late). The one definition of "ahead".
+ *
+ * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
+ * (wait_ticket_grace_ms); p_aging_ms.
+ * Returns how many are ahead, their tokens, and the nearest one (null when
+ * the waiter is the head). Raises nothing.
+ * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
+ */
+create or replace function google_ai_internal.line_ahead(
+    p_me google_ai_internal.wait_tickets,
+    p_starving text [],
+    p_now timestamptz,
+    p_grace interval,
+    p_aging_ms integer,
+    out ahead integer,
+    out ahead_tokens bigint,
+    out nearest uuid
+)
+language sql
+volatile
+set search_path = ''
+as $$
+    select
+        count(*)::integer,
+        coalesce(sum(x.tokens), 0)::bigint,
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1]
+    from (
+        select
+            t.id, t.tokens, t.seq, t.due_at,
+            google_ai_internal.queue_rank(t, p_starving, p_now, p_aging_ms) as rank
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = p_me.model and t.key_set = p_me.key_set and t.id <> p_me.id
+            and t.alive_until > p_now
+    ) as x
+    where
+        (x.rank, x.seq)
+        < (google_ai_internal.queue_rank(p_me, p_starving, p_now, p_aging_ms), p_me.seq)
+        and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id))
+$$;
+
+revoke all on function google_ai_internal.line_ahead(
+    google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+) from public, anon, authenticated;
+
+/*
+ * take_place: a WAIT call's ticket, locked for the call: the caller's
+ * place, or a new one at the tail of the queue (model, key set). Expired
+ * places are swept first, whoever sweeps them. A ticket of another queue
+ * (the caller changed its model or keys) starts again at this queue's tail.
+ * A new ticket's deadline is its insert plus max_wait_ms (real time, like
+ * every deadline here, so waited_ms reaches max_wait_ms at the deadline).
+ *
+ * Parameters: p_ticket; p_model (a limits row name) and p_key_set (the
+ * queue); the tokens, caller and request_id the ticket records;
+ * p_max_wait_ms; the settings; the caller's policy (class and priority).
+ * Returns the locked ticket and whether this call made it. Raises nothing.
+ * Example: select * from google_ai_internal.take_place(gen_random_uuid(), 'gemma-3-27b',
+ *              md5('*'), 100, 'bot', 'r1', 5000, cfg, pol);
+ */
+create or replace function google_ai_internal.take_place(
+    p_ticket uuid,
+    p_model text,
+    p_key_set text,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_max_wait_ms integer,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    out ticket google_ai_internal.wait_tickets,
+    out fresh boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+begin
+    fresh := false;
+    delete from google_ai_internal.wait_tickets as t
+    where t.id in (
+        select x.id from google_ai_internal.wait_tickets as x
+        where x.alive_until < at_now
+        for update skip locked
+    );
+    select t.* into ticket from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+    if ticket.id is not null and (ticket.model <> p_model or ticket.key_set <> p_key_set) then
+        delete from google_ai_internal.wait_tickets as t where t.id = p_ticket;
+        ticket := null;
+    end if;
+    if ticket.id is not null then
+        return;
+    end if;
+    insert into google_ai_internal.wait_tickets as t (
+        id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
+        alive_until, deadline, priority, caller_class
+    ) values (
+        p_ticket, p_model, p_key_set, p_tokens, p_caller, p_request_id, at_now, at_now, at_now,
+        at_now + pg_catalog.make_interval(
+            secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
+        ),
+        pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0),
+        p_policy.priority, p_policy.caller_class
+    )
+    -- A retry after a lost connection may race the call it replaces.
+    on conflict (id) do nothing
+    returning t.* into ticket;
+    if ticket.id is null then
+        select t.* into ticket
+        from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+    else
+        fresh := true;
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.take_place(
+    uuid, text, text, integer, text, text, integer, public.google_ai_settings,
+    google_ai_internal.caller_policy
+) from public, anon, authenticated;
+
+/*
+ * wait_for_ticket: wait until the call that holds a ticket's row lock ends
+ * (its owner is granted, or its slice is over), or until p_until. Row locks
+ * end only with their (sub)transaction, so the lock is taken in a
+ * subtransaction that this function rolls back at once by raising LL999 to
+ * itself; the lock_timeout it sets is undone with it.
+ *
+ * Parameters: p_ticket, the one ahead; p_until, the end of the caller's slice.
+ * Returns nothing. Raises nothing (LL999 and lock_not_available are caught).
+ * Example: perform google_ai_internal.wait_for_ticket(pred.id, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.wait_for_ticket(p_ticket uuid, p_until timestamptz)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
+        extract(epoch from p_until - pg_catalog.clock_timestamp()) * 1000
+    ))::text || 'ms', true);
+    perform 1 from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
+    raise exception using errcode = 'LL999';
+exception
+    when sqlstate 'LL999' or lock_not_available then null;
+end;
+$$;
+
+revoke all on function google_ai_internal.wait_for_ticket(uuid, timestamptz)
 from public, anon, authenticated;
 
 /*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
- * by rank (queue_rank: class priority, aged), then ticket order; "ahead"
- * below means ahead in that order.
+ * by rank (queue_rank: class priority; a starving class's old waiters
+ * first), then ticket order; "ahead" is line_ahead.
  *
  * The first call with a new ticket takes the place at the tail, fixes the
  * wait's deadline (that call's start plus max_wait_ms; a later call's
@@ -255,6 +459,11 @@ from public, anon, authenticated;
  *     backs off by how late that one is);
  *   - at the deadline the head tries once more; anyone not granted then is
  *     refused 'wait_timeout' with a truthful retry_after_ms.
+ * p_yield_after_ms (acquire's fallback_after_ms, when a fallback exists):
+ * until that long after the ticket's first call, no call lasts or sleeps
+ * past that moment, so acquire can try the fallback then.
+ * A 'queued' answer says the waiter's place (queue_position, 1 = next) and
+ * when its turn is expected (expected_wait_ms).
  * A ticket ahead counts while its owner is in a call, or until
  * wait_ticket_grace_ms after the moment it was told to call back: a killed
  * or disconnected owner stops holding the line about a second after it
@@ -266,12 +475,12 @@ from public, anon, authenticated;
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
  * request_id, max_wait_ms (used by the ticket's first call, and by tickets
  * made before the deadline was stored), the settings, when the call
- * started, and the caller's policy (its class and priority).
+ * started, the caller's policy, p_yield_after_ms.
  * Returns the verdict (waited_ms counted from the ticket's first call) and
  * the number of looks at the queue over the whole wait. Raises nothing.
  * Example: select * from google_ai_internal.wait_in_line(
  *              gen_random_uuid(), m, null, 100, 'bot', 'r1', 5000, cfg, clock_timestamp(),
- *              google_ai_internal.caller_policy('bot'));
+ *              google_ai_internal.caller_policy('bot'), null);
  */
 create or replace function google_ai_internal.wait_in_line(
     p_ticket uuid,
@@ -284,6 +493,7 @@ create or replace function google_ai_internal.wait_in_line(
     p_cfg public.google_ai_settings,
     p_started timestamptz,
     p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
     out verdict public.acquire_result,
     out rounds integer
 )
@@ -293,63 +503,30 @@ set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    queue_keys text := google_ai_internal.queue_key_set(p_key_aliases);
     deadline timestamptz;
     slice_end timestamptz;
+    yield_at timestamptz;
     lead_ms integer := p_cfg.wait_recheck_ms;
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
     me google_ai_internal.wait_tickets;
     pred google_ai_internal.wait_tickets;
-    fresh boolean := false;
+    placed record;
+    line record;
+    fresh boolean;
     present boolean;
     cands google_ai_internal.candidate [];
-    ahead integer;
-    ahead_tokens bigint;
     turn timestamptz;
     at_now timestamptz;
     remaining_ms double precision;
     hint_ms double precision;
 begin
-    -- Places whose owner stopped calling back stop counting, whoever sweeps them.
-    delete from google_ai_internal.wait_tickets as t
-    where t.id in (
-        select x.id from google_ai_internal.wait_tickets as x
-        where x.alive_until < google_ai_internal.clock()
-        for update skip locked
+    select * into placed
+    from google_ai_internal.take_place(
+        p_ticket, p_model.model, google_ai_internal.queue_key_set(p_key_aliases), p_tokens,
+        p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
     );
-
-    select t.* into me from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
-    if me.id is not null and (me.model <> p_model.model or me.key_set <> queue_keys) then
-        -- The same ticket for another queue: a new place at that queue's tail.
-        delete from google_ai_internal.wait_tickets as t where t.id = p_ticket;
-        me := null;
-    end if;
-    if me.id is null then
-        at_now := google_ai_internal.clock();
-        insert into google_ai_internal.wait_tickets as t (
-            id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
-            alive_until, deadline, priority, caller_class
-        ) values (
-            p_ticket, p_model.model, queue_keys, p_tokens, p_caller, p_request_id, at_now,
-            at_now, at_now, at_now + pg_catalog.make_interval(
-                secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
-            ),
-            -- Real time, like every deadline here; from the insert, so waited_ms
-            -- (counted from created_at) reaches max_wait_ms at the deadline.
-            pg_catalog.clock_timestamp()
-                + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0),
-            p_policy.priority, p_policy.caller_class
-        )
-        -- A retry after a lost connection may race the call it replaces.
-        on conflict (id) do nothing
-        returning t.* into me;
-        if me.id is null then
-            select t.* into me
-            from google_ai_internal.wait_tickets as t where t.id = p_ticket for update;
-        else
-            fresh := true;
-        end if;
-    end if;
+    me := placed.ticket;
+    fresh := placed.fresh;
     -- The wait ends at the ticket's deadline, fixed by its first call, or
     -- sooner when this call's max_wait_ms says so (a caller that counts down
     -- its own wait, or gives up with 0).
@@ -359,6 +536,10 @@ begin
     slice_end := least(
         deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0)
     );
+    yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
+    if yield_at > p_started then
+        slice_end := least(slice_end, yield_at);
+    end if;
     rounds := me.rounds;
     verdict.granted := false;
     verdict.model := coalesce(p_model.api_model, p_model.model);
@@ -366,26 +547,22 @@ begin
     loop
         rounds := rounds + 1;
         at_now := google_ai_internal.clock();
-        pred := null;
-        select t.* into pred
-        from google_ai_internal.wait_tickets as t
-        where
-            t.model = me.model and t.key_set = me.key_set and t.id <> me.id
-            and (google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms), t.seq)
-            < (google_ai_internal.queue_rank(me.priority, me.created_at, at_now, p_cfg.aging_ms), me.seq)
-            and t.alive_until > at_now
-            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id))
-        order by
-            google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms) desc,
-            t.seq desc
-        limit 1;
         cands := array(
             select c
             from google_ai_internal.candidates(p_model.model, p_key_aliases, at_now, p_tokens) as c
         );
+        select * into line from google_ai_internal.line_ahead(
+            me,
+            google_ai_internal.starving_classes(
+                me.model, me.key_set,
+                array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
+                at_now, p_cfg.aging_ms
+            ),
+            at_now, grace, p_cfg.aging_ms
+        );
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
 
-        if pred.id is null then
+        if line.nearest is null then
             verdict := google_ai_internal.reserve_round(
                 p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy
             );
@@ -418,17 +595,11 @@ begin
         end if;
 
         -- Behind others: when could this waiter's turn come?
-        select count(*)::integer, coalesce(sum(t.tokens), 0)
-        into ahead, ahead_tokens
-        from google_ai_internal.wait_tickets as t
-        where
-            t.model = me.model and t.key_set = me.key_set and t.id <> me.id
-            and (google_ai_internal.queue_rank(t.priority, t.created_at, at_now, p_cfg.aging_ms), t.seq)
-            < (google_ai_internal.queue_rank(me.priority, me.created_at, at_now, p_cfg.aging_ms), me.seq)
-            and t.alive_until > at_now
-            and (t.due_at + grace > at_now or google_ai_internal.ticket_in_call(t.id));
+        select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
         turn := greatest(
-            google_ai_internal.turn_estimate(p_model, cands, ahead, ahead_tokens, p_tokens, p_cfg),
+            google_ai_internal.turn_estimate(
+                p_model, cands, line.ahead, line.ahead_tokens, p_tokens, p_cfg
+            ),
             pred.turn_at
         );
         verdict.key_alias := null;
@@ -465,23 +636,22 @@ begin
         end if;
         -- Due, and the one ahead is in a call: wait for it to end (granted, or
         -- its slice over), then look again.
-        begin
-            perform pg_catalog.set_config('lock_timeout', greatest(1, pg_catalog.ceil(
-                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
-            ))::text || 'ms', true);
-            perform 1 from google_ai_internal.wait_tickets as t where t.id = pred.id for update;
-            raise exception using errcode = 'LL999';
-        exception
-            when sqlstate 'LL999' or lock_not_available then null;  -- lock and setting undone
-        end;
+        perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
     end loop;
 
     if verdict.reason = 'queued' then
-        hint_ms := greatest(0, least(hint_ms, remaining_ms));
         at_now := google_ai_internal.clock();
+        if yield_at > at_now then
+            hint_ms := least(hint_ms, extract(epoch from yield_at - at_now) * 1000);
+        end if;
+        hint_ms := greatest(0, least(hint_ms, remaining_ms));
         verdict.key_alias := null;
         verdict.reservation_id := null;
         verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
+        verdict.queue_position := coalesce(line.ahead, 0) + 1;
+        verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
+            extract(epoch from coalesce(turn, at_now) - at_now) * 1000
+        ))::integer;
         update google_ai_internal.wait_tickets as t
         set
             due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
@@ -502,5 +672,5 @@ $$;
 
 revoke all on function google_ai_internal.wait_in_line(
     uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
-    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
 ) from public, anon, authenticated;

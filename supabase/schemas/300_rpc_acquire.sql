@@ -111,11 +111,12 @@ revoke all on function google_ai_internal.record_acquire_verdict(
  *
  * Parameters: the model row, acquire's tokens, whether it waits, its
  * max_wait_ms, key_aliases, caller (after a login pin), request_id and
- * ticket, the settings, when the call started, the caller's policy.
+ * ticket, the settings, when the call started, the caller's policy, and
+ * p_yield_after_ms (wait_in_line's).
  * Returns the verdict (ticket set for a WAIT) and the rounds it took.
  * Raises: LL003 tokens > every TPM that applies.
  * Example: select * from google_ai_internal.acquire_on(m, 100, true, 5000, null,
- *              'bot', 'r1', null, cfg, clock_timestamp(), pol);
+ *              'bot', 'r1', null, cfg, clock_timestamp(), pol, null);
  */
 create or replace function google_ai_internal.acquire_on(
     p_model public.google_ai_model_limits,
@@ -129,6 +130,7 @@ create or replace function google_ai_internal.acquire_on(
     p_cfg public.google_ai_settings,
     p_started timestamptz,
     p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
     out verdict public.acquire_result,
     out rounds integer
 )
@@ -175,7 +177,7 @@ begin
         place := coalesce(p_ticket, pg_catalog.gen_random_uuid());
         in_line := google_ai_internal.wait_in_line(
             place, p_model, p_key_aliases, p_tokens, p_caller, p_request_id, p_max_wait_ms,
-            p_cfg, p_started, p_policy
+            p_cfg, p_started, p_policy, p_yield_after_ms
         );
         verdict := in_line.verdict;
         verdict.ticket := place;
@@ -196,7 +198,175 @@ $$;
 
 revoke all on function google_ai_internal.acquire_on(
     public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
-    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
+) from public, anon, authenticated;
+
+/*
+ * budget_refusal: the refusal of a caller whose daily budget for a model is
+ * spent: reason caller_budget, until the next Pacific midnight.
+ *
+ * Parameters: p_model, the model row; p_cfg; p_started, when acquire began.
+ * Returns the verdict. Raises nothing.
+ * Example: verdict := google_ai_internal.budget_refusal(m, cfg, clock_timestamp());
+ */
+create or replace function google_ai_internal.budget_refusal(
+    p_model public.google_ai_model_limits, p_cfg public.google_ai_settings, p_started timestamptz
+)
+returns public.acquire_result
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    verdict public.acquire_result;
+    at_now timestamptz := google_ai_internal.clock();
+begin
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+    verdict.reason := 'caller_budget';
+    verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
+        google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone) - at_now
+    ) * 1000))::integer;
+    verdict.waited_ms := pg_catalog.round(
+        extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000
+    )::integer;
+    return verdict;
+end;
+$$;
+
+revoke all on function google_ai_internal.budget_refusal(
+    public.google_ai_model_limits, public.google_ai_settings, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * acquire_within_budget: acquire_on under the caller's daily budget for the
+ * model: refused caller_budget when it is spent, and a grant counted
+ * against it (refunded and refused when a concurrent grant spent it first).
+ *
+ * Parameters: acquire_on's, then p_today (the Pacific day).
+ * Returns the verdict and the rounds it took. Raises what acquire_on raises.
+ * Example: select * from google_ai_internal.acquire_within_budget(m, 100, true, 5000,
+ *              null, 'bot', 'r1', null, cfg, clock_timestamp(), pol, null, current_date);
+ */
+create or replace function google_ai_internal.acquire_within_budget(
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_wait boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_caller text,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
+    p_today date,
+    out verdict public.acquire_result,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    attempt record;
+begin
+    rounds := 0;
+    if not google_ai_internal.spend_budget(p_caller, p_model.model, p_tokens, p_today, false) then
+        verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
+        return;
+    end if;
+    attempt := google_ai_internal.acquire_on(
+        p_model, p_tokens, p_wait, p_max_wait_ms, p_key_aliases, p_caller, p_request_id,
+        p_ticket, p_cfg, p_started, p_policy, p_yield_after_ms
+    );
+    verdict := attempt.verdict;
+    rounds := attempt.rounds;
+    if verdict.granted and not google_ai_internal.spend_budget(
+        p_caller, p_model.model, p_tokens, p_today, true
+    ) then
+        perform public.release(verdict.reservation_id, 'caller_budget', false);
+        verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_within_budget(
+    public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer, date
+) from public, anon, authenticated;
+
+/*
+ * check_acquire_args: acquire()'s arguments, checked before any state is
+ * touched.
+ *
+ * Parameters: acquire's model, tokens, mode, max_wait_ms, key_aliases,
+ * caller and request_id.
+ * Returns the model's limits row. Raises: LL001 unknown model, LL002 bad
+ * tokens, LL004 unknown mode, LL007 bad max_wait_ms, too many key_aliases
+ * or text too long.
+ * Example: m := google_ai_internal.check_acquire_args('gemma-3-27b', 100, 'WAIT', 5000,
+ *                                                     null, 'bot', 'r1');
+ */
+create or replace function google_ai_internal.check_acquire_args(
+    p_model text,
+    p_tokens integer,
+    p_mode text,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_caller text,
+    p_request_id text
+)
+returns public.google_ai_model_limits
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    wanted public.google_ai_model_limits;
+begin
+    if p_model is null then
+        raise exception using errcode = 'LL001', message = 'model must not be null',
+            hint = 'Pass a model name such as gemma-3-27b.';
+    end if;
+    -- One cheap test on the hot path; check_text names the culprit.
+    if greatest(
+        pg_catalog.length(p_model), pg_catalog.length(p_caller), pg_catalog.length(p_request_id)
+    ) > 200 then
+        perform google_ai_internal.check_text('model', p_model, 200);
+        perform google_ai_internal.check_text('caller', p_caller, 200);
+        perform google_ai_internal.check_text('request_id', p_request_id, 200);
+    end if;
+    wanted := google_ai_internal.resolve_model(p_model);
+    if p_tokens is null or p_tokens < 0 then
+        raise exception using errcode = 'LL002',
+            message = pg_catalog.format('tokens must be a non-negative integer, got %s',
+                                        coalesce(p_tokens::text, 'null')),
+            hint = 'Pass an upper-bound estimate of the input tokens.';
+    end if;
+    if p_mode is null or pg_catalog.upper(p_mode) not in ('WAIT', 'NO_WAIT') then
+        raise exception using errcode = 'LL004',
+            message = pg_catalog.format('unknown mode %L',
+                                        pg_catalog.left(coalesce(p_mode, 'null'), 50)),
+            hint = 'mode is WAIT or NO_WAIT.';
+    end if;
+    if p_max_wait_ms is null or p_max_wait_ms < 0 or p_max_wait_ms > 86400000 then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('max_wait_ms must be between 0 and 86400000, got %s',
+                                        coalesce(p_max_wait_ms::text, 'null')),
+            hint = 'Pass the whole wait in milliseconds (0 with NO_WAIT).';
+    end if;
+    if p_key_aliases is not null and pg_catalog.cardinality(p_key_aliases) > 1000 then
+        raise exception using errcode = 'LL007', message = 'key_aliases has more than 1000 entries',
+            hint = 'Pass only the aliases this process holds.';
+    end if;
+    return wanted;
+end;
+$$;
+
+revoke all on function google_ai_internal.check_acquire_args(
+    text, integer, text, integer, text [], text, text
 ) from public, anon, authenticated;
 
 /*
@@ -238,13 +408,20 @@ revoke all on function google_ai_internal.acquire_on(
  * max_wait_ms = 0, try once and refuse with the binding limit and a truthful
  * retry_after_ms.
  *
+ * A 'queued' answer says where the waiter stands: queue_position (1 =
+ * next) and expected_wait_ms (when its turn is expected), for a person
+ * waiting on the other side.
+ *
  * Policy (caller_policy): the class's reserves and priority apply in every
- * try. A caller with a daily budget for the model (google_ai_caller_budgets)
+ * try, and a class with members above it is paced (try_reserve). A caller with a daily budget for the model (google_ai_caller_budgets)
  * is refused caller_budget, until the next Pacific midnight, once it is
  * spent. A caller whose class may fall back is not refused for a model while
  * a model of its fallback chain (google_ai_fallbacks) can grant within the
  * same wait: a final refusal moves the wait to the next model (the ticket
- * follows), and the grant's ledger row records fallback_from.
+ * follows), and the grant's ledger row records fallback_from. With the
+ * class's fallback_after_ms, a wait that has lasted that long is served at
+ * once by a later model of the chain that can grant now (its place in line
+ * is given up); until then no call sleeps past that moment.
  *
  * Raises: LL001 unknown model, LL002 bad tokens, LL003 tokens > TPM,
  *         LL004 unknown mode, LL007 bad max_wait_ms or text too long.
@@ -278,49 +455,19 @@ declare
     step integer := 1;
     waiting boolean;
     wait_left integer;
+    yield_after integer;
+    later integer;
+    held_model text;
+    held_since timestamptz;
     attempt record;
     verdict public.acquire_result;
     first_refusal public.acquire_result;
     rounds integer := 0;
     today date;
 begin
-    -- Validate everything before touching any state.
-    if acquire.model is null then
-        raise exception using errcode = 'LL001', message = 'model must not be null',
-            hint = 'Pass a model name such as gemma-3-27b.';
-    end if;
-    -- One cheap test on the hot path; check_text names the culprit.
-    if greatest(
-        pg_catalog.length(acquire.model), pg_catalog.length(caller), pg_catalog.length(request_id)
-    ) > 200 then
-        perform google_ai_internal.check_text('model', acquire.model, 200);
-        perform google_ai_internal.check_text('caller', caller, 200);
-        perform google_ai_internal.check_text('request_id', request_id, 200);
-    end if;
-    wanted := google_ai_internal.resolve_model(acquire.model);
-    if tokens is null or tokens < 0 then
-        raise exception using errcode = 'LL002',
-            message = pg_catalog.format('tokens must be a non-negative integer, got %s',
-                                        coalesce(tokens::text, 'null')),
-            hint = 'Pass an upper-bound estimate of the input tokens.';
-    end if;
-    if mode is null or pg_catalog.upper(mode) not in ('WAIT', 'NO_WAIT') then
-        raise exception using errcode = 'LL004',
-            message = pg_catalog.format('unknown mode %L',
-                                        pg_catalog.left(coalesce(mode, 'null'), 50)),
-            hint = 'mode is WAIT or NO_WAIT.';
-    end if;
-    if max_wait_ms is null or max_wait_ms < 0 or max_wait_ms > 86400000 then
-        raise exception using errcode = 'LL007',
-            message = pg_catalog.format('max_wait_ms must be between 0 and 86400000, got %s',
-                                        coalesce(max_wait_ms::text, 'null')),
-            hint = 'Pass the whole wait in milliseconds (0 with NO_WAIT).';
-    end if;
-    if key_aliases is not null and pg_catalog.cardinality(key_aliases) > 1000 then
-        raise exception using errcode = 'LL007', message = 'key_aliases has more than 1000 entries',
-            hint = 'Pass only the aliases this process holds.';
-    end if;
-
+    wanted := google_ai_internal.check_acquire_args(
+        acquire.model, tokens, mode, max_wait_ms, key_aliases, caller, request_id
+    );
     policy := google_ai_internal.caller_policy(caller);
     chain := case
         when policy.may_fall_back then google_ai_internal.fallback_chain(wanted.model)
@@ -328,9 +475,9 @@ begin
     end;
     -- A ticket that already waits on a later model of the chain stays there.
     if ticket is not null and pg_catalog.cardinality(chain) > 1 then
-        step := coalesce(pg_catalog.array_position(chain, (
-            select t.model from google_ai_internal.wait_tickets as t where t.id = ticket
-        )), 1);
+        select t.model, t.created_at into held_model, held_since
+        from google_ai_internal.wait_tickets as t where t.id = ticket;
+        step := coalesce(pg_catalog.array_position(chain, held_model), 1);
     end if;
     -- A ticket holder's call with max_wait_ms = 0 ends its wait in line.
     waiting := pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null);
@@ -340,45 +487,45 @@ begin
         served := case
             when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
         end;
-        if not google_ai_internal.spend_budget(policy.caller, served.model, tokens, today, false) then
-            verdict := null;
-            verdict.granted := false;
-            verdict.model := coalesce(served.api_model, served.model);
-            verdict.reason := 'caller_budget';
-            verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
-                google_ai_internal.next_day_start(google_ai_internal.clock(), cfg.rpd_time_zone)
-                - google_ai_internal.clock()) * 1000))::integer;
-            verdict.waited_ms := pg_catalog.round(
+        wait_left := case
+            when step = 1 then max_wait_ms
+            else greatest(0, max_wait_ms - pg_catalog.round(
                 extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
-            )::integer;
-        else
-            wait_left := case
-                when step = 1 then max_wait_ms
-                else greatest(0, max_wait_ms - pg_catalog.round(
-                    extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
-                )::integer)
+            )::integer)
+        end;
+        yield_after := case when step < pg_catalog.cardinality(chain) then policy.fallback_after_ms end;
+        if held_since <= google_ai_internal.clock()
+            - pg_catalog.make_interval(secs => yield_after / 1000.0) then
+            -- Fallback in time: the model asked for has not granted within
+            -- fallback_after_ms; a later model of the chain that can grant
+            -- now serves the call, and the place in line is given up.
+            for later in step + 1 .. pg_catalog.cardinality(chain) loop
+                served := google_ai_internal.resolve_model(chain[later]);
+                attempt := google_ai_internal.acquire_within_budget(
+                    served, tokens, false, 0, key_aliases, policy.caller, request_id, null, cfg,
+                    started, policy, null, today
+                );
+                rounds := rounds + attempt.rounds;
+                if (attempt.verdict).granted then
+                    delete from google_ai_internal.wait_tickets as t where t.id = ticket;
+                    verdict := attempt.verdict;
+                    verdict.waited_ms := pg_catalog.round(extract(epoch from
+                        google_ai_internal.clock() - held_since
+                    ) * 1000)::integer;
+                    exit;
+                end if;
+            end loop;
+            exit when verdict.granted;
+            served := case
+                when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
             end;
-            attempt := google_ai_internal.acquire_on(
-                served, tokens, waiting and (wait_left > 0 or ticket is not null), wait_left,
-                key_aliases, policy.caller, request_id, ticket, cfg, started, policy
-            );
-            verdict := attempt.verdict;
-            rounds := rounds + attempt.rounds;
-            if verdict.granted and not google_ai_internal.spend_budget(
-                policy.caller, served.model, tokens, today, true
-            ) then
-                -- Granted, but a concurrent grant spent the budget first: refund it.
-                perform public.release(verdict.reservation_id, 'caller_budget', false);
-                verdict.granted := false;
-                verdict.reservation_id := null;
-                verdict.key_alias := null;
-                verdict.env_var_name := null;
-                verdict.reason := 'caller_budget';
-                verdict.retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from
-                    google_ai_internal.next_day_start(google_ai_internal.clock(), cfg.rpd_time_zone)
-                    - google_ai_internal.clock()) * 1000))::integer;
-            end if;
         end if;
+        attempt := google_ai_internal.acquire_within_budget(
+            served, tokens, waiting and (wait_left > 0 or ticket is not null), wait_left,
+            key_aliases, policy.caller, request_id, ticket, cfg, started, policy, yield_after, today
+        );
+        verdict := attempt.verdict;
+        rounds := rounds + attempt.rounds;
         if verdict.reason = 'queued' then
             return verdict;  -- the wait goes on; its last call audits all of it
         end if;
@@ -409,7 +556,7 @@ end;
 $$;
 
 comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid) is
-'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it. No call lasts longer than google_ai_settings.wait_slice_ms.';
+'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it (queue_position and expected_wait_ms say where it stands). A class''s fallback_after_ms moves a long wait to a fallback that can grant now. No call lasts longer than google_ai_settings.wait_slice_ms.';
 
 revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
 from public, anon, authenticated;

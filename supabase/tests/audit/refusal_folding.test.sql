@@ -64,11 +64,11 @@ select is(
 
 -- Another key set: record_acquire_verdict folds by the key set it is given.
 select google_ai_internal.record_acquire_verdict(
-    row(false, null, 'fk1', null, 'fold-model-api', 0, 'rpm', 1000, null)::public.acquire_result,
+    row(false, null, 'fk1', null, 'fold-model-api', 0, 'rpm', 1000, null, null, null)::public.acquire_result,
     'fold-model', 1, 'NO_WAIT', 0, 1, 'nb', null, array['fk1']
 );
 select google_ai_internal.record_acquire_verdict(
-    row(false, null, 'fk1', null, 'fold-model-api', 0, 'rpm', 1000, null)::public.acquire_result,
+    row(false, null, 'fk1', null, 'fold-model-api', 0, 'rpm', 1000, null, null, null)::public.acquire_result,
     'fold-model', 1, 'NO_WAIT', 0, 1, 'nb', null, array['fk1', 'fk1']
 );
 select is(

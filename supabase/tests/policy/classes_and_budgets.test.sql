@@ -50,16 +50,25 @@ select results_eq(
 
 -- A budget of 3 requests a day.
 insert into public.google_ai_caller_budgets (caller, model, requests) values ('notebook-7', 'm', 3);
+-- notebook-7 (default) is paced below the bot's class: one call a second.
+create function pg_temp.grant_at(p_at timestamptz) returns boolean
+language plpgsql as $$
+begin
+    perform set_config('llm_limits.now', p_at::text, true);
+    return (public.acquire('m', 10, 'NO_WAIT', 0, null, 'notebook-7')).granted;
+end;
+$$;
 select is(
     (select count(*)::int from generate_series(1, 3) as i
-        cross join lateral public.acquire('m', 10 + 0 * i, 'NO_WAIT', 0, null, 'notebook-7') as a where a.granted),
+     where pg_temp.grant_at('2026-03-01 12:00:00+00'::timestamptz + i * interval '1 s')),
     3, 'three grants fit the budget'
 );
+set local "llm_limits.now" = '2026-03-01 12:00:04+00';
 create temp table over as select * from public.acquire('m', 10, 'NO_WAIT', 0, null, 'notebook-7');
 select results_eq(
     $$select o.granted, o.reason, o.retry_after_ms from over as o$$,
-    $$values (false, 'caller_budget'::text, 20 * 3600 * 1000)$$,
-    'the fourth is refused caller_budget until Pacific midnight (20 h away)'
+    $$values (false, 'caller_budget'::text, 20 * 3600 * 1000 - 4000)$$,
+    'the fourth is refused caller_budget until Pacific midnight (20 h less 4 s away)'
 );
 select is(
     (select a.reason from public.acquire('m', 10, 'WAIT', 5000, null, 'notebook-7') as a),

@@ -2,11 +2,10 @@
 -- caller whose class may fall back is served by the next model of the chain
 -- (0 refusals; the grant names the model served; the ledger says so), and a
 -- batch caller gets rpd with the time to Pacific midnight. The queue serves
--- by class priority, aged: a batch waiter that waited aging_ms is ahead of an
--- interactive one that came later.
+-- by class priority; aging lifts only a class that starves.
 begin;
 update google_ai_internal.clock_switch set steerable = true;
-select plan(10);
+select plan(11);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values
@@ -51,19 +50,37 @@ select is(
     0, 'no refusal of the bot is recorded'
 );
 
--- The queue's order: priority, aged over aging_ms (60 s), then ticket order.
-select cmp_ok(
-    google_ai_internal.queue_rank(90, '2026-03-01 11:59:30+00', '2026-03-01 12:00:00+00', 60000),
-    '>', google_ai_internal.queue_rank(10, '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', 60000),
-    'a batch waiter of 30 s still ranks below a new interactive one'
+-- The queue's order: class priority, then ticket order; aging lifts only a
+-- starving class (a waiter of aging_ms, and no grant of its class within it).
+insert into google_ai_internal.wait_tickets (
+    id, model, key_set, tokens, created_at, due_at, turn_at, alive_until, priority, caller_class
+) values
+('a23a0000-0000-4000-8000-000000000001', 'big', 'q', 1, '2026-03-01 11:59:00+00',
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 90, 'batch'),
+('a23a0000-0000-4000-8000-000000000002', 'big', 'q', 1, '2026-03-01 11:59:30+00',
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 90, 'batch'),
+('a23a0000-0000-4000-8000-000000000003', 'big', 'q', 1, '2026-03-01 12:00:30+00',
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 10, 'interactive');
+select is(
+    google_ai_internal.starving_classes('big', 'q', array['proj-1'], '2026-03-01 12:00:00+00', 60000),
+    '{}'::text [], 'no class starves while batch was granted within aging_ms (the day of big above)'
 );
 select is(
-    google_ai_internal.queue_rank(90, '2026-03-01 11:59:00+00', '2026-03-01 12:00:00+00', 60000),
-    0::double precision, 'after aging_ms it ranks at the top'
+    (select google_ai_internal.queue_rank(t, '{}', '2026-03-01 12:00:00+00', 60000)
+     from google_ai_internal.wait_tickets as t where t.id = 'a23a0000-0000-4000-8000-000000000001'),
+    90, 'a batch waiter of 60 s ranks at its priority, below a new interactive one, under an ordinary load'
 );
 select is(
-    google_ai_internal.queue_rank(10, '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', 60000),
-    10::double precision, 'a new interactive waiter ranks at its priority'
+    google_ai_internal.starving_classes('big', 'q', array['proj-1'], '2026-03-01 12:01:05+00', 60000),
+    '{batch}'::text [], 'batch starves once it waited aging_ms with no grant of its class within it'
+);
+select results_eq(
+    $$select t.id::text, google_ai_internal.queue_rank(t, '{batch}', '2026-03-01 12:00:00+00', 60000)
+      from google_ai_internal.wait_tickets as t where t.key_set = 'q' order by t.id$$,
+    $$values ('a23a0000-0000-4000-8000-000000000001'::text, 0),
+             ('a23a0000-0000-4000-8000-000000000002', 90),
+             ('a23a0000-0000-4000-8000-000000000003', 10)$$,
+    'a starving class''s waiter of aging_ms goes to the top; its younger one and the bot keep their ranks'
 );
 
 select * from finish();

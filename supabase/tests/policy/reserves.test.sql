@@ -13,13 +13,26 @@ values ('k1', 'TEST_KEY_1', 'proj-1');
 insert into public.google_ai_caller_policies (caller, caller_class) values
 ('bot', 'interactive'), ('notebook', 'batch');
 
+-- Batch is paced below the bot's class (one grant per hold / rpm): its calls
+-- come one at a time here.
+create function pg_temp.notebook_at(p_model text, p_at timestamptz) returns public.acquire_result
+language plpgsql as $$
+begin
+    perform set_config('llm_limits.now', p_at::text, true);
+    return public.acquire(p_model, 1, 'NO_WAIT', 0, null, 'notebook');
+end;
+$$;
+
 -- RPD reserve 0.25: batch stops at 75% of the day, interactive goes to 100%.
 update public.google_ai_caller_classes set rpd_reserve = 0.25 where name = 'interactive';
 select is(
-    (select count(*)::int from generate_series(1, 20) as i
-        cross join lateral public.acquire('day-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
+    (select count(*)::int from generate_series(0, 19) as i
+     cross join lateral pg_temp.notebook_at(
+         'day-model', '2026-03-01 11:59:40+00'::timestamptz + i * interval '1 s'
+     ) as a where a.granted),
     15, 'batch is granted 15 of the day''s 20'
 );
+set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 select results_eq(
     $$select a.reason, a.retry_after_ms from public.acquire('day-model', 1, 'NO_WAIT', 0, null, 'notebook') as a$$,
     $$values ('rpd'::text, 20 * 3600 * 1000)$$,
@@ -31,11 +44,13 @@ select is(
     5, 'interactive is served to 100% of the day'
 );
 
--- RPM reserve 0.5, the bot idle: batch borrows it all.
+-- RPM reserve 0.5, the bot idle: batch borrows it all, one grant per 6.1 s.
 update public.google_ai_caller_classes set rpm_reserve = 0.5 where name = 'interactive';
 select is(
-    (select count(*)::int from generate_series(1, 10) as i
-        cross join lateral public.acquire('minute-model', 1 + 0 * i, 'NO_WAIT', 0, null, 'notebook') as a where a.granted),
+    (select count(*)::int from generate_series(0, 9) as i
+     cross join lateral pg_temp.notebook_at(
+         'minute-model', '2026-03-01 11:58:50+00'::timestamptz + i * interval '6.1 s'
+     ) as a where a.granted),
     10, 'while the bot is idle, batch uses the whole RPM'
 );
 
@@ -59,12 +74,12 @@ from generate_series(0, 5) as g (i)
 cross join lateral pg_temp.batch_at('2026-03-01 12:01:05+00'::timestamptz + g.i * interval '6.1 s') as p;
 select results_eq(
     $$select p.i, p.granted, p.reason from paced as p order by p.i$$,
-    $$values (0, false, 'rpm'::text), (1, true, null::text), (2, true, null), (3, true, null),
-             (4, true, null), (5, false, 'rpm')$$,
+    $$values (0, true, null::text), (1, true, null), (2, true, null), (3, true, null),
+             (4, false, 'rpm'), (5, false, 'rpm')$$,
     'paced one per 6.1 s while the bot is active, and 4 in all: 10 x 0.5 x 61/60 slots kept'
 );
 select is(
-    (select p.retry_after_ms from paced as p where p.i = 5), 61000 - 4 * 6100,
+    (select p.retry_after_ms from paced as p where p.i = 4), 61000 - 4 * 6100,
     'a truthful retry: when batch''s oldest grant in the window leaves it'
 );
 set local "llm_limits.now" = '2026-03-01 12:01:40+00';
