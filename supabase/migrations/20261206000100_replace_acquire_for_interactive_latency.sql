@@ -35,6 +35,14 @@ comment on column google_ai_internal.wait_tickets.priority is
 'The waiter''s class priority when it joined (lower is served first; a starving class''s old waiters go first, see queue_rank).';
 
 -- New signatures: the old ones go.
+drop function google_ai_internal.try_reserve(
+    google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
+    public.google_ai_settings, google_ai_internal.caller_policy
+);
+drop function google_ai_internal.reserve_round(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, boolean, google_ai_internal.caller_policy
+);
 drop function google_ai_internal.queue_rank(integer, timestamptz, timestamptz, integer);
 drop function google_ai_internal.wait_in_line(
     uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
@@ -193,6 +201,9 @@ revoke all on function google_ai_internal.higher_class_active(
  * it. With no member above, nothing of this applies: a lone caller still
  * takes the whole window at once.
  *
+ * p_waiting_since is when the caller's wait began (its ticket's first call;
+ * null: this statement's start), for the ledger row's waited_ms.
+ *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -204,6 +215,7 @@ create or replace function google_ai_internal.try_reserve(
     p_request_id text,
     p_cfg public.google_ai_settings,
     p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
     out granted boolean,
     out reservation_id uuid,
     out reason text,
@@ -365,11 +377,12 @@ begin
         p_tokens, p_tokens, at_now, st.rpd_day,
         at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
         p_caller, p_request_id,
-        -- acquire runs as one statement: its start is when the caller asked.
-        greatest(0, pg_catalog.round(
-            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
-            * 1000
-        ))::integer,
+        -- A WAIT began with its ticket (on the clock); otherwise acquire
+        -- runs as one statement, whose start is when the caller asked.
+        greatest(0, pg_catalog.round(extract(epoch from coalesce(
+            at_now - p_waiting_since,
+            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
+        )) * 1000))::integer,
         p_policy.caller_class
     )
     returning id into reservation_id;
@@ -392,7 +405,95 @@ $$;
 
 revoke all on function google_ai_internal.try_reserve(
     google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
-    public.google_ai_settings, google_ai_internal.caller_policy
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * reserve_round: one round over the candidates, best first. With several
+ * candidates, or when the caller will sleep afterwards
+ * (p_release_on_refusal), each try is a subtransaction that is rolled back
+ * on refusal, so its row lock is released before the next candidate is
+ * locked (never two windows at once) and before any pg_sleep. A single
+ * NO_WAIT try needs no subtransaction: it locks one row only.
+ *
+ * Parameters: the model row, its candidates, the tokens, caller and
+ * request_id, the settings, p_release_on_refusal, the caller's policy, when
+ * its wait began (try_reserve's p_waiting_since).
+ * Returns the verdict: a grant, or the refusal that frees soonest (reason
+ * no_key when there was no candidate). Raises nothing of its own (LL999 is
+ * caught inside).
+ * Example: verdict := google_ai_internal.reserve_round(
+ *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false, policy, null);
+ */
+create or replace function google_ai_internal.reserve_round(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_release_on_refusal boolean,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    verdict public.acquire_result;
+    attempt record;
+    cand google_ai_internal.candidate;
+    tried text [] := '{}';
+    guarded boolean := p_release_on_refusal or pg_catalog.cardinality(p_cands) > 1;
+begin
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+    verdict.reason := 'no_key';
+    foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);  -- keys of one group share its window
+        tried := tried || cand.quota_group;
+        if guarded then
+            begin
+                attempt := google_ai_internal.try_reserve(
+                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                    p_waiting_since
+                );
+                if not attempt.granted then
+                    raise exception using errcode = 'LL999';
+                end if;
+            exception when sqlstate 'LL999' then
+                null;  -- rolled back: the window row is unlocked again
+            end;
+        else
+            attempt := google_ai_internal.try_reserve(
+                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy, p_waiting_since
+            );
+        end if;
+        if attempt.granted then
+            verdict.granted := true;
+            verdict.reservation_id := attempt.reservation_id;
+            verdict.key_alias := cand.key_alias;
+            verdict.env_var_name := cand.env_var_name;
+            verdict.reason := null;
+            verdict.retry_after_ms := null;
+            return verdict;
+        end if;
+        -- Report the refusal that frees soonest: that is when to retry.
+        if verdict.retry_after_ms is null or attempt.retry_after_ms < verdict.retry_after_ms then
+            verdict.reason := attempt.reason;
+            verdict.retry_after_ms := attempt.retry_after_ms;
+            verdict.key_alias := cand.key_alias;
+        end if;
+    end loop;
+    return verdict;
+end;
+$$;
+
+revoke all on function google_ai_internal.reserve_round(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, boolean, google_ai_internal.caller_policy, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -813,7 +914,8 @@ begin
 
         if line.nearest is null then
             verdict := google_ai_internal.reserve_round(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
+                me.created_at
             );
             exit when verdict.granted or verdict.reason = 'no_key';
             if remaining_ms <= 0 then
@@ -1008,7 +1110,7 @@ begin
 
     -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
     verdict := google_ai_internal.reserve_round(
-        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy
+        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy, null
     );
     verdict.waited_ms := pg_catalog.round(
         extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000
@@ -1234,9 +1336,9 @@ revoke all on function google_ai_internal.check_acquire_args(
  * waiting on the other side.
  *
  * Policy (caller_policy): the class's reserves and priority apply in every
- * try, and a class with members above it is paced (try_reserve). A caller with a daily budget for the model (google_ai_caller_budgets)
- * is refused caller_budget, until the next Pacific midnight, once it is
- * spent. A caller whose class may fall back is not refused for a model while
+ * try, and a class with members above it is paced (try_reserve). A
+ * caller with a daily budget for the model (google_ai_caller_budgets) is
+ * refused caller_budget, until the next Pacific midnight, once it is spent. A caller whose class may fall back is not refused for a model while
  * a model of its fallback chain (google_ai_fallbacks) can grant within the
  * same wait: a final refusal moves the wait to the next model (the ticket
  * follows), and the grant's ledger row records fallback_from. With the
@@ -1358,10 +1460,13 @@ begin
     end loop;
 
     if verdict.granted and served.model <> wanted.model then
+        -- The wait began on the model asked for: the ledger counts all of it.
         update public.google_ai_reservations as r
-        set details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
-            'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
-        )
+        set
+            details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+                'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
+            ),
+            waited_ms = greatest(r.waited_ms, verdict.waited_ms)
         where r.id = verdict.reservation_id;
     elsif not verdict.granted then
         -- Every model refused: the model asked for says why.

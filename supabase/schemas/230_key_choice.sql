@@ -206,6 +206,9 @@ revoke all on function google_ai_internal.higher_class_active(
  * it. With no member above, nothing of this applies: a lone caller still
  * takes the whole window at once.
  *
+ * p_waiting_since is when the caller's wait began (its ticket's first call;
+ * null: this statement's start), for the ledger row's waited_ms.
+ *
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -217,6 +220,7 @@ create or replace function google_ai_internal.try_reserve(
     p_request_id text,
     p_cfg public.google_ai_settings,
     p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
     out granted boolean,
     out reservation_id uuid,
     out reason text,
@@ -378,11 +382,12 @@ begin
         p_tokens, p_tokens, at_now, st.rpd_day,
         at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
         p_caller, p_request_id,
-        -- acquire runs as one statement: its start is when the caller asked.
-        greatest(0, pg_catalog.round(
-            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
-            * 1000
-        ))::integer,
+        -- A WAIT began with its ticket (on the clock); otherwise acquire
+        -- runs as one statement, whose start is when the caller asked.
+        greatest(0, pg_catalog.round(extract(epoch from coalesce(
+            at_now - p_waiting_since,
+            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
+        )) * 1000))::integer,
         p_policy.caller_class
     )
     returning id into reservation_id;
@@ -405,7 +410,7 @@ $$;
 
 revoke all on function google_ai_internal.try_reserve(
     google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
-    public.google_ai_settings, google_ai_internal.caller_policy
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -417,12 +422,13 @@ revoke all on function google_ai_internal.try_reserve(
  * NO_WAIT try needs no subtransaction: it locks one row only.
  *
  * Parameters: the model row, its candidates, the tokens, caller and
- * request_id, the settings, p_release_on_refusal, the caller's policy.
+ * request_id, the settings, p_release_on_refusal, the caller's policy, when
+ * its wait began (try_reserve's p_waiting_since).
  * Returns the verdict: a grant, or the refusal that frees soonest (reason
  * no_key when there was no candidate). Raises nothing of its own (LL999 is
  * caught inside).
  * Example: verdict := google_ai_internal.reserve_round(
- *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false, policy);
+ *              wanted, cands, 1200, 'bot', 'msg-42', cfg, false, policy, null);
  */
 create or replace function google_ai_internal.reserve_round(
     p_model public.google_ai_model_limits,
@@ -432,7 +438,8 @@ create or replace function google_ai_internal.reserve_round(
     p_request_id text,
     p_cfg public.google_ai_settings,
     p_release_on_refusal boolean,
-    p_policy google_ai_internal.caller_policy
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz
 )
 returns public.acquire_result
 language plpgsql
@@ -455,7 +462,8 @@ begin
         if guarded then
             begin
                 attempt := google_ai_internal.try_reserve(
-                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy
+                    cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                    p_waiting_since
                 );
                 if not attempt.granted then
                     raise exception using errcode = 'LL999';
@@ -465,7 +473,7 @@ begin
             end;
         else
             attempt := google_ai_internal.try_reserve(
-                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy
+                cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy, p_waiting_since
             );
         end if;
         if attempt.granted then
@@ -490,5 +498,5 @@ $$;
 
 revoke all on function google_ai_internal.reserve_round(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
-    public.google_ai_settings, boolean, google_ai_internal.caller_policy
+    public.google_ai_settings, boolean, google_ai_internal.caller_policy, timestamptz
 ) from public, anon, authenticated;

@@ -564,7 +564,8 @@ begin
 
         if line.nearest is null then
             verdict := google_ai_internal.reserve_round(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
+                me.created_at
             );
             exit when verdict.granted or verdict.reason = 'no_key';
             if remaining_ms <= 0 then

@@ -187,7 +187,7 @@ begin
 
     -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
     verdict := google_ai_internal.reserve_round(
-        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy
+        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy, null
     );
     verdict.waited_ms := pg_catalog.round(
         extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000
@@ -413,9 +413,9 @@ revoke all on function google_ai_internal.check_acquire_args(
  * waiting on the other side.
  *
  * Policy (caller_policy): the class's reserves and priority apply in every
- * try, and a class with members above it is paced (try_reserve). A caller with a daily budget for the model (google_ai_caller_budgets)
- * is refused caller_budget, until the next Pacific midnight, once it is
- * spent. A caller whose class may fall back is not refused for a model while
+ * try, and a class with members above it is paced (try_reserve). A
+ * caller with a daily budget for the model (google_ai_caller_budgets) is
+ * refused caller_budget, until the next Pacific midnight, once it is spent. A caller whose class may fall back is not refused for a model while
  * a model of its fallback chain (google_ai_fallbacks) can grant within the
  * same wait: a final refusal moves the wait to the next model (the ticket
  * follows), and the grant's ledger row records fallback_from. With the
@@ -537,10 +537,13 @@ begin
     end loop;
 
     if verdict.granted and served.model <> wanted.model then
+        -- The wait began on the model asked for: the ledger counts all of it.
         update public.google_ai_reservations as r
-        set details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
-            'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
-        )
+        set
+            details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+                'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
+            ),
+            waited_ms = greatest(r.waited_ms, verdict.waited_ms)
         where r.id = verdict.reservation_id;
     elsif not verdict.granted then
         -- Every model refused: the model asked for says why.

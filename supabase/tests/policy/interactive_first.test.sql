@@ -104,12 +104,12 @@ select * from public.acquire(
     'big', 1, 'WAIT', 30000, null, 'bot', 'b1', 'a23b0000-0000-4000-8000-000000000001'
 );
 select results_eq(
-    $$select s.granted, s.model,
-             (select r.details #>> '{granted,fallback_from}' from public.google_ai_reservations as r
-              where r.id = s.reservation_id)
-      from second_call as s$$,
-    $$values (true, 'small-it'::text, 'big'::text)$$,
-    'after fallback_after_ms (2 s) the bot is served by small, which can grant now; the ledger says so'
+    $$select s.granted, s.model, s.waited_ms, r.details #>> '{granted,fallback_from}', r.waited_ms
+      from second_call as s
+      inner join public.google_ai_reservations as r on r.id = s.reservation_id$$,
+    $$values (true, 'small-it'::text, 2500, 'big'::text, 2500)$$,
+    'after fallback_after_ms (2 s) the bot is served by small, which can grant now; '
+    'the ledger says so and counts the whole wait'
 );
 select is(
     (select count(*)::int from google_ai_internal.wait_tickets as t
