@@ -177,33 +177,299 @@ revoke all on function google_ai_internal.higher_class_active(
 ) from public, anon, authenticated;
 
 /*
+ * limits_free_at: the limits of a window that bind a request now, each with
+ * the moment it frees: a cooldown, the day (RPD, less the day's reserves of
+ * the classes above the caller's, which are never lent), RPM and TPM over
+ * the exact log.
+ *
+ * Parameters: p_st, the locked and swept window row; p_cand; p_model (a
+ * limits row name); p_tokens; p_policy; p_cfg; p_now and p_hold (as
+ * lock_window read them).
+ * Returns the binding limits (why) and when each frees (frees), empty when
+ * none binds. Raises nothing.
+ * Example: select * from google_ai_internal.limits_free_at(st, cand, 'gemma-3-27b', 1200,
+ *              pol, cfg, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.limits_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_tokens integer,
+    p_policy google_ai_internal.caller_policy,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    why := '{}';
+    frees := '{}';
+    if p_st.cooldown_until > p_now then
+        why := why || 'cooldown'::text;
+        frees := frees || p_st.cooldown_until;
+    end if;
+    if p_cand.rpd is not null
+        and p_st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
+        why := why || 'rpd'::text;
+        frees := frees || google_ai_internal.next_day_start(p_now, p_cfg.rpd_time_zone);
+    end if;
+    if p_cand.rpm is not null and p_st.window_requests + 1 > p_cand.rpm then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests - p_cand.rpm, null
+        );
+    end if;
+    if p_cand.tpm is not null and p_st.window_tokens + p_tokens > p_cand.tpm then
+        why := why || 'tpm'::text;
+        frees := frees || google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_tokens + p_tokens - p_cand.tpm, null
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.limits_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text, integer,
+    google_ai_internal.caller_policy, public.google_ai_settings, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * reserves_free_at: the RPM and TPM reserves of the classes above the
+ * caller's that bind a request now. A reserve is kept only while its class
+ * is active here (a grant in this window, or a live waiter for the model);
+ * its share of the rate is scaled up by the hold (its grants hold their
+ * slots for the window plus the guard). The window's rows of the reserving
+ * classes are counted from the ledger (the window's rows only).
+ *
+ * Parameters: as limits_free_at.
+ * Returns the binding reserves (why: rpm, tpm) and when each frees (the
+ * oldest grants of the classes below leave the window). Raises nothing.
+ * Example: select * from google_ai_internal.reserves_free_at(st, cand, 'gemma-3-27b', 1200,
+ *              pol, cfg, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.reserves_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_tokens integer,
+    p_policy google_ai_internal.caller_policy,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
+    h record;
+    share integer;
+begin
+    why := '{}';
+    frees := '{}';
+    select
+        coalesce(sum(c.rpm) filter (where w.class is not null or c.waiting), 0) as rpm,
+        coalesce(sum(c.tpm) filter (where w.class is not null or c.waiting), 0) as tpm,
+        coalesce(sum(w.requests), 0)::bigint as requests,
+        coalesce(sum(w.tokens), 0)::bigint as tokens
+    into h
+    from (
+        select x.class, x.rpm, x.tpm, exists (
+            select from google_ai_internal.wait_tickets as t
+            where t.model = p_model and t.caller_class = x.class and t.alive_until > p_now
+        ) as waiting
+        from rows from (
+            pg_catalog.unnest(p_policy.higher_classes),
+            pg_catalog.unnest(p_policy.higher_rpm),
+            pg_catalog.unnest(p_policy.higher_tpm)
+        ) as x (class, rpm, tpm)
+    ) as c
+    left join (
+        select r.caller_class as class, sum(r.counted_requests) as requests,
+               sum(r.counted_tokens) as tokens
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = p_cand.quota_group and r.model = p_model
+            and r.granted_at > p_st.swept_to and r.caller_class = any(p_policy.higher_classes)
+        group by r.caller_class
+    ) as w on w.class = c.class;
+
+    share := pg_catalog.floor(p_cand.rpm * (1 - least(h.rpm * held_per_window, 1)));
+    if h.rpm > 0 and p_st.window_requests - h.requests + 1 > share then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests - h.requests - share, p_policy.higher_classes
+        );
+    end if;
+    share := pg_catalog.floor(p_cand.tpm * (1 - least(h.tpm * held_per_window, 1)));
+    if h.tpm > 0 and p_st.window_tokens - h.tokens + p_tokens > share then
+        why := why || 'tpm'::text;
+        frees := frees || google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_tokens - h.tokens + p_tokens - share, p_policy.higher_classes
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.reserves_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text, integer,
+    google_ai_internal.caller_policy, public.google_ai_settings, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * pacing_free_at: the headroom a class that has members above the caller's
+ * (p_policy.paced) is owed. A window filled in one burst frees in one burst
+ * a window later, so a higher-class call that arrives in between would wait
+ * for it. So, as GCRA does on top of the exact log, the caller's class is
+ * paced: at most one grant per emission interval (hold / rpm, every grant
+ * of any class counting, paced_until) with a burst of two, so slots free one
+ * at a time. And while a higher class is active here (higher_class_active),
+ * the window's last request slot stays free for it.
+ *
+ * Parameters: p_st, p_cand, p_model, p_policy, p_now, p_hold.
+ * Returns what binds (why: rpm) and when each frees. Raises nothing.
+ * Example: select * from google_ai_internal.pacing_free_at(st, cand, 'gemma-3-27b', pol,
+ *              now(), interval '61 s');
+ */
+create or replace function google_ai_internal.pacing_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_policy google_ai_internal.caller_policy,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    emission interval := p_hold / p_cand.rpm;
+begin
+    why := '{}';
+    frees := '{}';
+    if p_st.paced_until - emission > p_now then
+        why := why || 'rpm'::text;
+        frees := frees || (p_st.paced_until - emission);
+    end if;
+    if p_cand.rpm > 1 and p_st.window_requests + 2 > p_cand.rpm
+        and google_ai_internal.higher_class_active(
+            p_st, p_model, p_policy.priority, p_now, p_hold
+        ) then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests + 1 - p_cand.rpm, null
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.pacing_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text,
+    google_ai_internal.caller_policy, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * record_grant: write a grant: its ledger row (with how long its caller has
+ * waited) and the window row's new totals, pacing and lead.
+ *
+ * Parameters: p_st, the locked window row; p_cand, p_model; p_tokens,
+ * p_caller, p_request_id; p_cfg; p_policy; p_waiting_since (when the wait
+ * began; null: this statement's start); p_now and p_hold.
+ * Returns the reservation id. Raises nothing of its own.
+ * Example: rid := google_ai_internal.record_grant(st, cand, m, 1200, 'bot', 'msg-42', cfg,
+ *                     pol, null, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.record_grant(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
+    p_now timestamptz,
+    p_hold interval
+)
+returns uuid
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    st public.google_ai_quota_state := p_st;
+    reservation_id uuid;
+begin
+    insert into public.google_ai_reservations (
+        key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
+    ) values (
+        p_cand.key_alias, p_cand.quota_group, p_model.model,
+        coalesce(p_model.api_model, p_model.model), p_tokens, p_tokens, p_now, st.rpd_day,
+        p_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
+        p_caller, p_request_id,
+        -- A WAIT began with its ticket (on the clock); otherwise acquire
+        -- runs as one statement, whose start is when the caller asked.
+        greatest(0, pg_catalog.round(extract(epoch from coalesce(
+            p_now - p_waiting_since,
+            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
+        )) * 1000))::integer,
+        p_policy.caller_class
+    )
+    returning id into reservation_id;
+
+    st.window_requests := st.window_requests + 1;
+    st.window_tokens := st.window_tokens + p_tokens;
+    st.day_requests := st.day_requests + 1;
+    if p_cand.rpm > 0 then
+        st.paced_until := greatest(st.paced_until, p_now) + p_hold / p_cand.rpm;
+    end if;
+    if st.lead_at is null or st.lead_at <= p_now - p_hold or p_policy.priority <= st.lead_priority then
+        st.lead_priority := p_policy.priority;
+        st.lead_at := p_now;
+    end if;
+    perform google_ai_internal.store_window(st);
+    return reservation_id;
+end;
+$$;
+
+revoke all on function google_ai_internal.record_grant(
+    public.google_ai_quota_state, google_ai_internal.candidate, public.google_ai_model_limits,
+    integer, text, text, public.google_ai_settings, google_ai_internal.caller_policy,
+    timestamptz, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
  * try_reserve: one try on one candidate: lock its window, decide, and on
- * success write the reservation (with the time acquire has run so far) and
- * the new totals. On refusal nothing is written. retry_after_ms is the
- * truthful earliest moment every binding dimension has freed, computed from
- * the ledger (a release can only make it sooner).
+ * success write the grant (record_grant). On refusal nothing is written.
+ * The binding limits (limits_free_at), the reserves of the classes above
+ * the caller's (reserves_free_at) and the headroom a class with members
+ * above is owed (pacing_free_at) each say when they free; the latest of
+ * them is the truthful earliest moment to retry, computed from the ledger
+ * (a release can only make it sooner). With no class above that has
+ * members, a lone caller takes the whole window at once.
  *
- * The caller's policy applies on top of the limits: its class and the ones
- * below it may not take the reserves of the higher-priority classes. RPM
- * and TPM reserves count only while their class is active here (a grant in
- * this window, or a live waiter for the model); the RPD reserve always. The
- * window's rows of the reserving classes are counted from the ledger (the
- * window's rows only, and only when such a reserve exists).
- *
- * Headroom for a higher class that has members (p_policy.paced: some class
- * above this caller's has a caller assigned to it). A window filled in one
- * burst frees in one burst a window later, so a higher-class call that
- * arrives in between would wait for it. So, as GCRA does on top of the
- * exact log, this caller's class is paced: at most one grant per emission
- * interval (hold / rpm, every grant of any class counting) with a burst of
- * two, so slots free one at a time. And while a higher class is active
- * here (higher_class_active), the window's last request slot stays free for
- * it. With no member above, nothing of this applies: a lone caller still
- * takes the whole window at once.
- *
- * p_waiting_since is when the caller's wait began (its ticket's first call;
- * null: this statement's start), for the ledger row's waited_ms.
- *
+ * Parameters: the candidate, the model row, the tokens, caller and
+ * request_id, the settings, the caller's policy, p_waiting_since (when the
+ * caller's wait began, its ticket's first call; null: this statement's
+ * start), for the ledger row's waited_ms.
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -227,135 +493,36 @@ set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    hold interval;
     locked record;
-    st public.google_ai_quota_state;
-    at_now timestamptz;
-    why text [] := '{}';
-    frees timestamptz [] := '{}';
+    found_limits record;
+    why text [];
+    frees timestamptz [];
     free_at timestamptz;
-    reserved_rpm numeric := 0;
-    reserved_tpm numeric := 0;
-    higher_requests bigint := 0;
-    higher_tokens bigint := 0;
-    share integer;
-    held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
-    emission interval;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
-    st := locked.st;
-    at_now := locked.at_now;
-    hold := locked.hold;
-
-    -- Each binding limit adds the moment it frees (why, frees); the latest
-    -- of them is when the request could be granted.
-    if st.cooldown_until > at_now then
-        why := why || 'cooldown'::text;
-        frees := frees || st.cooldown_until;
-    end if;
-    if p_cand.rpd is not null
-        and st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
-        -- The day's reserve of the classes above is never lent.
-        why := why || 'rpd'::text;
-        frees := frees || google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
-    end if;
-    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
-        why := why || 'rpm'::text;
-        frees := frees || google_ai_internal.slot_frees_at(
-            p_cand.quota_group, p_model.model, st.swept_to, hold,
-            st.window_requests - p_cand.rpm, null
+    found_limits := google_ai_internal.limits_free_at(
+        locked.st, p_cand, p_model.model, p_tokens, p_policy, p_cfg, locked.at_now, locked.hold
+    );
+    why := found_limits.why;
+    frees := found_limits.frees;
+    if pg_catalog.cardinality(p_policy.higher_classes) > 0 then
+        found_limits := google_ai_internal.reserves_free_at(
+            locked.st, p_cand, p_model.model, p_tokens, p_policy, p_cfg, locked.at_now, locked.hold
         );
+        why := why || found_limits.why;
+        frees := frees || found_limits.frees;
     end if;
-    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
-        why := why || 'tpm'::text;
-        frees := frees || google_ai_internal.tokens_free_at(
-            p_cand.quota_group, p_model.model, st.swept_to, hold,
-            st.window_tokens + p_tokens - p_cand.tpm, null
-        );
-    end if;
-
-    if pg_catalog.cardinality(p_policy.higher_classes) > 0
-        and (p_cand.rpm is not null or p_cand.tpm is not null) then
-        select
-            coalesce(sum(h.rpm) filter (where h.active), 0),
-            coalesce(sum(h.tpm) filter (where h.active), 0),
-            coalesce(sum(h.requests), 0),
-            coalesce(sum(h.tokens), 0)
-        into reserved_rpm, reserved_tpm, higher_requests, higher_tokens
-        from (
-            select
-                c.rpm, c.tpm, coalesce(w.requests, 0) as requests, coalesce(w.tokens, 0) as tokens,
-                w.class is not null or exists (
-                    select from google_ai_internal.wait_tickets as t
-                    where
-                        t.model = p_model.model and t.caller_class = c.class
-                        and t.alive_until > at_now
-                ) as active
-            from rows from (
-                pg_catalog.unnest(p_policy.higher_classes),
-                pg_catalog.unnest(p_policy.higher_rpm),
-                pg_catalog.unnest(p_policy.higher_tpm)
-            ) as c (class, rpm, tpm)
-            left join (
-                select
-                    r.caller_class as class,
-                    sum(r.counted_requests) as requests,
-                    sum(r.counted_tokens) as tokens
-                from public.google_ai_reservations as r
-                where
-                    r.quota_group = p_cand.quota_group and r.model = p_model.model
-                    and r.granted_at > st.swept_to
-                    and r.caller_class = any(p_policy.higher_classes)
-                group by r.caller_class
-            ) as w on w.class = c.class
-        ) as h;
-
-        -- A reserve is a share of the rate; its grants hold their slots for the
-        -- window plus the guard, so the slots it keeps are scaled up by that.
-        share := pg_catalog.floor(p_cand.rpm * (1 - least(reserved_rpm * held_per_window, 1)));
-        if p_cand.rpm is not null and reserved_rpm > 0
-            and st.window_requests - higher_requests + 1 > share then
-            why := why || 'rpm'::text;
-            frees := frees || google_ai_internal.slot_frees_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_requests - higher_requests - share, p_policy.higher_classes
-            );
-        end if;
-
-        share := pg_catalog.floor(p_cand.tpm * (1 - least(reserved_tpm * held_per_window, 1)));
-        if p_cand.tpm is not null and reserved_tpm > 0
-            and st.window_tokens - higher_tokens + p_tokens > share then
-            why := why || 'tpm'::text;
-            frees := frees || google_ai_internal.tokens_free_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_tokens - higher_tokens + p_tokens - share, p_policy.higher_classes
-            );
-        end if;
-    end if;
-
     if p_policy.paced and p_cand.rpm > 0 then
-        emission := hold / p_cand.rpm;
-        -- GCRA: a grant may come once the theoretical arrival time is at most
-        -- one emission interval ahead (a burst of two).
-        if st.paced_until - emission > at_now then
-            why := why || 'rpm'::text;
-            frees := frees || (st.paced_until - emission);
-        end if;
-        if p_cand.rpm > 1 and st.window_requests + 2 > p_cand.rpm
-            and google_ai_internal.higher_class_active(
-                st, p_model.model, p_policy.priority, at_now, hold
-            ) then
-            -- The window's last slot stays free for the class above.
-            why := why || 'rpm'::text;
-            frees := frees || google_ai_internal.slot_frees_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_requests + 1 - p_cand.rpm, null
-            );
-        end if;
+        found_limits := google_ai_internal.pacing_free_at(
+            locked.st, p_cand, p_model.model, p_policy, locked.at_now, locked.hold
+        );
+        why := why || found_limits.why;
+        frees := frees || found_limits.frees;
     end if;
 
-    for i in 1 .. coalesce(pg_catalog.cardinality(frees), 0) loop
+    -- The latest moment a binding limit frees is when the request could go.
+    for i in 1 .. pg_catalog.cardinality(frees) loop
         if free_at is null or frees[i] > free_at then
             reason := why[i];
             free_at := frees[i];
@@ -363,42 +530,14 @@ begin
     end loop;
     if reason is not null then
         retry_after_ms := greatest(
-            1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
+            1, pg_catalog.ceil(extract(epoch from free_at - locked.at_now) * 1000)
         )::integer;
         return;
     end if;
-
-    insert into public.google_ai_reservations (
-        key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
-        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
-    ) values (
-        p_cand.key_alias, p_cand.quota_group, p_model.model,
-        coalesce(p_model.api_model, p_model.model),
-        p_tokens, p_tokens, at_now, st.rpd_day,
-        at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
-        p_caller, p_request_id,
-        -- A WAIT began with its ticket (on the clock); otherwise acquire
-        -- runs as one statement, whose start is when the caller asked.
-        greatest(0, pg_catalog.round(extract(epoch from coalesce(
-            at_now - p_waiting_since,
-            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
-        )) * 1000))::integer,
-        p_policy.caller_class
-    )
-    returning id into reservation_id;
-
-    st.window_requests := st.window_requests + 1;
-    st.window_tokens := st.window_tokens + p_tokens;
-    st.day_requests := st.day_requests + 1;
-    if p_cand.rpm > 0 then
-        st.paced_until := greatest(st.paced_until, at_now) + hold / p_cand.rpm;
-    end if;
-    if st.lead_at is null or st.lead_at <= at_now - hold
-        or p_policy.priority <= st.lead_priority then
-        st.lead_priority := p_policy.priority;
-        st.lead_at := at_now;
-    end if;
-    perform google_ai_internal.store_window(st);
+    reservation_id := google_ai_internal.record_grant(
+        locked.st, p_cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+        p_waiting_since, locked.at_now, locked.hold
+    );
     granted := true;
 end;
 $$;
@@ -785,6 +924,232 @@ revoke all on function google_ai_internal.wait_for_ticket(uuid, timestamptz)
 from public, anon, authenticated;
 
 /*
+ * head_try: one try of the head of a queue (nobody live ahead of it), and
+ * what follows: granted (or no key), refused for good (the deadline has
+ * come, or a cooldown or a spent day outlasts it), told to call back
+ * ('queued': at once when this call may not stay, or a recheck before a
+ * cooldown or a day ends), or a short sleep in the database before the next
+ * try (exactly when the window frees, or after wait_recheck_ms to catch a
+ * release; no row lock is held: reserve_round rolled its try back).
+ *
+ * Parameters: the model row, its candidates, the tokens, caller, request_id,
+ * settings and policy, when the wait began, the ms left until the deadline,
+ * whether this call may stay (not the ticket's first call, slice not over),
+ * and the end of its slice.
+ * Returns the verdict, the expected turn and the hint to call back after
+ * (while queued), and whether the call is done (false: look again).
+ * Raises nothing.
+ * Example: select * from google_ai_internal.head_try(m, cands, 100, 'bot', 'r1', cfg, pol,
+ *              now(), 5000, true, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.head_try(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
+    p_remaining_ms double precision,
+    p_may_stay boolean,
+    p_slice_end timestamptz,
+    out verdict public.acquire_result,
+    out turn timestamptz,
+    out hint_ms double precision,
+    out done boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    done := true;
+    verdict := google_ai_internal.reserve_round(
+        p_model, p_cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
+        p_waiting_since
+    );
+    if verdict.granted or verdict.reason = 'no_key' then
+        return;
+    elsif p_remaining_ms <= 0 then
+        verdict.reason := 'wait_timeout';
+        return;
+    elsif verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > p_remaining_ms then
+        return;  -- nothing but time frees a cooldown or a day
+    end if;
+    turn := google_ai_internal.clock()
+        + pg_catalog.make_interval(secs => verdict.retry_after_ms / 1000.0);
+    if verdict.reason in ('rpd', 'cooldown') then
+        hint_ms := verdict.retry_after_ms - p_cfg.wait_recheck_ms;
+        verdict.reason := 'queued';
+    elsif not p_may_stay or pg_catalog.clock_timestamp() >= p_slice_end then
+        hint_ms := 0;
+        verdict.reason := 'queued';
+    else
+        perform pg_catalog.pg_sleep(least(
+            verdict.retry_after_ms, p_cfg.wait_recheck_ms, p_remaining_ms,
+            extract(epoch from p_slice_end - pg_catalog.clock_timestamp()) * 1000
+        ) / 1000.0);
+        done := false;
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.head_try(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz,
+    double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * turn_behind: when a waiter behind others (p_pred the nearest one ahead,
+ * p_ahead and p_ahead_tokens all of them) could be served, and what it does
+ * now: told to call back when its turn is expected, less one
+ * wait_recheck_ms, so it sleeps without a connection; or, once due and while
+ * the one ahead is in a call, wait for that call to end (done false: the
+ * caller waits on its ticket). It never sleeps past the moment the one ahead
+ * would be found gone (one slice plus the grace while that one is in a call,
+ * its due time plus the grace otherwise), and backs off by how late the one
+ * ahead is when it is due but the one ahead is not here.
+ *
+ * Parameters: the model row, its candidates, the tokens, the settings, the
+ * one ahead, how many are ahead and their tokens, the ms left until the
+ * deadline, whether this call may stay, the end of its slice.
+ * Returns the reason (queued or wait_timeout), retry_after_ms (when the turn
+ * is expected), the turn, the hint and whether the call is done.
+ * Raises nothing.
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred, 2, 200,
+ *              5000, true, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.turn_behind(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_cfg public.google_ai_settings,
+    p_pred google_ai_internal.wait_tickets,
+    p_ahead integer,
+    p_ahead_tokens bigint,
+    p_remaining_ms double precision,
+    p_may_stay boolean,
+    p_slice_end timestamptz,
+    out reason text,
+    out retry_after_ms integer,
+    out turn timestamptz,
+    out hint_ms double precision,
+    out done boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
+    present boolean;
+begin
+    done := true;
+    turn := greatest(
+        google_ai_internal.turn_estimate(
+            p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg
+        ),
+        p_pred.turn_at
+    );
+    retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000))::integer;
+    if p_remaining_ms <= 0 then
+        reason := 'wait_timeout';
+        return;
+    end if;
+    reason := 'queued';
+    hint_ms := extract(epoch from turn - at_now) * 1000 - p_cfg.wait_recheck_ms;
+    present := google_ai_internal.ticket_in_call(p_pred.id);
+    if hint_ms <= 0 and present and p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
+        done := false;
+        return;
+    end if;
+    if hint_ms <= 0 and not present then
+        hint_ms := greatest(
+            p_cfg.wait_recheck_ms, pg_catalog.abs(extract(epoch from at_now - p_pred.due_at)) * 1000
+        );
+    end if;
+    hint_ms := greatest(p_cfg.wait_recheck_ms, least(
+        hint_ms,
+        case
+            when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
+            else extract(epoch from p_pred.due_at + grace - at_now) * 1000
+        end
+    ));
+end;
+$$;
+
+revoke all on function google_ai_internal.turn_behind(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    public.google_ai_settings, google_ai_internal.wait_tickets, integer, bigint,
+    double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * keep_place: a 'queued' answer's place, kept: the ticket is told to call
+ * back after p_hint_ms (never past p_yield_at or the deadline) and stays
+ * alive for a slice and the grace after that; the verdict says where the
+ * waiter stands (queue_position, expected_wait_ms) and when to call back.
+ *
+ * Parameters: p_verdict (queued), p_ticket, p_hint_ms, p_turn (the expected
+ * turn), p_ahead, p_remaining_ms, p_yield_at, p_rounds, the settings.
+ * Returns the verdict to answer. Raises nothing.
+ * Example: verdict := google_ai_internal.keep_place(verdict, me.id, 500, turn, 2, 5000,
+ *                         null, 3, cfg);
+ */
+create or replace function google_ai_internal.keep_place(
+    p_verdict public.acquire_result,
+    p_ticket uuid,
+    p_hint_ms double precision,
+    p_turn timestamptz,
+    p_ahead integer,
+    p_remaining_ms double precision,
+    p_yield_at timestamptz,
+    p_rounds integer,
+    p_cfg public.google_ai_settings
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    verdict public.acquire_result := p_verdict;
+    at_now timestamptz := google_ai_internal.clock();
+    hint_ms double precision := p_hint_ms;
+begin
+    if p_yield_at > at_now then
+        hint_ms := least(hint_ms, extract(epoch from p_yield_at - at_now) * 1000);
+    end if;
+    hint_ms := greatest(0, least(hint_ms, p_remaining_ms));
+    verdict.key_alias := null;
+    verdict.reservation_id := null;
+    verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
+    verdict.queue_position := coalesce(p_ahead, 0) + 1;
+    verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
+        extract(epoch from coalesce(p_turn, at_now) - at_now) * 1000
+    ))::integer;
+    update google_ai_internal.wait_tickets as t
+    set
+        due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
+        turn_at = coalesce(p_turn, at_now),
+        alive_until = at_now + pg_catalog.make_interval(
+            secs => (hint_ms + p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
+        ),
+        rounds = p_rounds
+    where t.id = p_ticket;
+    return verdict;
+end;
+$$;
+
+revoke all on function google_ai_internal.keep_place(
+    public.acquire_result, uuid, double precision, timestamptz, integer, double precision,
+    timestamptz, integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
@@ -853,165 +1218,81 @@ set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare
+    placed record;
+    me google_ai_internal.wait_tickets;
     deadline timestamptz;
     slice_end timestamptz;
     yield_at timestamptz;
-    lead_ms integer := p_cfg.wait_recheck_ms;
-    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
-    me google_ai_internal.wait_tickets;
-    pred google_ai_internal.wait_tickets;
-    placed record;
-    line record;
-    fresh boolean;
-    present boolean;
     cands google_ai_internal.candidate [];
-    turn timestamptz;
-    at_now timestamptz;
+    line record;
+    step record;
+    pred google_ai_internal.wait_tickets;
     remaining_ms double precision;
-    hint_ms double precision;
 begin
-    select * into placed
-    from google_ai_internal.take_place(
+    placed := google_ai_internal.take_place(
         p_ticket, p_model.model, google_ai_internal.queue_key_set(p_key_aliases), p_tokens,
         p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
     );
     me := placed.ticket;
-    fresh := placed.fresh;
     -- The wait ends at the ticket's deadline, fixed by its first call, or
     -- sooner when this call's max_wait_ms says so (a caller that counts down
     -- its own wait, or gives up with 0).
     deadline := least(
         me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
     );
-    slice_end := least(
-        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0)
-    );
     yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
-    if yield_at > p_started then
-        slice_end := least(slice_end, yield_at);
-    end if;
+    slice_end := least(
+        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
+        case when yield_at > p_started then yield_at end
+    );
     rounds := me.rounds;
-    verdict.granted := false;
-    verdict.model := coalesce(p_model.api_model, p_model.model);
-
     loop
         rounds := rounds + 1;
-        at_now := google_ai_internal.clock();
-        cands := array(
-            select c
-            from google_ai_internal.candidates(p_model.model, p_key_aliases, at_now, p_tokens) as c
-        );
-        select * into line from google_ai_internal.line_ahead(
+        cands := array(select c from google_ai_internal.candidates(
+            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
+        ) as c);
+        line := google_ai_internal.line_ahead(
             me,
             google_ai_internal.starving_classes(
                 me.model, me.key_set,
                 array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
-                at_now, p_cfg.aging_ms
+                google_ai_internal.clock(), p_cfg.aging_ms
             ),
-            at_now, grace, p_cfg.aging_ms
+            google_ai_internal.clock(),
+            pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
+            p_cfg.aging_ms
         );
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
-
         if line.nearest is null then
-            verdict := google_ai_internal.reserve_round(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
-                me.created_at
+            step := google_ai_internal.head_try(
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at, remaining_ms, not placed.fresh, slice_end
             );
-            exit when verdict.granted or verdict.reason = 'no_key';
-            if remaining_ms <= 0 then
-                verdict.reason := 'wait_timeout';
-                exit;
+            verdict := step.verdict;
+        else
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
+            step := google_ai_internal.turn_behind(
+                p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
+                remaining_ms, not placed.fresh, slice_end
+            );
+            verdict := null;
+            verdict.granted := false;
+            verdict.model := coalesce(p_model.api_model, p_model.model);
+            verdict.reason := step.reason;
+            verdict.retry_after_ms := step.retry_after_ms;
+            -- Due, and the one ahead is in a call: wait for it to end.
+            if not step.done then
+                perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
             end if;
-            -- Nothing but time frees a cooldown or a day.
-            exit when
-                verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > remaining_ms;
-            turn := at_now + pg_catalog.make_interval(secs => verdict.retry_after_ms / 1000.0);
-            if verdict.reason in ('rpd', 'cooldown') then
-                hint_ms := verdict.retry_after_ms - lead_ms;
-                verdict.reason := 'queued';
-                exit;
-            end if;
-            if fresh or pg_catalog.clock_timestamp() >= slice_end then
-                hint_ms := 0;
-                verdict.reason := 'queued';
-                exit;
-            end if;
-            perform pg_catalog.pg_sleep(least(
-                verdict.retry_after_ms,
-                p_cfg.wait_recheck_ms,
-                remaining_ms,
-                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
-            ) / 1000.0);
-            continue;
         end if;
-
-        -- Behind others: when could this waiter's turn come?
-        select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
-        turn := greatest(
-            google_ai_internal.turn_estimate(
-                p_model, cands, line.ahead, line.ahead_tokens, p_tokens, p_cfg
-            ),
-            pred.turn_at
-        );
-        verdict.key_alias := null;
-        verdict.reservation_id := null;
-        verdict.retry_after_ms := greatest(
-            1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
-        )::integer;
-        if remaining_ms <= 0 then
-            verdict.reason := 'wait_timeout';
-            exit;
-        end if;
-        hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
-        present := google_ai_internal.ticket_in_call(pred.id);
-        if hint_ms > 0 or fresh or not present or pg_catalog.clock_timestamp() >= slice_end then
-            if hint_ms <= 0 and not present then
-                -- Due, but the one ahead is not here: until it is due, wait for
-                -- that; once it is late, back off by how late it is. Either way
-                -- without a connection.
-                hint_ms := greatest(
-                    p_cfg.wait_recheck_ms,
-                    pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
-                );
-            end if;
-            -- Look again by the time the one ahead would be found gone.
-            hint_ms := greatest(p_cfg.wait_recheck_ms, least(
-                hint_ms,
-                case
-                    when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
-                    else extract(epoch from pred.due_at + grace - at_now) * 1000
-                end
-            ));
-            verdict.reason := 'queued';
-            exit;
-        end if;
-        -- Due, and the one ahead is in a call: wait for it to end (granted, or
-        -- its slice over), then look again.
-        perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
+        exit when step.done;
     end loop;
 
     if verdict.reason = 'queued' then
-        at_now := google_ai_internal.clock();
-        if yield_at > at_now then
-            hint_ms := least(hint_ms, extract(epoch from yield_at - at_now) * 1000);
-        end if;
-        hint_ms := greatest(0, least(hint_ms, remaining_ms));
-        verdict.key_alias := null;
-        verdict.reservation_id := null;
-        verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
-        verdict.queue_position := coalesce(line.ahead, 0) + 1;
-        verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
-            extract(epoch from coalesce(turn, at_now) - at_now) * 1000
-        ))::integer;
-        update google_ai_internal.wait_tickets as t
-        set
-            due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
-            turn_at = coalesce(turn, at_now),
-            alive_until = at_now + pg_catalog.make_interval(
-                secs => (hint_ms + p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
-            ),
-            rounds = wait_in_line.rounds
-        where t.id = me.id;
+        verdict := google_ai_internal.keep_place(
+            verdict, me.id, step.hint_ms, step.turn, line.ahead, remaining_ms, yield_at, rounds,
+            p_cfg
+        );
     else
         delete from google_ai_internal.wait_tickets as t where t.id = me.id;
     end if;

@@ -182,33 +182,299 @@ revoke all on function google_ai_internal.higher_class_active(
 ) from public, anon, authenticated;
 
 /*
+ * limits_free_at: the limits of a window that bind a request now, each with
+ * the moment it frees: a cooldown, the day (RPD, less the day's reserves of
+ * the classes above the caller's, which are never lent), RPM and TPM over
+ * the exact log.
+ *
+ * Parameters: p_st, the locked and swept window row; p_cand; p_model (a
+ * limits row name); p_tokens; p_policy; p_cfg; p_now and p_hold (as
+ * lock_window read them).
+ * Returns the binding limits (why) and when each frees (frees), empty when
+ * none binds. Raises nothing.
+ * Example: select * from google_ai_internal.limits_free_at(st, cand, 'gemma-3-27b', 1200,
+ *              pol, cfg, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.limits_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_tokens integer,
+    p_policy google_ai_internal.caller_policy,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    why := '{}';
+    frees := '{}';
+    if p_st.cooldown_until > p_now then
+        why := why || 'cooldown'::text;
+        frees := frees || p_st.cooldown_until;
+    end if;
+    if p_cand.rpd is not null
+        and p_st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
+        why := why || 'rpd'::text;
+        frees := frees || google_ai_internal.next_day_start(p_now, p_cfg.rpd_time_zone);
+    end if;
+    if p_cand.rpm is not null and p_st.window_requests + 1 > p_cand.rpm then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests - p_cand.rpm, null
+        );
+    end if;
+    if p_cand.tpm is not null and p_st.window_tokens + p_tokens > p_cand.tpm then
+        why := why || 'tpm'::text;
+        frees := frees || google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_tokens + p_tokens - p_cand.tpm, null
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.limits_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text, integer,
+    google_ai_internal.caller_policy, public.google_ai_settings, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * reserves_free_at: the RPM and TPM reserves of the classes above the
+ * caller's that bind a request now. A reserve is kept only while its class
+ * is active here (a grant in this window, or a live waiter for the model);
+ * its share of the rate is scaled up by the hold (its grants hold their
+ * slots for the window plus the guard). The window's rows of the reserving
+ * classes are counted from the ledger (the window's rows only).
+ *
+ * Parameters: as limits_free_at.
+ * Returns the binding reserves (why: rpm, tpm) and when each frees (the
+ * oldest grants of the classes below leave the window). Raises nothing.
+ * Example: select * from google_ai_internal.reserves_free_at(st, cand, 'gemma-3-27b', 1200,
+ *              pol, cfg, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.reserves_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_tokens integer,
+    p_policy google_ai_internal.caller_policy,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
+    h record;
+    share integer;
+begin
+    why := '{}';
+    frees := '{}';
+    select
+        coalesce(sum(c.rpm) filter (where w.class is not null or c.waiting), 0) as rpm,
+        coalesce(sum(c.tpm) filter (where w.class is not null or c.waiting), 0) as tpm,
+        coalesce(sum(w.requests), 0)::bigint as requests,
+        coalesce(sum(w.tokens), 0)::bigint as tokens
+    into h
+    from (
+        select x.class, x.rpm, x.tpm, exists (
+            select from google_ai_internal.wait_tickets as t
+            where t.model = p_model and t.caller_class = x.class and t.alive_until > p_now
+        ) as waiting
+        from rows from (
+            pg_catalog.unnest(p_policy.higher_classes),
+            pg_catalog.unnest(p_policy.higher_rpm),
+            pg_catalog.unnest(p_policy.higher_tpm)
+        ) as x (class, rpm, tpm)
+    ) as c
+    left join (
+        select r.caller_class as class, sum(r.counted_requests) as requests,
+               sum(r.counted_tokens) as tokens
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = p_cand.quota_group and r.model = p_model
+            and r.granted_at > p_st.swept_to and r.caller_class = any(p_policy.higher_classes)
+        group by r.caller_class
+    ) as w on w.class = c.class;
+
+    share := pg_catalog.floor(p_cand.rpm * (1 - least(h.rpm * held_per_window, 1)));
+    if h.rpm > 0 and p_st.window_requests - h.requests + 1 > share then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests - h.requests - share, p_policy.higher_classes
+        );
+    end if;
+    share := pg_catalog.floor(p_cand.tpm * (1 - least(h.tpm * held_per_window, 1)));
+    if h.tpm > 0 and p_st.window_tokens - h.tokens + p_tokens > share then
+        why := why || 'tpm'::text;
+        frees := frees || google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_tokens - h.tokens + p_tokens - share, p_policy.higher_classes
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.reserves_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text, integer,
+    google_ai_internal.caller_policy, public.google_ai_settings, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * pacing_free_at: the headroom a class that has members above the caller's
+ * (p_policy.paced) is owed. A window filled in one burst frees in one burst
+ * a window later, so a higher-class call that arrives in between would wait
+ * for it. So, as GCRA does on top of the exact log, the caller's class is
+ * paced: at most one grant per emission interval (hold / rpm, every grant
+ * of any class counting, paced_until) with a burst of two, so slots free one
+ * at a time. And while a higher class is active here (higher_class_active),
+ * the window's last request slot stays free for it.
+ *
+ * Parameters: p_st, p_cand, p_model, p_policy, p_now, p_hold.
+ * Returns what binds (why: rpm) and when each frees. Raises nothing.
+ * Example: select * from google_ai_internal.pacing_free_at(st, cand, 'gemma-3-27b', pol,
+ *              now(), interval '61 s');
+ */
+create or replace function google_ai_internal.pacing_free_at(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_policy google_ai_internal.caller_policy,
+    p_now timestamptz,
+    p_hold interval,
+    out why text [],
+    out frees timestamptz []
+)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    emission interval := p_hold / p_cand.rpm;
+begin
+    why := '{}';
+    frees := '{}';
+    if p_st.paced_until - emission > p_now then
+        why := why || 'rpm'::text;
+        frees := frees || (p_st.paced_until - emission);
+    end if;
+    if p_cand.rpm > 1 and p_st.window_requests + 2 > p_cand.rpm
+        and google_ai_internal.higher_class_active(
+            p_st, p_model, p_policy.priority, p_now, p_hold
+        ) then
+        why := why || 'rpm'::text;
+        frees := frees || google_ai_internal.slot_frees_at(
+            p_cand.quota_group, p_model, p_st.swept_to, p_hold,
+            p_st.window_requests + 1 - p_cand.rpm, null
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.pacing_free_at(
+    public.google_ai_quota_state, google_ai_internal.candidate, text,
+    google_ai_internal.caller_policy, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * record_grant: write a grant: its ledger row (with how long its caller has
+ * waited) and the window row's new totals, pacing and lead.
+ *
+ * Parameters: p_st, the locked window row; p_cand, p_model; p_tokens,
+ * p_caller, p_request_id; p_cfg; p_policy; p_waiting_since (when the wait
+ * began; null: this statement's start); p_now and p_hold.
+ * Returns the reservation id. Raises nothing of its own.
+ * Example: rid := google_ai_internal.record_grant(st, cand, m, 1200, 'bot', 'msg-42', cfg,
+ *                     pol, null, now(), interval '61 s');
+ */
+create or replace function google_ai_internal.record_grant(
+    p_st public.google_ai_quota_state,
+    p_cand google_ai_internal.candidate,
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
+    p_now timestamptz,
+    p_hold interval
+)
+returns uuid
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    st public.google_ai_quota_state := p_st;
+    reservation_id uuid;
+begin
+    insert into public.google_ai_reservations (
+        key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
+    ) values (
+        p_cand.key_alias, p_cand.quota_group, p_model.model,
+        coalesce(p_model.api_model, p_model.model), p_tokens, p_tokens, p_now, st.rpd_day,
+        p_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
+        p_caller, p_request_id,
+        -- A WAIT began with its ticket (on the clock); otherwise acquire
+        -- runs as one statement, whose start is when the caller asked.
+        greatest(0, pg_catalog.round(extract(epoch from coalesce(
+            p_now - p_waiting_since,
+            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
+        )) * 1000))::integer,
+        p_policy.caller_class
+    )
+    returning id into reservation_id;
+
+    st.window_requests := st.window_requests + 1;
+    st.window_tokens := st.window_tokens + p_tokens;
+    st.day_requests := st.day_requests + 1;
+    if p_cand.rpm > 0 then
+        st.paced_until := greatest(st.paced_until, p_now) + p_hold / p_cand.rpm;
+    end if;
+    if st.lead_at is null or st.lead_at <= p_now - p_hold or p_policy.priority <= st.lead_priority then
+        st.lead_priority := p_policy.priority;
+        st.lead_at := p_now;
+    end if;
+    perform google_ai_internal.store_window(st);
+    return reservation_id;
+end;
+$$;
+
+revoke all on function google_ai_internal.record_grant(
+    public.google_ai_quota_state, google_ai_internal.candidate, public.google_ai_model_limits,
+    integer, text, text, public.google_ai_settings, google_ai_internal.caller_policy,
+    timestamptz, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
  * try_reserve: one try on one candidate: lock its window, decide, and on
- * success write the reservation (with the time acquire has run so far) and
- * the new totals. On refusal nothing is written. retry_after_ms is the
- * truthful earliest moment every binding dimension has freed, computed from
- * the ledger (a release can only make it sooner).
+ * success write the grant (record_grant). On refusal nothing is written.
+ * The binding limits (limits_free_at), the reserves of the classes above
+ * the caller's (reserves_free_at) and the headroom a class with members
+ * above is owed (pacing_free_at) each say when they free; the latest of
+ * them is the truthful earliest moment to retry, computed from the ledger
+ * (a release can only make it sooner). With no class above that has
+ * members, a lone caller takes the whole window at once.
  *
- * The caller's policy applies on top of the limits: its class and the ones
- * below it may not take the reserves of the higher-priority classes. RPM
- * and TPM reserves count only while their class is active here (a grant in
- * this window, or a live waiter for the model); the RPD reserve always. The
- * window's rows of the reserving classes are counted from the ledger (the
- * window's rows only, and only when such a reserve exists).
- *
- * Headroom for a higher class that has members (p_policy.paced: some class
- * above this caller's has a caller assigned to it). A window filled in one
- * burst frees in one burst a window later, so a higher-class call that
- * arrives in between would wait for it. So, as GCRA does on top of the
- * exact log, this caller's class is paced: at most one grant per emission
- * interval (hold / rpm, every grant of any class counting) with a burst of
- * two, so slots free one at a time. And while a higher class is active
- * here (higher_class_active), the window's last request slot stays free for
- * it. With no member above, nothing of this applies: a lone caller still
- * takes the whole window at once.
- *
- * p_waiting_since is when the caller's wait began (its ticket's first call;
- * null: this statement's start), for the ledger row's waited_ms.
- *
+ * Parameters: the candidate, the model row, the tokens, caller and
+ * request_id, the settings, the caller's policy, p_waiting_since (when the
+ * caller's wait began, its ticket's first call; null: this statement's
+ * start), for the ledger row's waited_ms.
  * Returns (granted, reservation_id, reason, retry_after_ms). Raises nothing of
  * its own. Example: see google_ai_internal.reserve_round.
  */
@@ -232,135 +498,36 @@ set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    hold interval;
     locked record;
-    st public.google_ai_quota_state;
-    at_now timestamptz;
-    why text [] := '{}';
-    frees timestamptz [] := '{}';
+    found_limits record;
+    why text [];
+    frees timestamptz [];
     free_at timestamptz;
-    reserved_rpm numeric := 0;
-    reserved_tpm numeric := 0;
-    higher_requests bigint := 0;
-    higher_tokens bigint := 0;
-    share integer;
-    held_per_window numeric := (p_cfg.window_ms + p_cfg.window_guard_ms)::numeric / p_cfg.window_ms;
-    emission interval;
 begin
     granted := false;
     locked := google_ai_internal.lock_window(p_cand.quota_group, p_model.model, p_cfg);
-    st := locked.st;
-    at_now := locked.at_now;
-    hold := locked.hold;
-
-    -- Each binding limit adds the moment it frees (why, frees); the latest
-    -- of them is when the request could be granted.
-    if st.cooldown_until > at_now then
-        why := why || 'cooldown'::text;
-        frees := frees || st.cooldown_until;
-    end if;
-    if p_cand.rpd is not null
-        and st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
-        -- The day's reserve of the classes above is never lent.
-        why := why || 'rpd'::text;
-        frees := frees || google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone);
-    end if;
-    if p_cand.rpm is not null and st.window_requests + 1 > p_cand.rpm then
-        why := why || 'rpm'::text;
-        frees := frees || google_ai_internal.slot_frees_at(
-            p_cand.quota_group, p_model.model, st.swept_to, hold,
-            st.window_requests - p_cand.rpm, null
+    found_limits := google_ai_internal.limits_free_at(
+        locked.st, p_cand, p_model.model, p_tokens, p_policy, p_cfg, locked.at_now, locked.hold
+    );
+    why := found_limits.why;
+    frees := found_limits.frees;
+    if pg_catalog.cardinality(p_policy.higher_classes) > 0 then
+        found_limits := google_ai_internal.reserves_free_at(
+            locked.st, p_cand, p_model.model, p_tokens, p_policy, p_cfg, locked.at_now, locked.hold
         );
+        why := why || found_limits.why;
+        frees := frees || found_limits.frees;
     end if;
-    if p_cand.tpm is not null and st.window_tokens + p_tokens > p_cand.tpm then
-        why := why || 'tpm'::text;
-        frees := frees || google_ai_internal.tokens_free_at(
-            p_cand.quota_group, p_model.model, st.swept_to, hold,
-            st.window_tokens + p_tokens - p_cand.tpm, null
-        );
-    end if;
-
-    if pg_catalog.cardinality(p_policy.higher_classes) > 0
-        and (p_cand.rpm is not null or p_cand.tpm is not null) then
-        select
-            coalesce(sum(h.rpm) filter (where h.active), 0),
-            coalesce(sum(h.tpm) filter (where h.active), 0),
-            coalesce(sum(h.requests), 0),
-            coalesce(sum(h.tokens), 0)
-        into reserved_rpm, reserved_tpm, higher_requests, higher_tokens
-        from (
-            select
-                c.rpm, c.tpm, coalesce(w.requests, 0) as requests, coalesce(w.tokens, 0) as tokens,
-                w.class is not null or exists (
-                    select from google_ai_internal.wait_tickets as t
-                    where
-                        t.model = p_model.model and t.caller_class = c.class
-                        and t.alive_until > at_now
-                ) as active
-            from rows from (
-                pg_catalog.unnest(p_policy.higher_classes),
-                pg_catalog.unnest(p_policy.higher_rpm),
-                pg_catalog.unnest(p_policy.higher_tpm)
-            ) as c (class, rpm, tpm)
-            left join (
-                select
-                    r.caller_class as class,
-                    sum(r.counted_requests) as requests,
-                    sum(r.counted_tokens) as tokens
-                from public.google_ai_reservations as r
-                where
-                    r.quota_group = p_cand.quota_group and r.model = p_model.model
-                    and r.granted_at > st.swept_to
-                    and r.caller_class = any(p_policy.higher_classes)
-                group by r.caller_class
-            ) as w on w.class = c.class
-        ) as h;
-
-        -- A reserve is a share of the rate; its grants hold their slots for the
-        -- window plus the guard, so the slots it keeps are scaled up by that.
-        share := pg_catalog.floor(p_cand.rpm * (1 - least(reserved_rpm * held_per_window, 1)));
-        if p_cand.rpm is not null and reserved_rpm > 0
-            and st.window_requests - higher_requests + 1 > share then
-            why := why || 'rpm'::text;
-            frees := frees || google_ai_internal.slot_frees_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_requests - higher_requests - share, p_policy.higher_classes
-            );
-        end if;
-
-        share := pg_catalog.floor(p_cand.tpm * (1 - least(reserved_tpm * held_per_window, 1)));
-        if p_cand.tpm is not null and reserved_tpm > 0
-            and st.window_tokens - higher_tokens + p_tokens > share then
-            why := why || 'tpm'::text;
-            frees := frees || google_ai_internal.tokens_free_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_tokens - higher_tokens + p_tokens - share, p_policy.higher_classes
-            );
-        end if;
-    end if;
-
     if p_policy.paced and p_cand.rpm > 0 then
-        emission := hold / p_cand.rpm;
-        -- GCRA: a grant may come once the theoretical arrival time is at most
-        -- one emission interval ahead (a burst of two).
-        if st.paced_until - emission > at_now then
-            why := why || 'rpm'::text;
-            frees := frees || (st.paced_until - emission);
-        end if;
-        if p_cand.rpm > 1 and st.window_requests + 2 > p_cand.rpm
-            and google_ai_internal.higher_class_active(
-                st, p_model.model, p_policy.priority, at_now, hold
-            ) then
-            -- The window's last slot stays free for the class above.
-            why := why || 'rpm'::text;
-            frees := frees || google_ai_internal.slot_frees_at(
-                p_cand.quota_group, p_model.model, st.swept_to, hold,
-                st.window_requests + 1 - p_cand.rpm, null
-            );
-        end if;
+        found_limits := google_ai_internal.pacing_free_at(
+            locked.st, p_cand, p_model.model, p_policy, locked.at_now, locked.hold
+        );
+        why := why || found_limits.why;
+        frees := frees || found_limits.frees;
     end if;
 
-    for i in 1 .. coalesce(pg_catalog.cardinality(frees), 0) loop
+    -- The latest moment a binding limit frees is when the request could go.
+    for i in 1 .. pg_catalog.cardinality(frees) loop
         if free_at is null or frees[i] > free_at then
             reason := why[i];
             free_at := frees[i];
@@ -368,42 +535,14 @@ begin
     end loop;
     if reason is not null then
         retry_after_ms := greatest(
-            1, pg_catalog.ceil(extract(epoch from free_at - at_now) * 1000)
+            1, pg_catalog.ceil(extract(epoch from free_at - locked.at_now) * 1000)
         )::integer;
         return;
     end if;
-
-    insert into public.google_ai_reservations (
-        key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
-        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
-    ) values (
-        p_cand.key_alias, p_cand.quota_group, p_model.model,
-        coalesce(p_model.api_model, p_model.model),
-        p_tokens, p_tokens, at_now, st.rpd_day,
-        at_now + pg_catalog.make_interval(secs => p_cfg.lease_ms / 1000.0),
-        p_caller, p_request_id,
-        -- A WAIT began with its ticket (on the clock); otherwise acquire
-        -- runs as one statement, whose start is when the caller asked.
-        greatest(0, pg_catalog.round(extract(epoch from coalesce(
-            at_now - p_waiting_since,
-            pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
-        )) * 1000))::integer,
-        p_policy.caller_class
-    )
-    returning id into reservation_id;
-
-    st.window_requests := st.window_requests + 1;
-    st.window_tokens := st.window_tokens + p_tokens;
-    st.day_requests := st.day_requests + 1;
-    if p_cand.rpm > 0 then
-        st.paced_until := greatest(st.paced_until, at_now) + hold / p_cand.rpm;
-    end if;
-    if st.lead_at is null or st.lead_at <= at_now - hold
-        or p_policy.priority <= st.lead_priority then
-        st.lead_priority := p_policy.priority;
-        st.lead_at := at_now;
-    end if;
-    perform google_ai_internal.store_window(st);
+    reservation_id := google_ai_internal.record_grant(
+        locked.st, p_cand, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+        p_waiting_since, locked.at_now, locked.hold
+    );
     granted := true;
 end;
 $$;

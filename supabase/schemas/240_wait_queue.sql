@@ -435,6 +435,232 @@ revoke all on function google_ai_internal.wait_for_ticket(uuid, timestamptz)
 from public, anon, authenticated;
 
 /*
+ * head_try: one try of the head of a queue (nobody live ahead of it), and
+ * what follows: granted (or no key), refused for good (the deadline has
+ * come, or a cooldown or a spent day outlasts it), told to call back
+ * ('queued': at once when this call may not stay, or a recheck before a
+ * cooldown or a day ends), or a short sleep in the database before the next
+ * try (exactly when the window frees, or after wait_recheck_ms to catch a
+ * release; no row lock is held: reserve_round rolled its try back).
+ *
+ * Parameters: the model row, its candidates, the tokens, caller, request_id,
+ * settings and policy, when the wait began, the ms left until the deadline,
+ * whether this call may stay (not the ticket's first call, slice not over),
+ * and the end of its slice.
+ * Returns the verdict, the expected turn and the hint to call back after
+ * (while queued), and whether the call is done (false: look again).
+ * Raises nothing.
+ * Example: select * from google_ai_internal.head_try(m, cands, 100, 'bot', 'r1', cfg, pol,
+ *              now(), 5000, true, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.head_try(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz,
+    p_remaining_ms double precision,
+    p_may_stay boolean,
+    p_slice_end timestamptz,
+    out verdict public.acquire_result,
+    out turn timestamptz,
+    out hint_ms double precision,
+    out done boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    done := true;
+    verdict := google_ai_internal.reserve_round(
+        p_model, p_cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
+        p_waiting_since
+    );
+    if verdict.granted or verdict.reason = 'no_key' then
+        return;
+    elsif p_remaining_ms <= 0 then
+        verdict.reason := 'wait_timeout';
+        return;
+    elsif verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > p_remaining_ms then
+        return;  -- nothing but time frees a cooldown or a day
+    end if;
+    turn := google_ai_internal.clock()
+        + pg_catalog.make_interval(secs => verdict.retry_after_ms / 1000.0);
+    if verdict.reason in ('rpd', 'cooldown') then
+        hint_ms := verdict.retry_after_ms - p_cfg.wait_recheck_ms;
+        verdict.reason := 'queued';
+    elsif not p_may_stay or pg_catalog.clock_timestamp() >= p_slice_end then
+        hint_ms := 0;
+        verdict.reason := 'queued';
+    else
+        perform pg_catalog.pg_sleep(least(
+            verdict.retry_after_ms, p_cfg.wait_recheck_ms, p_remaining_ms,
+            extract(epoch from p_slice_end - pg_catalog.clock_timestamp()) * 1000
+        ) / 1000.0);
+        done := false;
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.head_try(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, text, text,
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz,
+    double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * turn_behind: when a waiter behind others (p_pred the nearest one ahead,
+ * p_ahead and p_ahead_tokens all of them) could be served, and what it does
+ * now: told to call back when its turn is expected, less one
+ * wait_recheck_ms, so it sleeps without a connection; or, once due and while
+ * the one ahead is in a call, wait for that call to end (done false: the
+ * caller waits on its ticket). It never sleeps past the moment the one ahead
+ * would be found gone (one slice plus the grace while that one is in a call,
+ * its due time plus the grace otherwise), and backs off by how late the one
+ * ahead is when it is due but the one ahead is not here.
+ *
+ * Parameters: the model row, its candidates, the tokens, the settings, the
+ * one ahead, how many are ahead and their tokens, the ms left until the
+ * deadline, whether this call may stay, the end of its slice.
+ * Returns the reason (queued or wait_timeout), retry_after_ms (when the turn
+ * is expected), the turn, the hint and whether the call is done.
+ * Raises nothing.
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred, 2, 200,
+ *              5000, true, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.turn_behind(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_cfg public.google_ai_settings,
+    p_pred google_ai_internal.wait_tickets,
+    p_ahead integer,
+    p_ahead_tokens bigint,
+    p_remaining_ms double precision,
+    p_may_stay boolean,
+    p_slice_end timestamptz,
+    out reason text,
+    out retry_after_ms integer,
+    out turn timestamptz,
+    out hint_ms double precision,
+    out done boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
+    present boolean;
+begin
+    done := true;
+    turn := greatest(
+        google_ai_internal.turn_estimate(
+            p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg
+        ),
+        p_pred.turn_at
+    );
+    retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000))::integer;
+    if p_remaining_ms <= 0 then
+        reason := 'wait_timeout';
+        return;
+    end if;
+    reason := 'queued';
+    hint_ms := extract(epoch from turn - at_now) * 1000 - p_cfg.wait_recheck_ms;
+    present := google_ai_internal.ticket_in_call(p_pred.id);
+    if hint_ms <= 0 and present and p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
+        done := false;
+        return;
+    end if;
+    if hint_ms <= 0 and not present then
+        hint_ms := greatest(
+            p_cfg.wait_recheck_ms, pg_catalog.abs(extract(epoch from at_now - p_pred.due_at)) * 1000
+        );
+    end if;
+    hint_ms := greatest(p_cfg.wait_recheck_ms, least(
+        hint_ms,
+        case
+            when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
+            else extract(epoch from p_pred.due_at + grace - at_now) * 1000
+        end
+    ));
+end;
+$$;
+
+revoke all on function google_ai_internal.turn_behind(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    public.google_ai_settings, google_ai_internal.wait_tickets, integer, bigint,
+    double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * keep_place: a 'queued' answer's place, kept: the ticket is told to call
+ * back after p_hint_ms (never past p_yield_at or the deadline) and stays
+ * alive for a slice and the grace after that; the verdict says where the
+ * waiter stands (queue_position, expected_wait_ms) and when to call back.
+ *
+ * Parameters: p_verdict (queued), p_ticket, p_hint_ms, p_turn (the expected
+ * turn), p_ahead, p_remaining_ms, p_yield_at, p_rounds, the settings.
+ * Returns the verdict to answer. Raises nothing.
+ * Example: verdict := google_ai_internal.keep_place(verdict, me.id, 500, turn, 2, 5000,
+ *                         null, 3, cfg);
+ */
+create or replace function google_ai_internal.keep_place(
+    p_verdict public.acquire_result,
+    p_ticket uuid,
+    p_hint_ms double precision,
+    p_turn timestamptz,
+    p_ahead integer,
+    p_remaining_ms double precision,
+    p_yield_at timestamptz,
+    p_rounds integer,
+    p_cfg public.google_ai_settings
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    verdict public.acquire_result := p_verdict;
+    at_now timestamptz := google_ai_internal.clock();
+    hint_ms double precision := p_hint_ms;
+begin
+    if p_yield_at > at_now then
+        hint_ms := least(hint_ms, extract(epoch from p_yield_at - at_now) * 1000);
+    end if;
+    hint_ms := greatest(0, least(hint_ms, p_remaining_ms));
+    verdict.key_alias := null;
+    verdict.reservation_id := null;
+    verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
+    verdict.queue_position := coalesce(p_ahead, 0) + 1;
+    verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
+        extract(epoch from coalesce(p_turn, at_now) - at_now) * 1000
+    ))::integer;
+    update google_ai_internal.wait_tickets as t
+    set
+        due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
+        turn_at = coalesce(p_turn, at_now),
+        alive_until = at_now + pg_catalog.make_interval(
+            secs => (hint_ms + p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
+        ),
+        rounds = p_rounds
+    where t.id = p_ticket;
+    return verdict;
+end;
+$$;
+
+revoke all on function google_ai_internal.keep_place(
+    public.acquire_result, uuid, double precision, timestamptz, integer, double precision,
+    timestamptz, integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
@@ -503,165 +729,81 @@ set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare
+    placed record;
+    me google_ai_internal.wait_tickets;
     deadline timestamptz;
     slice_end timestamptz;
     yield_at timestamptz;
-    lead_ms integer := p_cfg.wait_recheck_ms;
-    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
-    me google_ai_internal.wait_tickets;
-    pred google_ai_internal.wait_tickets;
-    placed record;
-    line record;
-    fresh boolean;
-    present boolean;
     cands google_ai_internal.candidate [];
-    turn timestamptz;
-    at_now timestamptz;
+    line record;
+    step record;
+    pred google_ai_internal.wait_tickets;
     remaining_ms double precision;
-    hint_ms double precision;
 begin
-    select * into placed
-    from google_ai_internal.take_place(
+    placed := google_ai_internal.take_place(
         p_ticket, p_model.model, google_ai_internal.queue_key_set(p_key_aliases), p_tokens,
         p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
     );
     me := placed.ticket;
-    fresh := placed.fresh;
     -- The wait ends at the ticket's deadline, fixed by its first call, or
     -- sooner when this call's max_wait_ms says so (a caller that counts down
     -- its own wait, or gives up with 0).
     deadline := least(
         me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
     );
-    slice_end := least(
-        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0)
-    );
     yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
-    if yield_at > p_started then
-        slice_end := least(slice_end, yield_at);
-    end if;
+    slice_end := least(
+        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
+        case when yield_at > p_started then yield_at end
+    );
     rounds := me.rounds;
-    verdict.granted := false;
-    verdict.model := coalesce(p_model.api_model, p_model.model);
-
     loop
         rounds := rounds + 1;
-        at_now := google_ai_internal.clock();
-        cands := array(
-            select c
-            from google_ai_internal.candidates(p_model.model, p_key_aliases, at_now, p_tokens) as c
-        );
-        select * into line from google_ai_internal.line_ahead(
+        cands := array(select c from google_ai_internal.candidates(
+            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
+        ) as c);
+        line := google_ai_internal.line_ahead(
             me,
             google_ai_internal.starving_classes(
                 me.model, me.key_set,
                 array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
-                at_now, p_cfg.aging_ms
+                google_ai_internal.clock(), p_cfg.aging_ms
             ),
-            at_now, grace, p_cfg.aging_ms
+            google_ai_internal.clock(),
+            pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
+            p_cfg.aging_ms
         );
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
-
         if line.nearest is null then
-            verdict := google_ai_internal.reserve_round(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, true, p_policy,
-                me.created_at
+            step := google_ai_internal.head_try(
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at, remaining_ms, not placed.fresh, slice_end
             );
-            exit when verdict.granted or verdict.reason = 'no_key';
-            if remaining_ms <= 0 then
-                verdict.reason := 'wait_timeout';
-                exit;
+            verdict := step.verdict;
+        else
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
+            step := google_ai_internal.turn_behind(
+                p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
+                remaining_ms, not placed.fresh, slice_end
+            );
+            verdict := null;
+            verdict.granted := false;
+            verdict.model := coalesce(p_model.api_model, p_model.model);
+            verdict.reason := step.reason;
+            verdict.retry_after_ms := step.retry_after_ms;
+            -- Due, and the one ahead is in a call: wait for it to end.
+            if not step.done then
+                perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
             end if;
-            -- Nothing but time frees a cooldown or a day.
-            exit when
-                verdict.reason in ('rpd', 'cooldown') and verdict.retry_after_ms > remaining_ms;
-            turn := at_now + pg_catalog.make_interval(secs => verdict.retry_after_ms / 1000.0);
-            if verdict.reason in ('rpd', 'cooldown') then
-                hint_ms := verdict.retry_after_ms - lead_ms;
-                verdict.reason := 'queued';
-                exit;
-            end if;
-            if fresh or pg_catalog.clock_timestamp() >= slice_end then
-                hint_ms := 0;
-                verdict.reason := 'queued';
-                exit;
-            end if;
-            perform pg_catalog.pg_sleep(least(
-                verdict.retry_after_ms,
-                p_cfg.wait_recheck_ms,
-                remaining_ms,
-                extract(epoch from slice_end - pg_catalog.clock_timestamp()) * 1000
-            ) / 1000.0);
-            continue;
         end if;
-
-        -- Behind others: when could this waiter's turn come?
-        select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
-        turn := greatest(
-            google_ai_internal.turn_estimate(
-                p_model, cands, line.ahead, line.ahead_tokens, p_tokens, p_cfg
-            ),
-            pred.turn_at
-        );
-        verdict.key_alias := null;
-        verdict.reservation_id := null;
-        verdict.retry_after_ms := greatest(
-            1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
-        )::integer;
-        if remaining_ms <= 0 then
-            verdict.reason := 'wait_timeout';
-            exit;
-        end if;
-        hint_ms := extract(epoch from turn - at_now) * 1000 - lead_ms;
-        present := google_ai_internal.ticket_in_call(pred.id);
-        if hint_ms > 0 or fresh or not present or pg_catalog.clock_timestamp() >= slice_end then
-            if hint_ms <= 0 and not present then
-                -- Due, but the one ahead is not here: until it is due, wait for
-                -- that; once it is late, back off by how late it is. Either way
-                -- without a connection.
-                hint_ms := greatest(
-                    p_cfg.wait_recheck_ms,
-                    pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
-                );
-            end if;
-            -- Look again by the time the one ahead would be found gone.
-            hint_ms := greatest(p_cfg.wait_recheck_ms, least(
-                hint_ms,
-                case
-                    when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
-                    else extract(epoch from pred.due_at + grace - at_now) * 1000
-                end
-            ));
-            verdict.reason := 'queued';
-            exit;
-        end if;
-        -- Due, and the one ahead is in a call: wait for it to end (granted, or
-        -- its slice over), then look again.
-        perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
+        exit when step.done;
     end loop;
 
     if verdict.reason = 'queued' then
-        at_now := google_ai_internal.clock();
-        if yield_at > at_now then
-            hint_ms := least(hint_ms, extract(epoch from yield_at - at_now) * 1000);
-        end if;
-        hint_ms := greatest(0, least(hint_ms, remaining_ms));
-        verdict.key_alias := null;
-        verdict.reservation_id := null;
-        verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
-        verdict.queue_position := coalesce(line.ahead, 0) + 1;
-        verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
-            extract(epoch from coalesce(turn, at_now) - at_now) * 1000
-        ))::integer;
-        update google_ai_internal.wait_tickets as t
-        set
-            due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
-            turn_at = coalesce(turn, at_now),
-            alive_until = at_now + pg_catalog.make_interval(
-                secs => (hint_ms + p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
-            ),
-            rounds = wait_in_line.rounds
-        where t.id = me.id;
+        verdict := google_ai_internal.keep_place(
+            verdict, me.id, step.hint_ms, step.turn, line.ahead, remaining_ms, yield_at, rounds,
+            p_cfg
+        );
     else
         delete from google_ai_internal.wait_tickets as t where t.id = me.id;
     end if;
