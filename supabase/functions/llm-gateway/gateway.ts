@@ -6,7 +6,9 @@
  * (tokens.ts); generateContent and streamGenerateContent are then carried
  * through the call protocol (protocol.ts: acquire, send, settle, as told).
  * Google's answer goes back unchanged, with `x-llm-limits-model` naming the
- * model that answered; the gateway's own refusals are Google-shaped errors.
+ * model that answered and the wait in line in `x-llm-limits-queue-position`
+ * and `x-llm-limits-waited-ms` (queue.ts); the gateway's own refusals are
+ * Google-shaped errors.
  *
  * Logging: one JSON line per attempt and per refusal, with the caller's name,
  * aliases and reservation ids; never a key value or a caller token.
@@ -17,6 +19,7 @@ import { constantTimeEqual, sha256, toHex, tokenOf } from "./callers.ts";
 import { GatewayError, type Json } from "./errors.ts";
 import { field, shapeRequest } from "./gemma.ts";
 import { type Call, type Carrier, carry } from "./protocol.ts";
+import { WaitInLine } from "./queue.ts";
 import { countTokens } from "./tokens.ts";
 import type { Sent } from "./upstream.ts";
 
@@ -57,24 +60,40 @@ export function createHandler(
         return await forwardCount(cfg, parsed, body);
       }
       const { mode, maxWaitMs } = waitOf(req.headers, cfg.defaultMaxWaitMs);
+      const stream = parsed.method === "streamGenerateContent";
+      const line = new WaitInLine();
       const call: Call = {
         caller,
         model: parsed.model,
         version: parsed.version,
-        stream: parsed.method === "streamGenerateContent",
+        stream,
         body,
         estimate: await countTokens(cfg, parsed.version, parsed.model, body),
         mode,
         deadline: performance.now() + (mode === "WAIT" ? maxWaitMs : 0),
         requestId: requestIdOf(req.headers),
         signal: req.signal,
+        waits: line,
       };
-      const [grant, sent] = await carry(cfg, call);
-      return respond(grant.model, sent);
+      return await answer(cfg, call, line);
     } catch (err) {
-      return errorResponse(err, cfg);
+      return errorResponse(err, cfg); // refused before any acquire
     }
   };
+}
+
+/** The call carried, and its answer (Google's, or the gateway's error) with the wait told. */
+async function answer(
+  cfg: Config,
+  call: Call,
+  line: WaitInLine,
+): Promise<Response> {
+  try {
+    const [grant, sent] = await carry(cfg, call);
+    return line.stamp(respond(grant.model, sent));
+  } catch (err) {
+    return line.stamp(errorResponse(err, cfg));
+  }
 }
 
 /** Route, method, token and a JSON object body, or a Google-shaped 4xx; reads nothing else. */
