@@ -2,13 +2,14 @@
  * A request's wait in line, as its caller can read it (the contract's queue
  * feedback, issue 23): the first place in line the database gave it and how
  * long its acquires took, as response headers on every answer that followed
- * an acquire (gateway.ts).
+ * an acquire; and each `queued` answer as it comes, for a stream whose
+ * caller asked to watch (gateway.ts, sse.ts).
  *
- * Headers are the form google-genai reads without harm (on
- * `sdk_http_response.headers`, every chunk of a stream too): it parses every
- * non-empty stream line that is not `data: ` as JSON, so an SSE comment,
- * `event:` or `retry:` line raises UnknownApiResponseError (3.6.1, sync and
- * async).
+ * The headers are the only form google-genai reads without harm: it parses
+ * every non-empty stream line that is not `data: ` as JSON, so an SSE
+ * comment, `event:` or `retry:` line raises UnknownApiResponseError (3.6.1,
+ * sync and async; tests/gateway/test_gateway_queue.py keeps that fact
+ * checked). Live progress is therefore sent only to a caller that asks.
  */
 
 import type { Grant } from "./db.ts";
@@ -24,6 +25,8 @@ export class WaitInLine implements WaitListener {
   private waited = 0;
   private since: number | null = null;
   private asked = false;
+  /** Told of each `queued` answer, after it is recorded. */
+  onQueued: ((grant: Grant) => void) | null = null;
 
   acquiring(): void {
     this.asked = true;
@@ -34,6 +37,7 @@ export class WaitInLine implements WaitListener {
     if (this.firstPosition === 0) {
       this.firstPosition = grant.queue_position ?? 1;
     }
+    this.onQueued?.(grant);
   }
 
   acquired(): void {
@@ -62,4 +66,11 @@ export class WaitInLine implements WaitListener {
     }
     return answer;
   }
+}
+
+/** One `queued` answer, as the comment a watching caller reads. */
+export function queuedComment(grant: Grant): string {
+  const position = grant.queue_position ?? 1;
+  const wait = grant.expected_wait_ms ?? 0;
+  return `llm-limits queued position=${position} expected_wait_ms=${wait} model=${grant.model}`;
 }

@@ -16,6 +16,8 @@ import { foldSystemInstruction, shapeRequest } from "../llm-gateway/gemma.ts";
 import {
   createHandler,
   MODEL_HEADER,
+  PROGRESS_HEADER,
+  progressOf,
   respond,
   waitOf,
 } from "../llm-gateway/gateway.ts";
@@ -541,4 +543,80 @@ Deno.test("the wait in line: a refusal after a wait says where it stood too", as
   ok(Number(answer.headers.get(WAITED_HEADER)) >= 20);
   equal(answer.headers.get("retry-after"), "2");
   equal(gw.stats.generated, 0);
+});
+
+Deno.test("a watched stream: each queued answer as a comment, then the headers, then Google's stream", async () => {
+  const gw = await gatewayOver([queued(2), queued(1)]);
+  const answer = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const text = await answer.text();
+  await gw.stop();
+
+  equal(answer.status, 200);
+  equal(answer.headers.get("content-type"), "text/event-stream");
+  equal(answer.headers.get(QUEUE_POSITION_HEADER), "2");
+  const waited = /: x-llm-limits-waited-ms: (\d+)\n\n/.exec(text);
+  ok(waited && Number(waited[1]) >= 40, text);
+  equal(
+    text,
+    `: llm-limits queued position=2 expected_wait_ms=80 model=${GEMMA}\n\n` +
+      `: llm-limits queued position=1 expected_wait_ms=40 model=${GEMMA}\n\n` +
+      `: ${MODEL_HEADER}: ${GEMMA}\n\n` +
+      `: ${QUEUE_POSITION_HEADER}: 2\n\n` +
+      `: ${WAITED_HEADER}: ${waited![1]}\n\n` +
+      STREAMED,
+  );
+  deepStrictEqual(gw.stats.settled, [200]); // settled when Google's stream ended
+});
+
+Deno.test("a watched stream: a refusal after the comments is one error event; no wait, no early answer", async () => {
+  const gw = await gatewayOver([queued(1), waitTimeout(900)]);
+  const late = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const lateText = await late.text();
+  const atOnce = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "Comments",
+  });
+  const atOnceText = await atOnce.text();
+  await gw.stop();
+
+  equal(late.status, 200); // the stream had begun: the refusal is in it
+  const events = lateText.split("\n\n").filter((e) => e.startsWith("data: "));
+  equal(events.length, 1);
+  const error = JSON.parse(events[0].slice(6)).error;
+  deepStrictEqual([error.code, error.status], [429, "RESOURCE_EXHAUSTED"]);
+  ok(error.message.includes("Please retry in 0.9s"));
+  ok(lateText.startsWith(": llm-limits queued position=1 "));
+  // Granted at the first acquire: the ordinary answer, Google's stream as it came.
+  equal(atOnce.headers.get(QUEUE_POSITION_HEADER), "0");
+  equal(atOnceText, STREAMED);
+  equal(gw.stats.generated, 1);
+});
+
+Deno.test("a watched stream: the caller hanging up while in line ends the wait; Google is not called", async () => {
+  const gw = await gatewayOver(Array.from({ length: 500 }, () => queued(1)));
+  const answer = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const reader = answer.body!.getReader();
+  await reader.read(); // the first comment
+  await reader.cancel();
+  const acquiredThen = gw.stats.acquired;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await gw.stop();
+
+  ok(gw.stats.acquired <= acquiredThen + 1, `${gw.stats.acquired} acquires`);
+  equal(gw.stats.generated, 0);
+});
+
+Deno.test("progress header: comments or none; anything else is a 400", () => {
+  equal(progressOf(new Headers()), false);
+  equal(progressOf(new Headers({ [PROGRESS_HEADER]: "none" })), false);
+  equal(progressOf(new Headers({ [PROGRESS_HEADER]: " Comments " })), true);
+  throws(
+    () => progressOf(new Headers({ [PROGRESS_HEADER]: "events" })),
+    (e: unknown) => e instanceof GatewayError && e.code === 400,
+  );
 });
