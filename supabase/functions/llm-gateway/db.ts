@@ -30,6 +30,8 @@ export interface Grant {
   reason: string | null;
   retry_after_ms: number | null;
   ticket: string | null; // a WAIT's place in line: pass it back while queued
+  queue_position: number | null; // while queued: 1 = next in line
+  expected_wait_ms: number | null; // while queued: when its turn is expected
 }
 
 export interface AcquireArgs {

@@ -6,7 +6,10 @@
  * (tokens.ts); generateContent and streamGenerateContent are then carried
  * through the call protocol (protocol.ts: acquire, send, settle, as told).
  * Google's answer goes back unchanged, with `x-llm-limits-model` naming the
- * model that answered; the gateway's own refusals are Google-shaped errors.
+ * model that answered and the wait in line in `x-llm-limits-queue-position`
+ * and `x-llm-limits-waited-ms` (queue.ts); the gateway's own refusals are
+ * Google-shaped errors. A stream sent with `x-llm-limits-progress: comments`
+ * is answered at its first `queued`, and hears each one as an SSE comment.
  *
  * Logging: one JSON line per attempt and per refusal, with the caller's name,
  * aliases and reservation ids; never a key value or a caller token.
@@ -17,6 +20,8 @@ import { constantTimeEqual, sha256, toHex, tokenOf } from "./callers.ts";
 import { GatewayError, type Json } from "./errors.ts";
 import { field, shapeRequest } from "./gemma.ts";
 import { type Call, type Carrier, carry } from "./protocol.ts";
+import { QUEUE_POSITION_HEADER, queuedComment, WaitInLine } from "./queue.ts";
+import { EarlyStream } from "./sse.ts";
 import { countTokens } from "./tokens.ts";
 import type { Sent } from "./upstream.ts";
 
@@ -44,6 +49,7 @@ const ROUTE =
   /^(?:\/[^]*?)?\/(v1beta|v1)\/(?:models\/)+([^/:]+):(generateContent|streamGenerateContent|countTokens)$/;
 
 export const MODEL_HEADER = "x-llm-limits-model";
+export const PROGRESS_HEADER = "x-llm-limits-progress";
 
 export function createHandler(
   cfg: Config,
@@ -57,24 +63,85 @@ export function createHandler(
         return await forwardCount(cfg, parsed, body);
       }
       const { mode, maxWaitMs } = waitOf(req.headers, cfg.defaultMaxWaitMs);
+      const stream = parsed.method === "streamGenerateContent";
+      const watched = progressOf(req.headers) && stream;
+      const leaving = new AbortController(); // an early stream's caller hung up
+      const line = new WaitInLine();
       const call: Call = {
         caller,
         model: parsed.model,
         version: parsed.version,
-        stream: parsed.method === "streamGenerateContent",
+        stream,
         body,
         estimate: await countTokens(cfg, parsed.version, parsed.model, body),
         mode,
         deadline: performance.now() + (mode === "WAIT" ? maxWaitMs : 0),
         requestId: requestIdOf(req.headers),
-        signal: req.signal,
+        signal: AbortSignal.any([req.signal, leaving.signal]),
+        waits: line,
       };
-      const [grant, sent] = await carry(cfg, call);
-      return respond(grant.model, sent);
+      if (watched) {
+        return await answerWatched(cfg, call, line, leaving);
+      }
+      return await answer(cfg, call, line);
     } catch (err) {
-      return errorResponse(err, cfg);
+      return errorResponse(err, cfg); // refused before any acquire
     }
   };
+}
+
+/** The call carried, and its answer (Google's, or the gateway's error) with the wait told. */
+async function answer(
+  cfg: Config,
+  call: Call,
+  line: WaitInLine,
+): Promise<Response> {
+  try {
+    const [grant, sent] = await carry(cfg, call);
+    return line.stamp(respond(grant.model, sent));
+  } catch (err) {
+    return line.stamp(errorResponse(err, cfg));
+  }
+}
+
+/**
+ * A stream whose caller watches its wait. Until it is told `queued` it is
+ * answered like any other; then at once (200, text/event-stream), with each
+ * `queued` as a comment, and at the end the answer's x-llm-limits-* headers as
+ * comments before the answer itself (sse.ts EarlyStream).
+ */
+function answerWatched(
+  cfg: Config,
+  call: Call,
+  line: WaitInLine,
+  leaving: AbortController,
+): Promise<Response> {
+  return new Promise((resolve) => {
+    let early: EarlyStream | null = null;
+    line.onQueued = (grant) => {
+      if (early === null) {
+        early = new EarlyStream(leaving);
+        resolve(
+          new Response(early.body, {
+            headers: {
+              "content-type": "text/event-stream",
+              [QUEUE_POSITION_HEADER]: String(line.firstPosition),
+            },
+          }),
+        );
+      }
+      early.comment(queuedComment(grant));
+    };
+    answer(cfg, call, line).then((res) => {
+      if (early === null) return resolve(res);
+      for (const [name, value] of res.headers) {
+        if (name.startsWith("x-llm-limits-")) {
+          early.comment(`${name}: ${value}`);
+        }
+      }
+      return early.end(res);
+    });
+  });
 }
 
 /** Route, method, token and a JSON object body, or a Google-shaped 4xx; reads nothing else. */
@@ -292,6 +359,17 @@ export function waitOf(
     maxWaitMs = Math.round(seconds * 1000);
   }
   return { mode, maxWaitMs };
+}
+
+/** Whether a stream's caller asked to watch its wait as SSE comments (`comments`). */
+export function progressOf(headers: Headers): boolean {
+  const given = headers.get(PROGRESS_HEADER)?.trim().toLowerCase();
+  if (given === undefined || given === "" || given === "none") return false;
+  if (given === "comments") return true;
+  throw new GatewayError(
+    400,
+    `${PROGRESS_HEADER} must be comments or none`,
+  );
 }
 
 function requestIdOf(headers: Headers): string {

@@ -1,7 +1,8 @@
 /**
  * The call protocol, carried: acquire (while `queued`, sleep and call again
- * with the ticket), send to Google with the granted key, hand what came back
- * to `public.settle`, and do what it says (at most `maxAttempts` attempts).
+ * with the ticket; `call.waits` hears where it stands), send to Google with
+ * the granted key, hand what came back to `public.settle`, and do what it
+ * says (at most `maxAttempts` attempts).
  * What Google's answer means (a 429's quota, a rejected key, what is worth
  * another attempt and after how long) is settle's to decide, not ours.
  */
@@ -29,6 +30,14 @@ export interface Call {
   deadline: number; // performance.now() milliseconds
   requestId: string;
   signal: AbortSignal; // the caller went away
+  waits?: WaitListener;
+}
+
+/** Hears how a call waits for quota: each acquire's span, and each `queued` answer within it. */
+export interface WaitListener {
+  acquiring(): void;
+  queued(grant: db.Grant): void;
+  acquired(): void; // granted, refused or failed
 }
 
 /** The last attempt's grant and what Google answered (or how the call failed). */
@@ -38,7 +47,9 @@ export async function carry(
 ): Promise<[db.Grant, Sent]> {
   let last: [db.Grant, Sent] | null = null;
   for (let attempt = 1; attempt <= cfg.maxAttempts; attempt++) {
-    const grant = await acquireGrant(cfg, call);
+    call.waits?.acquiring();
+    const grant = await acquireGrant(cfg, call)
+      .finally(() => call.waits?.acquired());
     const key = cfg.keys.value(grant.env_var_name);
     // A stream settles itself when it ends. Once its first bytes have gone to
     // the caller, a cut or a hang-up is final: the call cannot be tried again.
@@ -97,6 +108,7 @@ async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
         : refusal(call.model, grant.reason ?? "refused", grant.retry_after_ms);
     }
     ticket = grant.ticket;
+    call.waits?.queued(grant);
     await sleep(grant.retry_after_ms ?? 0);
   }
 }

@@ -16,6 +16,8 @@ import { foldSystemInstruction, shapeRequest } from "../llm-gateway/gemma.ts";
 import {
   createHandler,
   MODEL_HEADER,
+  PROGRESS_HEADER,
+  progressOf,
   respond,
   waitOf,
 } from "../llm-gateway/gateway.ts";
@@ -24,7 +26,8 @@ import { type Call, carry } from "../llm-gateway/protocol.ts";
 import { SseWatcher } from "../llm-gateway/sse.ts";
 import { byteBound } from "../llm-gateway/tokens.ts";
 import { wireError } from "../llm-gateway/upstream.ts";
-import type { Sql } from "../llm-gateway/db.ts";
+import type { Grant, Sql } from "../llm-gateway/db.ts";
+import { QUEUE_POSITION_HEADER, WAITED_HEADER } from "../llm-gateway/queue.ts";
 
 const GEMMA = "gemma-3-27b-it";
 
@@ -320,6 +323,28 @@ function stubSql(answer: (text: string, values: unknown[]) => unknown[]): Sql {
   return Object.assign(sql, { array: (a: unknown[]) => a }) as unknown as Sql;
 }
 
+/** An acquire's grant of key k1 (env var KEY_1), as the stub database answers it. */
+function grantRow(n: number): Grant {
+  return {
+    granted: true,
+    reservation_id: `r${n}`,
+    key_alias: "k1",
+    env_var_name: "KEY_1",
+    model: GEMMA,
+    waited_ms: 0,
+    reason: null,
+    retry_after_ms: null,
+    ticket: null,
+    queue_position: null,
+    expected_wait_ms: null,
+  };
+}
+
+/** The key ring of a stub database whose pool is k1, held as KEY_1. */
+function unitKeys(sql: Sql): KeyRing {
+  return new KeyRing(sql, (name) => name === "KEY_1" ? "AIza-unit" : undefined);
+}
+
 Deno.test("the protocol: queued with a ticket, then as settle says, until it says stop", async () => {
   const answers = [
     new Response('{"error": {"code": 503}}', { status: 503 }),
@@ -331,27 +356,16 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   );
   const acquired: unknown[][] = [];
   const settled: unknown[][] = [];
-  const grant = (n: number) => ({
-    granted: true,
-    reservation_id: `r${n}`,
-    key_alias: "k1",
-    env_var_name: "KEY_1",
-    model: GEMMA,
-    waited_ms: 0,
-    reason: null,
-    retry_after_ms: null,
-    ticket: null,
-  });
   const acquireAnswers = [
     {
-      ...grant(0),
+      ...grantRow(0),
       granted: false,
       reason: "queued",
       retry_after_ms: 1,
       ticket: "t1",
     },
-    grant(1),
-    grant(2),
+    grantRow(1),
+    grantRow(2),
   ];
   const verdicts = [
     { action: "release_sent", retry: true, retry_after_ms: 1 },
@@ -383,10 +397,7 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   const logged: unknown[] = [];
   const [last, sent] = await carry({
     sql,
-    keys: new KeyRing(
-      sql,
-      (name) => name === "KEY_1" ? "AIza-unit" : undefined,
-    ),
+    keys: unitKeys(sql),
     googleBaseUrl: `http://127.0.0.1:${google.addr.port}`,
     timeoutMs: 5000,
     maxAttempts: 3,
@@ -404,4 +415,208 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   equal(last.reservation_id, "r2");
   ok("status" in sent && sent.status === 200);
   equal(JSON.stringify(logged).includes("AIza-unit"), false);
+});
+
+const TOKEN = "llmk_unit";
+const STREAMED = [
+  { candidates: [{ content: { parts: [{ text: "При" }] } }] },
+  {
+    candidates: [{
+      content: { parts: [{ text: "вет" }] },
+      finishReason: "STOP",
+    }],
+    usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 2 },
+  },
+].map((e) => `data: ${JSON.stringify(e)}\r\n\r\n`).join("");
+
+function queued(position: number): Partial<Grant> {
+  return {
+    granted: false,
+    reason: "queued",
+    retry_after_ms: 20,
+    ticket: "t1",
+    queue_position: position,
+    expected_wait_ms: 40 * position,
+  };
+}
+
+function waitTimeout(retryAfterMs: number): Partial<Grant> {
+  return {
+    granted: false,
+    reason: "wait_timeout",
+    retry_after_ms: retryAfterMs,
+  };
+}
+
+/**
+ * The handler over a stub database whose acquire answers `acquires` in turn
+ * (a grant once they run out) and a stub Google; `generated` counts the calls
+ * that reached Google, `settled` the statuses settle heard.
+ */
+async function gatewayOver(acquires: Partial<Grant>[]) {
+  const stats = { generated: 0, acquired: 0, settled: [] as unknown[] };
+  const google = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (req) => {
+      const path = new URL(req.url).pathname;
+      if (path.endsWith(":countTokens")) {
+        return Response.json({ totalTokens: 5 });
+      }
+      stats.generated++;
+      if (path.endsWith(":streamGenerateContent")) {
+        return new Response(STREAMED, {
+          headers: { "content-type": "text/event-stream" },
+        });
+      }
+      return Response.json({ candidates: [] });
+    },
+  );
+  const digest = toHex(await sha256(TOKEN));
+  const sql = stubSql((text, values) => {
+    if (text.includes("public.identify_caller(")) {
+      return [{
+        caller: "unit",
+        stored_sha256: digest,
+        resolved_model: GEMMA,
+        model_allowed: true,
+      }];
+    }
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    if (text.includes("public.acquire(")) {
+      stats.acquired++;
+      return [{ ...grantRow(stats.acquired), ...acquires.shift() }];
+    }
+    stats.settled.push(values[1]);
+    return [{ action: "commit", retry: false, retry_after_ms: null }];
+  });
+  const handle = createHandler({
+    sql,
+    keys: unitKeys(sql),
+    googleBaseUrl: `http://127.0.0.1:${google.addr.port}`,
+    maxBodyBytes: 4096,
+    timeoutMs: 5000,
+    maxAttempts: 1,
+    defaultMaxWaitMs: 5000,
+    log: () => {},
+  });
+  const ask = (method: string, headers: Record<string, string> = {}) =>
+    handle(
+      new Request(`http://gw/v1beta/models/${GEMMA}:${method}`, {
+        method: "POST",
+        headers: { "x-goog-api-key": TOKEN, ...headers },
+        body: JSON.stringify({ contents: [{ parts: [{ text: "hi" }] }] }),
+      }),
+    );
+  return { ask, stats, stop: () => google.shutdown() };
+}
+
+Deno.test("the wait in line: the first place and the time taken, as headers of the answer", async () => {
+  const gw = await gatewayOver([queued(3), queued(1)]);
+  const waited = await gw.ask("generateContent");
+  const atOnce = await gw.ask("generateContent");
+  const streamed = await gw.ask("streamGenerateContent", {}); // no progress asked: no comment
+  await Promise.all([waited.text(), atOnce.text()]);
+  const text = await streamed.text();
+  await gw.stop();
+
+  equal(waited.status, 200);
+  equal(waited.headers.get(QUEUE_POSITION_HEADER), "3");
+  ok(Number(waited.headers.get(WAITED_HEADER)) >= 40); // two sleeps of 20 ms in line
+  equal(waited.headers.get(MODEL_HEADER), GEMMA);
+  equal(atOnce.headers.get(QUEUE_POSITION_HEADER), "0"); // never told to wait
+  ok(Number(atOnce.headers.get(WAITED_HEADER)) < 1000);
+  equal(text, STREAMED);
+  equal(streamed.headers.get(QUEUE_POSITION_HEADER), "0");
+});
+
+Deno.test("the wait in line: a refusal after a wait says where it stood too", async () => {
+  const gw = await gatewayOver([queued(2), waitTimeout(1500)]);
+  const answer = await gw.ask("generateContent");
+  const body = await answer.json();
+  await gw.stop();
+
+  equal(answer.status, 429);
+  equal(body.error.status, "RESOURCE_EXHAUSTED");
+  equal(answer.headers.get(QUEUE_POSITION_HEADER), "2");
+  ok(Number(answer.headers.get(WAITED_HEADER)) >= 20);
+  equal(answer.headers.get("retry-after"), "2");
+  equal(gw.stats.generated, 0);
+});
+
+Deno.test("a watched stream: each queued answer as a comment, then the headers, then Google's stream", async () => {
+  const gw = await gatewayOver([queued(2), queued(1)]);
+  const answer = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const text = await answer.text();
+  await gw.stop();
+
+  equal(answer.status, 200);
+  equal(answer.headers.get("content-type"), "text/event-stream");
+  equal(answer.headers.get(QUEUE_POSITION_HEADER), "2");
+  const waited = /: x-llm-limits-waited-ms: (\d+)\n\n/.exec(text);
+  ok(waited && Number(waited[1]) >= 40, text);
+  equal(
+    text,
+    `: llm-limits queued position=2 expected_wait_ms=80 model=${GEMMA}\n\n` +
+      `: llm-limits queued position=1 expected_wait_ms=40 model=${GEMMA}\n\n` +
+      `: ${MODEL_HEADER}: ${GEMMA}\n\n` +
+      `: ${QUEUE_POSITION_HEADER}: 2\n\n` +
+      `: ${WAITED_HEADER}: ${waited![1]}\n\n` +
+      STREAMED,
+  );
+  deepStrictEqual(gw.stats.settled, [200]); // settled when Google's stream ended
+});
+
+Deno.test("a watched stream: a refusal after the comments is one error event; no wait, no early answer", async () => {
+  const gw = await gatewayOver([queued(1), waitTimeout(900)]);
+  const late = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const lateText = await late.text();
+  const atOnce = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "Comments",
+  });
+  const atOnceText = await atOnce.text();
+  await gw.stop();
+
+  equal(late.status, 200); // the stream had begun: the refusal is in it
+  const events = lateText.split("\n\n").filter((e) => e.startsWith("data: "));
+  equal(events.length, 1);
+  const error = JSON.parse(events[0].slice(6)).error;
+  deepStrictEqual([error.code, error.status], [429, "RESOURCE_EXHAUSTED"]);
+  ok(error.message.includes("Please retry in 0.9s"));
+  ok(lateText.startsWith(": llm-limits queued position=1 "));
+  // Granted at the first acquire: the ordinary answer, Google's stream as it came.
+  equal(atOnce.headers.get(QUEUE_POSITION_HEADER), "0");
+  equal(atOnceText, STREAMED);
+  equal(gw.stats.generated, 1);
+});
+
+Deno.test("a watched stream: the caller hanging up while in line ends the wait; Google is not called", async () => {
+  const gw = await gatewayOver(Array.from({ length: 500 }, () => queued(1)));
+  const answer = await gw.ask("streamGenerateContent", {
+    [PROGRESS_HEADER]: "comments",
+  });
+  const reader = answer.body!.getReader();
+  await reader.read(); // the first comment
+  await reader.cancel();
+  const acquiredThen = gw.stats.acquired;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await gw.stop();
+
+  ok(gw.stats.acquired <= acquiredThen + 1, `${gw.stats.acquired} acquires`);
+  equal(gw.stats.generated, 0);
+});
+
+Deno.test("progress header: comments or none; anything else is a 400", () => {
+  equal(progressOf(new Headers()), false);
+  equal(progressOf(new Headers({ [PROGRESS_HEADER]: "none" })), false);
+  equal(progressOf(new Headers({ [PROGRESS_HEADER]: " Comments " })), true);
+  throws(
+    () => progressOf(new Headers({ [PROGRESS_HEADER]: "events" })),
+    (e: unknown) => e instanceof GatewayError && e.code === 400,
+  );
 });
