@@ -1574,6 +1574,89 @@ revoke all on function google_ai_internal.check_acquire_args(
 ) from public, anon, authenticated;
 
 /*
+ * fall_back_now: fallback in time: the model asked for has not granted
+ * within the class's fallback_after_ms; one try (NO_WAIT, under the
+ * caller's budget) on each later model of the chain, in order, until one
+ * grants.
+ *
+ * Parameters: the chain, the step waited on, acquire's tokens and
+ * key_aliases, the policy, request_id, settings, start and Pacific day.
+ * Returns the last verdict (a grant, or the last refusal), the model it is
+ * for, and the rounds taken. Raises what acquire_on raises.
+ * Example: select * from google_ai_internal.fall_back_now(array['gemma-3-27b', 'gemma-3-12b'],
+ *              1, 100, null, pol, 'r1', cfg, clock_timestamp(), current_date);
+ */
+create or replace function google_ai_internal.fall_back_now(
+    p_chain text [],
+    p_step integer,
+    p_tokens integer,
+    p_key_aliases text [],
+    p_policy google_ai_internal.caller_policy,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_today date,
+    out verdict public.acquire_result,
+    out served public.google_ai_model_limits,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    attempt record;
+begin
+    rounds := 0;
+    for later in p_step + 1 .. pg_catalog.cardinality(p_chain) loop
+        served := google_ai_internal.resolve_model(p_chain[later]);
+        attempt := google_ai_internal.acquire_within_budget(
+            served, p_tokens, false, 0, p_key_aliases, p_policy.caller, p_request_id, null, p_cfg,
+            p_started, p_policy, null, p_today
+        );
+        verdict := attempt.verdict;
+        rounds := rounds + attempt.rounds;
+        exit when verdict.granted;
+    end loop;
+end;
+$$;
+
+revoke all on function google_ai_internal.fall_back_now(
+    text [], integer, integer, text [], google_ai_internal.caller_policy, text,
+    public.google_ai_settings, timestamptz, date
+) from public, anon, authenticated;
+
+/*
+ * mark_fallback: a grant served by another model than the one asked for:
+ * its ledger row records the model asked for (details.granted.fallback_from,
+ * which the audit log and usage_report read) and the whole wait, which
+ * began on that model.
+ *
+ * Parameters: p_verdict, the grant; p_wanted, the model asked for.
+ * Returns nothing. Raises nothing.
+ * Example: perform google_ai_internal.mark_fallback(verdict, 'gemma-3-27b');
+ */
+create or replace function google_ai_internal.mark_fallback(
+    p_verdict public.acquire_result, p_wanted text
+)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+    update public.google_ai_reservations as r
+    set
+        details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+            'granted', pg_catalog.jsonb_build_object('fallback_from', p_wanted)
+        ),
+        waited_ms = greatest(r.waited_ms, p_verdict.waited_ms)
+    where r.id = p_verdict.reservation_id
+$$;
+
+revoke all on function google_ai_internal.mark_fallback(public.acquire_result, text)
+from public, anon, authenticated;
+
+/*
  * acquire: atomically reserve one request and `tokens` input tokens of
  * `model` on the best usable key.
  *
@@ -1660,7 +1743,6 @@ declare
     waiting boolean;
     wait_left integer;
     yield_after integer;
-    later integer;
     held_model text;
     held_since timestamptz;
     attempt record;
@@ -1700,29 +1782,19 @@ begin
         yield_after := case when step < pg_catalog.cardinality(chain) then policy.fallback_after_ms end;
         if held_since <= google_ai_internal.clock()
             - pg_catalog.make_interval(secs => yield_after / 1000.0) then
-            -- Fallback in time: the model asked for has not granted within
-            -- fallback_after_ms; a later model of the chain that can grant
-            -- now serves the call, and the place in line is given up.
-            for later in step + 1 .. pg_catalog.cardinality(chain) loop
-                served := google_ai_internal.resolve_model(chain[later]);
-                attempt := google_ai_internal.acquire_within_budget(
-                    served, tokens, false, 0, key_aliases, policy.caller, request_id, null, cfg,
-                    started, policy, null, today
-                );
-                rounds := rounds + attempt.rounds;
-                if (attempt.verdict).granted then
-                    delete from google_ai_internal.wait_tickets as t where t.id = ticket;
-                    verdict := attempt.verdict;
-                    verdict.waited_ms := pg_catalog.round(extract(epoch from
-                        google_ai_internal.clock() - held_since
-                    ) * 1000)::integer;
-                    exit;
-                end if;
-            end loop;
-            exit when verdict.granted;
-            served := case
-                when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
-            end;
+            attempt := google_ai_internal.fall_back_now(
+                chain, step, tokens, key_aliases, policy, request_id, cfg, started, today
+            );
+            rounds := rounds + attempt.rounds;
+            if (attempt.verdict).granted then
+                delete from google_ai_internal.wait_tickets as t where t.id = ticket;
+                verdict := attempt.verdict;
+                verdict.waited_ms := pg_catalog.round(extract(epoch from
+                    google_ai_internal.clock() - held_since
+                ) * 1000)::integer;
+                served := attempt.served;
+                exit;
+            end if;
         end if;
         attempt := google_ai_internal.acquire_within_budget(
             served, tokens, waiting and (wait_left > 0 or ticket is not null), wait_left,
@@ -1741,14 +1813,7 @@ begin
     end loop;
 
     if verdict.granted and served.model <> wanted.model then
-        -- The wait began on the model asked for: the ledger counts all of it.
-        update public.google_ai_reservations as r
-        set
-            details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
-                'granted', pg_catalog.jsonb_build_object('fallback_from', wanted.model)
-            ),
-            waited_ms = greatest(r.waited_ms, verdict.waited_ms)
-        where r.id = verdict.reservation_id;
+        perform google_ai_internal.mark_fallback(verdict, wanted.model);
     elsif not verdict.granted then
         -- Every model refused: the model asked for says why.
         verdict := first_refusal;
