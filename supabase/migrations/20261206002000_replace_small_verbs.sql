@@ -3,6 +3,148 @@
 -- once. Same behaviour. Written from supabase/schemas (400).
 
 /*
+ * group_slots: the next request slots of one candidate group for a waiter
+ * with p_ahead requests ahead of it: the (p_ahead + 1) earliest moments a
+ * request could be granted there, read from the ledger without locks. A
+ * free slot serves now; a used one frees when its grant leaves the window,
+ * and each slot serves again a whole window after it is used. None comes
+ * before a cooldown or a spent day ends, nor before the group's TPM has
+ * room for p_need_tokens more.
+ *
+ * Parameters: p_cand (the group's first key, with its limits), p_model (a
+ * limits row name), p_ahead, p_need_tokens (the tokens ahead that fall to
+ * this group, plus the waiter's own), the settings, p_now, p_hold.
+ * Returns the slots in time order. Raises nothing.
+ * Example: select google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, cfg, now(),
+ *              interval '61 s');
+ */
+create or replace function google_ai_internal.group_slots(
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_ahead integer,
+    p_need_tokens bigint,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval
+)
+returns timestamptz []
+language plpgsql
+stable
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    used record;
+    st public.google_ai_quota_state;
+    floor_at timestamptz;
+    free_now integer;
+    slots timestamptz [];
+begin
+    select coalesce(sum(r.counted_requests), 0) as requests, coalesce(sum(r.counted_tokens), 0) as tokens
+    into used
+    from public.google_ai_reservations as r
+    where r.quota_group = p_cand.quota_group and r.model = p_model and r.granted_at > p_now - p_hold;
+    select s.* into st
+    from public.google_ai_quota_state as s
+    where s.quota_group = p_cand.quota_group and s.model = p_model;
+
+    floor_at := greatest(p_now, st.cooldown_until);
+    if p_cand.rpd is not null and st.rpd_day = (p_now at time zone p_cfg.rpd_time_zone)::date
+        and st.day_requests + 1 > p_cand.rpd then
+        floor_at := greatest(floor_at, google_ai_internal.next_day_start(p_now, p_cfg.rpd_time_zone));
+    end if;
+    if used.tokens + p_need_tokens > p_cand.tpm then
+        floor_at := greatest(floor_at, google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_now - p_hold, p_hold,
+            used.tokens + p_need_tokens - p_cand.tpm, null
+        ));
+    end if;
+
+    free_now := least(greatest(coalesce(p_cand.rpm - used.requests, p_ahead + 1), 0), p_ahead + 1);
+    slots := pg_catalog.array_fill(floor_at, array[free_now]);
+    if free_now < p_ahead + 1 then
+        slots := slots || array(
+            select greatest(r.granted_at + p_hold, floor_at)
+            from public.google_ai_reservations as r
+            where
+                r.quota_group = p_cand.quota_group and r.model = p_model
+                and r.granted_at > p_now - p_hold and r.counted_requests > 0
+            order by r.granted_at
+            offset greatest(used.requests - p_cand.rpm, 0)
+            limit p_ahead + 1 - free_now
+        );
+        while pg_catalog.cardinality(slots) < p_ahead + 1 loop
+            slots := slots || (slots[pg_catalog.cardinality(slots) + 1 - p_cand.rpm] + p_hold);
+        end loop;
+    end if;
+    return slots;
+end;
+$$;
+
+revoke all on function google_ai_internal.group_slots(
+    google_ai_internal.candidate, text, integer, bigint, public.google_ai_settings, timestamptz,
+    interval
+) from public, anon, authenticated;
+
+/*
+ * turn_estimate: the earliest moment a waiter with `p_ahead` requests
+ * (`p_ahead_tokens` tokens) ahead of it in line could be granted: its slot
+ * is the (p_ahead + 1)-th to free across the candidate groups (group_slots;
+ * the tokens ahead shared evenly between the groups). A release can only
+ * make it sooner, which the head of the queue catches; other queues on the
+ * same groups can make it later, which the waiter finds out when it calls
+ * back.
+ *
+ * Parameters: the model, its candidates (acquire's order), the requests and
+ * tokens ahead, the waiter's own tokens, the settings.
+ * Returns a timestamptz on google_ai_internal.clock(). Raises nothing.
+ * Example: select google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, cfg);
+ */
+create or replace function google_ai_internal.turn_estimate(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_ahead integer,
+    p_ahead_tokens bigint,
+    p_tokens integer,
+    p_cfg public.google_ai_settings
+)
+returns timestamptz
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+    hold interval := google_ai_internal.window_hold(p_cfg);
+    groups integer;
+    cand google_ai_internal.candidate;
+    tried text [] := '{}';
+    slots timestamptz [] := '{}';
+begin
+    select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
+    if groups = 0 then
+        return at_now;
+    end if;
+    foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);  -- each group once, on its best key
+        tried := tried || cand.quota_group;
+        slots := slots || google_ai_internal.group_slots(
+            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_cfg, at_now, hold
+        );
+    end loop;
+    return coalesce(
+        (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
+        at_now + hold
+    );
+end;
+$$;
+
+revoke all on function google_ai_internal.turn_estimate(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
+    public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
  * expire_leases: step 1 of run_maintenance: reservations still `reserved`
  * after their lease become `expired` (audited); they stay counted in their
  * windows.

@@ -77,14 +77,97 @@ $$;
 revoke all on function google_ai_internal.ticket_in_call(uuid) from public, anon, authenticated;
 
 /*
+ * group_slots: the next request slots of one candidate group for a waiter
+ * with p_ahead requests ahead of it: the (p_ahead + 1) earliest moments a
+ * request could be granted there, read from the ledger without locks. A
+ * free slot serves now; a used one frees when its grant leaves the window,
+ * and each slot serves again a whole window after it is used. None comes
+ * before a cooldown or a spent day ends, nor before the group's TPM has
+ * room for p_need_tokens more.
+ *
+ * Parameters: p_cand (the group's first key, with its limits), p_model (a
+ * limits row name), p_ahead, p_need_tokens (the tokens ahead that fall to
+ * this group, plus the waiter's own), the settings, p_now, p_hold.
+ * Returns the slots in time order. Raises nothing.
+ * Example: select google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, cfg, now(),
+ *              interval '61 s');
+ */
+create or replace function google_ai_internal.group_slots(
+    p_cand google_ai_internal.candidate,
+    p_model text,
+    p_ahead integer,
+    p_need_tokens bigint,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz,
+    p_hold interval
+)
+returns timestamptz []
+language plpgsql
+stable
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    used record;
+    st public.google_ai_quota_state;
+    floor_at timestamptz;
+    free_now integer;
+    slots timestamptz [];
+begin
+    select coalesce(sum(r.counted_requests), 0) as requests, coalesce(sum(r.counted_tokens), 0) as tokens
+    into used
+    from public.google_ai_reservations as r
+    where r.quota_group = p_cand.quota_group and r.model = p_model and r.granted_at > p_now - p_hold;
+    select s.* into st
+    from public.google_ai_quota_state as s
+    where s.quota_group = p_cand.quota_group and s.model = p_model;
+
+    floor_at := greatest(p_now, st.cooldown_until);
+    if p_cand.rpd is not null and st.rpd_day = (p_now at time zone p_cfg.rpd_time_zone)::date
+        and st.day_requests + 1 > p_cand.rpd then
+        floor_at := greatest(floor_at, google_ai_internal.next_day_start(p_now, p_cfg.rpd_time_zone));
+    end if;
+    if used.tokens + p_need_tokens > p_cand.tpm then
+        floor_at := greatest(floor_at, google_ai_internal.tokens_free_at(
+            p_cand.quota_group, p_model, p_now - p_hold, p_hold,
+            used.tokens + p_need_tokens - p_cand.tpm, null
+        ));
+    end if;
+
+    free_now := least(greatest(coalesce(p_cand.rpm - used.requests, p_ahead + 1), 0), p_ahead + 1);
+    slots := pg_catalog.array_fill(floor_at, array[free_now]);
+    if free_now < p_ahead + 1 then
+        slots := slots || array(
+            select greatest(r.granted_at + p_hold, floor_at)
+            from public.google_ai_reservations as r
+            where
+                r.quota_group = p_cand.quota_group and r.model = p_model
+                and r.granted_at > p_now - p_hold and r.counted_requests > 0
+            order by r.granted_at
+            offset greatest(used.requests - p_cand.rpm, 0)
+            limit p_ahead + 1 - free_now
+        );
+        while pg_catalog.cardinality(slots) < p_ahead + 1 loop
+            slots := slots || (slots[pg_catalog.cardinality(slots) + 1 - p_cand.rpm] + p_hold);
+        end loop;
+    end if;
+    return slots;
+end;
+$$;
+
+revoke all on function google_ai_internal.group_slots(
+    google_ai_internal.candidate, text, integer, bigint, public.google_ai_settings, timestamptz,
+    interval
+) from public, anon, authenticated;
+
+/*
  * turn_estimate: the earliest moment a waiter with `p_ahead` requests
- * (`p_ahead_tokens` tokens) ahead of it in line could be granted, read from
- * the ledger without locks: its slot is the (p_ahead + 1)-th request slot to
- * free across the candidate groups (a slot used again frees a window later),
- * no sooner than the group's TPM has room for the tokens ahead (an even
- * share per group) plus its own, nor before a cooldown or a spent day ends. A release can only make it sooner, which
- * the head of the queue catches; other queues on the same groups can make it
- * later, which the waiter finds out when it calls back.
+ * (`p_ahead_tokens` tokens) ahead of it in line could be granted: its slot
+ * is the (p_ahead + 1)-th to free across the candidate groups (group_slots;
+ * the tokens ahead shared evenly between the groups). A release can only
+ * make it sooner, which the head of the queue catches; other queues on the
+ * same groups can make it later, which the waiter finds out when it calls
+ * back.
  *
  * Parameters: the model, its candidates (acquire's order), the requests and
  * tokens ahead, the waiter's own tokens, the settings.
@@ -103,93 +186,25 @@ returns timestamptz
 language plpgsql
 stable
 set search_path = ''
-set plan_cache_mode = force_generic_plan
 as $$
 declare
-    hold interval := google_ai_internal.window_hold(p_cfg);
     at_now timestamptz := google_ai_internal.clock();
+    hold interval := google_ai_internal.window_hold(p_cfg);
+    groups integer;
     cand google_ai_internal.candidate;
     tried text [] := '{}';
-    groups integer;
     slots timestamptz [] := '{}';
-    group_slots timestamptz [];
-    floor_at timestamptz;
-    used_requests bigint;
-    used_tokens bigint;
-    need bigint;
-    tokens_at timestamptz;
-    free_now integer;
-    st public.google_ai_quota_state;
 begin
     select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
     if groups = 0 then
         return at_now;
     end if;
     foreach cand in array p_cands loop
-        continue when cand.quota_group = any(tried);
+        continue when cand.quota_group = any(tried);  -- each group once, on its best key
         tried := tried || cand.quota_group;
-        select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
-        into used_requests, used_tokens
-        from public.google_ai_reservations as r
-        where
-            r.quota_group = cand.quota_group and r.model = p_model.model
-            and r.granted_at > at_now - hold;
-        select s.* into st
-        from public.google_ai_quota_state as s
-        where s.quota_group = cand.quota_group and s.model = p_model.model;
-
-        floor_at := greatest(at_now, st.cooldown_until);
-        if
-            cand.rpd is not null
-            and st.rpd_day = (at_now at time zone p_cfg.rpd_time_zone)::date
-            and st.day_requests + 1 > cand.rpd
-        then
-            floor_at := greatest(
-                floor_at, google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone)
-            );
-        end if;
-        need := used_tokens + p_ahead_tokens / groups + p_tokens - cand.tpm;
-        if need > 0 then
-            select w.granted_at + hold into tokens_at
-            from (
-                select
-                    r.granted_at,
-                    sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
-                from public.google_ai_reservations as r
-                where
-                    r.quota_group = cand.quota_group and r.model = p_model.model
-                    and r.granted_at > at_now - hold and r.counted_tokens > 0
-            ) as w
-            where w.freed >= need
-            order by w.granted_at
-            limit 1;
-            floor_at := greatest(floor_at, coalesce(tokens_at, at_now + hold));
-        end if;
-
-        free_now := least(
-            greatest(coalesce(cand.rpm - used_requests, p_ahead + 1), 0), p_ahead + 1
-        )::integer;
-        group_slots := pg_catalog.array_fill(floor_at, array[free_now]);
-        if free_now < p_ahead + 1 then
-            -- The k-th oldest grant in the window frees the k-th slot ...
-            group_slots := group_slots || array(
-                select greatest(r.granted_at + hold, floor_at)
-                from public.google_ai_reservations as r
-                where
-                    r.quota_group = cand.quota_group and r.model = p_model.model
-                    and r.granted_at > at_now - hold and r.counted_requests > 0
-                order by r.granted_at
-                offset greatest(used_requests - cand.rpm, 0)
-                limit p_ahead + 1 - free_now
-            );
-            -- ... and each slot serves again a whole window after it is used.
-            while pg_catalog.cardinality(group_slots) < p_ahead + 1 loop
-                group_slots := group_slots || (
-                    group_slots[pg_catalog.cardinality(group_slots) + 1 - cand.rpm] + hold
-                );
-            end loop;
-        end if;
-        slots := slots || group_slots;
+        slots := slots || google_ai_internal.group_slots(
+            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_cfg, at_now, hold
+        );
     end loop;
     return coalesce(
         (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
