@@ -1,10 +1,11 @@
 """The thin client: it carries messages between the database and Google, and decides nothing.
 
 One ``generate`` makes at most ``max_attempts`` attempts. Each attempt: ``acquire`` (while the
-answer is ``queued``, sleep ``retry_after_ms`` and call again with the ticket it returned),
-call Google with the granted key, hand Google's status and body (or how the wire failed) to
-``settle``, and do what it says: return the response, or pause ``retry_after_ms`` and try
-again, or raise. Google's error rules live in ``public.settle``. The plan is one generator
+answer is ``queued``, sleep ``retry_after_ms`` and call again with the ticket it returned; a
+sleep past ``horizon`` is asked about again at once instead, see ``generate``), call Google
+with the granted key, hand Google's status and body (or how the wire failed) to ``settle``,
+and do what it says: return the response, or pause ``retry_after_ms`` and try again, or
+raise. Google's error rules live in ``public.settle``. The plan is one generator
 (see ``ops``), run blocking by ``generate`` and on asyncio by ``agenerate``.
 
 Logging: logger ``llm_limits``, one line per attempt, with ``extra`` fields reservation_id,
@@ -57,6 +58,7 @@ class _Call:
     estimate: int
     caller: str | None
     request_id: str
+    horizon_ms: int | None
 
 
 class Client:
@@ -103,17 +105,26 @@ class Client:
     def generate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
+        horizon: float | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
-        """Call ``models.generate_content`` under the quota; see the package docstring."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        """Call ``models.generate_content`` under the quota; see the package docstring.
+
+        ``max_wait``: seconds a WAIT may last in all (one ticket keeps its place in line that
+        long). ``horizon``: seconds a WAIT is willing to sleep at once; when the database says
+        to sleep longer (the day's quota spent, a long cooldown), it is asked again at once
+        looking no further than ``horizon``, and refuses with the limit that outlasts it
+        (``RateLimited``) or names a shorter sleep. None: only ``max_wait`` bounds the wait.
+        """
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, horizon)
         return ops.run(plan, self._db)
 
     async def agenerate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
+        horizon: float | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id)
+        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, horizon)
         return await ops.arun(plan, self._db)
 
     def held_keys(self) -> list[str]:
@@ -126,7 +137,7 @@ class Client:
 
     def _plan(
         self, model: str, contents: Any, mode: str, max_wait: float, config: Any,
-        caller: str | None, request_id: str | None,
+        caller: str | None, request_id: str | None, horizon: float | None,
     ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         keys = yield from self._held()
@@ -134,7 +145,8 @@ class Client:
         counter = self._google_client(keys.aliases[0], keys) if len(keys) else None
         count = yield from self.tokens.plan(model, contents, cfg, counter)
         call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
-                     caller or self.caller, request_id or uuid.uuid4().hex)  # fmt: skip
+                     caller or self.caller, request_id or uuid.uuid4().hex,
+                     None if horizon is None else round(max(0.0, horizon) * 1000))  # fmt: skip
         failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):  # none held, or the last one was just disabled
@@ -170,9 +182,11 @@ class Client:
         """A grant: while the answer is ``queued``, sleep as told and ask again with the ticket
         (no connection is held while sleeping). Anything else but a grant is raised."""
         ticket: uuid.UUID | None = None
-        lost_once = False
+        lost_once = rejudge = False
         while True:
             wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
+            if rejudge and call.horizon_ms is not None:
+                wait_ms = min(wait_ms, call.horizon_ms)  # this call only: the deadline stays
             try:
                 grant: Grant = yield db.acquire(
                     call.model, call.estimate, mode=call.mode, max_wait_ms=wait_ms,
@@ -193,7 +207,11 @@ class Client:
                 after = None if grant.retry_after_ms is None else grant.retry_after_ms / 1000
                 raise RateLimited(grant.reason or "refused", after) from failure
             ticket = grant.ticket
-            if grant.retry_after_ms:
+            # A sleep past the horizon is not taken but asked about once more: looking no
+            # further than the horizon, the database refuses with the limit that outlasts it.
+            rejudge = not rejudge and call.horizon_ms is not None and (
+                (grant.retry_after_ms or 0) > call.horizon_ms)  # fmt: skip
+            if grant.retry_after_ms and not rejudge:
                 yield ops.Sleep(grant.retry_after_ms / 1000)
 
     def _send(
