@@ -2,11 +2,14 @@
 (the official SDK with a caller token), blocking or on asyncio, and what each failure means
 for the batch.
 
-Every call is a WAIT at the pool's pace, in slices of ``wait_slice`` seconds: a slice that ends
-without a grant is ``Busy`` (the item waits another slice, the queue moving as the pool frees),
-never a failure. ``Stop`` ends the run: the day's quota is spent (``rpd``, until the next
-Pacific midnight), or no key or token can serve the model, so every later item would be
-refused the same way. Anything else fails the item alone.
+Every call is a WAIT at the pool's pace. Through the client, an item's wait is one ticket for
+as long as it takes (a day at most), so the item keeps its place in line and its age;
+``wait_slice`` is how long it is willing to sleep at once: a limit that frees later than that
+(the day's quota spent, a long cooldown) is refused by the database. Through the gateway, each
+request waits ``wait_slice`` at most. A final refusal that is not the run's end is ``Busy`` (the
+item waits as told, then asks again), never a failure. ``Stop`` ends the run: the day's quota
+is spent (``rpd``, until the next Pacific midnight), or no key or token can serve the model,
+so every later item would be refused the same way. Anything else fails the item alone.
 """
 
 from __future__ import annotations
@@ -97,8 +100,13 @@ def _from_429(err: genai_errors.APIError) -> Exception:
     return Busy((reason or "429").lower(), delay if delay is not None else 1.0)
 
 
+# The longest wait acquire takes (86,400,000 ms): an item's one ticket may wait all of it.
+ITEM_MAX_WAIT_S = 86400.0
+
+
 class DirectTarget:
-    """Calls through ``llm_limits.Client`` (``generate`` / ``agenerate``, mode WAIT)."""
+    """Calls through ``llm_limits.Client`` (``generate`` / ``agenerate``, mode WAIT): the
+    client's own acquire loop keeps the item's one ticket from slice to slice."""
 
     def __init__(
         self, client: Client, model: str, caller: str | None, config: Any, wait_slice: float
@@ -112,7 +120,8 @@ class DirectTarget:
     def _kwargs(self, request_id: str) -> dict[str, Any]:
         return {
             "mode": "WAIT",
-            "max_wait": self.wait_slice,
+            "max_wait": ITEM_MAX_WAIT_S,
+            "horizon": self.wait_slice,
             "config": self.config,
             "caller": self.caller,
             "request_id": request_id,
