@@ -30,7 +30,7 @@ from ..conftest import pooled
 from .conftest import MODEL, WARM_UP, MakeFake, add_batch_model
 
 CALLER = "patient-notebook"
-WINDOW_MS, GUARD_MS, DB_SLICE_MS, BATCH_SLICE_S = 3000, 200, 300, 0.5
+WINDOW_MS, GUARD_MS, DB_SLICE_MS, BATCH_SLICE_S = 3000, 500, 300, 0.5
 
 
 def tickets_seen(url: str, stop: threading.Event) -> list[tuple[float, str]]:
