@@ -1,10 +1,11 @@
 """The thin client: it carries messages between the database and Google, and decides nothing.
 
 One ``generate`` makes at most ``max_attempts`` attempts. Each attempt: ``acquire`` (while the
-answer is ``queued``, sleep ``retry_after_ms`` and call again with the ticket it returned),
-call Google with the granted key, hand Google's status and body (or how the wire failed) to
-``settle``, and do what it says: return the response, or pause ``retry_after_ms`` and try
-again, or raise. Google's error rules live in ``public.settle``. The plan is one generator
+answer is ``queued``, sleep ``retry_after_ms`` and call again with the ticket it returned; a
+sleep past ``horizon`` is asked about again at once instead, see ``generate``), call Google
+with the granted key, hand Google's status and body (or how the wire failed) to ``settle``,
+and do what it says: return the response, or pause ``retry_after_ms`` and try again, or
+raise. Google's error rules live in ``public.settle``. The plan is one generator
 (see ``ops``), run blocking by ``generate`` and on asyncio by ``agenerate``.
 
 Logging: logger ``llm_limits``, one line per attempt, with ``extra`` fields reservation_id,
@@ -71,6 +72,7 @@ class _Call:
     caller: str | None
     request_id: str
     on_wait: OnWait | None
+    horizon_ms: int | None
 
 
 class Client:
@@ -119,19 +121,31 @@ class Client:
     def generate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
-        on_wait: OnWait | None = None,
+        on_wait: OnWait | None = None, horizon: float | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
-        """Call ``models.generate_content`` under the quota; see the package docstring."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, on_wait)
+        """Call ``models.generate_content`` under the quota; see the package docstring.
+
+        ``max_wait``: seconds a WAIT may last in all (one ticket keeps its place in line that
+        long). ``on_wait``: see the class docstring. ``horizon``: seconds a WAIT is willing to
+        sleep at once; when the database says to sleep longer (the day's quota spent, a long
+        cooldown), it is asked again at once looking no further than ``horizon``, and refuses
+        with the limit that outlasts it (``RateLimited``) or names a shorter sleep. None: only
+        ``max_wait`` bounds the wait.
+        """
+        plan = self._plan(
+            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon
+        )
         return ops.run(plan, self._db)
 
     async def agenerate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
-        on_wait: OnWait | None = None,
+        on_wait: OnWait | None = None, horizon: float | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
-        plan = self._plan(model, contents, mode, max_wait, config, caller, request_id, on_wait)
+        plan = self._plan(
+            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon
+        )
         return await ops.arun(plan, self._db)
 
     def held_keys(self) -> list[str]:
@@ -145,6 +159,7 @@ class Client:
     def _plan(
         self, model: str, contents: Any, mode: str, max_wait: float, config: Any,
         caller: str | None, request_id: str | None, on_wait: OnWait | None,
+        horizon: float | None,
     ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         keys = yield from self._held()
@@ -153,7 +168,8 @@ class Client:
         count = yield from self.tokens.plan(model, contents, cfg, counter)
         call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
                      caller or self.caller, request_id or uuid.uuid4().hex,
-                     on_wait or self.on_wait)  # fmt: skip
+                     on_wait or self.on_wait,
+                     None if horizon is None else round(max(0.0, horizon) * 1000))  # fmt: skip
         failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):  # none held, or the last one was just disabled
@@ -189,9 +205,11 @@ class Client:
         """A grant: while the answer is ``queued``, sleep as told and ask again with the ticket
         (no connection is held while sleeping). Anything else but a grant is raised."""
         ticket: uuid.UUID | None = None
-        lost_once = False
+        lost_once = rejudge = False
         while True:
             wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
+            if rejudge and call.horizon_ms is not None:
+                wait_ms = min(wait_ms, call.horizon_ms)  # this call only: the deadline stays
             try:
                 grant: Grant = yield db.acquire(
                     call.model, call.estimate, mode=call.mode, max_wait_ms=wait_ms,
@@ -215,8 +233,12 @@ class Client:
             if call.on_wait is not None:
                 place = Waiting(grant.queue_position or 1, grant.expected_wait_ms or 0, grant.model)
                 yield ops.Notify(call.on_wait, place)
+            # A sleep past the horizon is not taken but asked about once more: looking no
+            # further than the horizon, the database refuses with the limit that outlasts it.
+            rejudge = not rejudge and call.horizon_ms is not None and (
+                (grant.retry_after_ms or 0) > call.horizon_ms)  # fmt: skip
             pause = (grant.retry_after_ms or 0) / 1000 - (time.monotonic() - told)
-            if pause > 0:
+            if pause > 0 and not rejudge:
                 yield ops.Sleep(pause)
 
     def _send(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -201,6 +202,33 @@ def test_wait_timeout_raises_rate_limited(client: Client, keyed_db: Conn) -> Non
     # took is measured by `make bench`).
     refusals = [d for d in audit(keyed_db, "refused") if d["reason"] == "wait_timeout"]
     assert refusals and all(0 < d["max_wait_ms"] <= 300 for d in refusals), refusals
+
+
+def test_a_wait_is_not_slept_past_its_horizon(client: Client, keyed_db: Conn) -> None:
+    keyed_db.execute("update public.google_ai_model_limits set rpd = 1 where model = %s", (GEMMA,))
+    client.generate(GEMMA, "one")
+    client.generate(GEMMA, "two")  # the second group: the day is spent in both
+    outcome: list[BaseException] = []
+
+    def day_long_wait() -> None:
+        try:
+            client.generate(GEMMA, "three", mode="WAIT", max_wait=86_400.0, horizon=5.0)
+        except BaseException as exc:  # the assertions below read it
+            outcome.append(exc)
+
+    # Within a day's wait the day's end is in reach: the database says to sleep until it.
+    # Past the 5 s horizon, the client asks once more looking 5 s ahead, and the database
+    # refuses with the limit (a thread, so that a client sleeping hours fails, not hangs).
+    waiter = threading.Thread(target=day_long_wait, daemon=True)
+    waiter.start()
+    waiter.join(30)
+    assert not waiter.is_alive(), "the client slept towards the day's end"
+    [refusal] = outcome
+    assert isinstance(refusal, llm_limits.RateLimited) and refusal.reason == "rpd"
+    assert refusal.retry_after is not None and refusal.retry_after > 5.0
+    # One wait, one ticket: its final call looked 5 s ahead and was refused once.
+    refused = audit(keyed_db, "refused")
+    assert [(d["reason"], d["max_wait_ms"]) for d in refused] == [("rpd", 5000)], refused
 
 
 def test_prompt_larger_than_tpm_is_prompt_too_large(

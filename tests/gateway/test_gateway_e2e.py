@@ -102,6 +102,10 @@ def test_no_wait_refusal_is_a_google_shaped_429_with_retry_info(
     assert 0 < float(retry[0]["retryDelay"][:-1]) <= 61
     info = [d for d in details if d["@type"].endswith("google.rpc.ErrorInfo")]
     assert info[0]["reason"] == "RPM"
+    # The same verdict in headers, for a client that reads no body (llm_limits.batch).
+    headers = err.response.headers
+    assert headers["x-llm-limits-reason"] == "rpm"
+    assert 0 < int(headers["retry-after"]) <= 61
     assert generate_requests(fake) == 1  # the refusal never reached Google
     refused = audit(keyed_db, "refused")
     assert [(d["reason"], d["mode"], d["caller"]) for d in refused] == [("rpm", "NO_WAIT", "bot")]

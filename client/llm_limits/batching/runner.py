@@ -8,8 +8,9 @@ How a run goes:
    same prompt is not called again. Calls that were started but never finished (the process
    died in them) are looked up in the ledger by their request id (``public.request_outcomes``).
 3. The rest are called by ``concurrency`` workers (threads for ``batch``, tasks for
-   ``abatch``), each call a WAIT at the pool's pace; a failed item is recorded and the run goes
-   on; the day's quota running out stops the run (the remaining items are ``not_run``).
+   ``abatch``), each call a WAIT at the pool's pace, holding one place in line however long it
+   waits (``targets``); a failed item is recorded and the run goes on; the day's quota or the
+   caller's daily budget running out stops the run (the remaining items are ``not_run``).
 4. The bar (tqdm) shows the ETA from the pool's quota (``public.batch_outlook``, read every few
    seconds, not per item) and the rate seen.
 
@@ -391,10 +392,12 @@ def batch(
     ``llm_limits.Client``; default ``Client.from_env(caller=caller)``), or through the
     llm-gateway at ``gateway`` (its URL) with the caller ``token``. ``checkpoint``: a JSONL path
     that makes the run resumable. ``db_url``: the quota database, for the ETA and the resume
-    (default: the client's environment variables; none is fine). ``wait_slice``: seconds each
-    WAIT asks for at a time (the item keeps waiting after it); ``timeout``: seconds for
-    Google's part of a call. A failed item is recorded, never raised; a ``KeyboardInterrupt``
-    stops starting items, and the calls already out still finish into the checkpoint.
+    (default: the client's environment variables; none is fine). ``wait_slice``: the most
+    seconds an item sleeps in line at once: a limit that frees later than that (the day's
+    quota, a long cooldown) is not waited for (over the gateway: the most seconds one request
+    waits); ``timeout``: seconds for Google's part of a call. A failed item is recorded, never
+    raised; a ``KeyboardInterrupt`` stops starting items, and the calls already out (waiting in
+    line included) still finish into the checkpoint.
     """
     run, own = _start(
         items, model=model, caller=caller, client=client, gateway=gateway, token=token,

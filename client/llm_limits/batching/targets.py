@@ -2,11 +2,16 @@
 (the official SDK with a caller token), blocking or on asyncio, and what each failure means
 for the batch.
 
-Every call is a WAIT at the pool's pace, in slices of ``wait_slice`` seconds: a slice that ends
-without a grant is ``Busy`` (the item waits another slice, the queue moving as the pool frees),
-never a failure. ``Stop`` ends the run: the day's quota is spent (``rpd``, until the next
-Pacific midnight), or no key or token can serve the model, so every later item would be
-refused the same way. Anything else fails the item alone.
+Every call is a WAIT, and only the database's verdicts are read here: Google's answers are
+settle's to read (the client's, or the gateway's). Through the client, an item's wait is one
+ticket for as long as it takes (a day at most), so the item keeps its place in line and its
+age; ``wait_slice`` is how long it is willing to sleep at once: a limit that frees later than
+that (the day's quota spent, a long cooldown) is refused by the database. Through the gateway,
+each request waits ``wait_slice`` at most. A refusal that ends the run is ``Stop``: the day's
+quota (``rpd``) or the caller's daily budget (``caller_budget``) is spent until the next Pacific
+midnight, or no key or token can serve the model, so every later item would be refused the
+same way. Any other refusal is ``Busy`` (the item waits as told, then asks again); anything
+else fails the item alone.
 """
 
 from __future__ import annotations
@@ -68,37 +73,25 @@ def answer_of(response: types.GenerateContentResponse) -> Answer:
     )
 
 
-def _gateway_refusal(err: genai_errors.APIError) -> tuple[str | None, float | None]:
-    """The reason and retry time of a 429: the gateway's own refusals carry them (ErrorInfo
-    reason, RetryInfo); Google's are read by the database, never here."""
-    body: dict[str, Any] = err.details if isinstance(err.details, dict) else {}
-    error = body.get("error")
-    inner: dict[str, Any] = error if isinstance(error, dict) else body
-    reason, delay = None, None
-    for item in inner.get("details") or []:
-        kind = str(item.get("@type", "")) if isinstance(item, dict) else ""
-        if kind.endswith("ErrorInfo"):
-            reason = str(item.get("reason") or "") or None
-        elif kind.endswith("RetryInfo") and str(item.get("retryDelay", "")).endswith("s"):
-            try:
-                delay = float(str(item["retryDelay"])[:-1])
-            except ValueError:
-                delay = None
-    return reason, delay
+# The longest wait acquire takes (86,400,000 ms): an item's one ticket may wait all of it.
+ITEM_MAX_WAIT_S = 86400.0
+# How the gateway names the database's reason on a refusal it answers itself (errors.ts).
+REASON_HEADER = "x-llm-limits-reason"
+RUN_ENDING = ("rpd", "caller_budget", "no_key")
 
 
-def _from_429(err: genai_errors.APIError) -> Exception:
-    """A 429 that reached the batch: the pool's day spent stops the run, anything else waits.
-    After the client's last attempt a 429 from Google is only a wait: the next acquire says
-    truthfully why (and refuses rpd, which stops the run)."""
-    reason, delay = _gateway_refusal(err)
-    if reason is not None and reason.lower() == "rpd":
-        return Stop(f"the day's quota is spent: {err.message}")
-    return Busy((reason or "429").lower(), delay if delay is not None else 1.0)
+def _refused(reason: str, retry_after: float | None) -> Exception:
+    """The pool's final refusal, for the batch: ``Stop`` when every later item would get it
+    too, else ``Busy`` for ``retry_after`` seconds."""
+    if reason in RUN_ENDING:
+        after = "" if retry_after is None else f" for {retry_after:.0f}s"
+        return Stop(f"the pool refused: {reason}{after}")
+    return Busy(reason, retry_after if retry_after is not None else 1.0)
 
 
 class DirectTarget:
-    """Calls through ``llm_limits.Client`` (``generate`` / ``agenerate``, mode WAIT)."""
+    """Calls through ``llm_limits.Client`` (``generate`` / ``agenerate``, mode WAIT): the
+    client's own acquire loop keeps the item's one ticket from slice to slice."""
 
     def __init__(
         self, client: Client, model: str, caller: str | None, config: Any, wait_slice: float
@@ -112,7 +105,8 @@ class DirectTarget:
     def _kwargs(self, request_id: str) -> dict[str, Any]:
         return {
             "mode": "WAIT",
-            "max_wait": self.wait_slice,
+            "max_wait": ITEM_MAX_WAIT_S,
+            "horizon": self.wait_slice,
             "config": self.config,
             "caller": self.caller,
             "request_id": request_id,
@@ -142,11 +136,11 @@ def _translate(err: Exception) -> Exception:
     if isinstance(err, NoKeyAvailable):
         return Stop(f"no key for the model: {err}")
     if isinstance(err, RateLimited):
-        if err.reason in ("rpd", "no_key"):
-            return Stop(f"the pool refused: {err.reason}")
-        return Busy(err.reason, err.retry_after if err.retry_after is not None else 1.0)
+        return _refused(err.reason, err.retry_after)
     if isinstance(err, genai_errors.APIError) and err.code == 429:
-        return _from_429(err)
+        # Google's 429 after the client's last attempt: settle has read it (a cooldown, a spent
+        # day); the next acquire waits it out or refuses with it.
+        return Busy("429", 0.0)
     return err
 
 
@@ -210,8 +204,16 @@ class GatewayTarget:
 
 
 def _gateway_error(err: genai_errors.APIError) -> Exception:
-    if err.code == 429:
-        return _from_429(err)
     if err.code in (401, 403):
         return Stop(f"the gateway refused the token: {err.code} {err.message}")
+    headers = getattr(err.response, "headers", None) or {}
+    reason = headers.get(REASON_HEADER)
+    if reason:  # the gateway's own refusal: the database's verdict
+        try:
+            after: float | None = float(headers.get("retry-after") or "")
+        except ValueError:
+            after = None
+        return _refused(reason, after)
+    if err.code == 429:  # Google's, after the gateway's last attempt: see _translate
+        return Busy("429", 0.0)
     return err

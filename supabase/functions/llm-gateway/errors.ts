@@ -22,6 +22,9 @@ const STATUS: Record<number, string> = {
 
 export const RPC_TYPE = "type.googleapis.com/google.rpc.";
 
+/** The database's reason, on every refusal the gateway answers for the quota pool. */
+export const REASON_HEADER = "x-llm-limits-reason";
+
 /** A failure the gateway answers itself, before or instead of Google. */
 export class GatewayError extends Error {
   constructor(
@@ -70,7 +73,7 @@ export function refusal(
     metadata: { model },
   }];
   let message = `llm-limits refused ${model}: ${reason}.`;
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { [REASON_HEADER]: reason };
   if (retryAfterMs !== null) {
     const delay = formatDelay(retryAfterMs);
     details.push({ "@type": RPC_TYPE + "RetryInfo", retryDelay: delay });

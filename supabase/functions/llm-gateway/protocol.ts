@@ -8,7 +8,7 @@
  */
 
 import * as db from "./db.ts";
-import { GatewayError, type Json, refusal } from "./errors.ts";
+import { GatewayError, type Json, REASON_HEADER, refusal } from "./errors.ts";
 import type { KeyRing } from "./keys.ts";
 import { sendUpstream, type Sent, type Target } from "./upstream.ts";
 
@@ -104,7 +104,12 @@ async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
     else if (grant.reason !== "queued") {
       cfg.log({ event: "refused", ...ids(call), reason: grant.reason });
       throw grant.reason === "no_key"
-        ? new GatewayError(503, `no key the gateway holds serves ${call.model}`)
+        ? new GatewayError(
+          503,
+          `no key the gateway holds serves ${call.model}`,
+          undefined,
+          { [REASON_HEADER]: "no_key" },
+        )
         : refusal(call.model, grant.reason ?? "refused", grant.retry_after_ms);
     }
     ticket = grant.ticket;
