@@ -10,7 +10,7 @@ is 0.5 s, so the wait spans several of either. What the database shows:
 * no refusal: ``google_ai_refusals`` has no row for the caller (each lost ticket used to be a
   ``wait_timeout`` there);
 * the grant's verdict (``acquire_result.waited_ms``, counted from the ticket's first call, in
-  the client's log line) covers the whole wait.
+  the client's log line) and its ledger row's ``waited_ms`` cover the whole wait.
 """
 
 from __future__ import annotations
@@ -89,3 +89,8 @@ def test_an_item_waiting_many_slices_keeps_one_ticket(
         if getattr(r, "outcome", None) == "commit" and getattr(r, "model", None) == MODEL
     )
     assert len(waits) == 2 and waits[1] >= span_s * 1000, (waits, span_s)
+    ledger = keyed_db.execute(
+        "select max(waited_ms) from public.google_ai_reservations where caller = %s and model = %s",
+        (CALLER, MODEL),
+    ).fetchone()
+    assert ledger is not None and ledger[0] >= span_s * 1000, (ledger, span_s)
