@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google import genai
 
@@ -92,16 +92,25 @@ class Notify:
             log.exception("%s hook failed", getattr(self.hook, "__name__", "on_wait"))
 
 
-Step = Rpc[Any] | Google | Sleep | Call | Notify
+class Runnable(Protocol):
+    """A step of another plan (the batch's call of its target): it knows both ways itself."""
+
+    def run(self) -> Any: ...
+
+    async def arun(self) -> Any: ...
+
+
+Step = Rpc[Any] | Google | Sleep | Call | Notify | Runnable
 Plan = Generator[Step, Any, T]
 
 
-def run(plan: Plan[T], db: Database) -> T:
+def run(plan: Plan[T], db: Database | None = None) -> T:
+    """Perform a plan's steps with blocking I/O (``db`` runs its ``Rpc`` steps, if it has any)."""
     try:
         step = next(plan)
         while True:
             try:
-                value = db.run(step) if isinstance(step, Rpc) else step.run()
+                value = _database(db).run(step) if isinstance(step, Rpc) else step.run()
             except BaseException as exc:  # KeyboardInterrupt too: the plan settles, then re-raises
                 step = plan.throw(exc)
             else:
@@ -111,12 +120,13 @@ def run(plan: Plan[T], db: Database) -> T:
         return result
 
 
-async def arun(plan: Plan[T], db: Database) -> T:
+async def arun(plan: Plan[T], db: Database | None = None) -> T:
+    """Perform a plan's steps on asyncio."""
     try:
         step = next(plan)
         while True:
             try:
-                value = await (db.arun(step) if isinstance(step, Rpc) else step.arun())
+                value = await (_database(db).arun(step) if isinstance(step, Rpc) else step.arun())
             except BaseException as exc:  # CancelledError too
                 step = plan.throw(exc)
             else:
@@ -124,3 +134,9 @@ async def arun(plan: Plan[T], db: Database) -> T:
     except StopIteration as stop:
         result: T = stop.value
         return result
+
+
+def _database(db: Database | None) -> Database:
+    if db is None:
+        raise TypeError("this plan runs RPCs: pass the Database to run it on")
+    return db

@@ -40,11 +40,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import ops
 from ..client import Client
 from ..db import url_from_env
 from .checkpoint import Checkpoint, History, read_history
@@ -59,17 +60,18 @@ TICK_S = 0.25
 
 
 @dataclass(frozen=True)
-class _Call:
+class _Ask:
+    """One item's call of its target: a plan step that ``ops`` runs blocking or on asyncio."""
+
+    target: Target
     prompt: str
     request_id: str
 
+    def run(self) -> Answer:
+        return self.target.call(self.prompt, self.request_id)
 
-@dataclass(frozen=True)
-class _Pause:
-    seconds: float
-
-
-_Plan = Generator[_Call | _Pause, Any, BatchResult]
+    async def arun(self) -> Answer:
+        return await self.target.acall(self.prompt, self.request_id)
 
 
 def _describe(err: BaseException) -> str:
@@ -175,7 +177,7 @@ class _Run:
 
     # -- one item -------------------------------------------------------------------------------
 
-    def item_plan(self, item: Item, lost_calls: int) -> _Plan:
+    def item_plan(self, item: Item, lost_calls: int) -> ops.Plan[BatchResult]:
         request_id = f"batch-{uuid.uuid4().hex}"
         started: float | None = None
         while True:
@@ -186,9 +188,9 @@ class _Run:
                     self.checkpoint.started(item.key, item.id, request_id)
                 started = time.monotonic()
             try:
-                answer: Answer = yield _Call(item.prompt, request_id)
+                answer: Answer = yield _Ask(self.target, item.prompt, request_id)
             except Busy as busy:
-                yield _Pause(max(0.0, busy.retry_after))
+                yield ops.Sleep(max(0.0, busy.retry_after))
                 continue
             except Stop as stop:
                 self.stop(str(stop))
@@ -258,46 +260,6 @@ class _Run:
             self.progress.close()
         if self.checkpoint is not None:
             self.checkpoint.close()
-
-
-def _drive(plan: _Plan, target: Target) -> BatchResult:
-    """Run one item's plan with blocking calls."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            op = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as done:
-            result: BatchResult = done.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(op, _Call):
-                value = target.call(op.prompt, op.request_id)
-            else:
-                time.sleep(op.seconds)
-        except Exception as exc:
-            error = exc
-
-
-async def _adrive(plan: _Plan, target: Target) -> BatchResult:
-    """Run one item's plan on asyncio."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            op = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as done:
-            result: BatchResult = done.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(op, _Call):
-                value = await target.acall(op.prompt, op.request_id)
-            else:
-                await asyncio.sleep(op.seconds)
-        except Exception as exc:
-            error = exc
 
 
 def _target(
@@ -408,7 +370,7 @@ def batch(
 
     def worker() -> None:
         while (job := run.next_item()) is not None:
-            run.record(_drive(run.item_plan(*job), run.target))
+            run.record(ops.run(run.item_plan(*job)))
 
     threads = [
         threading.Thread(target=worker, name=f"llm-limits-batch-{i}", daemon=True)
@@ -471,7 +433,7 @@ async def abatch(
 
     async def worker() -> None:
         while (job := run.next_item()) is not None:
-            run.record(await _adrive(run.item_plan(*job), run.target))
+            run.record(await ops.arun(run.item_plan(*job)))
 
     async def outlook_ticker() -> None:
         while True:
