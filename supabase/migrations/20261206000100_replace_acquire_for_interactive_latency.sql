@@ -773,8 +773,8 @@ revoke all on function google_ai_internal.queue_rank(
  *
  * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
  * (wait_ticket_grace_ms); p_aging_ms.
- * Returns how many are ahead, their tokens, and the nearest one (null when
- * the waiter is the head). Raises nothing.
+ * Returns how many are ahead, their tokens, the nearest one and the head of
+ * the line (both null when the waiter is the head). Raises nothing.
  * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
  */
 create or replace function google_ai_internal.line_ahead(
@@ -785,7 +785,8 @@ create or replace function google_ai_internal.line_ahead(
     p_aging_ms integer,
     out ahead integer,
     out ahead_tokens bigint,
-    out nearest uuid
+    out nearest uuid,
+    out head uuid
 )
 language sql
 volatile
@@ -794,7 +795,8 @@ as $$
     select
         count(*)::integer,
         coalesce(sum(x.tokens), 0)::bigint,
-        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1]
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1],
+        (pg_catalog.array_agg(x.id order by x.rank, x.seq))[1]
     from (
         select
             t.id, t.tokens, t.seq, t.due_at,
@@ -864,6 +866,8 @@ begin
     if ticket.id is not null then
         return;
     end if;
+    -- Read again: the place's time must follow the sweep and the lock, as its seq does.
+    at_now := google_ai_internal.clock();
     insert into google_ai_internal.wait_tickets as t (
         id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
         alive_until, deadline, priority, caller_class
@@ -1172,6 +1176,8 @@ revoke all on function google_ai_internal.keep_place(
  *     waiters present form a chain behind the head), for the rest of its
  *     slice at most, and never for one ahead that is not in the database (it
  *     backs off by how late that one is);
+ *   - a waiter behind others whose request fits now without delaying the
+ *     head's own grant is served at once (backfill_group);
  *   - at the deadline the head tries once more; anyone not granted then is
  *     refused 'wait_timeout' with a truthful retry_after_ms.
  * p_yield_after_ms (acquire's fallback_after_ms, when a fallback exists):
@@ -1227,6 +1233,7 @@ declare
     line record;
     step record;
     pred google_ai_internal.wait_tickets;
+    backfill text;
     remaining_ms double precision;
 begin
     placed := google_ai_internal.take_place(
@@ -1270,6 +1277,18 @@ begin
             );
             verdict := step.verdict;
         else
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.head;
+            backfill := google_ai_internal.backfill_group(
+                pred, p_tokens, cands, p_model.model, p_cfg, google_ai_internal.clock()
+            );
+            if backfill is not null then
+                verdict := google_ai_internal.reserve_round(
+                    p_model, array(select c from pg_catalog.unnest(cands) as c
+                                   where c.quota_group = backfill),
+                    p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, me.created_at
+                );
+                exit when verdict.granted;
+            end if;
             select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
             step := google_ai_internal.turn_behind(
                 p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,

@@ -1,6 +1,15 @@
 -- Small verbs: run_maintenance's steps as functions of their own
 -- (expire_leases, roll_up_ledger, trim_audit, log_maintenance), each read at
--- once. Same behaviour. Written from supabase/schemas (400).
+-- once; turn_estimate reads each group's slots through group_slots. And
+-- backfill in the WAIT lines: a waiter behind a head that waits for tokens
+-- is served when its request fits without delaying the head's grant
+-- (backfill_group; line_ahead also names the head). Written from
+-- supabase/schemas (240, 400).
+
+-- line_ahead names the head too: a new row type.
+drop function google_ai_internal.line_ahead(
+    google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+);
 
 /*
  * group_slots: the next request slots of one candidate group for a waiter
@@ -142,6 +151,292 @@ $$;
 revoke all on function google_ai_internal.turn_estimate(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
     public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * line_ahead: who is ahead of a waiter in its queue: the live tickets of
+ * the same model and key set that rank before it (queue_rank, then seq)
+ * and still hold their place (their owner is in a call, or is less than
+ * the grace late). The one definition of "ahead".
+ *
+ * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
+ * (wait_ticket_grace_ms); p_aging_ms.
+ * Returns how many are ahead, their tokens, the nearest one and the head of
+ * the line (both null when the waiter is the head). Raises nothing.
+ * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
+ */
+create or replace function google_ai_internal.line_ahead(
+    p_me google_ai_internal.wait_tickets,
+    p_starving text [],
+    p_now timestamptz,
+    p_grace interval,
+    p_aging_ms integer,
+    out ahead integer,
+    out ahead_tokens bigint,
+    out nearest uuid,
+    out head uuid
+)
+language sql
+volatile
+set search_path = ''
+as $$
+    select
+        count(*)::integer,
+        coalesce(sum(x.tokens), 0)::bigint,
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1],
+        (pg_catalog.array_agg(x.id order by x.rank, x.seq))[1]
+    from (
+        select
+            t.id, t.tokens, t.seq, t.due_at,
+            google_ai_internal.queue_rank(t, p_starving, p_now, p_aging_ms) as rank
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = p_me.model and t.key_set = p_me.key_set and t.id <> p_me.id
+            and t.alive_until > p_now
+    ) as x
+    where
+        (x.rank, x.seq)
+        < (google_ai_internal.queue_rank(p_me, p_starving, p_now, p_aging_ms), p_me.seq)
+        and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id))
+$$;
+
+revoke all on function google_ai_internal.line_ahead(
+    google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+) from public, anon, authenticated;
+
+/*
+ * backfill_group: where a waiter behind others may be served now without
+ * delaying the head of its line (backfill). The head waits for tokens in a
+ * group (its request does not fit the group's TPM yet); the waiter's fits
+ * now, a request slot stays for the head, and the waiter's tokens leave the
+ * window after every grant in it, so the exact log says the head fits no
+ * later with them than without. A smaller request then goes ahead instead of
+ * TPM idling; aging still bounds every wait (the head keeps its place).
+ *
+ * Parameters: p_head, the head's ticket; p_tokens, the waiter's; the
+ * model's candidates and name; the settings; p_now.
+ * Returns the quota group to try, or null. Raises nothing.
+ * Example: select google_ai_internal.backfill_group(head, 1500, cands, 'gemma-3-27b', cfg, now());
+ */
+create or replace function google_ai_internal.backfill_group(
+    p_head google_ai_internal.wait_tickets,
+    p_tokens integer,
+    p_cands google_ai_internal.candidate [],
+    p_model text,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz
+)
+returns text
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    hold interval := google_ai_internal.window_hold(p_cfg);
+    cand google_ai_internal.candidate;
+    used record;
+    head_needs bigint;
+begin
+    if p_head.id is null then
+        return null;  -- the head was served meanwhile: the line has moved
+    end if;
+    foreach cand in array p_cands loop
+        continue when cand.tpm is null;
+        select coalesce(sum(r.counted_requests), 0) as requests, coalesce(sum(r.counted_tokens), 0) as tokens
+        into used
+        from public.google_ai_reservations as r
+        where r.quota_group = cand.quota_group and r.model = p_model and r.granted_at > p_now - hold;
+        head_needs := used.tokens + p_head.tokens - cand.tpm;
+        continue when head_needs <= 0 or used.tokens + p_tokens > cand.tpm
+            or used.requests + 2 > coalesce(cand.rpm, used.requests + 2);
+        if google_ai_internal.tokens_free_at(
+            cand.quota_group, p_model, p_now - hold, hold, head_needs + p_tokens, null
+        ) <= google_ai_internal.tokens_free_at(
+            cand.quota_group, p_model, p_now - hold, hold, head_needs, null
+        ) then
+            return cand.quota_group;
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+revoke all on function google_ai_internal.backfill_group(
+    google_ai_internal.wait_tickets, integer, google_ai_internal.candidate [], text,
+    public.google_ai_settings, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * wait_in_line: one call of a WAIT that holds a ticket (a place in the
+ * queue of its model and key set, kept between calls). The queue is served
+ * by rank (queue_rank: class priority; a starving class's old waiters
+ * first), then ticket order; "ahead" is line_ahead.
+ *
+ * The first call with a new ticket takes the place at the tail, fixes the
+ * wait's deadline (that call's start plus max_wait_ms; a later call's
+ * max_wait_ms can only bring it closer) and, unless it is granted at once,
+ * returns so that the place is committed (others cannot see it before).
+ * Later calls:
+ *   - the head (no live ticket ahead) stays in the database for the slice,
+ *     re-trying exactly when the window frees and every wait_recheck_ms (to
+ *     catch releases), then answers 'queued' with retry_after_ms 0: call
+ *     back at once;
+ *   - a waiter behind others answers 'queued' at once with retry_after_ms =
+ *     when its turn is expected (turn_estimate, or the time the one ahead
+ *     expects its own), less one wait_recheck_ms, so it sleeps without a
+ *     connection; once due it waits in the database for the call of the one
+ *     ahead to end (its ticket row lock; so during a burst of freed slots the
+ *     waiters present form a chain behind the head), for the rest of its
+ *     slice at most, and never for one ahead that is not in the database (it
+ *     backs off by how late that one is);
+ *   - a waiter behind others whose request fits now without delaying the
+ *     head's own grant is served at once (backfill_group);
+ *   - at the deadline the head tries once more; anyone not granted then is
+ *     refused 'wait_timeout' with a truthful retry_after_ms.
+ * p_yield_after_ms (acquire's fallback_after_ms, when a fallback exists):
+ * until that long after the ticket's first call, no call lasts or sleeps
+ * past that moment, so acquire can try the fallback then.
+ * A 'queued' answer says the waiter's place (queue_position, 1 = next) and
+ * when its turn is expected (expected_wait_ms).
+ * A ticket ahead counts while its owner is in a call, or until
+ * wait_ticket_grace_ms after the moment it was told to call back: a killed
+ * or disconnected owner stops holding the line about a second after it
+ * missed its turn. A waiter never sleeps past the moment the one ahead of it
+ * would be found gone (one slice plus the grace while that one is in a
+ * call), so the line moves on within a few seconds.
+ * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
+ *
+ * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
+ * request_id, max_wait_ms (used by the ticket's first call, and by tickets
+ * made before the deadline was stored), the settings, when the call
+ * started, the caller's policy, p_yield_after_ms.
+ * Returns the verdict (waited_ms counted from the ticket's first call) and
+ * the number of looks at the queue over the whole wait. Raises nothing.
+ * Example: select * from google_ai_internal.wait_in_line(
+ *              gen_random_uuid(), m, null, 100, 'bot', 'r1', 5000, cfg, clock_timestamp(),
+ *              google_ai_internal.caller_policy('bot'), null);
+ */
+create or replace function google_ai_internal.wait_in_line(
+    p_ticket uuid,
+    p_model public.google_ai_model_limits,
+    p_key_aliases text [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_max_wait_ms integer,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
+    out verdict public.acquire_result,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    placed record;
+    me google_ai_internal.wait_tickets;
+    deadline timestamptz;
+    slice_end timestamptz;
+    yield_at timestamptz;
+    cands google_ai_internal.candidate [];
+    line record;
+    step record;
+    pred google_ai_internal.wait_tickets;
+    backfill text;
+    remaining_ms double precision;
+begin
+    placed := google_ai_internal.take_place(
+        p_ticket, p_model.model, google_ai_internal.queue_key_set(p_key_aliases), p_tokens,
+        p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
+    );
+    me := placed.ticket;
+    -- The wait ends at the ticket's deadline, fixed by its first call, or
+    -- sooner when this call's max_wait_ms says so (a caller that counts down
+    -- its own wait, or gives up with 0).
+    deadline := least(
+        me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+    );
+    yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
+    slice_end := least(
+        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
+        case when yield_at > p_started then yield_at end
+    );
+    rounds := me.rounds;
+    loop
+        rounds := rounds + 1;
+        cands := array(select c from google_ai_internal.candidates(
+            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
+        ) as c);
+        line := google_ai_internal.line_ahead(
+            me,
+            google_ai_internal.starving_classes(
+                me.model, me.key_set,
+                array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
+                google_ai_internal.clock(), p_cfg.aging_ms
+            ),
+            google_ai_internal.clock(),
+            pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
+            p_cfg.aging_ms
+        );
+        remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
+        if line.nearest is null then
+            step := google_ai_internal.head_try(
+                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at, remaining_ms, not placed.fresh, slice_end
+            );
+            verdict := step.verdict;
+        else
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.head;
+            backfill := google_ai_internal.backfill_group(
+                pred, p_tokens, cands, p_model.model, p_cfg, google_ai_internal.clock()
+            );
+            if backfill is not null then
+                verdict := google_ai_internal.reserve_round(
+                    p_model, array(select c from pg_catalog.unnest(cands) as c
+                                   where c.quota_group = backfill),
+                    p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, me.created_at
+                );
+                exit when verdict.granted;
+            end if;
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
+            step := google_ai_internal.turn_behind(
+                p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
+                remaining_ms, not placed.fresh, slice_end
+            );
+            verdict := null;
+            verdict.granted := false;
+            verdict.model := coalesce(p_model.api_model, p_model.model);
+            verdict.reason := step.reason;
+            verdict.retry_after_ms := step.retry_after_ms;
+            -- Due, and the one ahead is in a call: wait for it to end.
+            if not step.done then
+                perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
+            end if;
+        end if;
+        exit when step.done;
+    end loop;
+
+    if verdict.reason = 'queued' then
+        verdict := google_ai_internal.keep_place(
+            verdict, me.id, step.hint_ms, step.turn, line.ahead, remaining_ms, yield_at, rounds,
+            p_cfg
+        );
+    else
+        delete from google_ai_internal.wait_tickets as t where t.id = me.id;
+    end if;
+    verdict.waited_ms := pg_catalog.round(
+        extract(epoch from google_ai_internal.clock() - me.created_at) * 1000
+    )::integer;
+end;
+$$;
+
+revoke all on function google_ai_internal.wait_in_line(
+    uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
 ) from public, anon, authenticated;
 
 /*

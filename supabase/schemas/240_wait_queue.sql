@@ -299,8 +299,8 @@ revoke all on function google_ai_internal.queue_rank(
  *
  * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
  * (wait_ticket_grace_ms); p_aging_ms.
- * Returns how many are ahead, their tokens, and the nearest one (null when
- * the waiter is the head). Raises nothing.
+ * Returns how many are ahead, their tokens, the nearest one and the head of
+ * the line (both null when the waiter is the head). Raises nothing.
  * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
  */
 create or replace function google_ai_internal.line_ahead(
@@ -311,7 +311,8 @@ create or replace function google_ai_internal.line_ahead(
     p_aging_ms integer,
     out ahead integer,
     out ahead_tokens bigint,
-    out nearest uuid
+    out nearest uuid,
+    out head uuid
 )
 language sql
 volatile
@@ -320,7 +321,8 @@ as $$
     select
         count(*)::integer,
         coalesce(sum(x.tokens), 0)::bigint,
-        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1]
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1],
+        (pg_catalog.array_agg(x.id order by x.rank, x.seq))[1]
     from (
         select
             t.id, t.tokens, t.seq, t.due_at,
@@ -338,6 +340,68 @@ $$;
 
 revoke all on function google_ai_internal.line_ahead(
     google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+) from public, anon, authenticated;
+
+/*
+ * backfill_group: where a waiter behind others may be served now without
+ * delaying the head of its line (backfill). The head waits for tokens in a
+ * group (its request does not fit the group's TPM yet); the waiter's fits
+ * now, a request slot stays for the head, and the waiter's tokens leave the
+ * window after every grant in it, so the exact log says the head fits no
+ * later with them than without. A smaller request then goes ahead instead of
+ * TPM idling; aging still bounds every wait (the head keeps its place).
+ *
+ * Parameters: p_head, the head's ticket; p_tokens, the waiter's; the
+ * model's candidates and name; the settings; p_now.
+ * Returns the quota group to try, or null. Raises nothing.
+ * Example: select google_ai_internal.backfill_group(head, 1500, cands, 'gemma-3-27b', cfg, now());
+ */
+create or replace function google_ai_internal.backfill_group(
+    p_head google_ai_internal.wait_tickets,
+    p_tokens integer,
+    p_cands google_ai_internal.candidate [],
+    p_model text,
+    p_cfg public.google_ai_settings,
+    p_now timestamptz
+)
+returns text
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    hold interval := google_ai_internal.window_hold(p_cfg);
+    cand google_ai_internal.candidate;
+    used record;
+    head_needs bigint;
+begin
+    if p_head.id is null then
+        return null;  -- the head was served meanwhile: the line has moved
+    end if;
+    foreach cand in array p_cands loop
+        continue when cand.tpm is null;
+        select coalesce(sum(r.counted_requests), 0) as requests, coalesce(sum(r.counted_tokens), 0) as tokens
+        into used
+        from public.google_ai_reservations as r
+        where r.quota_group = cand.quota_group and r.model = p_model and r.granted_at > p_now - hold;
+        head_needs := used.tokens + p_head.tokens - cand.tpm;
+        continue when head_needs <= 0 or used.tokens + p_tokens > cand.tpm
+            or used.requests + 2 > coalesce(cand.rpm, used.requests + 2);
+        if google_ai_internal.tokens_free_at(
+            cand.quota_group, p_model, p_now - hold, hold, head_needs + p_tokens, null
+        ) <= google_ai_internal.tokens_free_at(
+            cand.quota_group, p_model, p_now - hold, hold, head_needs, null
+        ) then
+            return cand.quota_group;
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+revoke all on function google_ai_internal.backfill_group(
+    google_ai_internal.wait_tickets, integer, google_ai_internal.candidate [], text,
+    public.google_ai_settings, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -390,6 +454,8 @@ begin
     if ticket.id is not null then
         return;
     end if;
+    -- Read again: the place's time must follow the sweep and the lock, as its seq does.
+    at_now := google_ai_internal.clock();
     insert into google_ai_internal.wait_tickets as t (
         id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
         alive_until, deadline, priority, caller_class
@@ -698,6 +764,8 @@ revoke all on function google_ai_internal.keep_place(
  *     waiters present form a chain behind the head), for the rest of its
  *     slice at most, and never for one ahead that is not in the database (it
  *     backs off by how late that one is);
+ *   - a waiter behind others whose request fits now without delaying the
+ *     head's own grant is served at once (backfill_group);
  *   - at the deadline the head tries once more; anyone not granted then is
  *     refused 'wait_timeout' with a truthful retry_after_ms.
  * p_yield_after_ms (acquire's fallback_after_ms, when a fallback exists):
@@ -753,6 +821,7 @@ declare
     line record;
     step record;
     pred google_ai_internal.wait_tickets;
+    backfill text;
     remaining_ms double precision;
 begin
     placed := google_ai_internal.take_place(
@@ -796,6 +865,18 @@ begin
             );
             verdict := step.verdict;
         else
+            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.head;
+            backfill := google_ai_internal.backfill_group(
+                pred, p_tokens, cands, p_model.model, p_cfg, google_ai_internal.clock()
+            );
+            if backfill is not null then
+                verdict := google_ai_internal.reserve_round(
+                    p_model, array(select c from pg_catalog.unnest(cands) as c
+                                   where c.quota_group = backfill),
+                    p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, me.created_at
+                );
+                exit when verdict.granted;
+            end if;
             select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
             step := google_ai_internal.turn_behind(
                 p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
