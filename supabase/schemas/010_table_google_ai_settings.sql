@@ -27,7 +27,15 @@ create table public.google_ai_settings (
     retry_backoff_ms integer not null default 500
     check (retry_backoff_ms between 0 and 60000),
     aging_ms integer not null default 60000
-    check (aging_ms between 1000 and 86400000)
+    check (aging_ms between 1000 and 86400000),
+    outage_after_failures integer not null default 3
+    check (outage_after_failures between 0 and 1000),
+    outage_cooldown_ms integer not null default 1000
+    check (outage_cooldown_ms between 10 and 600000),
+    outage_cooldown_max_ms integer not null default 8000
+    check (outage_cooldown_max_ms between 10 and 3600000),
+    constraint google_ai_settings_outage_cooldown_order
+    check (outage_cooldown_max_ms >= outage_cooldown_ms)
 );
 
 comment on table public.google_ai_settings is
@@ -48,6 +56,13 @@ comment on column public.google_ai_settings.aging_ms is
 'Aging of the WAIT queues: a waiter''s class priority falls linearly to the top (0) over this long, so no class starves: after aging_ms a waiter is served before everyone who joined after it.';
 comment on column public.google_ai_settings.retry_backoff_ms is
 'Pause settle() asks for before the next attempt after a 5xx, a timeout or a lost connection (jittered between half and all of it).';
+
+comment on column public.google_ai_settings.outage_after_failures is
+'After this many failed answers in a row on a quota group and model (5xx, 408, a timeout, a cut connection), Google is taken to be out there: acquire refuses it (reason cooldown) for outage_cooldown_ms, then lets one probe through and holds everyone else until it is answered. 0 turns this off.';
+comment on column public.google_ai_settings.outage_cooldown_ms is
+'The first cooldown of an outage; while a probe is out, waiters look again this often. Each probe that fails doubles the cooldown, up to outage_cooldown_max_ms.';
+comment on column public.google_ai_settings.outage_cooldown_max_ms is
+'The longest cooldown of an outage, and the longest a probe that never answers (its caller gone) holds the others back.';
 
 -- The row is part of the schema: google_ai_internal.settings() reads it
 -- with `into strict`. Inserted before the audit trigger exists.

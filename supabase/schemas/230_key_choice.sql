@@ -122,7 +122,7 @@ begin
 
     if st.cooldown_until > at_now then
         reason := 'cooldown';
-        free_at := st.cooldown_until;
+        free_at := google_ai_internal.cooldown_free_at(st, at_now, p_cfg);
     end if;
 
     if p_cand.rpd is not null and st.day_requests + 1 > p_cand.rpd then
@@ -317,6 +317,7 @@ begin
         st.lead_priority := p_policy.priority;
         st.lead_at := at_now;
     end if;
+    st := google_ai_internal.outage_probe(st, at_now, p_cfg);
     perform google_ai_internal.store_window(st);
     granted := true;
 end;
