@@ -5,12 +5,15 @@
 -- one probe goes through while the others are held until it is answered; a
 -- failed probe doubles the cooldown up to outage_cooldown_max_ms. Every
 -- cooldown is audited (outage_cooldown), and so is the end (outage_ended).
--- Written from supabase/schemas (010, 070, 080, 220, 225, 230, 315).
+-- Written from supabase/schemas (010, 070, 080, 220, 225, 230, 240, 315).
 --
 -- try_reserve changes in two lines only: a cooldown's refusal asks
 -- cooldown_free_at when to look again, and a grant passes its window row
--- through outage_probe before storing it. settle tells the breaker what came
--- back (upstream_failed, upstream_answered); its answers are unchanged.
+-- through outage_probe before storing it. turn_estimate changes in one line:
+-- the waiters behind the head also ask cooldown_free_at, so that they look
+-- again soon while a probe is out, not when its hold would end. settle tells
+-- the breaker what came back (upstream_failed, upstream_answered); its
+-- answers are unchanged.
 --
 -- Lock order: that of 220_window_protocol.sql (the reservation row, then its
 -- window row); the breaker's state lives on the window row.
@@ -558,6 +561,134 @@ revoke all on function google_ai_internal.try_reserve(
     google_ai_internal.candidate, public.google_ai_model_limits, integer, text, text,
     public.google_ai_settings, google_ai_internal.caller_policy
 ) from public, anon, authenticated;
+
+/*
+ * turn_estimate: the earliest moment a waiter with `p_ahead` requests
+ * (`p_ahead_tokens` tokens) ahead of it in line could be granted, read from
+ * the ledger without locks: its slot is the (p_ahead + 1)-th request slot to
+ * free across the candidate groups (a slot used again frees a window later),
+ * no sooner than the group's TPM has room for the tokens ahead (an even
+ * share per group) plus its own, nor before a cooldown or a spent day ends. A release can only make it sooner, which
+ * the head of the queue catches; other queues on the same groups can make it
+ * later, which the waiter finds out when it calls back.
+ *
+ * Parameters: the model, its candidates (acquire's order), the requests and
+ * tokens ahead, the waiter's own tokens, the settings.
+ * Returns a timestamptz on google_ai_internal.clock(). Raises nothing.
+ * Example: select google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, cfg);
+ */
+create or replace function google_ai_internal.turn_estimate(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_ahead integer,
+    p_ahead_tokens bigint,
+    p_tokens integer,
+    p_cfg public.google_ai_settings
+)
+returns timestamptz
+language plpgsql
+stable
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    hold interval := google_ai_internal.window_hold(p_cfg);
+    at_now timestamptz := google_ai_internal.clock();
+    cand google_ai_internal.candidate;
+    tried text [] := '{}';
+    groups integer;
+    slots timestamptz [] := '{}';
+    group_slots timestamptz [];
+    floor_at timestamptz;
+    used_requests bigint;
+    used_tokens bigint;
+    need bigint;
+    tokens_at timestamptz;
+    free_now integer;
+    st public.google_ai_quota_state;
+begin
+    select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
+    if groups = 0 then
+        return at_now;
+    end if;
+    foreach cand in array p_cands loop
+        continue when cand.quota_group = any(tried);
+        tried := tried || cand.quota_group;
+        select coalesce(sum(r.counted_requests), 0), coalesce(sum(r.counted_tokens), 0)
+        into used_requests, used_tokens
+        from public.google_ai_reservations as r
+        where
+            r.quota_group = cand.quota_group and r.model = p_model.model
+            and r.granted_at > at_now - hold;
+        select s.* into st
+        from public.google_ai_quota_state as s
+        where s.quota_group = cand.quota_group and s.model = p_model.model;
+
+        floor_at := greatest(at_now, google_ai_internal.cooldown_free_at(st, at_now, p_cfg));
+        if
+            cand.rpd is not null
+            and st.rpd_day = (at_now at time zone p_cfg.rpd_time_zone)::date
+            and st.day_requests + 1 > cand.rpd
+        then
+            floor_at := greatest(
+                floor_at, google_ai_internal.next_day_start(at_now, p_cfg.rpd_time_zone)
+            );
+        end if;
+        need := used_tokens + p_ahead_tokens / groups + p_tokens - cand.tpm;
+        if need > 0 then
+            select w.granted_at + hold into tokens_at
+            from (
+                select
+                    r.granted_at,
+                    sum(r.counted_tokens) over (order by r.granted_at, r.id) as freed
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = cand.quota_group and r.model = p_model.model
+                    and r.granted_at > at_now - hold and r.counted_tokens > 0
+            ) as w
+            where w.freed >= need
+            order by w.granted_at
+            limit 1;
+            floor_at := greatest(floor_at, coalesce(tokens_at, at_now + hold));
+        end if;
+
+        free_now := least(
+            greatest(coalesce(cand.rpm - used_requests, p_ahead + 1), 0), p_ahead + 1
+        )::integer;
+        group_slots := pg_catalog.array_fill(floor_at, array[free_now]);
+        if free_now < p_ahead + 1 then
+            -- The k-th oldest grant in the window frees the k-th slot ...
+            group_slots := group_slots || array(
+                select greatest(r.granted_at + hold, floor_at)
+                from public.google_ai_reservations as r
+                where
+                    r.quota_group = cand.quota_group and r.model = p_model.model
+                    and r.granted_at > at_now - hold and r.counted_requests > 0
+                order by r.granted_at
+                offset greatest(used_requests - cand.rpm, 0)
+                limit p_ahead + 1 - free_now
+            );
+            -- ... and each slot serves again a whole window after it is used.
+            while pg_catalog.cardinality(group_slots) < p_ahead + 1 loop
+                group_slots := group_slots || (
+                    group_slots[pg_catalog.cardinality(group_slots) + 1 - cand.rpm] + hold
+                );
+            end loop;
+        end if;
+        slots := slots || group_slots;
+    end loop;
+    return coalesce(
+        (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
+        at_now + hold
+    );
+end;
+$$;
+
+revoke all on function google_ai_internal.turn_estimate(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
+    public.google_ai_settings
+) from public, anon, authenticated;
+
 
 /*
  * settle: settle a grant with what Google answered, and say what to do next.

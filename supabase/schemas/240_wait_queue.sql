@@ -138,7 +138,7 @@ begin
         from public.google_ai_quota_state as s
         where s.quota_group = cand.quota_group and s.model = p_model.model;
 
-        floor_at := greatest(at_now, st.cooldown_until);
+        floor_at := greatest(at_now, google_ai_internal.cooldown_free_at(st, at_now, p_cfg));
         if
             cand.rpd is not null
             and st.rpd_day = (at_now at time zone p_cfg.rpd_time_zone)::date

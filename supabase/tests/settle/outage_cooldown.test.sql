@@ -5,7 +5,7 @@
 -- cooldown and the end are audited; 0 turns it off; bad settings raise.
 begin;
 update google_ai_internal.clock_switch set steerable = true;
-select plan(34);
+select plan(35);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 update public.google_ai_settings
@@ -104,6 +104,15 @@ select results_eq(
 select is(
     (select q.cooldown_reason from public.quota_status() as q where q.quota_group = 'proj-1' and q.model = 'm'),
     'upstream_probe', 'quota_status shows the hold'
+);
+select is(
+    google_ai_internal.turn_estimate(
+        (select m from public.google_ai_model_limits as m where m.model = 'm'),
+        array(select c from google_ai_internal.candidates('m', array['k1'], google_ai_internal.clock(), 10) as c),
+        1, 10, 10, google_ai_internal.settings()
+    ),
+    '2026-03-01 12:00:02.500+00'::timestamptz,
+    'a waiter behind the head is told the same, not the hold''s end: the answer may come any time'
 );
 
 -- A failed probe doubles the cooldown, up to the cap.
