@@ -22,7 +22,7 @@ create table public.google_ai_settings (
     check (wait_slice_ms between 100 and 60000),
     wait_ticket_grace_ms integer not null default 1000
     check (wait_ticket_grace_ms between 100 and 60000),
-    learn_limits text not null default 'suggest'
+    learn_limits text not null default 'apply'
     check (learn_limits in ('off', 'suggest', 'apply')),
     retry_backoff_ms integer not null default 500
     check (retry_backoff_ms between 0 and 60000),
@@ -51,7 +51,7 @@ comment on column public.google_ai_settings.wait_slice_ms is
 comment on column public.google_ai_settings.wait_ticket_grace_ms is
 'How late a waiter may call back before its place in line expires.';
 comment on column public.google_ai_settings.learn_limits is
-'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (also lower the quota group''s limit; never raises one).';
+'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (the default: also lower the quota group''s limit, audited as a config change; never raises one), so a limit set above Google''s costs one 429.';
 comment on column public.google_ai_settings.aging_ms is
 'Aging of the WAIT queues: a waiter''s class priority falls linearly to the top (0) over this long, so no class starves: after aging_ms a waiter is served before everyone who joined after it.';
 comment on column public.google_ai_settings.retry_backoff_ms is
