@@ -42,12 +42,14 @@ from tests.support import Conn, acquire, add_key, add_model
 
 HARDENING = "20261129001200"
 EVENTS = "select event, count(*)::int from public.google_ai_audit_log group by 1"
-# Later migrations seed gemma-3-12b and its fallback chain: config changes of their own.
+# Later migrations seed gemma-3-12b and its fallback chain, and move learn_limits to its
+# new default: config changes of their own.
 EVENTS_COUNTED = (
     "select event, sum(coalesce((details ->> 'count')::int, 1))::int "
     "from public.google_ai_audit_log where not coalesce("
     " event = 'config_changed' and (details -> 'new' ->> 'model' = 'gemma-3-12b'"
-    " or details ->> 'table' = 'google_ai_fallbacks'), false) group by 1"
+    " or details ->> 'table' = 'google_ai_fallbacks'"
+    " or details -> 'new' ->> 'learn_limits' = 'apply'), false) group by 1"
 )
 EVENTS_ALL = (
     "select event, sum(coalesce((details ->> 'count')::int, 1))::int "
