@@ -3,8 +3,9 @@
 -- attempts that fail. After outage_after_failures failures in a row the
 -- window cools down (reason cooldown: a WAIT keeps its place in line), then
 -- one probe goes through while the others are held until it is answered; a
--- failed probe doubles the cooldown up to outage_cooldown_max_ms. Every
--- cooldown is audited (outage_cooldown), and so is the end (outage_ended).
+-- failed probe doubles the cooldown up to outage_cooldown_max_ms, and a probe
+-- settled without an answer lets the next grant probe. Every cooldown is
+-- audited (outage_cooldown), and so is the end (outage_ended).
 -- Written from supabase/schemas (010, 070, 080, 220, 225, 230, 240, 315).
 --
 -- try_reserve changes in two lines only: a cooldown's refusal asks
@@ -12,8 +13,8 @@
 -- through outage_probe before storing it. turn_estimate changes in one line:
 -- the waiters behind the head also ask cooldown_free_at, so that they look
 -- again soon while a probe is out, not when its hold would end. settle tells
--- the breaker what came back (upstream_failed, upstream_answered); its
--- answers are unchanged.
+-- the breaker what came back (upstream_failed, upstream_answered,
+-- probe_unanswered); its answers are unchanged.
 --
 -- Lock order: that of 220_window_protocol.sql (the reservation row, then its
 -- window row); the breaker's state lives on the window row.
@@ -290,6 +291,50 @@ $$;
 
 revoke all on function google_ai_internal.upstream_answered(
     public.google_ai_reservations, text, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * probe_unanswered: a grant was settled without an answer from Google
+ * (nothing was sent, or its caller gave up). If it was an outage's probe
+ * (the hold is on and it was granted after the last cooldown began), the
+ * hold ends now, so the next grant probes instead of everyone waiting for an
+ * answer that will not come. Takes no lock when no probe is out.
+ *
+ * Parameters: p_res, the reservation (locked); p_cfg, the settings.
+ * Returns nothing. Raises nothing.
+ * Example: perform google_ai_internal.probe_unanswered(res, cfg);
+ */
+create or replace function google_ai_internal.probe_unanswered(
+    p_res public.google_ai_reservations, p_cfg public.google_ai_settings
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    locked record;
+    st public.google_ai_quota_state;
+begin
+    perform 1
+    from public.google_ai_quota_state as s
+    where
+        s.quota_group = p_res.quota_group and s.model = p_res.model
+        and s.cooldown_reason = 'upstream_probe' and p_res.granted_at > s.outage_cooled_at;
+    if not found then
+        return;
+    end if;
+    locked := google_ai_internal.lock_window(p_res.quota_group, p_res.model, p_cfg);
+    st := locked.st;
+    if st.cooldown_reason = 'upstream_probe' then
+        st.cooldown_until := locked.at_now;
+        perform google_ai_internal.store_window(st);
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.probe_unanswered(
+    public.google_ai_reservations, public.google_ai_settings
 ) from public, anon, authenticated;
 
 /*
@@ -689,7 +734,6 @@ revoke all on function google_ai_internal.turn_estimate(
     public.google_ai_settings
 ) from public, anon, authenticated;
 
-
 /*
  * settle: settle a grant with what Google answered, and say what to do next.
  *
@@ -725,7 +769,8 @@ revoke all on function google_ai_internal.turn_estimate(
  *   release_unsent  nothing reached Google: refunded
  * Outages (225_outage_cooldown.sql): a sent attempt with no usable answer
  * (5xx, 408, timeout, lost connection) counts towards an outage cooldown of
- * its quota group and model; any answer from Google ends one.
+ * its quota group and model; any answer from Google ends one; a probe
+ * settled without one lets the next grant probe.
  *
  * Returns one row (action, retry, retry_after_ms): retry says whether another
  * attempt may succeed; retry_after_ms is how long to pause before acquiring
@@ -854,7 +899,8 @@ begin
             end if;
         end if;
     end if;
-    -- A failure counts towards an outage, an answer ends one (a 429's above).
+    -- A failure counts towards an outage, an answer ends one (a 429's above),
+    -- nothing sent or a caller gone leaves no answer to wait for.
     if not settled and action = 'release_sent' and retry then
         perform google_ai_internal.upstream_failed(
             res, coalesce(transport_error, pg_catalog.format('http %s', http_status)), cfg
@@ -863,6 +909,8 @@ begin
         perform google_ai_internal.upstream_answered(
             res, pg_catalog.format('http %s', http_status), cfg
         );
+    elsif not settled and transport_error is not null then
+        perform google_ai_internal.probe_unanswered(res, cfg);
     end if;
     retry_after_ms := case when retry then backoff end;
     return next;

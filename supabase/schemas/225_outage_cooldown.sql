@@ -13,8 +13,10 @@
 --              looking again every outage_cooldown_ms) until it is
 --              answered: an answer closes the breaker (outage_ended), a
 --              failure opens it again for twice as long, at most
---              outage_cooldown_max_ms. A probe that is never settled holds
---              the others for outage_cooldown_max_ms at most.
+--              outage_cooldown_max_ms. A probe settled without an answer
+--              (nothing sent, or its caller gave up) lets the next grant
+--              probe at once; one never settled holds the others for
+--              outage_cooldown_max_ms at most.
 -- Every cooldown is audited (outage_cooldown). The state is the window row's
 -- (failures_in_a_row, outage_cooldown_ms, outage_cooled_at and the cooldown
 -- columns), changed under its lock (220_window_protocol.sql, step 3) by
@@ -217,4 +219,48 @@ $$;
 
 revoke all on function google_ai_internal.upstream_answered(
     public.google_ai_reservations, text, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * probe_unanswered: a grant was settled without an answer from Google
+ * (nothing was sent, or its caller gave up). If it was an outage's probe
+ * (the hold is on and it was granted after the last cooldown began), the
+ * hold ends now, so the next grant probes instead of everyone waiting for an
+ * answer that will not come. Takes no lock when no probe is out.
+ *
+ * Parameters: p_res, the reservation (locked); p_cfg, the settings.
+ * Returns nothing. Raises nothing.
+ * Example: perform google_ai_internal.probe_unanswered(res, cfg);
+ */
+create or replace function google_ai_internal.probe_unanswered(
+    p_res public.google_ai_reservations, p_cfg public.google_ai_settings
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    locked record;
+    st public.google_ai_quota_state;
+begin
+    perform 1
+    from public.google_ai_quota_state as s
+    where
+        s.quota_group = p_res.quota_group and s.model = p_res.model
+        and s.cooldown_reason = 'upstream_probe' and p_res.granted_at > s.outage_cooled_at;
+    if not found then
+        return;
+    end if;
+    locked := google_ai_internal.lock_window(p_res.quota_group, p_res.model, p_cfg);
+    st := locked.st;
+    if st.cooldown_reason = 'upstream_probe' then
+        st.cooldown_until := locked.at_now;
+        perform google_ai_internal.store_window(st);
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.probe_unanswered(
+    public.google_ai_reservations, public.google_ai_settings
 ) from public, anon, authenticated;

@@ -36,7 +36,8 @@
  *   release_unsent  nothing reached Google: refunded
  * Outages (225_outage_cooldown.sql): a sent attempt with no usable answer
  * (5xx, 408, timeout, lost connection) counts towards an outage cooldown of
- * its quota group and model; any answer from Google ends one.
+ * its quota group and model; any answer from Google ends one; a probe
+ * settled without one lets the next grant probe.
  *
  * Returns one row (action, retry, retry_after_ms): retry says whether another
  * attempt may succeed; retry_after_ms is how long to pause before acquiring
@@ -165,7 +166,8 @@ begin
             end if;
         end if;
     end if;
-    -- A failure counts towards an outage, an answer ends one (a 429's above).
+    -- A failure counts towards an outage, an answer ends one (a 429's above),
+    -- nothing sent or a caller gone leaves no answer to wait for.
     if not settled and action = 'release_sent' and retry then
         perform google_ai_internal.upstream_failed(
             res, coalesce(transport_error, pg_catalog.format('http %s', http_status)), cfg
@@ -174,6 +176,8 @@ begin
         perform google_ai_internal.upstream_answered(
             res, pg_catalog.format('http %s', http_status), cfg
         );
+    elsif not settled and transport_error is not null then
+        perform google_ai_internal.probe_unanswered(res, cfg);
     end if;
     retry_after_ms := case when retry then backoff end;
     return next;

@@ -5,7 +5,7 @@
 -- cooldown and the end are audited; 0 turns it off; bad settings raise.
 begin;
 update google_ai_internal.clock_switch set steerable = true;
-select plan(35);
+select plan(37);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 update public.google_ai_settings
@@ -150,10 +150,19 @@ set local "llm_limits.now" = '2026-03-01 12:00:18.600+00';
 create temp table probe4 as select pg_temp.grant_on('k1') as id;
 select isnt((select p.id from probe4 as p), null, 'for outage_cooldown_max_ms, then another probe goes');
 
+-- A probe settled without an answer (nothing sent) lets the next grant probe at once.
+set local "llm_limits.now" = '2026-03-01 12:00:18.700+00';
+select is(
+    (select s.action from public.settle((select p.id from probe4 as p), null, null, 'connect_failed') as s),
+    'release_unsent', 'the probe could not be sent'
+);
+create temp table probe5 as select pg_temp.grant_on('k1') as id;
+select isnt((select p.id from probe5 as p), null, 'the next grant probes without waiting for the hold');
+
 -- An answer ends the outage at once.
 set local "llm_limits.now" = '2026-03-01 12:00:19+00';
 select is(
-    (select s.action from public.settle((select p.id from probe4 as p), 200,
+    (select s.action from public.settle((select p.id from probe5 as p), 200,
         '{"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 2}}') as s),
     'commit', 'the probe is answered'
 );
