@@ -53,6 +53,17 @@ def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:
     assert "GenerateRequestsPerMinutePerProjectPerModel-FreeTier until" in out
 
 
+def test_status_shows_an_outage_cooldown(cli: Invoke, db: Conn) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    for _ in range(3):  # outage_after_failures: three failed answers in a row
+        db.execute(
+            'select * from public.settle(%s, 503, \'{"error": {"code": 503}}\'::jsonb)',
+            (acquire(db, 10),),
+        )
+    out = cli("status").stdout
+    assert "upstream_outage until" in out
+
+
 def test_status_without_keys_says_so(cli: Invoke) -> None:
     result = cli("status")
     assert result.exit_code == 0
