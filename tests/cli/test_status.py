@@ -55,6 +55,9 @@ def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:
 
 def test_status_shows_an_outage_cooldown(cli: Invoke, db: Conn) -> None:
     cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    # A cooldown long enough to outlast the test on a busy machine.
+    db.execute("update public.google_ai_settings set outage_cooldown_max_ms = 60000,"
+               " outage_cooldown_ms = 60000")  # fmt: skip
     for _ in range(3):  # outage_after_failures: three failed answers in a row
         db.execute(
             'select * from public.settle(%s, 503, \'{"error": {"code": 503}}\'::jsonb)',
