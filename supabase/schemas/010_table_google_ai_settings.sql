@@ -22,12 +22,20 @@ create table public.google_ai_settings (
     check (wait_slice_ms between 100 and 60000),
     wait_ticket_grace_ms integer not null default 1000
     check (wait_ticket_grace_ms between 100 and 60000),
-    learn_limits text not null default 'suggest'
+    learn_limits text not null default 'apply'
     check (learn_limits in ('off', 'suggest', 'apply')),
     retry_backoff_ms integer not null default 500
     check (retry_backoff_ms between 0 and 60000),
     aging_ms integer not null default 60000
-    check (aging_ms between 1000 and 86400000)
+    check (aging_ms between 1000 and 86400000),
+    outage_after_failures integer not null default 3
+    check (outage_after_failures between 0 and 1000),
+    outage_cooldown_ms integer not null default 1000
+    check (outage_cooldown_ms between 10 and 600000),
+    outage_cooldown_max_ms integer not null default 8000
+    check (outage_cooldown_max_ms between 10 and 3600000),
+    constraint google_ai_settings_outage_cooldown_order
+    check (outage_cooldown_max_ms >= outage_cooldown_ms)
 );
 
 comment on table public.google_ai_settings is
@@ -43,11 +51,18 @@ comment on column public.google_ai_settings.wait_slice_ms is
 comment on column public.google_ai_settings.wait_ticket_grace_ms is
 'How late a waiter may call back before its place in line expires.';
 comment on column public.google_ai_settings.learn_limits is
-'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (also lower the quota group''s limit; never raises one).';
+'What a 429 whose quotaValue differs from the configured limit does: off (nothing), suggest (audit limit_observed), apply (the default: also lower the quota group''s limit, audited as a config change; never raises one), so a limit set above Google''s costs one 429.';
 comment on column public.google_ai_settings.aging_ms is
 'Aging of the WAIT queues: a class whose waiter has waited this long while the class was granted nothing on the model for this long goes to the top (one grant per aging_ms), so no class starves; under an ordinary load classes keep their order.';
 comment on column public.google_ai_settings.retry_backoff_ms is
 'Pause settle() asks for before the next attempt after a 5xx, a timeout or a lost connection (jittered between half and all of it).';
+
+comment on column public.google_ai_settings.outage_after_failures is
+'After this many failed answers in a row on a quota group and model (5xx, 408, a timeout, a cut connection), Google is taken to be out there: acquire refuses it (reason cooldown) for outage_cooldown_ms, then lets one probe through and holds everyone else until it is answered. 0 turns this off.';
+comment on column public.google_ai_settings.outage_cooldown_ms is
+'The first cooldown of an outage; while a probe is out, waiters look again this often. Each probe that fails doubles the cooldown, up to outage_cooldown_max_ms.';
+comment on column public.google_ai_settings.outage_cooldown_max_ms is
+'The longest cooldown of an outage, and the longest a probe that never answers (its caller gone) holds the others back.';
 
 -- The row is part of the schema: google_ai_internal.settings() reads it
 -- with `into strict`. Inserted before the audit trigger exists.

@@ -24,6 +24,12 @@ create table public.google_ai_quota_state (
     paced_until timestamptz,
     lead_priority integer,
     lead_at timestamptz,
+    -- An outage (225_outage_cooldown.sql): failed answers since Google last
+    -- answered here; the length of the outage cooldown now running (null
+    -- while Google answers); when it began (a grant made after it is a probe).
+    failures_in_a_row integer not null default 0,
+    outage_cooldown_ms integer,
+    outage_cooled_at timestamptz,
     primary key (quota_group, model)
 )
 -- Updated on every grant: room on the page keeps those updates HOT.

@@ -1,7 +1,8 @@
 -- The appended audit records: 429s, lease expiries, config changes, disabled
--- and enabled keys (and, from before the ledger became the call record,
--- grants, settlements and refusals). Append-only (250_audit_append_only.sql);
--- the whole event stream is the view google_ai_audit_log.
+-- and enabled keys, limits Google reported, outage cooldowns (and, from
+-- before the ledger became the call record, grants, settlements and
+-- refusals). Append-only (250_audit_append_only.sql); the whole event stream
+-- is the view google_ai_audit_log.
 --
 -- The event list lives in the check constraint and nowhere else:
 -- public.audit_event_kinds() reads it back.
@@ -12,7 +13,8 @@ create table public.google_ai_audit_records (
     event text not null check (
         event in (
             'granted', 'refused', 'committed', 'released', 'rate_limited',
-            'expired', 'config_changed', 'key_disabled', 'key_enabled', 'limit_observed'
+            'expired', 'config_changed', 'key_disabled', 'key_enabled', 'limit_observed',
+            'outage_cooldown', 'outage_ended'
         )
     ),
     key_alias text,

@@ -245,8 +245,8 @@ from public, anon, authenticated;
 
 /*
  * store_window: write a window row that the caller locked with lock_window
- * and changed in its copy (totals, sweep horizon, quota day, cooldown) back
- * to the table.
+ * and changed in its copy (totals, sweep horizon, quota day, cooldown,
+ * pacing, outage) back to the table.
  *
  * Parameters: p_st, the changed copy. Returns nothing. Raises nothing.
  * Example: see try_reserve and report_rate_limit.
@@ -270,7 +270,10 @@ begin
         cooldown_reason = p_st.cooldown_reason,
         paced_until = p_st.paced_until,
         lead_priority = p_st.lead_priority,
-        lead_at = p_st.lead_at
+        lead_at = p_st.lead_at,
+        failures_in_a_row = p_st.failures_in_a_row,
+        outage_cooldown_ms = p_st.outage_cooldown_ms,
+        outage_cooled_at = p_st.outage_cooled_at
     where s.quota_group = p_st.quota_group and s.model = p_st.model;
 end;
 $$;

@@ -216,7 +216,7 @@ begin
     frees := '{}';
     if p_st.cooldown_until > p_now then
         why := why || 'cooldown'::text;
-        frees := frees || p_st.cooldown_until;
+        frees := frees || google_ai_internal.cooldown_free_at(p_st, p_now, p_cfg);
     end if;
     if p_cand.rpd is not null
         and p_st.day_requests + 1 > pg_catalog.floor(p_cand.rpd * least(p_policy.rpd_share, 1)) then
@@ -450,6 +450,7 @@ begin
         st.lead_priority := p_policy.priority;
         st.lead_at := p_now;
     end if;
+    st := google_ai_internal.outage_probe(st, p_now, p_cfg);
     perform google_ai_internal.store_window(st);
     return reservation_id;
 end;

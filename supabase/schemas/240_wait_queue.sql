@@ -122,7 +122,7 @@ begin
     from public.google_ai_quota_state as s
     where s.quota_group = p_cand.quota_group and s.model = p_model;
 
-    floor_at := greatest(p_now, st.cooldown_until);
+    floor_at := greatest(p_now, google_ai_internal.cooldown_free_at(st, p_now, p_cfg));
     if p_cand.rpd is not null and st.rpd_day = (p_now at time zone p_cfg.rpd_time_zone)::date
         and st.day_requests + 1 > p_cand.rpd then
         floor_at := greatest(floor_at, google_ai_internal.next_day_start(p_now, p_cfg.rpd_time_zone));

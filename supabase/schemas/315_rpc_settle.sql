@@ -34,6 +34,10 @@
  *   release_sent    5xx, 408, timeout, lost connection (retry), any other
  *                   status (no retry: the request itself is wrong), cancelled
  *   release_unsent  nothing reached Google: refunded
+ * Outages (225_outage_cooldown.sql): a sent attempt with no usable answer
+ * (5xx, 408, timeout, lost connection) counts towards an outage cooldown of
+ * its quota group and model; any answer from Google ends one; a probe
+ * settled without one lets the next grant probe.
  *
  * Returns one row (action, retry, retry_after_ms): retry says whether another
  * attempt may succeed; retry_after_ms is how long to pause before acquiring
@@ -137,6 +141,8 @@ begin
         action := 'rate_limited';
         retry := true;
         if not settled then
+            -- First: ending an outage must not end this 429's cooldown.
+            perform google_ai_internal.upstream_answered(res, 'http 429', cfg);
             violation := google_ai_internal.quota_violation(err);
             perform public.report_rate_limit(res.id, violation.quota_id, violation.retry_delay_ms);
             perform google_ai_internal.observe_limits(res, violation.violations, cfg);
@@ -159,6 +165,19 @@ begin
                 perform public.release(res.id, pg_catalog.format('http %s', http_status), true);
             end if;
         end if;
+    end if;
+    -- A failure counts towards an outage, an answer ends one (a 429's above),
+    -- nothing sent or a caller gone leaves no answer to wait for.
+    if not settled and action = 'release_sent' and retry then
+        perform google_ai_internal.upstream_failed(
+            res, coalesce(transport_error, pg_catalog.format('http %s', http_status)), cfg
+        );
+    elsif not settled and transport_error is null and http_status <> 429 then
+        perform google_ai_internal.upstream_answered(
+            res, pg_catalog.format('http %s', http_status), cfg
+        );
+    elsif not settled and transport_error is not null then
+        perform google_ai_internal.probe_unanswered(res, cfg);
     end if;
     retry_after_ms := case when retry then backoff end;
     return next;

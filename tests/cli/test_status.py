@@ -53,6 +53,20 @@ def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:
     assert "GenerateRequestsPerMinutePerProjectPerModel-FreeTier until" in out
 
 
+def test_status_shows_an_outage_cooldown(cli: Invoke, db: Conn) -> None:
+    cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
+    # A cooldown long enough to outlast the test on a busy machine.
+    db.execute("update public.google_ai_settings set outage_cooldown_max_ms = 60000,"
+               " outage_cooldown_ms = 60000")  # fmt: skip
+    for _ in range(3):  # outage_after_failures: three failed answers in a row
+        db.execute(
+            'select * from public.settle(%s, 503, \'{"error": {"code": 503}}\'::jsonb)',
+            (acquire(db, 10),),
+        )
+    out = cli("status").stdout
+    assert "upstream_outage until" in out
+
+
 def test_status_without_keys_says_so(cli: Invoke) -> None:
     result = cli("status")
     assert result.exit_code == 0
@@ -89,8 +103,16 @@ def test_status_shows_how_close_the_estimates_came(cli: Invoke, db: Conn) -> Non
     assert "p50 1.10 · max 2.00 (n=3)" in out
 
 
-def test_status_shows_the_limits_google_reported(cli: Invoke, db: Conn) -> None:
+@pytest.mark.parametrize(
+    ("learn_limits", "table_says"),
+    [("apply", "15 (applied"), ("suggest", "30 (not applied")],  # apply is the default
+)
+def test_status_shows_the_limits_google_reported(
+    cli: Invoke, db: Conn, learn_limits: str, table_says: str
+) -> None:
     """A 429 whose quotaValue differs from the table shows up, with what learn_limits did."""
+    if learn_limits != "apply":
+        db.execute("update public.google_ai_settings set learn_limits = %s", (learn_limits,))
     cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
     rid = acquire(db, 100)
     body = (
@@ -100,5 +122,5 @@ def test_status_shows_the_limits_google_reported(cli: Invoke, db: Conn) -> None:
     )
     db.execute("select * from public.settle(%s, 429, %s::jsonb)", (rid, body))
     out = cli("status").stdout
-    assert "limits Google reported" in out and "learn_limits = suggest" in out
-    assert "proj-a · gemma-3-27b · RPM: Google says 15, the table says 30 (not applied" in out
+    assert "limits Google reported" in out and f"learn_limits = {learn_limits}" in out
+    assert f"proj-a · gemma-3-27b · RPM: Google says 15, the table says {table_says}" in out

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from google.genai import errors as genai_errors
+from psycopg import sql
 
 from llm_limits import Client
 from llm_limits.errors import NoKeyAvailable, RateLimited
@@ -136,6 +137,11 @@ def test_case(
     tmp_path: Path,
 ) -> None:
     case = json.loads(case_file.read_text())
+    for column, value in case.get("settings", {}).items():
+        pool.execute(
+            sql.SQL("update public.google_ai_settings set {} = %s").format(sql.Identifier(column)),
+            (value,),
+        )
     call = CARRIERS[carrier](pool, db_url, fake, monkeypatch, tmp_path)
     script(fake, case["upstream"])
 
@@ -206,14 +212,15 @@ def cooldowns(db: Conn) -> dict[str, dict[str, Any]]:
 
 
 def until(db: Conn, group: str, rule: str | dict[str, int]) -> datetime:
-    """When a cooldown of `group` must end: a fixed time after its 429 was settled, or the next
+    """When a cooldown of `group` must end: a fixed time after the settlement that started it
+    (the group's last: a 429, or the failure that began an outage cooldown), or the next
     Pacific midnight after it."""
     row = db.execute(
         "select settled_at from public.google_ai_reservations "
-        "where quota_group = %s and status = 'rate_limited'",
+        "where quota_group = %s and settled_at is not null order by settled_at desc limit 1",
         (group,),
     ).fetchone()
-    assert row is not None, f"no 429 was settled for {group}"
+    assert row is not None, f"nothing was settled for {group}"
     settled: datetime = row[0]
     if rule == "next_pacific_midnight":
         local = settled.astimezone(PACIFIC)
@@ -234,7 +241,7 @@ def test_every_case_names_both_held_keys_and_a_known_shape() -> None:
     assert len(CASES) >= 9
     for path in CASES:
         case = json.loads(path.read_text())
-        assert set(case) == {
+        assert set(case) - {"settings"} == {
             "description", "upstream", "caller_sees", "ledger", "keys", "cooldowns", "audit"
         }, path.name  # fmt: skip
         assert set(case["keys"]) == set(HELD) and set(HELD) <= set(KEYS), path.name

@@ -265,6 +265,28 @@ def test_injected_faults(srv: FakeGemini) -> None:
         srv.inject(418)
 
 
+def test_outage_answers_503_to_everyone_until_it_ends(srv: FakeGemini, clock: Clock) -> None:
+    srv.outage(17.0)
+    for key in ("KEY_A1", "KEY_B1"):
+        with pytest.raises(errors.ServerError) as info:
+            ask(srv, key)
+        assert (info.value.code, info.value.status) == (503, "UNAVAILABLE")
+    clock.now += 16.9
+    with pytest.raises(errors.ServerError):
+        ask(srv)
+    clock.now += 0.1
+    assert ask(srv) == "fake reply to: hi"
+    stats = srv.stats()
+    assert (stats.requests, stats.ok, stats.errors) == (4, 1, {503: 3})
+    assert len(stats.grants[("proj-a", GEMMA)]) == 1  # a failed call spends no quota here
+    srv.outage(5.0, status=504)
+    with pytest.raises(errors.ServerError) as info:
+        ask(srv)
+    assert info.value.status == "DEADLINE_EXCEEDED"
+    with pytest.raises(ValueError):
+        srv.outage(5.0, status=429)
+
+
 def test_hang_makes_client_time_out(srv: FakeGemini) -> None:
     srv.hang(3.0)
     with pytest.raises(Exception) as info:

@@ -42,14 +42,14 @@ from tests.support import Conn, acquire, add_key, add_model
 
 HARDENING = "20261129001200"
 EVENTS = "select event, count(*)::int from public.google_ai_audit_log group by 1"
-# Later migrations seed gemma-3-12b, its fallback chain and interactive's fallback_after_ms:
-# config changes of their own.
+# Later migrations seed gemma-3-12b, its fallback chain and interactive's fallback_after_ms,
+# and move learn_limits to its new default: config changes of their own.
 EVENTS_COUNTED = (
     "select event, sum(coalesce((details ->> 'count')::int, 1))::int "
     "from public.google_ai_audit_log where not coalesce("
     " event = 'config_changed' and (details -> 'new' ->> 'model' = 'gemma-3-12b'"
-    " or details ->> 'table' in ('google_ai_fallbacks', 'google_ai_caller_classes')), false)"
-    " group by 1"
+    " or details ->> 'table' in ('google_ai_fallbacks', 'google_ai_caller_classes')"
+    " or details -> 'new' ->> 'learn_limits' = 'apply'), false) group by 1"
 )
 EVENTS_ALL = (
     "select event, sum(coalesce((details ->> 'count')::int, 1))::int "

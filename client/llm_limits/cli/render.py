@@ -22,6 +22,8 @@ EVENT_STYLES = {
     "expired": "magenta",
     "config_changed": "bold",
     "key_disabled": "bold red",
+    "outage_cooldown": "bold red",
+    "outage_ended": "green",
 }
 # Bookkeeping columns that every config change touches; they say nothing to an operator.
 _QUIET_COLUMNS = {"id", "created_at", "updated_at"}

@@ -405,6 +405,7 @@ class FakeGemini:
             self._faults: list[tuple[int, str | None]] = []  # one entry per call to fail
             self._hangs: deque[float] = deque()
             self._count_faults = 0  # countTokens calls to fail with a 503
+            self._down: tuple[float, int] = (0.0, 0)  # (until, status): see outage()
             self._script: deque[_Body] = deque()  # the next generate answers, scripted
 
     def inject(self, status: int, count: int = 1, key: str | None = None) -> None:
@@ -433,6 +434,15 @@ class FakeGemini:
         with self._lock:
             self._script.extend(checked)
             return len(self._script)
+
+    def outage(self, seconds: float, status: int = 503) -> None:
+        """Answer every generateContent call with `status` (500, 503 or 504) for the next
+        `seconds` on this fake's clock, whoever calls: an outage of the model, as Google has
+        them (503 "The model is overloaded"). Scripted answers still come first."""
+        if status not in _FAULT_MESSAGES:
+            raise ValueError(f"an outage answers 500, 503 or 504, not {status}")
+        with self._lock:
+            self._down = (self._clock() + seconds, status)
 
     def fail_count_tokens(self, count: int = 1) -> None:
         """Answer the next `count` countTokens calls with 503 "The model is overloaded"."""
@@ -531,7 +541,7 @@ class FakeGemini:
             return _Reply(scripted["status"], scripted["body"], who, delay)
         delay += scripted.get("hang_s", 0.0)
         cut = bool(scripted.get("cut"))
-        fault = 0 if scripted else self._take_fault(key)
+        fault = 0 if scripted else self._take_fault(key) or self._outage_status()
         if fault == 429:
             violation = _Violation(_METRIC_REQ, RPM_ID, limits.rpm, 1.0)
             return _Reply(429, _quota_error(model, [violation]), who, delay)
@@ -567,6 +577,10 @@ class FakeGemini:
         # counts, as a call that reached Google does.
         stream = method == "streamGenerateContent"
         return _Reply(200, body, who, delay + self.latency, stream, cut)
+
+    def _outage_status(self) -> int:
+        until, status = self._down
+        return status if self._clock() < until else 0
 
     def _take_fault(self, key: str) -> int:
         for i, (status, only) in enumerate(self._faults):

@@ -16,7 +16,8 @@ select set_eq(
     $$select * from public.audit_event_kinds()$$,
     array[
         'granted', 'refused', 'committed', 'released', 'rate_limited', 'expired',
-        'config_changed', 'key_disabled', 'key_enabled', 'limit_observed'
+        'config_changed', 'key_disabled', 'key_enabled', 'limit_observed',
+        'outage_cooldown', 'outage_ended'
     ],
     'the event names of the audit stream'
 );

@@ -58,6 +58,7 @@ select results_eq(
 );
 
 -- 429 per day with retryDelay "0s", and a quotaValue that differs
+update public.google_ai_settings set learn_limits = 'suggest';
 create temp table day as select pg_temp.grant_on('k1') as id;
 select results_eq(
     $$select * from public.settle((select id from day), 429,
