@@ -3,12 +3,19 @@
 -- once; turn_estimate reads each group's slots through group_slots. And
 -- backfill in the WAIT lines: a waiter behind a head that waits for tokens
 -- is served when its request fits without delaying the head's grant
--- (backfill_group; line_ahead also names the head). Written from
--- supabase/schemas (240, 400).
+-- (backfill_group; line_ahead also names the head). usage_report reads
+-- its events from usage_events. Written from supabase/schemas (240, 345,
+-- 400).
 
--- line_ahead names the head too: a new row type.
+-- line_ahead names the head too (a new row type); turn_behind takes the id
+-- of the one ahead and answers a whole verdict.
 drop function google_ai_internal.line_ahead(
     google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+);
+drop function google_ai_internal.turn_behind(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    public.google_ai_settings, google_ai_internal.wait_tickets, integer, bigint,
+    double precision, boolean, timestamptz
 );
 
 /*
@@ -267,6 +274,196 @@ revoke all on function google_ai_internal.backfill_group(
 ) from public, anon, authenticated;
 
 /*
+ * turn_behind: when a waiter behind others (p_pred, the nearest one ahead;
+ * p_ahead and p_ahead_tokens, all of them) could be served, and what it
+ * does now: told to call back when its turn is expected, less one
+ * wait_recheck_ms, so it sleeps without a connection; or, once due and while
+ * the one ahead is in a call, wait for that call to end (done false: the
+ * caller waits on its ticket). It never sleeps past the moment the one ahead
+ * would be found gone (one slice plus the grace while that one is in a call,
+ * its due time plus the grace otherwise), and backs off by how late the one
+ * ahead is when it is due but the one ahead is not here.
+ *
+ * Parameters: the model row, its candidates, the tokens, the settings, the
+ * one ahead's ticket id, how many are ahead and their tokens, the ms left
+ * until the deadline, whether this call may stay, the end of its slice.
+ * Returns the verdict (queued or wait_timeout, retry_after_ms when the turn
+ * is expected), the turn, the hint and whether the call is done.
+ * Raises nothing.
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred_id, 2, 200,
+ *              5000, true, clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.turn_behind(
+    p_model public.google_ai_model_limits,
+    p_cands google_ai_internal.candidate [],
+    p_tokens integer,
+    p_cfg public.google_ai_settings,
+    p_pred uuid,
+    p_ahead integer,
+    p_ahead_tokens bigint,
+    p_remaining_ms double precision,
+    p_may_stay boolean,
+    p_slice_end timestamptz,
+    out verdict public.acquire_result,
+    out turn timestamptz,
+    out hint_ms double precision,
+    out done boolean
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+    grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
+    pred google_ai_internal.wait_tickets;
+    present boolean;
+begin
+    select t.* into pred from google_ai_internal.wait_tickets as t where t.id = p_pred;
+    done := true;
+    turn := greatest(
+        google_ai_internal.turn_estimate(p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg),
+        pred.turn_at
+    );
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+    verdict.reason := case when p_remaining_ms <= 0 then 'wait_timeout' else 'queued' end;
+    verdict.retry_after_ms := greatest(
+        1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
+    )::integer;
+    if p_remaining_ms <= 0 then
+        return;
+    end if;
+    hint_ms := extract(epoch from turn - at_now) * 1000 - p_cfg.wait_recheck_ms;
+    present := google_ai_internal.ticket_in_call(pred.id);
+    if hint_ms <= 0 and present and p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
+        done := false;
+        return;
+    end if;
+    if hint_ms <= 0 and not present then
+        hint_ms := greatest(
+            p_cfg.wait_recheck_ms, pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
+        );
+    end if;
+    hint_ms := greatest(p_cfg.wait_recheck_ms, least(
+        hint_ms,
+        case
+            when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
+            else extract(epoch from pred.due_at + grace - at_now) * 1000
+        end
+    ));
+end;
+$$;
+
+revoke all on function google_ai_internal.turn_behind(
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * look_at_line: a waiter's look at its queue: the candidates that could
+ * serve its request now, and who is ahead of it (line_ahead, with the
+ * queue's starving classes on those candidates' groups).
+ *
+ * Parameters: p_me, the waiter's ticket; p_model (a limits row name);
+ * p_key_aliases; p_tokens; the settings.
+ * Returns the candidates and line_ahead's answer. Raises nothing.
+ * Example: select * from google_ai_internal.look_at_line(me, 'gemma-3-27b', null, 100, cfg);
+ */
+create or replace function google_ai_internal.look_at_line(
+    p_me google_ai_internal.wait_tickets,
+    p_model text,
+    p_key_aliases text [],
+    p_tokens integer,
+    p_cfg public.google_ai_settings,
+    out cands google_ai_internal.candidate [],
+    out ahead integer,
+    out ahead_tokens bigint,
+    out nearest uuid,
+    out head uuid
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+begin
+    cands := array(
+        select c from google_ai_internal.candidates(p_model, p_key_aliases, at_now, p_tokens) as c
+    );
+    select l.ahead, l.ahead_tokens, l.nearest, l.head into ahead, ahead_tokens, nearest, head
+    from google_ai_internal.line_ahead(
+        p_me,
+        google_ai_internal.starving_classes(
+            p_me.model, p_me.key_set,
+            array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
+            at_now, p_cfg.aging_ms
+        ),
+        at_now,
+        pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
+        p_cfg.aging_ms
+    ) as l;
+end;
+$$;
+
+revoke all on function google_ai_internal.look_at_line(
+    google_ai_internal.wait_tickets, text, text [], integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * try_backfill: one try for a waiter behind others, when backfill_group
+ * says its request fits now without delaying the head (p_head) of its line:
+ * reserve_round on that group only.
+ *
+ * Parameters: p_head (the head's ticket id), the waiter's candidates, the
+ * model row, tokens, caller, request_id, settings, policy and when its wait
+ * began.
+ * Returns the verdict (granted = false, or null, when there is nothing to
+ * backfill). Raises nothing.
+ * Example: verdict := google_ai_internal.try_backfill(head, cands, m, 100, 'bot', 'r1', cfg,
+ *                         pol, now());
+ */
+create or replace function google_ai_internal.try_backfill(
+    p_head uuid,
+    p_cands google_ai_internal.candidate [],
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    head google_ai_internal.wait_tickets;
+    fits_in text;
+begin
+    select t.* into head from google_ai_internal.wait_tickets as t where t.id = p_head;
+    fits_in := google_ai_internal.backfill_group(
+        head, p_tokens, p_cands, p_model.model, p_cfg, google_ai_internal.clock()
+    );
+    if fits_in is null then
+        return null;
+    end if;
+    return google_ai_internal.reserve_round(
+        p_model, array(select c from pg_catalog.unnest(p_cands) as c where c.quota_group = fits_in),
+        p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, p_waiting_since
+    );
+end;
+$$;
+
+revoke all on function google_ai_internal.try_backfill(
+    uuid, google_ai_internal.candidate [], public.google_ai_model_limits, integer, text, text,
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
+) from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
@@ -342,11 +539,8 @@ declare
     deadline timestamptz;
     slice_end timestamptz;
     yield_at timestamptz;
-    cands google_ai_internal.candidate [];
     line record;
     step record;
-    pred google_ai_internal.wait_tickets;
-    backfill text;
     remaining_ms double precision;
 begin
     placed := google_ai_internal.take_place(
@@ -368,55 +562,29 @@ begin
     rounds := me.rounds;
     loop
         rounds := rounds + 1;
-        cands := array(select c from google_ai_internal.candidates(
-            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
-        ) as c);
-        line := google_ai_internal.line_ahead(
-            me,
-            google_ai_internal.starving_classes(
-                me.model, me.key_set,
-                array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
-                google_ai_internal.clock(), p_cfg.aging_ms
-            ),
-            google_ai_internal.clock(),
-            pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
-            p_cfg.aging_ms
-        );
+        line := google_ai_internal.look_at_line(me, p_model.model, p_key_aliases, p_tokens, p_cfg);
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
         if line.nearest is null then
             step := google_ai_internal.head_try(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                p_model, line.cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
                 me.created_at, remaining_ms, not placed.fresh, slice_end
             );
-            verdict := step.verdict;
         else
-            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.head;
-            backfill := google_ai_internal.backfill_group(
-                pred, p_tokens, cands, p_model.model, p_cfg, google_ai_internal.clock()
+            verdict := google_ai_internal.try_backfill(
+                line.head, line.cands, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at
             );
-            if backfill is not null then
-                verdict := google_ai_internal.reserve_round(
-                    p_model, array(select c from pg_catalog.unnest(cands) as c
-                                   where c.quota_group = backfill),
-                    p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, me.created_at
-                );
-                exit when verdict.granted;
-            end if;
-            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
+            exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
+                p_model, line.cands, p_tokens, p_cfg, line.nearest, line.ahead, line.ahead_tokens,
                 remaining_ms, not placed.fresh, slice_end
             );
-            verdict := null;
-            verdict.granted := false;
-            verdict.model := coalesce(p_model.api_model, p_model.model);
-            verdict.reason := step.reason;
-            verdict.retry_after_ms := step.retry_after_ms;
-            -- Due, and the one ahead is in a call: wait for it to end.
             if not step.done then
-                perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
+                -- Due, and the one ahead is in a call: wait for it to end.
+                perform google_ai_internal.wait_for_ticket(line.nearest, slice_end);
             end if;
         end if;
+        verdict := step.verdict;
         exit when step.done;
     end loop;
 
@@ -438,6 +606,485 @@ revoke all on function google_ai_internal.wait_in_line(
     uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
     public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
 ) from public, anon, authenticated;
+
+/*
+ * acquire_along_chain: acquire()'s walk along the fallback chain from the
+ * model its ticket waits on: on each model, first the fallback in time
+ * (fall_back_now, once the wait has lasted the class's fallback_after_ms),
+ * then a wait in line or one try under the caller's budget
+ * (acquire_within_budget). A 'queued' answer ends the walk (the wait goes
+ * on); a final refusal moves it to the next model, keeping the ticket and
+ * what remains of max_wait_ms. When every model refuses, the first refusal
+ * says why, for the model asked for.
+ *
+ * Parameters: the model asked for (its limits row) and its chain, the step
+ * its ticket waits on and since when (null:
+ * no ticket yet), acquire's tokens, whether it waits, max_wait_ms,
+ * key_aliases, the policy, request_id and ticket, the settings, when the call
+ * started, the Pacific day.
+ * Returns the verdict, the model it is for and the rounds taken. Raises what
+ * acquire_on raises.
+ * Example: select * from google_ai_internal.acquire_along_chain(m, array['gemma-3-27b'], 1,
+ *              null, 100, true, 5000, null, pol, 'r1', null, cfg, clock_timestamp(), current_date);
+ */
+create or replace function google_ai_internal.acquire_along_chain(
+    p_wanted public.google_ai_model_limits,
+    p_chain text [],
+    p_step integer,
+    p_waiting_since timestamptz,
+    p_tokens integer,
+    p_waiting boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_policy google_ai_internal.caller_policy,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_today date,
+    out verdict public.acquire_result,
+    out served public.google_ai_model_limits,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    step integer := p_step;
+    wait_left integer;
+    yield_after integer;
+    attempt record;
+    first_refusal public.acquire_result;
+begin
+    rounds := 0;
+    while step <= pg_catalog.cardinality(p_chain) loop
+        served := case
+            when step = 1 then p_wanted else google_ai_internal.resolve_model(p_chain[step])
+        end;
+        yield_after := case
+            when step < pg_catalog.cardinality(p_chain) then p_policy.fallback_after_ms
+        end;
+        if p_waiting_since <= google_ai_internal.clock()
+            - pg_catalog.make_interval(secs => yield_after / 1000.0) then
+            attempt := google_ai_internal.fall_back_now(
+                p_chain, step, p_tokens, p_key_aliases, p_policy, p_request_id, p_cfg, p_started,
+                p_today
+            );
+            rounds := rounds + attempt.rounds;
+            if (attempt.verdict).granted then
+                delete from google_ai_internal.wait_tickets as t where t.id = p_ticket;
+                verdict := attempt.verdict;
+                verdict.waited_ms := pg_catalog.round(extract(epoch from
+                    google_ai_internal.clock() - p_waiting_since
+                ) * 1000)::integer;
+                served := attempt.served;
+                return;
+            end if;
+        end if;
+        wait_left := greatest(0, p_max_wait_ms - case
+            when step = p_step then 0
+            else pg_catalog.round(extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000)
+        end)::integer;
+        attempt := google_ai_internal.acquire_within_budget(
+            served, p_tokens, p_waiting and (wait_left > 0 or p_ticket is not null), wait_left,
+            p_key_aliases, p_policy.caller, p_request_id, p_ticket, p_cfg, p_started, p_policy,
+            yield_after, p_today
+        );
+        verdict := attempt.verdict;
+        rounds := rounds + attempt.rounds;
+        exit when verdict.granted or verdict.reason = 'queued';
+        if first_refusal.reason is null then
+            first_refusal := verdict;
+        end if;
+        step := step + 1;
+    end loop;
+    if not verdict.granted and verdict.reason <> 'queued' then
+        verdict := first_refusal;
+        served := p_wanted;
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_along_chain(
+    public.google_ai_model_limits, text [], integer, timestamptz, integer, boolean, integer, text [],
+    google_ai_internal.caller_policy, text, uuid, public.google_ai_settings, timestamptz, date
+) from public, anon, authenticated;
+
+/*
+ * acquire: atomically reserve one request and `tokens` input tokens of
+ * `model` on the best usable key.
+ *
+ * Parameters:
+ *   model        limits row name or API id ('gemma-3-27b' or 'gemma-3-27b-it')
+ *   tokens       estimated input tokens (an upper bound; settle reconciles)
+ *   mode         'NO_WAIT' (one attempt) or 'WAIT' (wait for capacity, see below)
+ *   max_wait_ms  how long a WAIT may last in all, 0..86400000; the ticket's
+ *                first call fixes the deadline, later calls can only bring
+ *                it closer (0 ends the wait)
+ *   key_aliases  the keys this caller holds; null means every active key
+ *   caller       who calls (<= 200 characters): its class and budgets apply
+ *                (google_ai_caller_policies; no row: class default). A login
+ *                pinned to a caller (login_role) is that caller, whatever it
+ *                passes here.
+ *   request_id   free text for the audit log (<= 200 characters)
+ *   ticket       the place in line a previous answer returned (null at first)
+ *
+ * Returns one acquire_result row. A refusal is a row with granted = false and
+ * reason in (rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget,
+ * queued), never an exception, so its audit row is kept. `model` is the API
+ * id of the model served, which a fallback may have changed.
+ *
+ * The one waiting rule: while reason = 'queued', sleep retry_after_ms (0 =
+ * call at once) without holding a connection, then call again with the same
+ * arguments and the returned ticket. A WAIT always holds a ticket (made here
+ * when none is passed); its first call takes a place in the queue of its
+ * model and key set and fixes the deadline. The queue serves by class
+ * priority (aged over google_ai_settings.aging_ms, so no class starves), then
+ * ticket order. No call stays in the database longer than wait_slice_ms, so
+ * a transaction pooler keeps its connections for other work. The answer is a
+ * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
+ * outlast it, no_key, caller_budget), or 'queued'. The place expires if the
+ * caller is more than wait_ticket_grace_ms late. Only the final verdict is
+ * audited, with the whole wait in waited_ms. NO_WAIT, and WAIT with
+ * max_wait_ms = 0, try once and refuse with the binding limit and a truthful
+ * retry_after_ms.
+ *
+ * A 'queued' answer says where the waiter stands: queue_position (1 =
+ * next) and expected_wait_ms (when its turn is expected), for a person
+ * waiting on the other side.
+ *
+ * Policy (caller_policy): the class's reserves and priority apply in every
+ * try, and a class with members above it is paced (try_reserve). A
+ * caller with a daily budget for the model (google_ai_caller_budgets) is
+ * refused caller_budget, until the next Pacific midnight, once it is spent. A caller whose class may fall back is not refused for a model while
+ * a model of its fallback chain (google_ai_fallbacks) can grant within the
+ * same wait: a final refusal moves the wait to the next model (the ticket
+ * follows), and the grant's ledger row records fallback_from. With the
+ * class's fallback_after_ms, a wait that has lasted that long is served at
+ * once by a later model of the chain that can grant now (its place in line
+ * is given up); until then no call sleeps past that moment.
+ *
+ * Raises: LL001 unknown model, LL002 bad tokens, LL003 tokens > TPM,
+ *         LL004 unknown mode, LL007 bad max_wait_ms or text too long.
+ * Example: select * from public.acquire('gemma-3-27b', 1200, 'WAIT', 30000,
+ *                                       array['bot-key-1'], 'bot', 'msg-42');
+ */
+create or replace function public.acquire(
+    model text,
+    tokens integer,
+    mode text default 'NO_WAIT',
+    max_wait_ms integer default 0,
+    key_aliases text [] default null,
+    caller text default null,
+    request_id text default null,
+    ticket uuid default null
+)
+returns public.acquire_result
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    cfg public.google_ai_settings := google_ai_internal.settings();
+    started timestamptz := pg_catalog.clock_timestamp();
+    wanted public.google_ai_model_limits;
+    served public.google_ai_model_limits;
+    policy google_ai_internal.caller_policy;
+    chain text [];
+    step integer := 1;
+    waiting boolean;
+    held_model text;
+    held_since timestamptz;
+    along record;
+    verdict public.acquire_result;
+    today date;
+begin
+    wanted := google_ai_internal.check_acquire_args(
+        acquire.model, tokens, mode, max_wait_ms, key_aliases, caller, request_id
+    );
+    policy := google_ai_internal.caller_policy(caller);
+    chain := case
+        when policy.may_fall_back then google_ai_internal.fallback_chain(wanted.model)
+        else array[wanted.model]
+    end;
+    -- A ticket that already waits on a later model of the chain stays there.
+    if ticket is not null and pg_catalog.cardinality(chain) > 1 then
+        select t.model, t.created_at into held_model, held_since
+        from google_ai_internal.wait_tickets as t where t.id = ticket;
+        step := coalesce(pg_catalog.array_position(chain, held_model), 1);
+    end if;
+    -- A ticket holder's call with max_wait_ms = 0 ends its wait in line.
+    waiting := pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null);
+    today := (google_ai_internal.clock() at time zone cfg.rpd_time_zone)::date;
+
+    select * into along
+    from google_ai_internal.acquire_along_chain(
+        wanted, chain, step, held_since, tokens, waiting, max_wait_ms, key_aliases, policy,
+        request_id, ticket, cfg, started, today
+    );
+    verdict := along.verdict;
+    served := along.served;
+    if verdict.reason = 'queued' then
+        return verdict;  -- the wait goes on; its last call audits all of it
+    end if;
+
+    if verdict.granted and served.model <> wanted.model then
+        perform google_ai_internal.mark_fallback(verdict, wanted.model);
+    end if;
+    perform google_ai_internal.record_acquire_verdict(
+        verdict, served.model, tokens, pg_catalog.upper(mode), max_wait_ms, along.rounds,
+        policy.caller, request_id, key_aliases
+    );
+    return verdict;
+end;
+$$;
+
+comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid) is
+'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it (queue_position and expected_wait_ms say where it stands). A class''s fallback_after_ms moves a long wait to a fallback that can grant now. No call lasts longer than google_ai_settings.wait_slice_ms.';
+
+revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
+from public, anon, authenticated;
+grant execute on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
+to service_role;
+
+/*
+ * usage_events: what usage_report counts, one row per event between
+ * p_since and p_until: each grant (with its tokens, wait and whether a
+ * fallback served it), each fold of refusals, each 429 from Google (its
+ * caller is the grant's), and the day roll-ups of the detail maintenance
+ * has deleted (detail_kept false).
+ *
+ * Parameters: p_since, p_until.
+ * Returns the rows with their counts (n_requests, n_committed, n_input,
+ * n_output, n_refusals, reason, n_429s, waited_ms, n_fallbacks). Raises
+ * nothing.
+ * Example: select * from google_ai_internal.usage_events(now() - interval '1 day', now());
+ */
+create or replace function google_ai_internal.usage_events(p_since timestamptz, p_until timestamptz)
+returns table (
+    caller text,
+    model text,
+    at timestamptz,
+    detail_kept boolean,
+    n_requests integer,
+    n_committed integer,
+    n_input bigint,
+    n_output bigint,
+    n_refusals integer,
+    reason text,
+    n_429s integer,
+    waited_ms integer,
+    n_fallbacks integer
+)
+language sql
+stable
+set search_path = ''
+as $$
+    -- One row per grant.
+    select
+        r.caller, r.model, r.granted_at as at, true as detail_kept,
+        1 as n_requests, (r.status = 'committed')::integer as n_committed,
+        r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
+        0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
+        google_ai_internal.is_fallback(r)::integer as n_fallbacks
+    from public.google_ai_reservations as r
+    where r.granted_at >= p_since and r.granted_at < p_until
+    union all
+    -- One row per fold of refusals.
+    select
+        f.caller, f.model, f.first_at, true,
+        0, 0, 0, 0, f.refusals, f.reason, 0, null, 0
+    from public.google_ai_refusals as f
+    where f.first_at >= p_since and f.first_at < p_until
+    union all
+    -- One row per 429 from Google; its caller is the grant's.
+    select
+        r.caller, a.model, a.ts, r.id is not null,
+        0, 0, 0, 0, 0, null, 1, null, 0
+    from public.google_ai_audit_records as a
+    left join public.google_ai_reservations as r on r.id = a.reservation_id
+    where a.event = 'rate_limited' and a.ts >= p_since and a.ts < p_until
+    union all
+    -- Day roll-ups of detail that maintenance has deleted.
+    select
+        null, e.model, e.day::timestamp at time zone 'UTC', false,
+        (case when e.event = 'granted' then e.events else 0 end)::integer,
+        (case when e.event = 'committed' then e.events else 0 end)::integer,
+        case when e.event = 'granted' then e.tokens else 0 end,
+        0,
+        (case when e.event = 'refused' then e.events else 0 end)::integer,
+        case when e.event = 'refused' then 'unknown' end,
+        (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
+        null, 0
+    from public.google_ai_event_counts as e
+    where
+        e.event in ('granted', 'committed', 'refused', 'rate_limited')
+        and e.day >= (p_since at time zone 'UTC')::date
+        and e.day::timestamp at time zone 'UTC' < p_until
+$$;
+
+revoke all on function google_ai_internal.usage_events(timestamptz, timestamptz)
+from public, anon, authenticated;
+
+/*
+ * usage_bucket: the usage_report bucket an event falls in: its caller, its
+ * caller's class, its model or its UTC day; detail that maintenance has
+ * rolled up has no caller any more ('(rolled up)').
+ *
+ * Parameters: p_by (caller, class, model or day), then the event's caller,
+ * model, time and whether its detail is kept (a usage_events row's).
+ * Returns the bucket's name. Raises nothing.
+ * Example: select google_ai_internal.usage_bucket('class', 'telegram-bot', 'gemma-3-27b', now(), true);
+ */
+create or replace function google_ai_internal.usage_bucket(
+    p_by text, p_caller text, p_model text, p_at timestamptz, p_detail_kept boolean
+)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select case
+        when p_by in ('caller', 'class') and not p_detail_kept then '(rolled up)'
+        when p_by = 'caller' then coalesce(p_caller, '(no caller)')
+        when p_by = 'class' then google_ai_internal.caller_class(p_caller)
+        when p_by = 'model' then p_model
+        else pg_catalog.to_char(p_at at time zone 'UTC', 'YYYY-MM-DD')
+    end
+$$;
+
+revoke all on function google_ai_internal.usage_bucket(text, text, text, timestamptz, boolean)
+from public, anon, authenticated;
+
+/*
+ * usage_report: requests, tokens, refusals, 429s, waits and fallbacks over a
+ * period, one row per caller, model, UTC day or caller class.
+ *
+ * Parameters:
+ *   since  start of the period (inclusive); null: 7 days before `until`
+ *   until  end of the period (exclusive); null: now
+ *   by     'caller' (default), 'model', 'day' (UTC, as YYYY-MM-DD) or 'class'
+ *
+ * Returns one row per bucket, ordered by bucket:
+ *   bucket              the caller ('(no caller)' when none was given), model,
+ *                       day or class; '(rolled up)' for caller and class
+ *                       figures read from day roll-ups, whose caller is gone
+ *   requests            grants made (each attempt of a call is one)
+ *   committed           grants settled with Google's usage
+ *   input_tokens        input tokens counted against TPM (Google's count once
+ *                       committed; the estimate of a sent call never committed)
+ *   output_tokens       completion tokens (detail only: roll-ups drop them)
+ *   refusals            refusals of our own (acquire said no), every folded
+ *                       refusal counted
+ *   refusals_by_reason  {reason: count}; 'unknown' for rolled-up refusals
+ *   google_429s         429s Google answered to a granted call
+ *   wait_p50_ms, wait_p95_ms  how long grants waited in acquire (detail only)
+ *   fallbacks           grants served by another model than asked (see
+ *                       is_fallback)
+ *   rolled_up_requests  how many of `requests` come from roll-ups; roll-ups
+ *                       count whole UTC days that overlap the period
+ *
+ * Raises: LL007 when `by` is not one of the four, or since >= until.
+ * Example: select * from public.usage_report(now() - interval '7 days', by => 'model');
+ */
+create or replace function public.usage_report(
+    since timestamptz default null,
+    until timestamptz default null,
+    by text default 'caller'
+)
+returns table (
+    bucket text,
+    requests bigint,
+    committed bigint,
+    input_tokens bigint,
+    output_tokens bigint,
+    refusals bigint,
+    refusals_by_reason jsonb,
+    google_429s bigint,
+    wait_p50_ms integer,
+    wait_p95_ms integer,
+    fallbacks bigint,
+    rolled_up_requests bigint
+)
+language plpgsql
+stable
+security definer
+set search_path = ''
+-- A plan over the ledger's union with three small tables: JIT only adds
+-- compile time to a query that runs once.
+set jit = off
+as $$
+declare
+    period_end timestamptz := coalesce(usage_report.until, google_ai_internal.clock());
+    period_start timestamptz := coalesce(usage_report.since, period_end - interval '7 days');
+begin
+    if usage_report.by is null or usage_report.by not in ('caller', 'model', 'day', 'class') then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('by must be caller, model, day or class, got %L',
+                                        pg_catalog.left(coalesce(usage_report.by, 'null'), 40)),
+            hint = 'Example: select * from public.usage_report(by => ''model'');';
+    end if;
+    if period_start >= period_end then
+        raise exception using errcode = 'LL007',
+            message = 'since must be before until',
+            detail = pg_catalog.format('since %s, until %s', period_start, period_end),
+            hint = 'Pass since earlier than until, or leave until null for now.';
+    end if;
+    return query
+    with events as (
+        select * from google_ai_internal.usage_events(period_start, period_end)
+    ),
+
+    bucketed as (
+        select
+            google_ai_internal.usage_bucket(usage_report.by, v.caller, v.model, v.at, v.detail_kept)
+                as bucket,
+            v.*
+        from events as v
+    ),
+
+    reasons as (
+        select g.bucket, pg_catalog.jsonb_object_agg(g.reason, g.n order by g.reason) as by_reason
+        from (
+            select b.bucket, coalesce(b.reason, 'unknown') as reason, sum(b.n_refusals) as n
+            from bucketed as b
+            where b.n_refusals > 0
+            group by 1, 2
+        ) as g
+        group by g.bucket
+    )
+
+    select
+        b.bucket,
+        sum(b.n_requests)::bigint,
+        sum(b.n_committed)::bigint,
+        sum(b.n_input)::bigint,
+        sum(b.n_output)::bigint,
+        sum(b.n_refusals)::bigint,
+        coalesce(rs.by_reason, '{}'::jsonb),
+        sum(b.n_429s)::bigint,
+        percentile_disc(0.5) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        percentile_disc(0.95) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        sum(b.n_fallbacks)::bigint,
+        coalesce(sum(b.n_requests) filter (where not b.detail_kept), 0)::bigint
+    from bucketed as b
+    left join reasons as rs on rs.bucket = b.bucket
+    group by b.bucket, rs.by_reason
+    order by b.bucket;
+end;
+$$;
+
+comment on function public.usage_report(timestamptz, timestamptz, text) is
+'Requests, input/output tokens, refusals by reason, Google 429s, waits p50/p95 and fallbacks over a period, per caller, model, UTC day or caller class (ledger, folded refusals, audit records and day roll-ups).';
+
+revoke all on function public.usage_report(timestamptz, timestamptz, text)
+from public, anon, authenticated;
+grant execute on function public.usage_report(timestamptz, timestamptz, text) to service_role;
 
 /*
  * expire_leases: step 1 of run_maintenance: reservations still `reserved`

@@ -594,9 +594,9 @@ revoke all on function google_ai_internal.head_try(
 ) from public, anon, authenticated;
 
 /*
- * turn_behind: when a waiter behind others (p_pred the nearest one ahead,
- * p_ahead and p_ahead_tokens all of them) could be served, and what it does
- * now: told to call back when its turn is expected, less one
+ * turn_behind: when a waiter behind others (p_pred, the nearest one ahead;
+ * p_ahead and p_ahead_tokens, all of them) could be served, and what it
+ * does now: told to call back when its turn is expected, less one
  * wait_recheck_ms, so it sleeps without a connection; or, once due and while
  * the one ahead is in a call, wait for that call to end (done false: the
  * caller waits on its ticket). It never sleeps past the moment the one ahead
@@ -605,12 +605,12 @@ revoke all on function google_ai_internal.head_try(
  * ahead is when it is due but the one ahead is not here.
  *
  * Parameters: the model row, its candidates, the tokens, the settings, the
- * one ahead, how many are ahead and their tokens, the ms left until the
- * deadline, whether this call may stay, the end of its slice.
- * Returns the reason (queued or wait_timeout), retry_after_ms (when the turn
+ * one ahead's ticket id, how many are ahead and their tokens, the ms left
+ * until the deadline, whether this call may stay, the end of its slice.
+ * Returns the verdict (queued or wait_timeout, retry_after_ms when the turn
  * is expected), the turn, the hint and whether the call is done.
  * Raises nothing.
- * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred, 2, 200,
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred_id, 2, 200,
  *              5000, true, clock_timestamp() + interval '2 s');
  */
 create or replace function google_ai_internal.turn_behind(
@@ -618,14 +618,13 @@ create or replace function google_ai_internal.turn_behind(
     p_cands google_ai_internal.candidate [],
     p_tokens integer,
     p_cfg public.google_ai_settings,
-    p_pred google_ai_internal.wait_tickets,
+    p_pred uuid,
     p_ahead integer,
     p_ahead_tokens bigint,
     p_remaining_ms double precision,
     p_may_stay boolean,
     p_slice_end timestamptz,
-    out reason text,
-    out retry_after_ms integer,
+    out verdict public.acquire_result,
     out turn timestamptz,
     out hint_ms double precision,
     out done boolean
@@ -637,37 +636,40 @@ as $$
 declare
     at_now timestamptz := google_ai_internal.clock();
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
+    pred google_ai_internal.wait_tickets;
     present boolean;
 begin
+    select t.* into pred from google_ai_internal.wait_tickets as t where t.id = p_pred;
     done := true;
     turn := greatest(
-        google_ai_internal.turn_estimate(
-            p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg
-        ),
-        p_pred.turn_at
+        google_ai_internal.turn_estimate(p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg),
+        pred.turn_at
     );
-    retry_after_ms := greatest(1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000))::integer;
+    verdict.granted := false;
+    verdict.model := coalesce(p_model.api_model, p_model.model);
+    verdict.reason := case when p_remaining_ms <= 0 then 'wait_timeout' else 'queued' end;
+    verdict.retry_after_ms := greatest(
+        1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
+    )::integer;
     if p_remaining_ms <= 0 then
-        reason := 'wait_timeout';
         return;
     end if;
-    reason := 'queued';
     hint_ms := extract(epoch from turn - at_now) * 1000 - p_cfg.wait_recheck_ms;
-    present := google_ai_internal.ticket_in_call(p_pred.id);
+    present := google_ai_internal.ticket_in_call(pred.id);
     if hint_ms <= 0 and present and p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
         done := false;
         return;
     end if;
     if hint_ms <= 0 and not present then
         hint_ms := greatest(
-            p_cfg.wait_recheck_ms, pg_catalog.abs(extract(epoch from at_now - p_pred.due_at)) * 1000
+            p_cfg.wait_recheck_ms, pg_catalog.abs(extract(epoch from at_now - pred.due_at)) * 1000
         );
     end if;
     hint_ms := greatest(p_cfg.wait_recheck_ms, least(
         hint_ms,
         case
             when present then p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms
-            else extract(epoch from p_pred.due_at + grace - at_now) * 1000
+            else extract(epoch from pred.due_at + grace - at_now) * 1000
         end
     ));
 end;
@@ -675,8 +677,110 @@ $$;
 
 revoke all on function google_ai_internal.turn_behind(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer,
-    public.google_ai_settings, google_ai_internal.wait_tickets, integer, bigint,
-    double precision, boolean, timestamptz
+    public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * look_at_line: a waiter's look at its queue: the candidates that could
+ * serve its request now, and who is ahead of it (line_ahead, with the
+ * queue's starving classes on those candidates' groups).
+ *
+ * Parameters: p_me, the waiter's ticket; p_model (a limits row name);
+ * p_key_aliases; p_tokens; the settings.
+ * Returns the candidates and line_ahead's answer. Raises nothing.
+ * Example: select * from google_ai_internal.look_at_line(me, 'gemma-3-27b', null, 100, cfg);
+ */
+create or replace function google_ai_internal.look_at_line(
+    p_me google_ai_internal.wait_tickets,
+    p_model text,
+    p_key_aliases text [],
+    p_tokens integer,
+    p_cfg public.google_ai_settings,
+    out cands google_ai_internal.candidate [],
+    out ahead integer,
+    out ahead_tokens bigint,
+    out nearest uuid,
+    out head uuid
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    at_now timestamptz := google_ai_internal.clock();
+begin
+    cands := array(
+        select c from google_ai_internal.candidates(p_model, p_key_aliases, at_now, p_tokens) as c
+    );
+    select l.ahead, l.ahead_tokens, l.nearest, l.head into ahead, ahead_tokens, nearest, head
+    from google_ai_internal.line_ahead(
+        p_me,
+        google_ai_internal.starving_classes(
+            p_me.model, p_me.key_set,
+            array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
+            at_now, p_cfg.aging_ms
+        ),
+        at_now,
+        pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
+        p_cfg.aging_ms
+    ) as l;
+end;
+$$;
+
+revoke all on function google_ai_internal.look_at_line(
+    google_ai_internal.wait_tickets, text, text [], integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
+ * try_backfill: one try for a waiter behind others, when backfill_group
+ * says its request fits now without delaying the head (p_head) of its line:
+ * reserve_round on that group only.
+ *
+ * Parameters: p_head (the head's ticket id), the waiter's candidates, the
+ * model row, tokens, caller, request_id, settings, policy and when its wait
+ * began.
+ * Returns the verdict (granted = false, or null, when there is nothing to
+ * backfill). Raises nothing.
+ * Example: verdict := google_ai_internal.try_backfill(head, cands, m, 100, 'bot', 'r1', cfg,
+ *                         pol, now());
+ */
+create or replace function google_ai_internal.try_backfill(
+    p_head uuid,
+    p_cands google_ai_internal.candidate [],
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_cfg public.google_ai_settings,
+    p_policy google_ai_internal.caller_policy,
+    p_waiting_since timestamptz
+)
+returns public.acquire_result
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    head google_ai_internal.wait_tickets;
+    fits_in text;
+begin
+    select t.* into head from google_ai_internal.wait_tickets as t where t.id = p_head;
+    fits_in := google_ai_internal.backfill_group(
+        head, p_tokens, p_cands, p_model.model, p_cfg, google_ai_internal.clock()
+    );
+    if fits_in is null then
+        return null;
+    end if;
+    return google_ai_internal.reserve_round(
+        p_model, array(select c from pg_catalog.unnest(p_cands) as c where c.quota_group = fits_in),
+        p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, p_waiting_since
+    );
+end;
+$$;
+
+revoke all on function google_ai_internal.try_backfill(
+    uuid, google_ai_internal.candidate [], public.google_ai_model_limits, integer, text, text,
+    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -817,11 +921,8 @@ declare
     deadline timestamptz;
     slice_end timestamptz;
     yield_at timestamptz;
-    cands google_ai_internal.candidate [];
     line record;
     step record;
-    pred google_ai_internal.wait_tickets;
-    backfill text;
     remaining_ms double precision;
 begin
     placed := google_ai_internal.take_place(
@@ -843,55 +944,29 @@ begin
     rounds := me.rounds;
     loop
         rounds := rounds + 1;
-        cands := array(select c from google_ai_internal.candidates(
-            p_model.model, p_key_aliases, google_ai_internal.clock(), p_tokens
-        ) as c);
-        line := google_ai_internal.line_ahead(
-            me,
-            google_ai_internal.starving_classes(
-                me.model, me.key_set,
-                array(select distinct c.quota_group from pg_catalog.unnest(cands) as c),
-                google_ai_internal.clock(), p_cfg.aging_ms
-            ),
-            google_ai_internal.clock(),
-            pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0),
-            p_cfg.aging_ms
-        );
+        line := google_ai_internal.look_at_line(me, p_model.model, p_key_aliases, p_tokens, p_cfg);
         remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
         if line.nearest is null then
             step := google_ai_internal.head_try(
-                p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                p_model, line.cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
                 me.created_at, remaining_ms, not placed.fresh, slice_end
             );
-            verdict := step.verdict;
         else
-            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.head;
-            backfill := google_ai_internal.backfill_group(
-                pred, p_tokens, cands, p_model.model, p_cfg, google_ai_internal.clock()
+            verdict := google_ai_internal.try_backfill(
+                line.head, line.cands, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at
             );
-            if backfill is not null then
-                verdict := google_ai_internal.reserve_round(
-                    p_model, array(select c from pg_catalog.unnest(cands) as c
-                                   where c.quota_group = backfill),
-                    p_tokens, p_caller, p_request_id, p_cfg, true, p_policy, me.created_at
-                );
-                exit when verdict.granted;
-            end if;
-            select t.* into pred from google_ai_internal.wait_tickets as t where t.id = line.nearest;
+            exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, cands, p_tokens, p_cfg, pred, line.ahead, line.ahead_tokens,
+                p_model, line.cands, p_tokens, p_cfg, line.nearest, line.ahead, line.ahead_tokens,
                 remaining_ms, not placed.fresh, slice_end
             );
-            verdict := null;
-            verdict.granted := false;
-            verdict.model := coalesce(p_model.api_model, p_model.model);
-            verdict.reason := step.reason;
-            verdict.retry_after_ms := step.retry_after_ms;
-            -- Due, and the one ahead is in a call: wait for it to end.
             if not step.done then
-                perform google_ai_internal.wait_for_ticket(pred.id, slice_end);
+                -- Due, and the one ahead is in a call: wait for it to end.
+                perform google_ai_internal.wait_for_ticket(line.nearest, slice_end);
             end if;
         end if;
+        verdict := step.verdict;
         exit when step.done;
     end loop;
 

@@ -453,6 +453,110 @@ revoke all on function google_ai_internal.mark_fallback(public.acquire_result, t
 from public, anon, authenticated;
 
 /*
+ * acquire_along_chain: acquire()'s walk along the fallback chain from the
+ * model its ticket waits on: on each model, first the fallback in time
+ * (fall_back_now, once the wait has lasted the class's fallback_after_ms),
+ * then a wait in line or one try under the caller's budget
+ * (acquire_within_budget). A 'queued' answer ends the walk (the wait goes
+ * on); a final refusal moves it to the next model, keeping the ticket and
+ * what remains of max_wait_ms. When every model refuses, the first refusal
+ * says why, for the model asked for.
+ *
+ * Parameters: the model asked for (its limits row) and its chain, the step
+ * its ticket waits on and since when (null:
+ * no ticket yet), acquire's tokens, whether it waits, max_wait_ms,
+ * key_aliases, the policy, request_id and ticket, the settings, when the call
+ * started, the Pacific day.
+ * Returns the verdict, the model it is for and the rounds taken. Raises what
+ * acquire_on raises.
+ * Example: select * from google_ai_internal.acquire_along_chain(m, array['gemma-3-27b'], 1,
+ *              null, 100, true, 5000, null, pol, 'r1', null, cfg, clock_timestamp(), current_date);
+ */
+create or replace function google_ai_internal.acquire_along_chain(
+    p_wanted public.google_ai_model_limits,
+    p_chain text [],
+    p_step integer,
+    p_waiting_since timestamptz,
+    p_tokens integer,
+    p_waiting boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_policy google_ai_internal.caller_policy,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_today date,
+    out verdict public.acquire_result,
+    out served public.google_ai_model_limits,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    step integer := p_step;
+    wait_left integer;
+    yield_after integer;
+    attempt record;
+    first_refusal public.acquire_result;
+begin
+    rounds := 0;
+    while step <= pg_catalog.cardinality(p_chain) loop
+        served := case
+            when step = 1 then p_wanted else google_ai_internal.resolve_model(p_chain[step])
+        end;
+        yield_after := case
+            when step < pg_catalog.cardinality(p_chain) then p_policy.fallback_after_ms
+        end;
+        if p_waiting_since <= google_ai_internal.clock()
+            - pg_catalog.make_interval(secs => yield_after / 1000.0) then
+            attempt := google_ai_internal.fall_back_now(
+                p_chain, step, p_tokens, p_key_aliases, p_policy, p_request_id, p_cfg, p_started,
+                p_today
+            );
+            rounds := rounds + attempt.rounds;
+            if (attempt.verdict).granted then
+                delete from google_ai_internal.wait_tickets as t where t.id = p_ticket;
+                verdict := attempt.verdict;
+                verdict.waited_ms := pg_catalog.round(extract(epoch from
+                    google_ai_internal.clock() - p_waiting_since
+                ) * 1000)::integer;
+                served := attempt.served;
+                return;
+            end if;
+        end if;
+        wait_left := greatest(0, p_max_wait_ms - case
+            when step = p_step then 0
+            else pg_catalog.round(extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000)
+        end)::integer;
+        attempt := google_ai_internal.acquire_within_budget(
+            served, p_tokens, p_waiting and (wait_left > 0 or p_ticket is not null), wait_left,
+            p_key_aliases, p_policy.caller, p_request_id, p_ticket, p_cfg, p_started, p_policy,
+            yield_after, p_today
+        );
+        verdict := attempt.verdict;
+        rounds := rounds + attempt.rounds;
+        exit when verdict.granted or verdict.reason = 'queued';
+        if first_refusal.reason is null then
+            first_refusal := verdict;
+        end if;
+        step := step + 1;
+    end loop;
+    if not verdict.granted and verdict.reason <> 'queued' then
+        verdict := first_refusal;
+        served := p_wanted;
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_along_chain(
+    public.google_ai_model_limits, text [], integer, timestamptz, integer, boolean, integer, text [],
+    google_ai_internal.caller_policy, text, uuid, public.google_ai_settings, timestamptz, date
+) from public, anon, authenticated;
+
+/*
  * acquire: atomically reserve one request and `tokens` input tokens of
  * `model` on the best usable key.
  *
@@ -537,14 +641,10 @@ declare
     chain text [];
     step integer := 1;
     waiting boolean;
-    wait_left integer;
-    yield_after integer;
     held_model text;
     held_since timestamptz;
-    attempt record;
+    along record;
     verdict public.acquire_result;
-    first_refusal public.acquire_result;
-    rounds integer := 0;
     today date;
 begin
     wanted := google_ai_internal.check_acquire_args(
@@ -565,59 +665,23 @@ begin
     waiting := pg_catalog.upper(mode) = 'WAIT' and (max_wait_ms > 0 or ticket is not null);
     today := (google_ai_internal.clock() at time zone cfg.rpd_time_zone)::date;
 
-    while step <= pg_catalog.cardinality(chain) loop
-        served := case
-            when step = 1 then wanted else google_ai_internal.resolve_model(chain[step])
-        end;
-        wait_left := case
-            when step = 1 then max_wait_ms
-            else greatest(0, max_wait_ms - pg_catalog.round(
-                extract(epoch from pg_catalog.clock_timestamp() - started) * 1000
-            )::integer)
-        end;
-        yield_after := case when step < pg_catalog.cardinality(chain) then policy.fallback_after_ms end;
-        if held_since <= google_ai_internal.clock()
-            - pg_catalog.make_interval(secs => yield_after / 1000.0) then
-            attempt := google_ai_internal.fall_back_now(
-                chain, step, tokens, key_aliases, policy, request_id, cfg, started, today
-            );
-            rounds := rounds + attempt.rounds;
-            if (attempt.verdict).granted then
-                delete from google_ai_internal.wait_tickets as t where t.id = ticket;
-                verdict := attempt.verdict;
-                verdict.waited_ms := pg_catalog.round(extract(epoch from
-                    google_ai_internal.clock() - held_since
-                ) * 1000)::integer;
-                served := attempt.served;
-                exit;
-            end if;
-        end if;
-        attempt := google_ai_internal.acquire_within_budget(
-            served, tokens, waiting and (wait_left > 0 or ticket is not null), wait_left,
-            key_aliases, policy.caller, request_id, ticket, cfg, started, policy, yield_after, today
-        );
-        verdict := attempt.verdict;
-        rounds := rounds + attempt.rounds;
-        if verdict.reason = 'queued' then
-            return verdict;  -- the wait goes on; its last call audits all of it
-        end if;
-        exit when verdict.granted;
-        if first_refusal.reason is null then
-            first_refusal := verdict;
-        end if;
-        step := step + 1;
-    end loop;
+    select * into along
+    from google_ai_internal.acquire_along_chain(
+        wanted, chain, step, held_since, tokens, waiting, max_wait_ms, key_aliases, policy,
+        request_id, ticket, cfg, started, today
+    );
+    verdict := along.verdict;
+    served := along.served;
+    if verdict.reason = 'queued' then
+        return verdict;  -- the wait goes on; its last call audits all of it
+    end if;
 
     if verdict.granted and served.model <> wanted.model then
         perform google_ai_internal.mark_fallback(verdict, wanted.model);
-    elsif not verdict.granted then
-        -- Every model refused: the model asked for says why.
-        verdict := first_refusal;
-        served := wanted;
     end if;
     perform google_ai_internal.record_acquire_verdict(
-        verdict, served.model, tokens, pg_catalog.upper(mode), max_wait_ms, rounds, policy.caller,
-        request_id, key_aliases
+        verdict, served.model, tokens, pg_catalog.upper(mode), max_wait_ms, along.rounds,
+        policy.caller, request_id, key_aliases
     );
     return verdict;
 end;

@@ -68,6 +68,115 @@ revoke all on function google_ai_internal.is_fallback(public.google_ai_reservati
 from public, anon, authenticated;
 
 /*
+ * usage_events: what usage_report counts, one row per event between
+ * p_since and p_until: each grant (with its tokens, wait and whether a
+ * fallback served it), each fold of refusals, each 429 from Google (its
+ * caller is the grant's), and the day roll-ups of the detail maintenance
+ * has deleted (detail_kept false).
+ *
+ * Parameters: p_since, p_until.
+ * Returns the rows with their counts (n_requests, n_committed, n_input,
+ * n_output, n_refusals, reason, n_429s, waited_ms, n_fallbacks). Raises
+ * nothing.
+ * Example: select * from google_ai_internal.usage_events(now() - interval '1 day', now());
+ */
+create or replace function google_ai_internal.usage_events(p_since timestamptz, p_until timestamptz)
+returns table (
+    caller text,
+    model text,
+    at timestamptz,
+    detail_kept boolean,
+    n_requests integer,
+    n_committed integer,
+    n_input bigint,
+    n_output bigint,
+    n_refusals integer,
+    reason text,
+    n_429s integer,
+    waited_ms integer,
+    n_fallbacks integer
+)
+language sql
+stable
+set search_path = ''
+as $$
+    -- One row per grant.
+    select
+        r.caller, r.model, r.granted_at as at, true as detail_kept,
+        1 as n_requests, (r.status = 'committed')::integer as n_committed,
+        r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
+        0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
+        google_ai_internal.is_fallback(r)::integer as n_fallbacks
+    from public.google_ai_reservations as r
+    where r.granted_at >= p_since and r.granted_at < p_until
+    union all
+    -- One row per fold of refusals.
+    select
+        f.caller, f.model, f.first_at, true,
+        0, 0, 0, 0, f.refusals, f.reason, 0, null, 0
+    from public.google_ai_refusals as f
+    where f.first_at >= p_since and f.first_at < p_until
+    union all
+    -- One row per 429 from Google; its caller is the grant's.
+    select
+        r.caller, a.model, a.ts, r.id is not null,
+        0, 0, 0, 0, 0, null, 1, null, 0
+    from public.google_ai_audit_records as a
+    left join public.google_ai_reservations as r on r.id = a.reservation_id
+    where a.event = 'rate_limited' and a.ts >= p_since and a.ts < p_until
+    union all
+    -- Day roll-ups of detail that maintenance has deleted.
+    select
+        null, e.model, e.day::timestamp at time zone 'UTC', false,
+        (case when e.event = 'granted' then e.events else 0 end)::integer,
+        (case when e.event = 'committed' then e.events else 0 end)::integer,
+        case when e.event = 'granted' then e.tokens else 0 end,
+        0,
+        (case when e.event = 'refused' then e.events else 0 end)::integer,
+        case when e.event = 'refused' then 'unknown' end,
+        (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
+        null, 0
+    from public.google_ai_event_counts as e
+    where
+        e.event in ('granted', 'committed', 'refused', 'rate_limited')
+        and e.day >= (p_since at time zone 'UTC')::date
+        and e.day::timestamp at time zone 'UTC' < p_until
+$$;
+
+revoke all on function google_ai_internal.usage_events(timestamptz, timestamptz)
+from public, anon, authenticated;
+
+/*
+ * usage_bucket: the usage_report bucket an event falls in: its caller, its
+ * caller's class, its model or its UTC day; detail that maintenance has
+ * rolled up has no caller any more ('(rolled up)').
+ *
+ * Parameters: p_by (caller, class, model or day), then the event's caller,
+ * model, time and whether its detail is kept (a usage_events row's).
+ * Returns the bucket's name. Raises nothing.
+ * Example: select google_ai_internal.usage_bucket('class', 'telegram-bot', 'gemma-3-27b', now(), true);
+ */
+create or replace function google_ai_internal.usage_bucket(
+    p_by text, p_caller text, p_model text, p_at timestamptz, p_detail_kept boolean
+)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select case
+        when p_by in ('caller', 'class') and not p_detail_kept then '(rolled up)'
+        when p_by = 'caller' then coalesce(p_caller, '(no caller)')
+        when p_by = 'class' then google_ai_internal.caller_class(p_caller)
+        when p_by = 'model' then p_model
+        else pg_catalog.to_char(p_at at time zone 'UTC', 'YYYY-MM-DD')
+    end
+$$;
+
+revoke all on function google_ai_internal.usage_bucket(text, text, text, timestamptz, boolean)
+from public, anon, authenticated;
+
+/*
  * usage_report: requests, tokens, refusals, 429s, waits and fallbacks over a
  * period, one row per caller, model, UTC day or caller class.
  *
@@ -143,62 +252,13 @@ begin
     end if;
     return query
     with events as (
-        -- One row per grant.
-        select
-            r.caller, r.model, r.granted_at as at, true as detail_kept,
-            1 as n_requests, (r.status = 'committed')::integer as n_committed,
-            r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
-            0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
-            google_ai_internal.is_fallback(r)::integer as n_fallbacks
-        from public.google_ai_reservations as r
-        where r.granted_at >= period_start and r.granted_at < period_end
-        union all
-        -- One row per fold of refusals.
-        select
-            f.caller, f.model, f.first_at, true,
-            0, 0, 0, 0, f.refusals, f.reason, 0, null, 0
-        from public.google_ai_refusals as f
-        where f.first_at >= period_start and f.first_at < period_end
-        union all
-        -- One row per 429 from Google; its caller is the grant's.
-        select
-            r.caller, a.model, a.ts, r.id is not null,
-            0, 0, 0, 0, 0, null, 1, null, 0
-        from public.google_ai_audit_records as a
-        left join public.google_ai_reservations as r on r.id = a.reservation_id
-        where a.event = 'rate_limited' and a.ts >= period_start and a.ts < period_end
-        union all
-        -- Day roll-ups of detail that maintenance has deleted.
-        select
-            null, e.model, e.day::timestamp at time zone 'UTC', false,
-            (case when e.event = 'granted' then e.events else 0 end)::integer,
-            (case when e.event = 'committed' then e.events else 0 end)::integer,
-            case when e.event = 'granted' then e.tokens else 0 end,
-            0,
-            (case when e.event = 'refused' then e.events else 0 end)::integer,
-            case when e.event = 'refused' then 'unknown' end,
-            (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
-            null, 0
-        from public.google_ai_event_counts as e
-        where
-            e.event in ('granted', 'committed', 'refused', 'rate_limited')
-            and e.day >= (period_start at time zone 'UTC')::date
-            and e.day::timestamp at time zone 'UTC' < period_end
+        select * from google_ai_internal.usage_events(period_start, period_end)
     ),
 
     bucketed as (
         select
-            case usage_report.by
-                when 'caller' then
-                    case when v.detail_kept then coalesce(v.caller, '(no caller)') else '(rolled up)' end
-                when 'class' then
-                    case
-                        when v.detail_kept then google_ai_internal.caller_class(v.caller)
-                        else '(rolled up)'
-                    end
-                when 'model' then v.model
-                else pg_catalog.to_char(v.at at time zone 'UTC', 'YYYY-MM-DD')
-            end as bucket,
+            google_ai_internal.usage_bucket(usage_report.by, v.caller, v.model, v.at, v.detail_kept)
+                as bucket,
             v.*
         from events as v
     ),
