@@ -59,15 +59,53 @@ revoke all on function google_ai_internal.candidates(text, text [], timestamptz,
 from public, anon, authenticated;
 
 /*
- * slot_frees_at: when a request slot of a window frees: the moment the
- * (p_skip + 1)-th oldest counted grant after p_swept_to leaves it. Grants of
- * p_classes are left out (null: none is), so a share of the window can be
- * asked about too.
+ * slots_free_at: when the request slots of a window free: the moments the
+ * (p_skip + 1)-th to (p_skip + p_count)-th oldest counted grants after
+ * p_swept_to leave it, oldest first. Grants of p_classes are left out
+ * (null: none is), so a share of the window can be asked about too. The
+ * one home of the k-th-oldest rule.
  *
  * Parameters: p_group, p_model, p_swept_to (the window's horizon), p_hold
- * (window_hold), p_skip (grants that must leave first), p_classes.
- * Returns a timestamptz; now + hold when no such grant exists (a promise on
- * the safe side). Raises nothing.
+ * (window_hold), p_skip (grants that must leave first), p_count, p_classes.
+ * Returns up to p_count timestamptz, in order. Raises nothing.
+ * Example: select * from google_ai_internal.slots_free_at('free-1', 'gemma-3-27b',
+ *              now() - interval '61 s', interval '61 s', 0, 3, null);
+ */
+create or replace function google_ai_internal.slots_free_at(
+    p_group text,
+    p_model text,
+    p_swept_to timestamptz,
+    p_hold interval,
+    p_skip bigint,
+    p_count integer,
+    p_classes text []
+)
+returns setof timestamptz
+language sql
+stable
+set search_path = ''
+as $$
+    select r.granted_at + p_hold
+    from public.google_ai_reservations as r
+    where
+        r.quota_group = p_group and r.model = p_model
+        and r.granted_at > p_swept_to and r.counted_requests > 0
+        and (p_classes is null or coalesce(r.caller_class <> all(p_classes), true))
+    order by r.granted_at
+    offset greatest(p_skip, 0) limit p_count
+$$;
+
+revoke all on function google_ai_internal.slots_free_at(
+    text, text, timestamptz, interval, bigint, integer, text []
+) from public, anon, authenticated;
+
+/*
+ * slot_frees_at: when the next request slot of a window frees (the first of
+ * slots_free_at), or now + hold when no such grant exists (a promise on the
+ * safe side).
+ *
+ * Parameters: as slots_free_at, without p_count.
+ * Returns a timestamptz. Raises nothing.
  * Example: select google_ai_internal.slot_frees_at('free-1', 'gemma-3-27b',
  *              now() - interval '61 s', interval '61 s', 0, null);
  */
@@ -84,16 +122,12 @@ language sql
 stable
 set search_path = ''
 as $$
-    select coalesce((
-        select r.granted_at + p_hold
-        from public.google_ai_reservations as r
-        where
-            r.quota_group = p_group and r.model = p_model
-            and r.granted_at > p_swept_to and r.counted_requests > 0
-            and (p_classes is null or coalesce(r.caller_class <> all(p_classes), true))
-        order by r.granted_at
-        offset greatest(p_skip, 0) limit 1
-    ), google_ai_internal.clock() + p_hold)
+    select coalesce(
+        (select min(f) from google_ai_internal.slots_free_at(
+            p_group, p_model, p_swept_to, p_hold, p_skip, 1, p_classes
+        ) as f),
+        google_ai_internal.clock() + p_hold
+    )
 $$;
 
 revoke all on function google_ai_internal.slot_frees_at(

@@ -138,14 +138,11 @@ begin
     slots := pg_catalog.array_fill(floor_at, array[free_now]);
     if free_now < p_ahead + 1 then
         slots := slots || array(
-            select greatest(r.granted_at + p_hold, floor_at)
-            from public.google_ai_reservations as r
-            where
-                r.quota_group = p_cand.quota_group and r.model = p_model
-                and r.granted_at > p_now - p_hold and r.counted_requests > 0
-            order by r.granted_at
-            offset greatest(used.requests - p_cand.rpm, 0)
-            limit p_ahead + 1 - free_now
+            select greatest(f, floor_at)
+            from google_ai_internal.slots_free_at(
+                p_cand.quota_group, p_model, p_now - p_hold, p_hold, used.requests - p_cand.rpm,
+                p_ahead + 1 - free_now, null
+            ) as f
         );
         while pg_catalog.cardinality(slots) < p_ahead + 1 loop
             slots := slots || (slots[pg_catalog.cardinality(slots) + 1 - p_cand.rpm] + p_hold);
