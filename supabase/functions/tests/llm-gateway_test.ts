@@ -20,11 +20,11 @@ import {
   waitOf,
 } from "../llm-gateway/gateway.ts";
 import { KeyRing } from "../llm-gateway/keys.ts";
-import { type Call, carry } from "../llm-gateway/protocol.ts";
+import { type Call, type Carrier, carry } from "../llm-gateway/protocol.ts";
 import { SseWatcher } from "../llm-gateway/sse.ts";
 import { byteBound } from "../llm-gateway/tokens.ts";
 import { wireError } from "../llm-gateway/upstream.ts";
-import type { Sql } from "../llm-gateway/db.ts";
+import { RIDE_OUT_MS, type Sql } from "../llm-gateway/db.ts";
 
 const GEMMA = "gemma-3-27b-it";
 
@@ -314,10 +314,61 @@ Deno.test("respond: Google's answer as it came, naming the model that answered",
 /** A stand-in for postgres.js: each statement is answered by `answer(sql, values)`. */
 function stubSql(answer: (text: string, values: unknown[]) => unknown[]): Sql {
   const sql = (strings: TemplateStringsArray, ...values: unknown[]) =>
-    Object.assign(Promise.resolve(answer(strings.join("$"), values)), {
-      cancel() {},
-    });
+    Object.assign(
+      new Promise((resolve) => resolve(answer(strings.join("$"), values))),
+      { cancel() {} },
+    );
   return Object.assign(sql, { array: (a: unknown[]) => a }) as unknown as Sql;
+}
+
+function unitCall(mode: "WAIT" | "NO_WAIT", waitMs: number): Call {
+  return {
+    caller: "unit",
+    model: GEMMA,
+    version: "v1beta",
+    stream: false,
+    body: { contents: [{ parts: [{ text: "hi" }] }] },
+    estimate: 7,
+    mode,
+    deadline: performance.now() + waitMs,
+    requestId: "req-1",
+    signal: new AbortController().signal,
+  };
+}
+
+/** Grant `n` of the protocol tests, on key k1. */
+function unitGrant(n: number) {
+  return {
+    granted: true,
+    reservation_id: `r${n}`,
+    key_alias: "k1",
+    env_var_name: "KEY_1",
+    model: GEMMA,
+    waited_ms: 0,
+    reason: null,
+    retry_after_ms: null,
+    ticket: null,
+  };
+}
+
+/** The carrier of the protocol tests: key KEY_1 held, Google at `port`. */
+function unitCarrier(
+  sql: Sql,
+  port: number,
+  maxAttempts: number,
+  logged: unknown[],
+): Carrier {
+  return {
+    sql,
+    keys: new KeyRing(
+      sql,
+      (name) => name === "KEY_1" ? "AIza-unit" : undefined,
+    ),
+    googleBaseUrl: `http://127.0.0.1:${port}`,
+    timeoutMs: 5000,
+    maxAttempts,
+    log: (line) => logged.push(line),
+  };
 }
 
 Deno.test("the protocol: queued with a ticket, then as settle says, until it says stop", async () => {
@@ -331,27 +382,16 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   );
   const acquired: unknown[][] = [];
   const settled: unknown[][] = [];
-  const grant = (n: number) => ({
-    granted: true,
-    reservation_id: `r${n}`,
-    key_alias: "k1",
-    env_var_name: "KEY_1",
-    model: GEMMA,
-    waited_ms: 0,
-    reason: null,
-    retry_after_ms: null,
-    ticket: null,
-  });
   const acquireAnswers = [
     {
-      ...grant(0),
+      ...unitGrant(0),
       granted: false,
       reason: "queued",
       retry_after_ms: 1,
       ticket: "t1",
     },
-    grant(1),
-    grant(2),
+    unitGrant(1),
+    unitGrant(2),
   ];
   const verdicts = [
     { action: "release_sent", retry: true, retry_after_ms: 1 },
@@ -368,30 +408,11 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
     settled.push(values);
     return [verdicts.shift()];
   });
-  const call: Call = {
-    caller: "unit",
-    model: GEMMA,
-    version: "v1beta",
-    stream: false,
-    body: { contents: [{ parts: [{ text: "hi" }] }] },
-    estimate: 7,
-    mode: "WAIT",
-    deadline: performance.now() + 5000,
-    requestId: "req-1",
-    signal: new AbortController().signal,
-  };
   const logged: unknown[] = [];
-  const [last, sent] = await carry({
-    sql,
-    keys: new KeyRing(
-      sql,
-      (name) => name === "KEY_1" ? "AIza-unit" : undefined,
-    ),
-    googleBaseUrl: `http://127.0.0.1:${google.addr.port}`,
-    timeoutMs: 5000,
-    maxAttempts: 3,
-    log: (line) => logged.push(line),
-  }, call);
+  const [last, sent] = await carry(
+    unitCarrier(sql, google.addr.port, 3, logged),
+    unitCall("WAIT", 5000),
+  );
   await google.shutdown();
 
   // The queued answer's ticket went back with the next acquire (the last argument).
@@ -404,4 +425,72 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   equal(last.reservation_id, "r2");
   ok("status" in sent && sent.status === 200);
   equal(JSON.stringify(logged).includes("AIza-unit"), false);
+});
+
+/** A postgres.js error of a lost connection (server shutdown, refused, closed). */
+function lost(code: string): Error {
+  return Object.assign(new Error(`lost: ${code}`), { code });
+}
+
+Deno.test("a lost database is ridden out: acquire keeps its ticket, settle is not lost", async () => {
+  const google = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => Response.json({ usageMetadata: { promptTokenCount: 3 } }),
+  );
+  const grant = unitGrant(1);
+  const queued = { ...grant, granted: false, reason: "queued", ticket: "t1" };
+  const acquireAnswers = [
+    lost("57P01"),
+    lost("ECONNREFUSED"),
+    { ...queued, retry_after_ms: 1 },
+    lost("57P03"),
+    grant,
+  ];
+  const settleAnswers = [
+    lost("CONNECTION_CLOSED"),
+    { action: "commit", retry: false, retry_after_ms: null },
+  ];
+  const acquired: unknown[] = [];
+  let settles = 0;
+  const sql = stubSql((text, values) => {
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    const next = text.includes("public.acquire(")
+      ? (acquired.push(values.at(-1)), acquireAnswers.shift())
+      : (settles++, settleAnswers.shift());
+    if (next instanceof Error) throw next;
+    return [next];
+  });
+  const logged: { event?: string }[] = [];
+  const [last, sent] = await carry(
+    unitCarrier(sql, google.addr.port, 1, logged),
+    unitCall("WAIT", 5000),
+  );
+  await google.shutdown();
+
+  // Each lost acquire went again with the ticket it held: none at first, then t1.
+  deepStrictEqual(acquired, [null, null, null, "t1", "t1"]);
+  equal(settles, 2);
+  equal(last.reservation_id, "r1");
+  ok("status" in sent && sent.status === 200);
+  deepStrictEqual(logged.map((l) => l.event), ["attempt"]);
+  equal(logged.some((l) => JSON.stringify(l).includes('"commit"')), true);
+});
+
+Deno.test("a database still lost at the deadline is an error; a NO_WAIT rides out 2 s", async () => {
+  let tries = 0;
+  const sql = stubSql((text) => {
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    tries++;
+    throw lost("ECONNREFUSED");
+  });
+  const began = performance.now();
+  const error = await carry(unitCarrier(sql, 9, 1, []), unitCall("NO_WAIT", 0))
+    .catch((e) => e);
+  equal((error as { code?: string }).code, "ECONNREFUSED");
+  ok(tries > 3, `tried ${tries} times`);
+  ok(performance.now() - began >= RIDE_OUT_MS, "gave up before RIDE_OUT_MS");
 });
