@@ -12,7 +12,7 @@ import pytest
 from llm_limits.testing import localstack
 from tests.client.conftest import clean_env, fake, keyed_db
 
-__all__ = ["clean_env", "cluster", "fake", "keyed_db"]
+__all__ = ["clean_env", "cluster", "fake", "keyed_db", "running"]
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +25,11 @@ def cluster() -> Iterator[localstack.LocalCluster]:
     finally:
         localstack.down(root / "pg", remove=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def running(cluster: localstack.LocalCluster) -> Iterator[localstack.LocalCluster]:
+    """The module's cluster, started again after the test if the test left it stopped."""
+    yield cluster
+    if not cluster.running():
+        localstack.start_again(cluster)

@@ -23,9 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -35,27 +33,16 @@ import llm_limits
 from llm_limits import Client, Usage
 from llm_limits.testing import localstack
 from llm_limits.testing.fake_gemini import FakeGemini
-from tests.client.support import GEMMA, insert_keys, projects
+from tests.client.support import GEMMA, projects
 
-REPO = Path(__file__).resolve().parents[2]
+from .private_cluster import keyed_database
+
 AWAY_S = 0.5
 
 
 @pytest.fixture(scope="module")
 def outage_url(cluster: localstack.LocalCluster) -> str:
-    url = localstack.create_database(cluster, f"outage_{uuid.uuid4().hex[:8]}")
-    localstack.push(url, REPO)
-    with psycopg.connect(url, autocommit=True) as conn:
-        insert_keys(conn)
-    return url
-
-
-@pytest.fixture
-def running(cluster: localstack.LocalCluster) -> Iterator[localstack.LocalCluster]:
-    """The cluster, started again after the test if the test left it stopped."""
-    yield cluster
-    if not cluster.running():
-        localstack.start_again(cluster)
+    return keyed_database(cluster, "outage")
 
 
 def ledger(url: str, request_id: str) -> list[tuple[str, int]]:

@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-import uuid
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -52,12 +50,12 @@ import pytest
 
 from llm_limits.testing import localstack
 from llm_limits.testing.fake_gemini import FakeGemini, Limits
-from tests.client.support import KEYS, insert_keys, projects, set_gemma_limits, set_window
+from tests.client.support import KEYS, projects, set_gemma_limits, set_window
 from tests.stress.checker import check
 
 from . import restart_worker
+from .private_cluster import keyed_database, line_fills
 
-REPO = Path(__file__).resolve().parents[2]
 # The guard covers the lag from grant to arrival at the fake, as in the e2e test: around a
 # restart, on 2 busy cores, a granted request can take more than 100 ms to arrive.
 WINDOW_MS, GUARD_MS = 2000, 300
@@ -76,21 +74,6 @@ def restart(cluster: localstack.LocalCluster, how: str) -> None:
     localstack.start_again(cluster)
 
 
-def line_fills(url: str, callers: int, timeout: float = 10.0) -> int:
-    """Once every caller holds a live place in a WAIT line (or at the timeout): how many do."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "select count(*) from google_ai_internal.wait_tickets "
-                "where alive_until > google_ai_internal.clock()"
-            ).fetchone()
-            in_line = int(row[0]) if row else 0
-            if in_line >= callers or time.monotonic() > deadline:
-                return in_line
-            time.sleep(0.01)
-
-
 def worker_envs() -> dict[str, dict[str, str]]:
     var = {alias: spec[0] for alias, spec in KEYS.items()}
     value = {alias: spec[2] for alias, spec in KEYS.items()}
@@ -102,10 +85,8 @@ def worker_envs() -> dict[str, dict[str, str]]:
 
 
 def deploy(cluster: localstack.LocalCluster) -> str:
-    url = localstack.create_database(cluster, f"faults_{uuid.uuid4().hex[:8]}")
-    localstack.push(url, REPO)
+    url = keyed_database(cluster, "faults")
     with psycopg.connect(url, autocommit=True) as conn:
-        insert_keys(conn)
         set_window(conn, WINDOW_MS, GUARD_MS)
         set_gemma_limits(conn, rpm=RPM, tpm=15000)
         conn.execute(
