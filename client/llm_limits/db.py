@@ -97,9 +97,9 @@ class Rpc(Generic[T]):
 class Outage:
     """A lost database, retried until ``until`` (``time.monotonic()``): the first retry at once
     (most losses are one dead connection), then pauses of 50 ms doubling to 1 s, each drawn from
-    its upper half so that callers cut off together do not all come back together. The pauses
-    stay short next to a WAIT ticket's grace (``wait_ticket_grace_ms``, 1 s), so a caller back
-    soon after the server keeps its place."""
+    its upper half so that callers cut off together do not all come back together. Through a
+    fast restart (~0.3 s) a caller is back well within a WAIT ticket's grace
+    (``wait_ticket_grace_ms``, 1 s), so it keeps its place in line."""
 
     def __init__(self, until: float) -> None:
         self.until, self.retries = until, 0

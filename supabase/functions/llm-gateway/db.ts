@@ -31,8 +31,8 @@ const MAX_BACKOFF_MS = 1_000;
  * A lost database, retried until `until` (performance.now()): the first retry
  * at once (most losses are one dead connection), then pauses of 50 ms
  * doubling to 1 s, each drawn from its upper half so that callers cut off
- * together do not all come back together. The pauses stay short next to a
- * WAIT ticket's grace (1 s), so a caller back soon keeps its place.
+ * together do not all come back together. Through a fast restart (~0.3 s) a
+ * caller is back well within a WAIT ticket's grace (1 s): it keeps its place.
  */
 export class Outage {
   private retries = 0;
