@@ -37,6 +37,8 @@ from bench.outage import outage_run
 from bench.outage import report_line as outage_line
 from bench.policy import policy_run
 from bench.policy import report_lines as policy_lines
+from bench.restart import report_line as restart_line
+from bench.restart import restart_run
 from bench.storage import render as render_storage
 from bench.storage import storage
 from bench.tokens import section as tokens_section
@@ -577,6 +579,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     lines.append(batch_line(m))
     lines.extend(policy_lines(m))
     lines.append(outage_line(m))
+    lines.append(restart_line(m))
     return "\n".join(lines) + "\n"
 
 
@@ -629,6 +632,7 @@ def main() -> None:
     steps.append(("batch", lambda: batch_run(fresh_db(args.admin_url, "bench_batch"))))
     steps.append(("caller policy", lambda: policy_run(args.admin_url)))
     steps.append(("Google outage", lambda: outage_run(lambda name: fresh_db(args.admin_url, name))))
+    steps.append(("a restart while callers wait", restart_run))  # on a cluster of its own
 
     from bench import pooler  # it imports this module's helpers
 

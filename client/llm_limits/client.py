@@ -203,9 +203,12 @@ class Client:
         self, call: _Call, keys: HeldKeys, attempt: int, failure: BaseException | None
     ) -> ops.Plan[Grant]:
         """A grant: while the answer is ``queued``, sleep as told and ask again with the ticket
-        (no connection is held while sleeping). Anything else but a grant is raised."""
+        (no connection is held while sleeping). A lost database is retried, the ticket keeping
+        its place, until the deadline (for ``RIDE_OUT_S`` at least: a NO_WAIT has no wait budget).
+        Anything else but a grant is raised."""
         ticket: uuid.UUID | None = None
-        lost_once = rejudge = False
+        outage: db.Outage | None = None
+        rejudge = False
         while True:
             wait_ms = max(0, int((call.deadline - time.monotonic()) * 1000))
             if rejudge and call.horizon_ms is not None:
@@ -217,9 +220,10 @@ class Client:
                     ticket=ticket,
                 )  # fmt: skip
             except DatabaseUnavailable:
-                if lost_once:
+                outage = outage or db.Outage.lasting(db.RIDE_OUT_S, call.deadline)
+                if (backoff := outage.next_pause()) is None:
                     raise
-                lost_once = True  # once more on a fresh connection; the ticket keeps the place
+                yield ops.Sleep(backoff)
                 continue
             if grant.granted:
                 return grant

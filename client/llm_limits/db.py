@@ -7,10 +7,11 @@ asyncio, so each RPC is written once. psycopg 3 in autocommit with ``prepare_thr
 the Supabase transaction pooler (Supavisor, port 6543) has no prepared statements.
 
 A lost connection (a restart, a pooler hiccup) closes every idle connection, since they are
-most likely dead too, and the statement is retried on a fresh one: ``settle`` for a few seconds
-with backoff (it is idempotent, and a short outage must not lose a call's usage record),
-``pool_keys`` and ``token_counter`` once. ``acquire`` is not retried here: the client retries it
-once with its ticket, which keeps its place; a lost reply can only over-count.
+most likely dead too, and the statement is retried on a fresh one as an ``Outage`` says (at
+once, then with a jittered backoff): ``pool_keys`` and ``token_counter`` for ``RIDE_OUT_S``,
+``settle`` for ``SETTLE_RIDE_OUT_S`` (it is idempotent, and an answer already served must keep
+its usage record). ``acquire`` is not retried here: the client retries it with its ticket, which
+keeps its place, until the call's deadline; a lost reply can only over-count.
 
 Without a user's pool, connections are kept in a plain free list, not a psycopg_pool pool: a
 pool reports an unreachable database as a timeout (after ``timeout`` seconds, without the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 import uuid
@@ -37,6 +39,11 @@ from psycopg.types.json import Jsonb
 from .errors import ConfigurationError, DatabaseError, DatabaseUnavailable, from_db_error
 
 DB_URL_VARS = ("LLM_LIMITS_DB_URL", "SUPABASE_DB_URL", "DATABASE_URL")
+# How long a lost database is retried before DatabaseUnavailable: a call with no wait budget (a
+# NO_WAIT, the lookups before acquire) rides out RIDE_OUT_S, more than a fast restart's ~0.3 s
+# down; a settle, the record of an answer already served, rides out SETTLE_RIDE_OUT_S.
+RIDE_OUT_S, SETTLE_RIDE_OUT_S = 2.0, 10.0
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.05, 1.0
 T = TypeVar("T")
 Row = dict[str, Any]
 
@@ -78,15 +85,40 @@ class ModelCounter:
 @dataclass(frozen=True)
 class Rpc(Generic[T]):
     """One call of an RPC: its statement (``name`` for logs and tests), its parameters, how its
-    rows become the result, the pauses before each retry after a lost connection, and whether a
+    rows become the result, how many seconds of lost connection it rides out, and whether a
     cancelled asyncio task may abandon it."""
 
     name: str
     sql: str
     params: dict[str, Any]
     result: Callable[[list[Row]], T]
-    retry_pauses: tuple[float, ...] = (0.0,)
+    ride_out: float = RIDE_OUT_S
     interruptible: bool = True
+
+
+class Outage:
+    """A lost database, retried until ``until`` (``time.monotonic()``): the first retry at once
+    (most losses are one dead connection), then pauses of 50 ms doubling to 1 s, each drawn from
+    its upper half so that callers cut off together do not all come back together. Through a
+    fast restart (~0.3 s) a caller is back well within a WAIT ticket's grace
+    (``wait_ticket_grace_ms``, 1 s), so it keeps its place in line."""
+
+    def __init__(self, until: float) -> None:
+        self.until, self.retries = until, 0
+
+    @classmethod
+    def lasting(cls, seconds: float, deadline: float = 0.0) -> Outage:
+        """From now: until ``deadline``, and for at least ``seconds``."""
+        return cls(max(deadline, time.monotonic() + seconds))
+
+    def next_pause(self) -> float | None:
+        """The pause before the next try, or None when the time is up (the last try ends it)."""
+        left = self.until - time.monotonic()
+        if left <= 0:
+            return None
+        step = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (self.retries - 1)) if self.retries else 0
+        self.retries += 1
+        return min(left, random.uniform(step / 2, step))
 
 
 # Each builder's arguments are its statement's named parameters: ``locals()`` on entry.
@@ -123,7 +155,7 @@ def acquire(
         " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
         locals(),
         lambda rows: Grant(**rows[0]),
-        retry_pauses=(),  # the client retries it once, keeping its ticket
+        ride_out=0.0,  # the client retries it, keeping its ticket, until the call's deadline
     )
 
 
@@ -139,7 +171,7 @@ def settle(
         " response => %(response)s::jsonb, transport_error => %(transport_error)s::text)",
         {**locals(), "response": None if response is None else Jsonb(response)},
         lambda rows: Verdict(**rows[0]),
-        retry_pauses=(0.0, 0.25, 0.5, 1.0, 2.0),
+        ride_out=SETTLE_RIDE_OUT_S,
         interruptible=False,
     )
 
@@ -163,16 +195,17 @@ def _is_connection_lost(exc: psycopg.Error) -> bool:
     )
 
 
-def _pause_or_raise(rpc: Rpc[Any], exc: psycopg.Error, attempt: int) -> float:
+def _pause_or_raise(exc: psycopg.Error, outage: Outage) -> float:
     """After a failed attempt: the pause before the next one, or the exception to raise."""
     ours = from_db_error(exc)
     if ours is not None:
         raise ours from exc
     if not _is_connection_lost(exc):
         raise DatabaseError(f"quota database error {exc.sqlstate}: {exc}") from exc
-    if attempt == len(rpc.retry_pauses):
+    pause = outage.next_pause()
+    if pause is None:
         raise DatabaseUnavailable(f"quota database unavailable: {exc}") from exc
-    return rpc.retry_pauses[attempt]
+    return pause
 
 
 def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
@@ -224,15 +257,16 @@ class Database:
         return f"{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
     def run(self, rpc: Rpc[T]) -> T:
-        for attempt in range(len(rpc.retry_pauses) + 1):
+        outage: Outage | None = None
+        while True:
             try:
                 with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                     return rpc.result(cur.execute(rpc.sql, rpc.params).fetchall())
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
                     self.close()  # every idle connection is most likely dead too
-                time.sleep(_pause_or_raise(rpc, exc, attempt))
-        raise AssertionError("unreachable")
+                outage = outage or Outage.lasting(rpc.ride_out)
+                time.sleep(_pause_or_raise(exc, outage))
 
     async def arun(self, rpc: Rpc[T]) -> T:
         """``run`` on asyncio. A cancelled task abandons an interruptible RPC (psycopg cancels the
@@ -240,7 +274,8 @@ class Database:
         return await (self._arun(rpc) if rpc.interruptible else uninterruptible(self._arun(rpc)))
 
     async def _arun(self, rpc: Rpc[T]) -> T:
-        for attempt in range(len(rpc.retry_pauses) + 1):
+        outage: Outage | None = None
+        while True:
             try:
                 async with self._aconnection() as conn, conn.cursor(row_factory=dict_row) as cur:
                     await cur.execute(rpc.sql, rpc.params)
@@ -248,8 +283,8 @@ class Database:
             except psycopg.Error as exc:
                 if _is_connection_lost(exc):
                     await self.aclose()
-                await asyncio.sleep(_pause_or_raise(rpc, exc, attempt))
-        raise AssertionError("unreachable")
+                outage = outage or Outage.lasting(rpc.ride_out)
+                await asyncio.sleep(_pause_or_raise(exc, outage))
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -24,7 +24,8 @@ class DatabaseError(LimitsError):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """The quota database cannot be reached (after one reconnect). The client fails closed:
+    """The quota database cannot be reached, and was still unreachable at the call's deadline
+    (a call with no wait budget retries for a couple of seconds). The client fails closed:
     without a grant, Google is not called."""
 
 

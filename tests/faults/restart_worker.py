@@ -2,8 +2,8 @@
 
 Kept out of the test module so that spawned processes import only this and llm_limits. Every
 reservation the client saw committed (the ``on_usage`` hook) is reported with its wall-clock
-time; every LimitsError and every 'X failed' warning of the client is timed, and the loop
-goes on.
+time; every LimitsError (with when its call began) and every 'X failed' warning of the client
+is timed, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -81,18 +81,19 @@ def run(
     while time.time() < start.value:
         time.sleep(0.001)
     returned: list[float] = []  # generate() gave an answer (committed or not)
-    failures: list[tuple[str, float, str]] = []
+    failures: list[tuple[str, float, str, float]] = []  # kind, when, message, call began
     unexpected: list[str] = []
 
     def loop(index: int) -> None:
         n = 0
         while time.time() < stop.value:  # the test moves it once the server is back
             n += 1
+            began = time.time()
             try:
                 client.generate(GEMMA, f"{name}/{index} call {n}", mode="WAIT", max_wait=max_wait)
             except LimitsError as exc:
                 with lock:
-                    failures.append((type(exc).__name__, time.time(), str(exc)[:200]))
+                    failures.append((type(exc).__name__, time.time(), str(exc)[:200], began))
                 if isinstance(exc, DatabaseError):
                     time.sleep(0.05)  # the database is restarting: don't spin
                 continue

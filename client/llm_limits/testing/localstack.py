@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -246,6 +247,31 @@ def down(root: Path, remove: bool = False) -> None:
         shutil.rmtree(cluster.root)
     if remove and root.is_symlink():
         root.unlink()  # the link _place left in an unreachable checkout
+
+
+def restart(cluster: LocalCluster) -> None:
+    """``pg_ctl restart -m fast``, as an operator restarts a database: every backend is
+    terminated (57P01), and the server comes back on its port with the options it ran with."""
+    data, log = str(cluster.data), str(cluster.log)
+    cmd = ["restart", "-w", "-t", "60", "-D", data, "-l", log, "-m", "fast"]
+    _as_postgres([str(PG_BIN / "pg_ctl"), *cmd], check=True)
+
+
+def stop(cluster: LocalCluster, mode: str = "fast") -> None:
+    """``pg_ctl stop -m mode`` (``immediate`` is a crash: no checkpoint, recovery at start)."""
+    cmd = ["stop", "-w", "-D", str(cluster.data), "-m", mode]
+    _as_postgres([str(PG_BIN / "pg_ctl"), *cmd], check=True)
+
+
+def start_again(cluster: LocalCluster) -> None:
+    """Start a stopped cluster on the port and options it last ran with (postmaster.opts)."""
+    argv = shlex.split((cluster.data / "postmaster.opts").read_text())[1:]
+    if "-D" in argv:
+        i = argv.index("-D")
+        del argv[i : i + 2]
+    data, log = str(cluster.data), str(cluster.log)
+    cmd = ["start", "-w", "-t", "60", "-D", data, "-l", log, "-o", shlex.join(argv)]
+    _as_postgres([str(PG_BIN / "pg_ctl"), *cmd], check=True)
 
 
 def create_database(cluster: LocalCluster, name: str) -> str:

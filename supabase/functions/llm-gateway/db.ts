@@ -6,11 +6,71 @@
  *
  * The URL may go through Supavisor's transaction pooler, so nothing is
  * prepared (`prepare: false`).
+ *
+ * A lost connection (a restart, a pooler hiccup) is retried on a fresh one as
+ * an `Outage` says (at once, then with a jittered backoff): the lookups for
+ * `RIDE_OUT_MS`, `settle` for `SETTLE_RIDE_OUT_MS` (it is idempotent, and an
+ * answer already served must keep its usage record). `acquire` is not retried
+ * here: the protocol retries it with its ticket until the call's deadline.
  */
 
 import postgres from "postgres";
 
 export type Sql = ReturnType<typeof postgres>;
+
+// How long a lost database is retried: a call with no wait budget (NO_WAIT,
+// the lookups before acquire) rides out RIDE_OUT_MS, more than a fast
+// restart's ~0.3 s down; a settle, the record of an answer already served,
+// rides out SETTLE_RIDE_OUT_MS. The Python client's db.py uses the same.
+export const RIDE_OUT_MS = 2_000;
+export const SETTLE_RIDE_OUT_MS = 10_000;
+const FIRST_BACKOFF_MS = 50;
+const MAX_BACKOFF_MS = 1_000;
+
+/**
+ * A lost database, retried until `until` (performance.now()): the first retry
+ * at once (most losses are one dead connection), then pauses of 50 ms
+ * doubling to 1 s, each drawn from its upper half so that callers cut off
+ * together do not all come back together. Through a fast restart (~0.3 s) a
+ * caller is back well within a WAIT ticket's grace (1 s): it keeps its place.
+ */
+export class Outage {
+  private retries = 0;
+
+  constructor(readonly until: number) {}
+
+  /** From now: until `deadline`, and for at least `ms`. */
+  static lasting(ms: number, deadline = 0): Outage {
+    return new Outage(Math.max(deadline, performance.now() + ms));
+  }
+
+  /** The pause before the next try (ms), or null when the time is up. */
+  nextPause(): number | null {
+    const left = this.until - performance.now();
+    if (left <= 0) return null;
+    const step = this.retries === 0
+      ? 0
+      : Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.retries - 1));
+    this.retries++;
+    return Math.min(left, step / 2 + Math.random() * step / 2);
+  }
+}
+
+/** `run`, tried again while the database is lost, for `ms` at most. */
+async function rideOut<T>(ms: number, run: () => Promise<T>): Promise<T> {
+  let outage: Outage | null = null;
+  while (true) {
+    try {
+      return await run();
+    } catch (err) {
+      if (!isConnectionLost(err)) throw err;
+      outage ??= Outage.lasting(ms);
+      const pause = outage.nextPause();
+      if (pause === null) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+}
 
 export interface Caller {
   caller: string;
@@ -66,6 +126,11 @@ export function connect(url: string, max: number): Sql {
     max,
     idle_timeout: 60,
     connect_timeout: 10,
+    // Reconnect when a statement needs it: an Outage paces the retries.
+    // postgres.js's own backoff grows with every failed connect of the whole
+    // pool (3^n / 100 s, up to 20 s), so after a restart's burst of refused
+    // connects it held statements 5 s and more, past their calls' deadlines.
+    backoff: () => 0,
     connection: { application_name: "llm-gateway" },
     onnotice: () => {},
   });
@@ -76,11 +141,15 @@ export async function identifyCaller(
   digestHex: string,
   model: string,
 ): Promise<Caller | null> {
-  const rows = await sql<Caller[]>`
+  const rows = await rideOut(
+    RIDE_OUT_MS,
+    () =>
+      sql<Caller[]>`
     select caller, encode(stored_sha256, 'hex') as stored_sha256, resolved_model, model_allowed
     from public.identify_caller(
       token_sha256 => decode(${digestHex}::text, 'hex'), model => ${model}::text
-    )`;
+    )`,
+  );
   return rows[0] ?? null;
 }
 
@@ -88,8 +157,12 @@ export async function identifyCaller(
 export async function poolKeys(
   sql: Sql,
 ): Promise<{ alias: string; envVar: string }[]> {
-  const rows = await sql<{ key_alias: string; env_var_name: string }[]>`
-    select key_alias, env_var_name from public.pool_keys()`;
+  const rows = await rideOut(
+    RIDE_OUT_MS,
+    () =>
+      sql<{ key_alias: string; env_var_name: string }[]>`
+    select key_alias, env_var_name from public.pool_keys()`,
+  );
   return rows.map((r) => ({ alias: r.key_alias, envVar: r.env_var_name }));
 }
 
@@ -116,7 +189,10 @@ export async function acquire(
   }
 }
 
-/** Hand Google's answer (status and JSON body) or the transport failure to settle. */
+/**
+ * Hand Google's answer (status and JSON body) or the transport failure to
+ * settle, through an outage of up to SETTLE_RIDE_OUT_MS.
+ */
 export async function settle(
   sql: Sql,
   reservationId: string,
@@ -125,11 +201,15 @@ export async function settle(
   transportError: TransportError | null,
 ): Promise<Verdict> {
   const body = response === undefined ? null : JSON.stringify(response);
-  const rows = await sql<Verdict[]>`
+  const rows = await rideOut(
+    SETTLE_RIDE_OUT_MS,
+    () =>
+      sql<Verdict[]>`
     select action, retry, retry_after_ms from public.settle(
       reservation_id => ${reservationId}::uuid, http_status => ${httpStatus}::int,
       response => ${body}::text::jsonb, transport_error => ${transportError}::text
-    )`;
+    )`,
+  );
   return rows[0];
 }
 

@@ -73,10 +73,14 @@ export async function carry(
   return last;
 }
 
-/** The one waiting rule: while `queued`, sleep as told (holding no connection), call again. */
+/**
+ * The one waiting rule: while `queued`, sleep as told (holding no connection),
+ * call again. A lost database is retried, the ticket keeping its place, until
+ * the deadline (for RIDE_OUT_MS at least: a NO_WAIT has no wait budget).
+ */
 async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
   let ticket: string | null = null;
-  let lostOnce = false;
+  let outage: db.Outage | null = null;
   while (true) {
     if (call.signal.aborted) {
       throw new GatewayError(499, "the caller went away");
@@ -95,8 +99,11 @@ async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
       }, call.signal);
     } catch (err) {
       if (call.signal.aborted) continue; // it cancelled the statement
-      if (!db.isConnectionLost(err) || lostOnce) throw err;
-      lostOnce = true; // once more on a fresh connection; the ticket keeps the place
+      if (!db.isConnectionLost(err)) throw err;
+      outage ??= db.Outage.lasting(db.RIDE_OUT_MS, call.deadline);
+      const pause = outage.nextPause();
+      if (pause === null) throw err;
+      await sleep(pause);
       continue;
     }
     if (grant.granted && !call.signal.aborted) return grant;
@@ -119,9 +126,9 @@ async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
 }
 
 /**
- * settle's verdict, through a lost connection (it is idempotent). If the
- * database cannot be told, the grant stays counted until its lease ends (an
- * over-count, never an under-count) and no other attempt is made.
+ * settle's verdict (db.settle rides out a lost connection: it is idempotent).
+ * If the database cannot be told, the grant stays counted until its lease
+ * ends (an over-count, never an under-count) and no other attempt is made.
  */
 async function settle(
   cfg: Carrier,
@@ -137,15 +144,10 @@ async function settle(
     retry: false,
     retry_after_ms: null,
   };
-  for (const pause of [0, 250, 1000, 2000]) {
-    await sleep(pause);
-    try {
-      verdict = await db.settle(cfg.sql, rid, status, response, wire);
-      break;
-    } catch (err) {
-      cfg.log({ event: "settle_failed", ...ids(call), error: String(err) });
-      if (!db.isConnectionLost(err)) break;
-    }
+  try {
+    verdict = await db.settle(cfg.sql, rid, status, response, wire);
+  } catch (err) {
+    cfg.log({ event: "settle_failed", ...ids(call), error: String(err) });
   }
   cfg.log({
     event: "attempt",

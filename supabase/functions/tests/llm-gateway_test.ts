@@ -22,11 +22,11 @@ import {
   waitOf,
 } from "../llm-gateway/gateway.ts";
 import { KeyRing } from "../llm-gateway/keys.ts";
-import { type Call, carry } from "../llm-gateway/protocol.ts";
+import { type Call, type Carrier, carry } from "../llm-gateway/protocol.ts";
 import { SseWatcher } from "../llm-gateway/sse.ts";
 import { byteBound } from "../llm-gateway/tokens.ts";
 import { wireError } from "../llm-gateway/upstream.ts";
-import type { Grant, Sql } from "../llm-gateway/db.ts";
+import { type Grant, RIDE_OUT_MS, type Sql } from "../llm-gateway/db.ts";
 import { QUEUE_POSITION_HEADER, WAITED_HEADER } from "../llm-gateway/queue.ts";
 
 const GEMMA = "gemma-3-27b-it";
@@ -619,4 +619,103 @@ Deno.test("progress header: comments or none; anything else is a 400", () => {
     () => progressOf(new Headers({ [PROGRESS_HEADER]: "events" })),
     (e: unknown) => e instanceof GatewayError && e.code === 400,
   );
+});
+
+function unitCall(mode: "WAIT" | "NO_WAIT", waitMs: number): Call {
+  return {
+    caller: "unit",
+    model: GEMMA,
+    version: "v1beta",
+    stream: false,
+    body: { contents: [{ parts: [{ text: "hi" }] }] },
+    estimate: 7,
+    mode,
+    deadline: performance.now() + waitMs,
+    requestId: "req-1",
+    signal: new AbortController().signal,
+  };
+}
+
+/** The carrier of the protocol tests: key KEY_1 held, Google at `port`. */
+function unitCarrier(
+  sql: Sql,
+  port: number,
+  maxAttempts: number,
+  logged: unknown[],
+): Carrier {
+  return {
+    sql,
+    keys: unitKeys(sql),
+    googleBaseUrl: `http://127.0.0.1:${port}`,
+    timeoutMs: 5000,
+    maxAttempts,
+    log: (line) => logged.push(line),
+  };
+}
+
+function lost(code: string): Error {
+  return Object.assign(new Error(`lost: ${code}`), { code });
+}
+
+Deno.test("a lost database is ridden out: acquire keeps its ticket, settle is not lost", async () => {
+  const google = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => Response.json({ usageMetadata: { promptTokenCount: 3 } }),
+  );
+  const grant = grantRow(1);
+  const queued = { ...grant, granted: false, reason: "queued", ticket: "t1" };
+  const acquireAnswers = [
+    lost("57P01"),
+    lost("ECONNREFUSED"),
+    { ...queued, retry_after_ms: 1 },
+    lost("57P03"),
+    grant,
+  ];
+  const settleAnswers = [
+    lost("CONNECTION_CLOSED"),
+    { action: "commit", retry: false, retry_after_ms: null },
+  ];
+  const acquired: unknown[] = [];
+  let settles = 0;
+  const sql = stubSql((text, values) => {
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    const next = text.includes("public.acquire(")
+      ? (acquired.push(values.at(-1)), acquireAnswers.shift())
+      : (settles++, settleAnswers.shift());
+    if (next instanceof Error) throw next;
+    return [next];
+  });
+  const logged: { event?: string }[] = [];
+  const [last, sent] = await carry(
+    unitCarrier(sql, google.addr.port, 1, logged),
+    unitCall("WAIT", 5000),
+  );
+  await google.shutdown();
+
+  // Each lost acquire went again with the ticket it held: none at first, then t1.
+  deepStrictEqual(acquired, [null, null, null, "t1", "t1"]);
+  equal(settles, 2);
+  equal(last.reservation_id, "r1");
+  ok("status" in sent && sent.status === 200);
+  deepStrictEqual(logged.map((l) => l.event), ["attempt"]);
+  equal(logged.some((l) => JSON.stringify(l).includes('"commit"')), true);
+});
+
+Deno.test("a database still lost at the deadline is an error; a NO_WAIT rides out 2 s", async () => {
+  let tries = 0;
+  const sql = stubSql((text) => {
+    if (text.includes("public.pool_keys()")) {
+      return [{ key_alias: "k1", env_var_name: "KEY_1" }];
+    }
+    tries++;
+    throw lost("ECONNREFUSED");
+  });
+  const began = performance.now();
+  const error = await carry(unitCarrier(sql, 9, 1, []), unitCall("NO_WAIT", 0))
+    .catch((e) => e);
+  equal((error as { code?: string }).code, "ECONNREFUSED");
+  ok(tries > 3, `tried ${tries} times`);
+  ok(performance.now() - began >= RIDE_OUT_MS, "gave up before RIDE_OUT_MS");
 });
