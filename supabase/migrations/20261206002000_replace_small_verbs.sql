@@ -7,6 +7,10 @@
 -- its events from usage_events. Written from supabase/schemas (240, 345,
 -- 400).
 
+-- A caller's policy names the models it has a budget for, read in the same
+-- one statement, so a caller without a budget reads no budget row.
+alter type google_ai_internal.caller_policy add attribute budget_models text [];
+
 -- line_ahead names the head too (a new row type); turn_behind takes the id
 -- of the one ahead and answers a whole verdict.
 drop function google_ai_internal.line_ahead(
@@ -678,6 +682,129 @@ $$;
 revoke all on function google_ai_internal.wait_in_line(
     uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
     public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
+) from public, anon, authenticated;
+
+/*
+ * caller_policy: the policy acquire() applies to a caller. A session whose
+ * login is some policy row's login_role acts as that row's caller, whatever
+ * name it passed; a name no row holds is in class `default` (priority 50, no
+ * fallback, should that row be gone). The policy is paced (try_reserve)
+ * when a class above it has members: a caller of that class may arrive at
+ * any moment, so the window must not be filled in one burst.
+ *
+ * Parameters: p_caller, acquire's caller argument (may be null).
+ * Returns one caller_policy. Raises nothing.
+ * Example: select * from google_ai_internal.caller_policy('telegram-bot');
+ */
+create or replace function google_ai_internal.caller_policy(p_caller text)
+returns google_ai_internal.caller_policy
+language sql
+stable
+set search_path = ''
+as $$
+    -- One statement: acquire reads its caller's policy on every call.
+    select row(
+        who.caller, coalesce(c.name, 'default'), coalesce(c.priority, 50),
+        coalesce(c.may_fall_back, false),
+        above.higher_classes, above.higher_rpm, above.higher_tpm, above.rpd_share, above.paced,
+        c.fallback_after_ms, budgets.models
+    )::google_ai_internal.caller_policy
+    from (
+        select coalesce(
+            (select p.caller from public.google_ai_caller_policies as p
+             where p.login_role = session_user),
+            p_caller
+        ) as caller
+    ) as who
+    left join public.google_ai_caller_classes as c on c.name = coalesce(
+        (select p.caller_class from public.google_ai_caller_policies as p where p.caller = who.caller),
+        'default'
+    )
+    cross join lateral (
+        select
+            coalesce(pg_catalog.array_agg(h.name order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_classes,
+            coalesce(pg_catalog.array_agg(h.rpm_reserve order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_rpm,
+            coalesce(pg_catalog.array_agg(h.tpm_reserve order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_tpm,
+            1 - coalesce(sum(h.rpd_reserve), 0) as rpd_share,
+            coalesce(bool_or(exists (
+                select from public.google_ai_caller_policies as p where p.caller_class = h.name
+            )), false) as paced
+        from public.google_ai_caller_classes as h
+        where h.priority < coalesce(c.priority, 50)
+    ) as above
+    cross join lateral (
+        select coalesce(pg_catalog.array_agg(b.model), '{}') as models
+        from public.google_ai_caller_budgets as b
+        where b.caller = who.caller
+    ) as budgets
+$$;
+
+revoke all on function google_ai_internal.caller_policy(text) from public, anon, authenticated;
+
+/*
+ * acquire_within_budget: acquire_on under the caller's daily budget for the
+ * model: refused caller_budget when it is spent, and a grant counted
+ * against it (refunded and refused when a concurrent grant spent it first).
+ *
+ * Parameters: acquire_on's, then p_today (the Pacific day).
+ * Returns the verdict and the rounds it took. Raises what acquire_on raises.
+ * Example: select * from google_ai_internal.acquire_within_budget(m, 100, true, 5000,
+ *              null, 'bot', 'r1', null, cfg, clock_timestamp(), pol, null, current_date);
+ */
+create or replace function google_ai_internal.acquire_within_budget(
+    p_model public.google_ai_model_limits,
+    p_tokens integer,
+    p_wait boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_caller text,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
+    p_today date,
+    out verdict public.acquire_result,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    -- Most callers have no budget: no budget row is read for them.
+    budgeted boolean := p_model.model = any(p_policy.budget_models);
+    attempt record;
+begin
+    rounds := 0;
+    if budgeted and not google_ai_internal.spend_budget(
+        p_caller, p_model.model, p_tokens, p_today, false
+    ) then
+        verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
+        return;
+    end if;
+    attempt := google_ai_internal.acquire_on(
+        p_model, p_tokens, p_wait, p_max_wait_ms, p_key_aliases, p_caller, p_request_id,
+        p_ticket, p_cfg, p_started, p_policy, p_yield_after_ms
+    );
+    verdict := attempt.verdict;
+    rounds := attempt.rounds;
+    if budgeted and verdict.granted and not google_ai_internal.spend_budget(
+        p_caller, p_model.model, p_tokens, p_today, true
+    ) then
+        perform public.release(verdict.reservation_id, 'caller_budget', false);
+        verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_within_budget(
+    public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer, date
 ) from public, anon, authenticated;
 
 /*

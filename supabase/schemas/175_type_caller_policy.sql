@@ -21,5 +21,7 @@ create type google_ai_internal.caller_policy as (
     -- How long a WAIT on the model asked for may last before a model of the
     -- fallback chain that can grant at once serves it (null: only at a
     -- final refusal).
-    fallback_after_ms integer
+    fallback_after_ms integer,
+    -- The models this caller has a daily budget for (google_ai_caller_budgets).
+    budget_models text []
 );

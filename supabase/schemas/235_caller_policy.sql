@@ -15,45 +15,48 @@
  */
 create or replace function google_ai_internal.caller_policy(p_caller text)
 returns google_ai_internal.caller_policy
-language plpgsql
+language sql
 stable
 set search_path = ''
 as $$
-declare
-    pol google_ai_internal.caller_policy;
-begin
-    select p.caller into pol.caller
-    from public.google_ai_caller_policies as p
-    where p.login_role = session_user;
-    pol.caller := coalesce(pol.caller, p_caller);
-    select c.name, c.priority, c.may_fall_back, c.fallback_after_ms
-    into pol.caller_class, pol.priority, pol.may_fall_back, pol.fallback_after_ms
-    from public.google_ai_caller_classes as c
-    where c.name = coalesce(
-        (select p.caller_class from public.google_ai_caller_policies as p where p.caller = pol.caller),
+    -- One statement: acquire reads its caller's policy on every call.
+    select row(
+        who.caller, coalesce(c.name, 'default'), coalesce(c.priority, 50),
+        coalesce(c.may_fall_back, false),
+        above.higher_classes, above.higher_rpm, above.higher_tpm, above.rpd_share, above.paced,
+        c.fallback_after_ms, budgets.models
+    )::google_ai_internal.caller_policy
+    from (
+        select coalesce(
+            (select p.caller from public.google_ai_caller_policies as p
+             where p.login_role = session_user),
+            p_caller
+        ) as caller
+    ) as who
+    left join public.google_ai_caller_classes as c on c.name = coalesce(
+        (select p.caller_class from public.google_ai_caller_policies as p where p.caller = who.caller),
         'default'
-    );
-    if pol.caller_class is null then
-        pol.caller_class := 'default';
-        pol.priority := 50;
-        pol.may_fall_back := false;
-    end if;
-    select
-        coalesce(pg_catalog.array_agg(c.name order by c.name)
-            filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
-        coalesce(pg_catalog.array_agg(c.rpm_reserve order by c.name)
-            filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
-        coalesce(pg_catalog.array_agg(c.tpm_reserve order by c.name)
-            filter (where c.rpm_reserve > 0 or c.tpm_reserve > 0), '{}'),
-        1 - coalesce(sum(c.rpd_reserve), 0),
-        coalesce(bool_or(exists (
-            select from public.google_ai_caller_policies as p where p.caller_class = c.name
-        )), false)
-    into pol.higher_classes, pol.higher_rpm, pol.higher_tpm, pol.rpd_share, pol.paced
-    from public.google_ai_caller_classes as c
-    where c.priority < pol.priority;
-    return pol;
-end;
+    )
+    cross join lateral (
+        select
+            coalesce(pg_catalog.array_agg(h.name order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_classes,
+            coalesce(pg_catalog.array_agg(h.rpm_reserve order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_rpm,
+            coalesce(pg_catalog.array_agg(h.tpm_reserve order by h.name)
+                filter (where h.rpm_reserve > 0 or h.tpm_reserve > 0), '{}') as higher_tpm,
+            1 - coalesce(sum(h.rpd_reserve), 0) as rpd_share,
+            coalesce(bool_or(exists (
+                select from public.google_ai_caller_policies as p where p.caller_class = h.name
+            )), false) as paced
+        from public.google_ai_caller_classes as h
+        where h.priority < coalesce(c.priority, 50)
+    ) as above
+    cross join lateral (
+        select coalesce(pg_catalog.array_agg(b.model), '{}') as models
+        from public.google_ai_caller_budgets as b
+        where b.caller = who.caller
+    ) as budgets
 $$;
 
 revoke all on function google_ai_internal.caller_policy(text) from public, anon, authenticated;

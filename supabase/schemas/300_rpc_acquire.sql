@@ -270,10 +270,14 @@ volatile
 set search_path = ''
 as $$
 declare
+    -- Most callers have no budget: no budget row is read for them.
+    budgeted boolean := p_model.model = any(p_policy.budget_models);
     attempt record;
 begin
     rounds := 0;
-    if not google_ai_internal.spend_budget(p_caller, p_model.model, p_tokens, p_today, false) then
+    if budgeted and not google_ai_internal.spend_budget(
+        p_caller, p_model.model, p_tokens, p_today, false
+    ) then
         verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
         return;
     end if;
@@ -283,7 +287,7 @@ begin
     );
     verdict := attempt.verdict;
     rounds := attempt.rounds;
-    if verdict.granted and not google_ai_internal.spend_budget(
+    if budgeted and verdict.granted and not google_ai_internal.spend_budget(
         p_caller, p_model.model, p_tokens, p_today, true
     ) then
         perform public.release(verdict.reservation_id, 'caller_budget', false);
