@@ -541,6 +541,54 @@ revoke all on function google_ai_internal.try_backfill(
 ) from public, anon, authenticated;
 
 /*
+ * call_bounds: how long one WAIT call may go on. The wait ends at the
+ * ticket's deadline, fixed by its first call, or sooner when this call's
+ * max_wait_ms says so (a caller that counts down its own wait, or gives up
+ * with 0). The call itself ends with its slice (wait_slice_ms), and no later
+ * than the moment a fallback may be tried (yield_at: the ticket's first call
+ * plus p_yield_after_ms) while that is still ahead.
+ *
+ * Parameters: p_me, the ticket; p_started, the call's start; p_max_wait_ms;
+ * p_yield_after_ms (null: no fallback); the settings.
+ * Returns the deadline, the end of the slice and yield_at. Raises nothing.
+ * Example: select * from google_ai_internal.call_bounds(me, clock_timestamp(), 5000, 2000, cfg);
+ */
+create or replace function google_ai_internal.call_bounds(
+    p_me google_ai_internal.wait_tickets,
+    p_started timestamptz,
+    p_max_wait_ms integer,
+    p_yield_after_ms integer,
+    p_cfg public.google_ai_settings,
+    out deadline timestamptz,
+    out slice_end timestamptz,
+    out yield_at timestamptz
+)
+language sql
+stable
+set search_path = ''
+as $$
+    select
+        b.deadline,
+        least(
+            b.deadline,
+            p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
+            case when b.yield_at > p_started then b.yield_at end
+        ),
+        b.yield_at
+    from (
+        select
+            least(
+                p_me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+            ) as deadline,
+            p_me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0) as yield_at
+    ) as b
+$$;
+
+revoke all on function google_ai_internal.call_bounds(
+    google_ai_internal.wait_tickets, timestamptz, integer, integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
@@ -625,17 +673,8 @@ begin
         p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
     );
     me := placed.ticket;
-    -- The wait ends at the ticket's deadline, fixed by its first call, or
-    -- sooner when this call's max_wait_ms says so (a caller that counts down
-    -- its own wait, or gives up with 0).
-    deadline := least(
-        me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
-    );
-    yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
-    slice_end := least(
-        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
-        case when yield_at > p_started then yield_at end
-    );
+    select * into deadline, slice_end, yield_at
+    from google_ai_internal.call_bounds(me, p_started, p_max_wait_ms, p_yield_after_ms, p_cfg);
     rounds := me.rounds;
     loop
         rounds := rounds + 1;
@@ -743,6 +782,142 @@ as $$
 $$;
 
 revoke all on function google_ai_internal.caller_policy(text) from public, anon, authenticated;
+
+/*
+ * fold_refusal: count a refusal into the newest google_ai_refusals row of
+ * the same fold (caller, model, key set, reported key and reason) when that
+ * row saw its last refusal at most refusal_fold_ms ago and began less than
+ * one window ago: its count and last time move on (one HOT update, locking
+ * only that row).
+ *
+ * Parameters: p_fold (the fold's hash), the verdict, the model, caller and
+ * sorted key set, the settings, p_now.
+ * Returns whether the refusal was folded. Raises nothing.
+ * Example: select google_ai_internal.fold_refusal(42, v, 'gemma-3-27b', 'bot', null, cfg, now());
+ */
+create or replace function google_ai_internal.fold_refusal(
+    p_fold bigint,
+    p_verdict public.acquire_result,
+    p_model text,
+    p_caller text,
+    p_key_set text [],
+    p_cfg public.google_ai_settings,
+    p_now timestamptz
+)
+returns boolean
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    update public.google_ai_refusals as f
+    set
+        refusals = f.refusals + 1,
+        last_at = greatest(f.last_at, p_now),
+        retry_after_ms = p_verdict.retry_after_ms,
+        waited_ms = greatest(f.waited_ms, p_verdict.waited_ms)
+    where
+        f.id = (
+            select g.id
+            from public.google_ai_refusals as g
+            where
+                g.fold_key = p_fold
+                and g.first_at > p_now - pg_catalog.make_interval(secs => p_cfg.window_ms / 1000.0)
+            order by g.first_at desc
+            limit 1
+        )
+        and f.last_at >= p_now - pg_catalog.make_interval(secs => p_cfg.refusal_fold_ms / 1000.0)
+        -- The hash picks the row; the values decide.
+        and f.model = p_model
+        and f.caller is not distinct from p_caller
+        and f.key_set is not distinct from p_key_set
+        and f.key_alias is not distinct from p_verdict.key_alias
+        and f.reason is not distinct from p_verdict.reason;
+    return found;
+end;
+$$;
+
+revoke all on function google_ai_internal.fold_refusal(
+    bigint, public.acquire_result, text, text, text [], public.google_ai_settings, timestamptz
+) from public, anon, authenticated;
+
+/*
+ * record_acquire_verdict: record one acquire() verdict.
+ *
+ * A grant writes nothing here: its ledger row (written by try_reserve) is its
+ * record. A refusal folds into the newest row of the same caller, model, key
+ * set (p_key_aliases, sorted; null = every key), reported key and reason
+ * (fold_refusal); otherwise a new row starts. Two callers
+ * that start the same fold at the same instant may start two rows; every
+ * refusal is still counted once.
+ *
+ * Parameters: the verdict, the resolved model, acquire's own arguments (mode
+ * upper-cased), the number of reservation rounds, and the key set.
+ * Returns nothing. Raises nothing of its own.
+ * Example: perform google_ai_internal.record_acquire_verdict(
+ *              verdict, 'gemma-3-27b', 1200, 'WAIT', 30000, 3, 'bot', 'msg-42',
+ *              array['bot-key-1']);
+ */
+create or replace function google_ai_internal.record_acquire_verdict(
+    p_verdict public.acquire_result,
+    p_model text,
+    p_tokens integer,
+    p_mode text,
+    p_max_wait_ms integer,
+    p_rounds integer,
+    p_caller text,
+    p_request_id text,
+    p_key_aliases text [] default null
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    cfg public.google_ai_settings;
+    at_now timestamptz;
+    wanted_set text [];
+    fold bigint;
+begin
+    if p_verdict.granted then
+        return;
+    end if;
+    cfg := google_ai_internal.settings();
+    at_now := google_ai_internal.clock();
+    if p_key_aliases is not null then
+        wanted_set := array(
+            select distinct a from pg_catalog.unnest(p_key_aliases) as a order by a
+        );
+    end if;
+    -- %L quotes values and spells null as NULL: distinct tuples, distinct text.
+    fold := pg_catalog.hashtextextended(pg_catalog.format(
+        '%L %L %L %L %L', p_caller, p_model, wanted_set::text, p_verdict.key_alias, p_verdict.reason
+    ), 0);
+
+    if cfg.refusal_fold_ms > 0 then
+        if google_ai_internal.fold_refusal(
+            fold, p_verdict, p_model, p_caller, wanted_set, cfg, at_now
+        ) then
+            return;
+        end if;
+    end if;
+
+    insert into public.google_ai_refusals (
+        fold_key, first_at, last_at, model, key_alias, key_set, reason, caller, request_id,
+        mode, tokens, max_wait_ms, waited_ms, rounds, retry_after_ms
+    ) values (
+        fold, at_now, at_now, p_model, p_verdict.key_alias, wanted_set, p_verdict.reason,
+        p_caller, p_request_id, p_mode, p_tokens, p_max_wait_ms, p_verdict.waited_ms,
+        p_rounds, p_verdict.retry_after_ms
+    );
+end;
+$$;
+
+revoke all on function google_ai_internal.record_acquire_verdict(
+    public.acquire_result, text, integer, text, integer, integer, text, text, text []
+) from public, anon, authenticated;
 
 /*
  * acquire_within_budget: acquire_on under the caller's daily budget for the

@@ -843,6 +843,54 @@ revoke all on function google_ai_internal.keep_place(
 ) from public, anon, authenticated;
 
 /*
+ * call_bounds: how long one WAIT call may go on. The wait ends at the
+ * ticket's deadline, fixed by its first call, or sooner when this call's
+ * max_wait_ms says so (a caller that counts down its own wait, or gives up
+ * with 0). The call itself ends with its slice (wait_slice_ms), and no later
+ * than the moment a fallback may be tried (yield_at: the ticket's first call
+ * plus p_yield_after_ms) while that is still ahead.
+ *
+ * Parameters: p_me, the ticket; p_started, the call's start; p_max_wait_ms;
+ * p_yield_after_ms (null: no fallback); the settings.
+ * Returns the deadline, the end of the slice and yield_at. Raises nothing.
+ * Example: select * from google_ai_internal.call_bounds(me, clock_timestamp(), 5000, 2000, cfg);
+ */
+create or replace function google_ai_internal.call_bounds(
+    p_me google_ai_internal.wait_tickets,
+    p_started timestamptz,
+    p_max_wait_ms integer,
+    p_yield_after_ms integer,
+    p_cfg public.google_ai_settings,
+    out deadline timestamptz,
+    out slice_end timestamptz,
+    out yield_at timestamptz
+)
+language sql
+stable
+set search_path = ''
+as $$
+    select
+        b.deadline,
+        least(
+            b.deadline,
+            p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
+            case when b.yield_at > p_started then b.yield_at end
+        ),
+        b.yield_at
+    from (
+        select
+            least(
+                p_me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
+            ) as deadline,
+            p_me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0) as yield_at
+    ) as b
+$$;
+
+revoke all on function google_ai_internal.call_bounds(
+    google_ai_internal.wait_tickets, timestamptz, integer, integer, public.google_ai_settings
+) from public, anon, authenticated;
+
+/*
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
@@ -927,17 +975,8 @@ begin
         p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
     );
     me := placed.ticket;
-    -- The wait ends at the ticket's deadline, fixed by its first call, or
-    -- sooner when this call's max_wait_ms says so (a caller that counts down
-    -- its own wait, or gives up with 0).
-    deadline := least(
-        me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
-    );
-    yield_at := me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0);
-    slice_end := least(
-        deadline, p_started + pg_catalog.make_interval(secs => p_cfg.wait_slice_ms / 1000.0),
-        case when yield_at > p_started then yield_at end
-    );
+    select * into deadline, slice_end, yield_at
+    from google_ai_internal.call_bounds(me, p_started, p_max_wait_ms, p_yield_after_ms, p_cfg);
     rounds := me.rounds;
     loop
         rounds := rounds + 1;

@@ -1,14 +1,70 @@
 -- acquire: the one way to reserve quota, and how its verdict is recorded.
 
 /*
+ * fold_refusal: count a refusal into the newest google_ai_refusals row of
+ * the same fold (caller, model, key set, reported key and reason) when that
+ * row saw its last refusal at most refusal_fold_ms ago and began less than
+ * one window ago: its count and last time move on (one HOT update, locking
+ * only that row).
+ *
+ * Parameters: p_fold (the fold's hash), the verdict, the model, caller and
+ * sorted key set, the settings, p_now.
+ * Returns whether the refusal was folded. Raises nothing.
+ * Example: select google_ai_internal.fold_refusal(42, v, 'gemma-3-27b', 'bot', null, cfg, now());
+ */
+create or replace function google_ai_internal.fold_refusal(
+    p_fold bigint,
+    p_verdict public.acquire_result,
+    p_model text,
+    p_caller text,
+    p_key_set text [],
+    p_cfg public.google_ai_settings,
+    p_now timestamptz
+)
+returns boolean
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    update public.google_ai_refusals as f
+    set
+        refusals = f.refusals + 1,
+        last_at = greatest(f.last_at, p_now),
+        retry_after_ms = p_verdict.retry_after_ms,
+        waited_ms = greatest(f.waited_ms, p_verdict.waited_ms)
+    where
+        f.id = (
+            select g.id
+            from public.google_ai_refusals as g
+            where
+                g.fold_key = p_fold
+                and g.first_at > p_now - pg_catalog.make_interval(secs => p_cfg.window_ms / 1000.0)
+            order by g.first_at desc
+            limit 1
+        )
+        and f.last_at >= p_now - pg_catalog.make_interval(secs => p_cfg.refusal_fold_ms / 1000.0)
+        -- The hash picks the row; the values decide.
+        and f.model = p_model
+        and f.caller is not distinct from p_caller
+        and f.key_set is not distinct from p_key_set
+        and f.key_alias is not distinct from p_verdict.key_alias
+        and f.reason is not distinct from p_verdict.reason;
+    return found;
+end;
+$$;
+
+revoke all on function google_ai_internal.fold_refusal(
+    bigint, public.acquire_result, text, text, text [], public.google_ai_settings, timestamptz
+) from public, anon, authenticated;
+
+/*
  * record_acquire_verdict: record one acquire() verdict.
  *
  * A grant writes nothing here: its ledger row (written by try_reserve) is its
- * record. A refusal folds: when the newest google_ai_refusals row of the same
- * caller, model, key set (p_key_aliases, sorted; null = every key), reported
- * key and reason saw its last refusal at most refusal_fold_ms ago and began
- * less than one window ago, that row's count and last time move on (one HOT
- * update, locking only that row); otherwise a new row starts. Two callers
+ * record. A refusal folds into the newest row of the same caller, model, key
+ * set (p_key_aliases, sorted; null = every key), reported key and reason
+ * (fold_refusal); otherwise a new row starts. Two callers
  * that start the same fold at the same instant may start two rows; every
  * refusal is still counted once.
  *
@@ -58,32 +114,9 @@ begin
     ), 0);
 
     if cfg.refusal_fold_ms > 0 then
-        update public.google_ai_refusals as f
-        set
-            refusals = f.refusals + 1,
-            last_at = greatest(f.last_at, at_now),
-            retry_after_ms = p_verdict.retry_after_ms,
-            waited_ms = greatest(f.waited_ms, p_verdict.waited_ms)
-        where
-            f.id = (
-                select g.id
-                from public.google_ai_refusals as g
-                where
-                    g.fold_key = fold
-                    and g.first_at > at_now - pg_catalog.make_interval(
-                        secs => cfg.window_ms / 1000.0
-                    )
-                order by g.first_at desc
-                limit 1
-            )
-            and f.last_at >= at_now - pg_catalog.make_interval(secs => cfg.refusal_fold_ms / 1000.0)
-            -- The hash picks the row; the values decide.
-            and f.model = p_model
-            and f.caller is not distinct from p_caller
-            and f.key_set is not distinct from wanted_set
-            and f.key_alias is not distinct from p_verdict.key_alias
-            and f.reason is not distinct from p_verdict.reason;
-        if found then
+        if google_ai_internal.fold_refusal(
+            fold, p_verdict, p_model, p_caller, wanted_set, cfg, at_now
+        ) then
             return;
         end if;
     end if;
