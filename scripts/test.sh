@@ -42,34 +42,54 @@ echo "up to date"
 step "supabase db advisors (Supabase's linter)"
 supabase db advisors --remote="$template_url" --fail-on warn --yes 2>&1 | grep -v 'TLS\|^│$'
 
-step "pgTAP (pg_prove)"
-psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
-pgtap_url="$base/llm_limits_pgtap"
-# Database-level settings (search_path with `extensions`) are not cloned.
-psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -f client/llm_limits/testing/supabase_hosted.sql 2>/dev/null
-psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pgtap with schema extensions"
-pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
-
-step "sqlfluff lint"
-.venv/bin/sqlfluff lint supabase/migrations supabase/schemas supabase/tests
-
-step "ruff and mypy"
-.venv/bin/ruff check client tests bench
-.venv/bin/ruff format --check client tests bench
-.venv/bin/mypy
-
-step "Deno: the llm-gateway Edge Function (fmt, lint, check, test)"
+# The checks below and the parallel part of pytest are independent: they run side by side.
+checks_log="$workdir/checks.log"
 (
+    set -e
+    step "pgTAP (pg_prove)"
+    psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
+    pgtap_url="$base/llm_limits_pgtap"
+    # Database-level settings (search_path with `extensions`) are not cloned.
+    psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -f client/llm_limits/testing/supabase_hosted.sql 2>/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pgtap with schema extensions"
+    pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
+
+    step "sqlfluff lint"
+    .venv/bin/sqlfluff lint supabase/migrations supabase/schemas supabase/tests
+
+    step "ruff and mypy"
+    .venv/bin/ruff check client tests bench
+    .venv/bin/ruff format --check client tests bench
+    .venv/bin/mypy
+
+    step "Deno: the llm-gateway Edge Function (fmt, lint, check, test)"
     cd supabase/functions
     deno fmt --check
     deno lint
     deno check --frozen --config llm-gateway/deno.json llm-gateway/index.ts tests/
     # Loopback only: the protocol's test talks to a stub Google it starts itself.
     deno test --frozen --allow-net=127.0.0.1 --config llm-gateway/deno.json tests/
-)
+) >"$checks_log" 2>&1 &
+checks=$!
 
-step "pytest"
-LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
-    LLM_LIMITS_TEST_POOLER_URL="$pooler_url" .venv/bin/pytest ${PYTEST_ARGS:-}
+export LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
+    LLM_LIMITS_TEST_POOLER_URL="$pooler_url"
+step "pytest, the independent tests on both cores"
+pytest_status=0
+.venv/bin/pytest -n 2 -m "not serial" ${PYTEST_ARGS:-} || pytest_status=$?
+((pytest_status == 5)) && pytest_status=0  # PYTEST_ARGS chose none of these
 
+checks_status=0
+wait "$checks" || checks_status=$?
+cat "$checks_log"
+
+step "pytest, the timing-sensitive tests one at a time"
+serial_status=0
+.venv/bin/pytest -m serial ${PYTEST_ARGS:-} || serial_status=$?
+((serial_status == 5)) && serial_status=0
+
+if ((pytest_status || checks_status || serial_status)); then
+    step "FAILED: pytest $pytest_status, checks $checks_status, serial pytest $serial_status"
+    exit 1
+fi
 step "all checks passed"
