@@ -15,17 +15,21 @@
  */
 create or replace function google_ai_internal.caller_policy(p_caller text)
 returns google_ai_internal.caller_policy
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    -- One statement: acquire reads its caller's policy on every call.
-    select row(
+declare
+    pol google_ai_internal.caller_policy;
+begin
+    -- One statement, in plpgsql so that its plan is kept: acquire reads its
+    -- caller's policy on every call.
+    select
         who.caller, coalesce(c.name, 'default'), coalesce(c.priority, 50),
         coalesce(c.may_fall_back, false),
         above.higher_classes, above.higher_rpm, above.higher_tpm, above.rpd_share, above.paced,
         c.fallback_after_ms, budgets.models
-    )::google_ai_internal.caller_policy
+    into pol
     from (
         select coalesce(
             (select p.caller from public.google_ai_caller_policies as p
@@ -56,7 +60,9 @@ as $$
         select coalesce(pg_catalog.array_agg(b.model), '{}') as models
         from public.google_ai_caller_budgets as b
         where b.caller = who.caller
-    ) as budgets
+    ) as budgets;
+    return pol;
+end;
 $$;
 
 revoke all on function google_ai_internal.caller_policy(text) from public, anon, authenticated;
