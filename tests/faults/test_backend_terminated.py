@@ -135,7 +135,7 @@ def test_killed_once_the_retry_is_granted(
         assert retry != first
         # Nothing of the terminated acquire survived: the blocker is still the only row.
         assert victim_rows(keyed_db) == ([], [])
-        keyed_db.execute("select public.release(%s, 'gave it up', false)", (blocker,))
+        keyed_db.execute("select * from public.settle(%s, null, null, 'not_sent')", (blocker,))
         victim.join(timeout=15)
     assert not victim.is_alive()
 
@@ -176,7 +176,7 @@ def test_killed_twice_raises_database_unavailable_and_leaks_nothing(
     assert rows == [(blocker, "reserved")]  # only the blocker's own grant is open
 
     # The client is usable afterwards (its broken connections were dropped).
-    keyed_db.execute("select public.release(%s, 'gave it up', false)", (blocker,))
+    keyed_db.execute("select * from public.settle(%s, null, null, 'not_sent')", (blocker,))
     assert victim_client.generate(GEMMA, "again", mode="NO_WAIT", caller=CALLER).text
 
 

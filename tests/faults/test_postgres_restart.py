@@ -23,8 +23,8 @@ Observed (typical runs on 2 cores; the load is bound by the limits, so the count
 
 * fast: 6 backends terminated; 70 answers, 66 committed, 36-40 of them after the restart
   (every process 11-16); 10-30 ``DatabaseUnavailable`` while the server was away, none after;
-  4 answers whose ``commit_usage`` fell into the outage (``commit_usage failed; the estimate
-  stays counted``): their rows stay ``reserved`` and counted at the estimate, have no
+  4 answers whose ``settle`` fell into the outage (``settle failed; the grant stays
+  counted``): their rows stay ``reserved`` and counted at the estimate, have no
   ``token_usage`` row and never reached ``on_usage``; 0 429s;
 * crash: 70 answers, 66 committed, ~38 after the restart, the same 4 lost commits, 150-250
   ``DatabaseUnavailable`` (connections refused at once; the loop sleeps 50 ms), none after the
@@ -263,7 +263,7 @@ def test_clients_ride_through_a_postgres_restart(
     assert not lost, f"{len(lost)} commits lost, e.g. {lost[:3]}"
     assert all(usage_rows[rid] == 1 for rid, st in ledger.items() if st == "committed")
     # An answer whose commit failed during the outage keeps its grant open and counted.
-    assert statuses["reserved"] >= warnings["commit_usage failed"]
+    assert statuses["reserved"] >= warnings["settle failed"]
     assert set(statuses) <= {"committed", "reserved"}, statuses
     # The fake server never had to refuse, and saw no call the ledger does not count.
     assert stats.rate_limited == 0, stats.summary()
