@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import Conn, acquire_waiting, connect, fresh_db, pct, release_lags
+from bench.run import Conn, acquire_waiting, connect, fresh_db, pct, release_lags, settle_200
 from llm_limits.testing import pooler as pgbouncer
 
 CALLERS, POOL_SIZE, RPM = 24, 8, 30
@@ -81,7 +81,7 @@ def _run(
             while time.monotonic() < stop:
                 rid = grant(conn, calls)
                 if rid is not None:
-                    conn.execute("select public.commit_usage(%s, 10, 5)", (rid,))
+                    settle_200(conn, rid, 10, 5)
 
     def probe() -> None:
         with connect(pooled_url) as conn:

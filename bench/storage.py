@@ -42,7 +42,9 @@ KEYS = 3  # three Cloud projects at gemma-3-27b's full RPD
 ROUND = 2000  # calls between two vacuums (about 1 h 7 min of traffic at 43,200 a day)
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-# One call as the bot makes it: a realistic caller, request id, estimate and usage.
+# One call as the bot makes it: a realistic caller, request id, estimate and usage, settled
+# as its design settles a 200 (the design before the hardening had commit_usage, gone since
+# 20261206003000; now settle reads Google's answer).
 PAIR = """\\set g random(1, 3)
 \\set m random(1, 999999999)
 select granted::int as ok, reservation_id as rid
@@ -50,9 +52,15 @@ from public.acquire(model => 'store-model', tokens => 1200,
                     key_aliases => array['project-' || :g], caller => 'festival-bot',
                     request_id => 'tg-' || :m) \\gset
 \\if :ok
-select public.commit_usage(':rid'::uuid, 1013, 240, '{"finish_reason": "STOP"}');
+{settle}
 \\endif
 """
+SETTLE_NOW = """select action from public.settle(':rid'::uuid, 200, '{"usageMetadata":
+    {"promptTokenCount": 1013, "candidatesTokenCount": 240},
+    "candidates": [{"finishReason": "STOP"}]}');"""
+SETTLE_BEFORE = (
+    """select public.commit_usage(':rid'::uuid, 1013, 240, '{"finish_reason": "STOP"}');"""
+)
 
 
 def connect(url: str) -> Conn:
@@ -152,11 +160,11 @@ def pgbench_script(url: str, script: Path, args: list[str]) -> float:
     return float(match.group(1))
 
 
-def per_call(url: str, pairs: int) -> dict[str, float]:
-    """Rows written and bytes kept per settled call."""
+def per_call(url: str, pairs: int, settle: str) -> dict[str, float]:
+    """Rows written and bytes kept per settled call (`settle`: the design's 200)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "pair.sql"
-        script.write_text(PAIR)
+        script.write_text(PAIR.format(settle=settle))
         with connect(url) as conn:
             pgbench_script(url, script, ["-c", "2", "-t", "200"])  # warm up, first pages
             vacuum_ours(conn)
@@ -269,8 +277,9 @@ def refusal_flood(url: str, connections: int = 4, seconds: float = 10.0) -> dict
     }
 
 
-def pairs_per_second(url: str, seconds: int) -> dict[str, float]:
-    """Bench (a) and (b) on this design: 16 clients, 16 groups / one hot group."""
+def pairs_per_second(url: str, seconds: int, pair: str) -> dict[str, float]:
+    """Bench (a) and (b) on this design: 16 clients, 16 groups / one hot group; `pair` names
+    the design's scripts (bench/acquire_<pair>_spread.sql and _hot.sql)."""
     with connect(url) as conn:
         conn.execute(
             "insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values "
@@ -282,9 +291,9 @@ def pairs_per_second(url: str, seconds: int) -> dict[str, float]:
             "from generate_series(1, 16) as i"
         )
     common = ["-c", "16", "-j", "2", "-T", str(seconds)]
-    spread = pgbench_script(url, REPO / "bench/acquire_commit_spread.sql", common)
+    spread = pgbench_script(url, REPO / f"bench/acquire_{pair}_spread.sql", common)
     hot = pgbench_script(
-        url, REPO / "bench/acquire_commit_hot.sql", [*common, "-D", "model=bench-free"]
+        url, REPO / f"bench/acquire_{pair}_hot.sql", [*common, "-D", "model=bench-free"]
     )
     return {"spread_pairs": spread, "hot_pairs": hot}
 
@@ -294,11 +303,11 @@ def measure(
 ) -> dict[str, float]:
     url = design_db(admin_url, name, before)
     seed(url)
-    m = per_call(url, pairs)
+    m = per_call(url, pairs, SETTLE_NOW if before is None else SETTLE_BEFORE)
     m.update(rollup_row_bytes(url))
     m.update(retention_days(url))
     m.update(refusal_flood(url))
-    m.update(pairs_per_second(url, seconds))
+    m.update(pairs_per_second(url, seconds, "settle" if before is None else "commit"))
     day_bytes = CALLS_PER_DAY * m["ledger_bytes_per_call"]
     minute_rows_per_day = KEYS * 1440
     if before is None:

@@ -28,7 +28,7 @@ SYSTEM = "You are a helpful assistant. Answer in at most three sentences."
 def llm_logger(usage: llm_limits.Usage) -> None:
     """The bot's existing usage logger, now fed by the client after each commit.
 
-    commit_usage already wrote the token_usage row (with key_alias and reservation_id in its
+    settle already wrote the token_usage row (with key_alias and reservation_id in its
     meta), so this hook only logs; it must not insert a second row.
     """
     log.info(

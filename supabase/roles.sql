@@ -5,14 +5,17 @@
 -- also trim the audit log on demand). The RPCs are SECURITY DEFINER, so
 -- EXECUTE is all a caller needs.
 --
---   llm_limits_client   the bot and the notebooks (the Python client):
---                       pool_keys, token_counter, acquire, settle,
---                       quota_status, and the batch runner's batch_outlook
---                       and request_outcomes; and commit_usage, release,
---                       report_rate_limit, disable_key for clients released
---                       before settle
---   llm_limits_gateway  the llm-gateway Edge Function (LLM_GATEWAY_DB_URL):
+--   llm_limits_client   the bot and the notebooks (the Python client,
+--                       client/llm_limits/db.py): pool_keys, token_counter,
+--                       acquire, settle; and the batch runner's
+--                       batch_outlook and request_outcomes
+--   llm_limits_gateway  the llm-gateway Edge Function (LLM_GATEWAY_DB_URL,
+--                       supabase/functions/llm-gateway/db.ts):
 --                       identify_caller, pool_keys, acquire, settle
+--
+-- The operator's RPCs (disable_key, enable_key, quota_status, the CLI's
+-- reports, run_maintenance) stay with service_role and the owner: settle
+-- disables a key Google refuses, so no carrier calls disable_key itself.
 --
 -- Plain SQL, no psql meta-commands: the Supabase CLI applies this file as its
 -- custom roles file (`supabase db push --include-roles`). Idempotent: every
@@ -109,14 +112,8 @@ begin
             ('llm_limits_client',
              'public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
             ('llm_limits_client', 'public.settle(uuid, integer, jsonb, text)'),
-            ('llm_limits_client', 'public.quota_status()'),
             ('llm_limits_client', 'public.batch_outlook(text, text[], text)'),
             ('llm_limits_client', 'public.request_outcomes(text[])'),
-            -- for clients released before settle
-            ('llm_limits_client', 'public.commit_usage(uuid, integer, integer, jsonb)'),
-            ('llm_limits_client', 'public.release(uuid, text, boolean)'),
-            ('llm_limits_client', 'public.report_rate_limit(uuid, text, integer)'),
-            ('llm_limits_client', 'public.disable_key(text, text)'),
             ('llm_limits_gateway', 'public.identify_caller(bytea, text)'),
             ('llm_limits_gateway', 'public.pool_keys()'),
             ('llm_limits_gateway',

@@ -9,15 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 OUR_SCHEMAS = ("public", "google_ai_internal")
 RPCS = (
     "acquire",
-    "commit_usage",
-    "release",
-    "report_rate_limit",
+    "settle",
     "disable_key",
     "run_maintenance",
     "quota_status",
@@ -92,6 +91,53 @@ def acquire(conn: Conn, model: str, tokens: int, **kw: object) -> tuple[Any, ...
     return tuple(
         answer[k] for k in ("granted", "reservation_id", "key_alias", "reason", "retry_after_ms")
     )
+
+
+def settle(
+    conn: Conn,
+    reservation_id: object,
+    http_status: int | None = None,
+    response: object = None,
+    transport_error: str | None = None,
+) -> str:
+    """settle's action for one outcome of a call, handed over as a carrier does: Google's
+    status and JSON body, or how the exchange failed (`not_sent` refunds the grant;
+    `cancelled` keeps it counted without counting towards an outage, as `timeout` does)."""
+    row = conn.execute(
+        "select action from public.settle(reservation_id => %s::uuid, http_status => %s::int,"
+        " response => %s::jsonb, transport_error => %s::text)",
+        (
+            reservation_id,
+            http_status,
+            None if response is None else Jsonb(response),
+            transport_error,
+        ),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def commit(
+    conn: Conn, reservation_id: object, prompt_tokens: int, completion_tokens: int = 0
+) -> str:
+    """Settle a grant with Google's 200 and its usageMetadata (action `commit`)."""
+    usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": completion_tokens}
+    return settle(conn, reservation_id, 200, {"usageMetadata": usage})
+
+
+def too_many(retry_delay: str | None = None, quota_id: str | None = None) -> dict[str, object]:
+    """A 429 body as Google sends it: a QuotaFailure violation with `quota_id` and a RetryInfo
+    `retry_delay` ("21s"), each left out when None."""
+    details: list[dict[str, object]] = []
+    if quota_id is not None:
+        details.append({"@type": QUOTA_FAILURE, "violations": [{"quotaId": quota_id}]})
+    if retry_delay is not None:
+        details.append({"@type": RETRY_INFO, "retryDelay": retry_delay})
+    return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details}}
+
+
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 def sqlstate_of(call: Callable[[], object]) -> str | None:

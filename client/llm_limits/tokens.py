@@ -3,8 +3,8 @@
 TPM is charged on input tokens at admission, so the count must be an upper bound of what Google
 will charge (an under-count could let through a call that Google then refuses with a 429) and
 as close to it as possible (an over-count holds TPM that is never used, and refuses a long
-prompt with LL003 although Google would take it). ``commit_usage`` later replaces the count
-with ``usage_metadata.prompt_token_count`` either way.
+prompt with LL003 although Google would take it). ``settle`` later replaces the count with
+the response's ``usageMetadata.promptTokenCount`` either way.
 
 The chain, first that serves the model (the model row's ``token_counter`` may pin one; null
 chooses automatically):

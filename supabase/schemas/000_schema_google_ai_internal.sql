@@ -14,9 +14,8 @@
 --   * SQLSTATEs of llm-limits (class LL; raised with DETAIL and HINT):
 --       LL001 unknown model            LL006 unknown reservation
 --       LL002 invalid token count      LL007 invalid argument
---       LL003 request larger than TPM  LL008 reservation already settled otherwise
---       LL004 unknown mode             LL009 unknown key
---       LL005 (retired: no longer raised) LL010 audit log is append-only
+--       LL003 request larger than TPM  LL009 unknown key
+--       LL004 unknown mode             LL010 audit log is append-only
 --       LL999 internal sentinel: raised and caught inside one function to roll
 --             back a subtransaction (a refused try_reserve, a ticket_in_call
 --             probe); it never reaches a caller.

@@ -7,8 +7,6 @@ create table public.google_ai_settings (
     window_guard_ms integer not null default 1000 check (window_guard_ms between 0 and 60000),
     rpd_time_zone text not null default 'America/Los_Angeles',
     lease_ms integer not null default 600000 check (lease_ms between 1000 and 86400000),
-    max_wait_cap_ms integer not null default 90000
-    check (max_wait_cap_ms between 0 and 110000),
     wait_recheck_ms integer not null default 25 check (wait_recheck_ms between 5 and 5000),
     default_cooldown_ms integer not null default 60000
     check (default_cooldown_ms between 0 and 86400000),
@@ -40,8 +38,6 @@ create table public.google_ai_settings (
 
 comment on table public.google_ai_settings is
 'Tunables of llm-limits (one row).';
-comment on column public.google_ai_settings.max_wait_cap_ms is
-'Unused since 20261205000200 (acquire no longer caps max_wait_ms); kept for clients released before it.';
 comment on column public.google_ai_settings.refusal_fold_ms is
 'Refusals of one caller, model, key set and reason that follow each other within this many ms fold into one audit row (0: never fold). A folded row spans at most one window.';
 comment on column public.google_ai_settings.rollup_retention is

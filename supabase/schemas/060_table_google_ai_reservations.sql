@@ -1,7 +1,7 @@
 -- The reservation ledger: one row per grant, and the record of the call.
 -- `counted_requests`/`counted_tokens` are what the row contributes to its
 -- windows right now: the estimate at grant, the actual prompt tokens after
--- commit_usage, zero after an unsent release. The ledger row is also the
+-- a commit, zero after an unsent release. The ledger row is also the
 -- record of its grant and of its commit or release (waited_ms, details);
 -- google_ai_audit_log derives those events from it.
 --
@@ -41,7 +41,7 @@ create index google_ai_reservations_window_idx
 on public.google_ai_reservations (quota_group, model, granted_at);
 
 comment on table public.google_ai_reservations is
-'Reservation ledger: one row per grant from acquire(), settled by commit_usage/release/report_rate_limit or expired by its lease.';
+'Reservation ledger: one row per grant from acquire(), settled by settle() (committed, released or rate_limited) or expired by its lease.';
 comment on column public.google_ai_reservations.waited_ms is
 'How long acquire() ran before this grant (ms): the WAIT time.';
 comment on column public.google_ai_reservations.details is

@@ -1,6 +1,6 @@
--- The bot's own usage history (a table production had; adopted). commit_usage
--- appends one row per committed call in the llm_logger shape. llm-limits
--- never trims it.
+-- The bot's own usage history (a table production had; adopted). A commit
+-- (settle, through record_token_usage) appends one row per committed call in
+-- the llm_logger shape. llm-limits never trims it.
 
 create table public.token_usage (
     id bigint generated always as identity primary key,

@@ -24,7 +24,7 @@ create table google_ai_internal.wait_tickets (
     turn_at timestamptz not null,
     alive_until timestamptz not null,
     rounds integer not null default 0,
-    deadline timestamptz,
+    deadline timestamptz not null,
     priority integer not null default 50,
     caller_class text
 );
@@ -37,7 +37,7 @@ comment on table google_ai_internal.wait_tickets is
 comment on column google_ai_internal.wait_tickets.priority is
 'The waiter''s class priority when it joined (lower is served first; a starving class''s old waiters go first, see queue_rank).';
 comment on column google_ai_internal.wait_tickets.deadline is
-'When the wait ends (its first call''s start plus max_wait_ms). Null for tickets made before 20261205000200: their calls'' own max_wait_ms applies.';
+'When the wait ends (its first call''s start plus max_wait_ms; a later call''s max_wait_ms can only bring it closer).';
 
 alter table google_ai_internal.wait_tickets enable row level security;
 revoke all on table google_ai_internal.wait_tickets from public, anon, authenticated, service_role;

@@ -249,7 +249,7 @@ from public, anon, authenticated;
  * pacing, outage) back to the table.
  *
  * Parameters: p_st, the changed copy. Returns nothing. Raises nothing.
- * Example: see try_reserve and report_rate_limit.
+ * Example: see try_reserve and record_rate_limit.
  */
 create or replace function google_ai_internal.store_window(p_st public.google_ai_quota_state)
 returns void

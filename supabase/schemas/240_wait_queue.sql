@@ -931,8 +931,8 @@ revoke all on function google_ai_internal.call_bounds(
  * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
  *
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
- * request_id, max_wait_ms (used by the ticket's first call, and by tickets
- * made before the deadline was stored), the settings, when the call
+ * request_id, max_wait_ms (the first call's fixes the ticket's deadline; a
+ * later call's can only bring it closer), the settings, when the call
  * started, the caller's policy, p_yield_after_ms.
  * Returns the verdict (waited_ms counted from the ticket's first call) and
  * the number of looks at the queue over the whole wait. Raises nothing.

@@ -3,7 +3,7 @@
 -- the old and new values, whoever made it (an RPC, the CLI, the Supabase
 -- dashboard or plain SQL): configuration edits come from anywhere, and only
 -- a trigger catches them all. (RPCs that know why something happened, such
--- as disable_key or report_rate_limit, write their own record inline, in the
+-- as disable_key or record_rate_limit, write their own record inline, in the
 -- transaction of the change, so it commits or rolls back with it.)
 --
 -- SECURITY DEFINER: whoever may change the config (service_role, the CLI's

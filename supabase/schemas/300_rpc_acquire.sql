@@ -323,7 +323,9 @@ begin
     if budgeted and verdict.granted and not google_ai_internal.spend_budget(
         p_caller, p_model.model, p_tokens, p_today, true
     ) then
-        perform public.release(verdict.reservation_id, 'caller_budget', false);
+        perform google_ai_internal.release_reservation(
+            google_ai_internal.lock_reservation(verdict.reservation_id), 'caller_budget', false
+        );
         verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
     end if;
 end;

@@ -21,10 +21,10 @@
  *                    mid-way is `connection_lost`.
  *
  * Decides (the action column):
- *   commit          2xx: commit_usage with usageMetadata.promptTokenCount
+ *   commit          2xx: commit_reservation with usageMetadata.promptTokenCount
  *                   (the estimate when absent) and candidates + thoughts
  *                   tokens as the completion
- *   rate_limited    429: report_rate_limit with the QuotaFailure/RetryInfo
+ *   rate_limited    429: record_rate_limit with the QuotaFailure/RetryInfo
  *                   read here (a per-day violation wins); a quotaValue that
  *                   differs from the table is recorded (learn_limits)
  *   disable_key     Google refuses the key itself (key_rejection: invalid,
@@ -48,7 +48,10 @@
  * answers the same action.
  *
  * Raises: LL006 unknown reservation, LL007 neither status nor transport
- *         error, a status outside 100..599, or an unknown transport error.
+ *         error, a status outside 100..599, or an unknown transport error;
+ *         and what its steps refuse to record: LL002 token counts summing
+ *         past 2^31, LL007 an over-long modelVersion, quotaId or key
+ *         rejection reason.
  * Example: select * from public.settle('0d6f...'::uuid, 429,
  *     '{"error": {"code": 429, "details": [{"@type":
  *       "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "21s"}]}}');
@@ -106,7 +109,9 @@ begin
         end;
         retry := transport_error in ('timeout', 'connection_lost', 'connect_failed');
         if not settled then
-            perform public.release(res.id, transport_error, action = 'release_sent');
+            perform google_ai_internal.release_reservation(
+                res, transport_error, action = 'release_sent'
+            );
         end if;
     elsif http_status between 200 and 299 then
         action := 'commit';
@@ -116,8 +121,8 @@ begin
             else response -> 'usageMetadata'
         end;
         if not settled then
-            perform public.commit_usage(
-                res.id,
+            perform google_ai_internal.commit_reservation(
+                res,
                 coalesce(
                     case when usage ->> 'promptTokenCount' ~ '^[0-9]{1,9}$'
                         then (usage ->> 'promptTokenCount')::integer end,
@@ -144,7 +149,9 @@ begin
             -- First: ending an outage must not end this 429's cooldown.
             perform google_ai_internal.upstream_answered(res, 'http 429', cfg);
             violation := google_ai_internal.quota_violation(err);
-            perform public.report_rate_limit(res.id, violation.quota_id, violation.retry_delay_ms);
+            perform google_ai_internal.record_rate_limit(
+                res, violation.quota_id, violation.retry_delay_ms, cfg
+            );
             perform google_ai_internal.observe_limits(res, violation.violations, cfg);
         end if;
         backoff := 0;
@@ -155,14 +162,16 @@ begin
             retry := true;
             backoff := 0;
             if not settled then
-                perform public.release(res.id, rejected, true);
+                perform google_ai_internal.release_reservation(res, rejected, true);
                 perform public.disable_key(res.key_alias, rejected);
             end if;
         else
             action := 'release_sent';
             retry := http_status >= 500 or http_status = 408;
             if not settled then
-                perform public.release(res.id, pg_catalog.format('http %s', http_status), true);
+                perform google_ai_internal.release_reservation(
+                    res, pg_catalog.format('http %s', http_status), true
+                );
             end if;
         end if;
     end if;

@@ -1,6 +1,6 @@
--- Taking a key out of the pool and putting it back. disable_key is the
--- client's (Google said the key is invalid or leaked); enable_key is an
--- operator's decision. Both audit why, inline, besides the config_changed
+-- Taking a key out of the pool and putting it back. disable_key is settle's
+-- (Google said the key is invalid or leaked) and an operator's; enable_key is
+-- an operator's decision. Both audit why, inline, besides the config_changed
 -- record of the table trigger.
 
 /*

@@ -11,6 +11,10 @@ starts from the same state.
 
 Arguments are sent the way the thin client sends them: named, with explicit
 casts (`public.fn(name => %s::type, ...)`).
+
+What settle reads out of Google's answers (a 429's quotaId and retryDelay, the
+reason a refused key is disabled for) gets the same treatment in
+test_bad_google_answers.
 """
 
 from __future__ import annotations
@@ -22,9 +26,20 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.conftest import create_database, drop_database
-from tests.support import Conn, add_key, add_model, set_now, snapshot, sqlstate_of
+from tests.support import (
+    Conn,
+    add_key,
+    add_model,
+    commit,
+    set_now,
+    settle,
+    snapshot,
+    sqlstate_of,
+    too_many,
+)
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 NEXT_PACIFIC_MIDNIGHT = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -34,6 +49,15 @@ HUGE = "x" * 100_000
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 # Placeholders for reservations made by the fixture.
 OPEN, COMMITTED, RELEASED, RATE_LIMITED = "<open>", "<committed>", "<released>", "<rate_limited>"
+
+
+def key_refused(reason: str) -> dict[str, object]:
+    """A 400 that refuses the key itself, with the ErrorInfo reason given."""
+    return {"error": {"code": 400, "details": [{"@type": ERROR_INFO, "reason": reason}]}}
+
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+SETTLE = "select * from public.settle(%s::uuid, %s::int, %s::jsonb, %s::text)"
 
 
 @dataclass(frozen=True)
@@ -54,22 +78,6 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("caller", "text", "tests"),
         ("request_id", "text", None),
         ("ticket", "uuid", None),
-    ],
-    "commit_usage": [
-        ("reservation_id", "uuid", OPEN),
-        ("prompt_tokens", "integer", 8),
-        ("completion_tokens", "integer", 2),
-        ("meta", "jsonb", "{}"),
-    ],
-    "release": [
-        ("reservation_id", "uuid", OPEN),
-        ("reason", "text", "tests"),
-        ("sent", "boolean", False),
-    ],
-    "report_rate_limit": [
-        ("reservation_id", "uuid", OPEN),
-        ("quota_id", "text", None),
-        ("retry_delay_ms", "integer", 0),
     ],
     "disable_key": [("key_alias", "text", "k1"), ("reason", "text", "tests")],
     "settle": [
@@ -162,86 +170,6 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("acquire", "ticket", "a new one (NO_WAIT has no line to keep)", UNKNOWN_ID, GRANT),
     ("acquire", "ticket", "wrong type", "abc", "22P02"),
     ("acquire", "ticket", "sql-like", SQLI, "22P02"),
-    ("commit_usage", "reservation_id", "null", None, "LL006"),
-    ("commit_usage", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
-    ("commit_usage", "reservation_id", "wrong type", "abc", "22P02"),
-    ("commit_usage", "reservation_id", "sql-like", SQLI, "22P02"),
-    ("commit_usage", "reservation_id", "open", OPEN, Ok(True)),
-    ("commit_usage", "reservation_id", "already committed", COMMITTED, Ok(False)),
-    ("commit_usage", "reservation_id", "released", RELEASED, "LL008"),
-    ("commit_usage", "reservation_id", "rate-limited", RATE_LIMITED, "LL008"),
-    ("commit_usage", "prompt_tokens", "null", None, "LL002"),
-    ("commit_usage", "prompt_tokens", "negative", -1, "LL002"),
-    ("commit_usage", "prompt_tokens", "zero", 0, Ok(True)),
-    ("commit_usage", "prompt_tokens", "above the estimate", 5000, Ok(True)),
-    ("commit_usage", "prompt_tokens", "max int - 2", MAX_INT - 2, Ok(True)),
-    ("commit_usage", "prompt_tokens", "max int (sum overflows)", MAX_INT, "LL002"),
-    ("commit_usage", "prompt_tokens", "wrong type", "abc", "22P02"),
-    ("commit_usage", "completion_tokens", "null", None, "LL002"),
-    ("commit_usage", "completion_tokens", "negative", -1, "LL002"),
-    ("commit_usage", "completion_tokens", "zero", 0, Ok(True)),
-    ("commit_usage", "completion_tokens", "max int (sum overflows)", MAX_INT, "LL002"),
-    ("commit_usage", "completion_tokens", "wrong type", "abc", "22P02"),
-    ("commit_usage", "meta", "null", None, "LL007"),
-    ("commit_usage", "meta", "array", "[]", "LL007"),
-    ("commit_usage", "meta", "string", '"STOP"', "LL007"),
-    ("commit_usage", "meta", "number", "123", "LL007"),
-    ("commit_usage", "meta", "not json", "abc", "22P02"),
-    ("commit_usage", "meta", "sql-like string", '"' + SQLI + '"', "LL007"),
-    ("commit_usage", "meta", "sql-like value", '{"x": "' + SQLI + '"}', Ok(True)),
-    ("commit_usage", "meta", "100k chars", '{"x": "' + HUGE + '"}', "LL007"),
-    ("commit_usage", "meta", "just over 16 kB", '{"x": "' + "y" * 16_380 + '"}', "LL007"),
-    ("release", "reservation_id", "null", None, "LL006"),
-    ("release", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
-    ("release", "reservation_id", "wrong type", "abc", "22P02"),
-    ("release", "reservation_id", "open", OPEN, Ok(True)),
-    ("release", "reservation_id", "committed", COMMITTED, Ok(False)),
-    ("release", "reservation_id", "released", RELEASED, Ok(False)),
-    ("release", "reservation_id", "rate-limited", RATE_LIMITED, Ok(False)),
-    ("release", "reason", "null", None, Ok(True)),
-    ("release", "reason", "empty", "", Ok(True)),
-    ("release", "reason", "sql-like", SQLI, Ok(True)),
-    ("release", "reason", "500 chars", "r" * 500, Ok(True)),
-    ("release", "reason", "501 chars", "r" * 501, "LL007"),
-    ("release", "reason", "100k chars", HUGE, "LL007"),
-    ("release", "reason", "wrong type (int)", 12345, Ok(True)),
-    ("release", "sent", "null", None, Ok(True)),
-    ("release", "sent", "true", True, Ok(True)),
-    ("release", "sent", "text 'yes'", "yes", Ok(True)),
-    ("release", "sent", "wrong type", "abc", "22P02"),
-    ("report_rate_limit", "reservation_id", "null", None, "LL006"),
-    ("report_rate_limit", "reservation_id", "unknown", UNKNOWN_ID, "LL006"),
-    ("report_rate_limit", "reservation_id", "wrong type", "abc", "22P02"),
-    ("report_rate_limit", "reservation_id", "open", OPEN, Ok(T)),
-    ("report_rate_limit", "reservation_id", "committed", COMMITTED, Ok(T)),
-    ("report_rate_limit", "reservation_id", "rate-limited", RATE_LIMITED, Ok(T)),
-    ("report_rate_limit", "quota_id", "null", None, Ok(T)),
-    ("report_rate_limit", "quota_id", "sql-like", SQLI, Ok(T)),
-    (
-        "report_rate_limit",
-        "quota_id",
-        "per day",
-        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
-        Ok(NEXT_PACIFIC_MIDNIGHT),
-    ),
-    ("report_rate_limit", "quota_id", "300 chars", "q" * 300, Ok(T)),
-    ("report_rate_limit", "quota_id", "301 chars", "q" * 301, "LL007"),
-    ("report_rate_limit", "quota_id", "100k chars", HUGE, "LL007"),
-    ("report_rate_limit", "quota_id", "wrong type (int)", 12345, Ok(T)),
-    (
-        "report_rate_limit",
-        "retry_delay_ms",
-        "null (default cooldown)",
-        None,
-        Ok(T + timedelta(minutes=1)),
-    ),
-    ("report_rate_limit", "retry_delay_ms", "negative", -1, "LL007"),
-    ("report_rate_limit", "retry_delay_ms", "min int", -(2**31), "LL007"),
-    ("report_rate_limit", "retry_delay_ms", "zero", 0, Ok(T)),
-    ("report_rate_limit", "retry_delay_ms", "one day", 86_400_000, Ok(T + timedelta(days=1))),
-    ("report_rate_limit", "retry_delay_ms", "one day + 1", 86_400_001, "LL007"),
-    ("report_rate_limit", "retry_delay_ms", "max int", MAX_INT, "LL007"),
-    ("report_rate_limit", "retry_delay_ms", "wrong type", "abc", "22P02"),
     ("disable_key", "key_alias", "null", None, "LL009"),
     ("disable_key", "key_alias", "empty", "", "LL009"),
     ("disable_key", "key_alias", "unknown", "nope", "LL009"),
@@ -258,6 +186,12 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("settle", "reservation_id", "null", None, "LL006"),
     ("settle", "reservation_id", "unknown", "00000000-0000-4000-8000-000000000000", "LL006"),
     ("settle", "reservation_id", "wrong type", "abc", "22P02"),
+    ("settle", "reservation_id", "sql-like", SQLI, "22P02"),
+    ("settle", "reservation_id", "open", OPEN, COMMIT),
+    # Settled already: the same answer, and nothing changes.
+    ("settle", "reservation_id", "already committed", COMMITTED, COMMIT),
+    ("settle", "reservation_id", "released", RELEASED, COMMIT),
+    ("settle", "reservation_id", "rate-limited", RATE_LIMITED, COMMIT),
     ("settle", "http_status", "null (and no transport error)", None, "LL007"),
     ("settle", "http_status", "99", 99, "LL007"),
     ("settle", "http_status", "600", 600, "LL007"),
@@ -274,8 +208,40 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
         '{"usageMetadata": {"promptTokenCount": "x"}}',
         COMMIT,
     ),
+    (
+        "settle",
+        "response",
+        "usage negative",
+        '{"usageMetadata": {"promptTokenCount": -5, "candidatesTokenCount": -1}}',
+        COMMIT,
+    ),
+    (
+        "settle",
+        "response",
+        "usage the largest sum",
+        '{"usageMetadata": {"promptTokenCount": 999999999, "candidatesTokenCount": 999999999}}',
+        COMMIT,
+    ),
+    (
+        "settle",
+        "response",
+        "usage summing past 2^31",
+        '{"usageMetadata": {"promptTokenCount": 999999999, "candidatesTokenCount": 999999999,'
+        ' "thoughtsTokenCount": 999999999}}',
+        "LL002",
+    ),
+    ("settle", "response", "sql-like modelVersion", '{"modelVersion": "' + SQLI + '"}', COMMIT),
+    (
+        "settle",
+        "response",
+        "a 16 kB modelVersion",
+        '{"modelVersion": "' + "v" * 16_380 + '"}',
+        "LL007",
+    ),
+    ("settle", "response", "100k chars", '{"modelVersion": "' + HUGE + '"}', "LL007"),
     ("settle", "transport_error", "null", None, COMMIT),
     ("settle", "transport_error", "timeout", "timeout", Ok(("release_sent", True))),
+    ("settle", "transport_error", "not_sent", "not_sent", Ok(("release_unsent", False))),
     ("settle", "transport_error", "unknown", "gremlins", "LL007"),
     ("settle", "transport_error", "100k chars", HUGE, "LL007"),
     ("batch_outlook", "model", "null", None, "LL001"),
@@ -346,10 +312,10 @@ def bad_db() -> Iterator[tuple[Conn, dict[str, str]]]:
                 return str(row[0])
 
             ids = {OPEN: grant(), COMMITTED: grant(), RELEASED: grant(), RATE_LIMITED: grant()}
-            conn.execute("select public.commit_usage(%s, 5, 1)", (ids[COMMITTED],))
-            conn.execute("select public.release(%s, 'setup', false)", (ids[RELEASED],))
-            # retry_delay_ms 0: the cooldown ends at once, grants stay possible.
-            conn.execute("select public.report_rate_limit(%s, null, 0)", (ids[RATE_LIMITED],))
+            commit(conn, ids[COMMITTED], 5, 1)
+            settle(conn, ids[RELEASED], transport_error="not_sent")
+            # retryDelay 0s: the cooldown ends at once, grants stay possible.
+            settle(conn, ids[RATE_LIMITED], 429, too_many("0s", "Quota"))
             yield conn, ids
     finally:
         drop_database(url)
@@ -412,4 +378,49 @@ def test_bad_input(
 
     before = snapshot(conn)
     assert sqlstate_of(lambda: call(conn, rpc, args)) == expected
+    assert snapshot(conn) == before
+
+
+# What Google says in a 429 or a refused key, read by settle: the quota and retry delay a
+# cooldown is made of, the reason a key is disabled for. A success is settle's action and the
+# cooldown of the fixture's group afterwards (the fixture's 429 left it at T).
+GOOGLE_CASES: list[tuple[str, int, dict[str, object], str | Ok]] = [
+    ("429 without details (default cooldown)", 429, too_many(None, None), Ok(("rate_limited", T + timedelta(minutes=1)))),
+    ("429 retryDelay 0s", 429, too_many("0s", "Quota"), Ok(("rate_limited", T))),
+    ("429 retryDelay a day", 429, too_many("86400s", "Quota"), Ok(("rate_limited", T + timedelta(days=1)))),
+    ("429 retryDelay past a day (a day)", 429, too_many("90000s", "Quota"), Ok(("rate_limited", T + timedelta(days=1)))),
+    ("429 retryDelay negative (ignored)", 429, too_many("-1s", "Quota"), Ok(("rate_limited", T + timedelta(minutes=1)))),
+    ("429 retryDelay not a duration", 429, too_many(SQLI, "Quota"), Ok(("rate_limited", T + timedelta(minutes=1)))),
+    ("429 per day", 429, too_many("5s", "GenerateRequestsPerDayPerProjectPerModel-FreeTier"), Ok(("rate_limited", NEXT_PACIFIC_MIDNIGHT))),
+    ("429 quotaId sql-like", 429, too_many("0s", SQLI), Ok(("rate_limited", T))),
+    ("429 quotaId 300 chars", 429, too_many("0s", "q" * 300), Ok(("rate_limited", T))),
+    ("429 quotaId 301 chars", 429, too_many("0s", "q" * 301), "LL007"),
+    ("429 quotaId 100k chars", 429, too_many("0s", HUGE), "LL007"),
+    ("400 key reason 500 chars", 400, key_refused("API_KEY_" + "x" * 492), Ok(("disable_key", T))),
+    ("400 key reason 501 chars", 400, key_refused("API_KEY_" + "x" * 493), "LL007"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [pytest.param(status, body, exp, id=label) for label, status, body, exp in GOOGLE_CASES],
+)
+def test_bad_google_answers(
+    bad_db: tuple[Conn, dict[str, str]], status: int, body: dict[str, object], expected: str | Ok
+) -> None:
+    conn, ids = bad_db
+    args = (ids[OPEN], status, Jsonb(body), None)
+    if isinstance(expected, Ok):
+        with conn.transaction(force_rollback=True):
+            row = conn.execute(SETTLE, args).fetchone()
+            cooldown = conn.execute(
+                "select cooldown_until from public.google_ai_quota_state"
+                " where quota_group = 'g1' and model = 'bad-model'"
+            ).fetchone()
+            assert row is not None and cooldown is not None
+            assert (row[0], cooldown[0]) == expected.result
+        return
+
+    before = snapshot(conn)
+    assert sqlstate_of(lambda: conn.execute(SETTLE, args)) == expected
     assert snapshot(conn) == before

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tests.cli.conftest import Invoke
 
@@ -29,14 +30,16 @@ def traffic(db: Conn) -> None:
         )
     for _ in range(3):
         db.execute("select public.acquire('gemma-3-27b', 10, caller => 'bot')")
-    db.execute(
-        "select public.commit_usage(r.id, 8, 3) from public.google_ai_reservations as r "
-        "where r.request_id = 'nb-1'"
-    )
-    db.execute(
-        "select public.report_rate_limit(r.id, null, 1000) from public.google_ai_reservations "
-        "as r where r.request_id = 'nb-2'"
-    )
+    answers = {
+        "nb-1": (200, {"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3}}),
+        "nb-2": (429, {"error": {"code": 429}}),
+    }
+    for rid, (status, body) in answers.items():
+        db.execute(
+            "select public.settle(r.id, %s, %s) from public.google_ai_reservations as r"
+            " where r.request_id = %s",
+            (status, Jsonb(body), rid),
+        )
 
 
 def test_report_by_caller_as_a_table_and_a_chart(cli: Invoke, db: Conn, tmp_path: Path) -> None:

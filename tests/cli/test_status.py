@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.cli.conftest import Invoke
 
@@ -44,11 +45,11 @@ def test_status_renders_the_database_numbers(cli: Invoke, db: Conn) -> None:
 def test_status_shows_a_cooldown(cli: Invoke, db: Conn) -> None:
     cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
     rid = acquire(db, 10)
-    db.execute(
-        "select public.report_rate_limit(%s, "
-        "'GenerateRequestsPerMinutePerProjectPerModel-FreeTier', 20000)",
-        (rid,),
-    )
+    body = {"error": {"code": 429, "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "20s"}]}}  # fmt: skip
+    db.execute("select public.settle(%s, 429, %s)", (rid, Jsonb(body)))
     out = cli("status").stdout
     assert "GenerateRequestsPerMinutePerProjectPerModel-FreeTier until" in out
 
@@ -97,7 +98,8 @@ def test_status_shows_how_close_the_estimates_came(cli: Invoke, db: Conn) -> Non
     cli("keys", "add", "a1", "--env-var", "A1", "--group", "proj-a")
     db.execute("update public.google_ai_model_limits set token_counter = 'count_tokens'")
     for estimate, actual in ((1000, 1000), (1100, 1000), (2000, 1000)):
-        db.execute("select public.commit_usage(%s, %s, 5)", (acquire(db, estimate), actual))
+        usage = {"usageMetadata": {"promptTokenCount": actual, "candidatesTokenCount": 5}}
+        db.execute("select public.settle(%s, 200, %s)", (acquire(db, estimate), Jsonb(usage)))
     out = cli("status").stdout
     assert "count_tokens" in out
     assert "p50 1.10 · max 2.00 (n=3)" in out

@@ -86,7 +86,7 @@ async def test_an_async_psycopg_pool(keyed_db: Conn, db_url: str, fake: FakeGemi
 @pytest.mark.parametrize(
     ("sql", "sqlstate"),
     [
-        ("select public.commit_usage(gen_random_uuid(), 1)", "LL006"),
+        ("select public.settle(gen_random_uuid(), 200)", "LL006"),
         ("select public.disable_key('nope')", "LL009"),
         ("delete from public.google_ai_audit_log", "LL010"),
     ],

@@ -23,14 +23,14 @@ WARM_UP_MODEL = "gemini-2.5-flash"
 
 
 class _Warnings(logging.Handler):
-    """Times the client's own warnings, e.g. 'commit_usage failed; the estimate stays ...'."""
+    """Times the client's own warnings, e.g. 'settle failed; the grant stays counted ...'."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.times: list[tuple[str, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        # "release failed: ...", "commit_usage failed; the estimate stays counted: ..."
+        # "settle failed; the grant stays counted until its lease ends: ..."
         what = record.getMessage().split(":")[0].split(";")[0]
         if what.endswith(" failed"):
             self.times.append((what, record.created))

@@ -136,7 +136,7 @@ def test_killed_once_the_retry_is_granted(
         assert retry != first
         # Nothing of the terminated acquire survived: the blocker is still the only row.
         assert victim_rows(keyed_db) == ([], [])
-        keyed_db.execute("select public.release(%s, 'gave it up', false)", (blocker,))
+        keyed_db.execute("select * from public.settle(%s, null, null, 'not_sent')", (blocker,))
         victim.join(timeout=15)
     assert not victim.is_alive()
 
@@ -163,7 +163,7 @@ def test_killed_again_and_again_the_call_rides_on_until_granted(
             killed.append(pid)
         waiting_backend(admin, other_than=killed[-1])  # back in line once more
         assert victim_rows(keyed_db) == ([], [])  # nothing of the terminated acquires
-        keyed_db.execute("select public.release(%s, 'gave it up', false)", (blocker,))
+        keyed_db.execute("select * from public.settle(%s, null, null, 'not_sent')", (blocker,))
         victim.join(timeout=15)
     assert not victim.is_alive()
 

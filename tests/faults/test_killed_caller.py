@@ -3,7 +3,7 @@
 Injected: a separate Python process takes a grant and is killed with SIGKILL before it can
 settle it, either while the fake Gemini server holds its request (``srv.hang``; the real client
 and the real SDK over HTTP) or right after a bare ``select public.acquire(...)``. Nothing in the
-process runs after the kill: no ``release``, no ``commit_usage``, no ``finally``.
+process runs after the kill: no ``settle``, no ``finally``.
 
 Observed (window 4 s + 100 ms guard, lease 1.5 s, gemma RPM 1 on the one key held):
 

@@ -67,7 +67,7 @@ def test_grants_settle_like_the_client_and_shape_gemma(
     rows = ledger(keyed_db)
     assert [r["status"] for r in rows] == ["committed", "committed"]
     assert {r["caller"] for r in rows} == {"kaggle-eval"}
-    # The estimate was the exact upstream count, so commit_usage had nothing to correct.
+    # The estimate was the exact upstream count, so the commit had nothing to correct.
     for row, answer in zip(rows, (first, second), strict=True):
         assert answer.usage_metadata is not None
         assert row["actual_tokens"] == answer.usage_metadata.prompt_token_count

@@ -15,7 +15,17 @@ from typing import Any
 
 import psycopg
 
-from tests.support import Conn, acquire, add_key, add_model, set_now, sqlstate_of
+from tests.support import (
+    Conn,
+    acquire,
+    add_key,
+    add_model,
+    commit,
+    set_now,
+    settle,
+    sqlstate_of,
+    too_many,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=timezone.utc)
 
@@ -59,7 +69,7 @@ def test_expired_leases_stay_counted_in_their_window(db: Conn) -> None:
     assert maintain(db)["details"]["leases_expired"] == 0, "expired twice"
 
     # A late commit is accepted; a late unsent release refunds the slot.
-    assert scalar(db, "select public.commit_usage(%s, 5, 1)", (first[1],)) is True
+    assert commit(db, first[1], 5, 1) == "commit"
     assert (
         scalar(
             db,
@@ -69,7 +79,7 @@ def test_expired_leases_stay_counted_in_their_window(db: Conn) -> None:
         )
         == "true"
     )
-    assert scalar(db, "select public.release(%s, 'never sent', false)", (second[1],)) is True
+    assert settle(db, second[1], transport_error="not_sent") == "release_unsent"
     assert acquire(db, "m-lease", 10)[0] is True
 
 
@@ -90,19 +100,19 @@ def test_old_ledger_rows_roll_up_into_usage_counters(db: Conn) -> None:
         return row[1]
 
     # Minute 12:00 (UTC): k1 commits 80, refunds an unsent call, keeps a sent one (30).
-    db.execute("select public.commit_usage(%s, 80, 9)", (grant("k1", 100),))
-    db.execute("select public.release(%s, 'unsent', false)", (grant("k1", 50),))
+    commit(db, grant("k1", 100), 80, 9)
+    settle(db, grant("k1", 50), transport_error="not_sent")
     at(timedelta(seconds=20))
-    db.execute("select public.release(%s, 'timeout', true)", (grant("k1", 30),))
-    db.execute("select public.report_rate_limit(%s, null, 1000)", (grant("k3", 70),))
+    settle(db, grant("k1", 30), transport_error="cancelled")
+    settle(db, grant("k3", 70), 429, too_many("1s"))
     # Minute 12:01.
     at(timedelta(seconds=55))
-    db.execute("select public.commit_usage(%s, 5, 1)", (grant("k1", 10),))
-    db.execute("select public.commit_usage(%s, 20, 1)", (grant("k3", 20),))
+    commit(db, grant("k1", 10), 5, 1)
+    commit(db, grant("k3", 20), 20, 1)
     # Three days later: inside the 7-day retention, must stay.
     at(timedelta(days=3))
     recent = grant("k1", 1)
-    db.execute("select public.commit_usage(%s, 1, 0)", (recent,))
+    commit(db, recent, 1)
 
     at(timedelta(days=8))
     details = maintain(db)["details"]
@@ -155,7 +165,7 @@ def test_retention_floor_keeps_two_days_of_ledger(db: Conn) -> None:
     add_model(db, "m-floor", rpm=10, tpm=1000, rpd=100)
     add_key(db, "k1")
     db.execute("update public.google_ai_settings set ledger_retention = interval '1 hour'")
-    db.execute("select public.commit_usage(%s, 1, 0)", (acquire(db, "m-floor", 1)[1],))
+    commit(db, acquire(db, "m-floor", 1)[1], 1)
     set_now(db, T0 + timedelta(days=1, hours=23))
     assert maintain(db)["details"]["ledger_rows_rolled_up"] == 0
     set_now(db, T0 + timedelta(days=2, seconds=1))
@@ -163,19 +173,19 @@ def test_retention_floor_keeps_two_days_of_ledger(db: Conn) -> None:
 
 
 def test_rollup_saturates_instead_of_wedging_maintenance(db: Conn) -> None:
-    """Two commits of 2^31-1 tokens in one bucket overflowed the integer
-    rollup (22003), and every later run failed on the same rows."""
+    """Commits past 2^31-1 tokens in one bucket overflowed the integer rollup
+    (22003), and every later run failed on the same rows."""
     set_now(db, T0)
     add_model(db, "m-big", rpm=10, tpm=None, rpd=100)
     add_key(db, "k1")
-    for _ in range(2):
-        db.execute("select public.commit_usage(%s, 2147483647, 0)", (acquire(db, "m-big", 1)[1],))
+    for _ in range(3):  # the most settle reads from usageMetadata: 9 digits each
+        assert commit(db, acquire(db, "m-big", 1)[1], 999_999_999) == "commit"
     set_now(db, T0 + timedelta(days=8))
-    assert maintain(db)["details"]["ledger_rows_rolled_up"] == 2
+    assert maintain(db)["details"]["ledger_rows_rolled_up"] == 3
     assert db.execute(
         "select bucket_kind, tpm_used, rpm_used + rpd_used from public.google_ai_usage_counters "
         "where model = 'm-big' order by 1"
-    ).fetchall() == [("day", 2147483647, 2), ("minute", 2147483647, 2)]
+    ).fetchall() == [("day", 2147483647, 3), ("minute", 2147483647, 3)]
 
 
 def test_audit_and_maintenance_log_trimmed_past_audit_retention(db: Conn) -> None:
@@ -183,7 +193,7 @@ def test_audit_and_maintenance_log_trimmed_past_audit_retention(db: Conn) -> Non
     db.execute("update public.google_ai_settings set audit_retention = interval '1 day'")
     add_model(db, "m-audit", rpm=10, tpm=1000, rpd=100)
     add_key(db, "k1")
-    db.execute("select public.commit_usage(%s, 1, 0)", (acquire(db, "m-audit", 1)[1],))
+    commit(db, acquire(db, "m-audit", 1)[1], 1)
     first_log = maintain(db)["id"]
     cutoff = T0 + timedelta(days=1)
     # The seed's rows carry the real deployment time; ours are steered to T0.
@@ -273,21 +283,17 @@ def test_safe_with_live_traffic(db: Conn, db_url: str) -> None:
                         continue
                     roll = rnd.random()
                     if roll < 0.45:
-                        conn.execute(
-                            "select public.commit_usage(%s, %s, 3)", (rid, rnd.randint(0, 1))
-                        )
+                        commit(conn, rid, rnd.randint(0, 1), 3)
                     elif roll < 0.65:
-                        conn.execute(
-                            "select public.release(%s, 'x', %s)", (rid, rnd.random() < 0.5)
-                        )
+                        gone = rnd.choice(("not_sent", "cancelled"))
+                        settle(conn, rid, transport_error=gone)
                     elif roll < 0.7:
-                        conn.execute("select public.report_rate_limit(%s, null, 50)", (rid,))
+                        settle(conn, rid, 429, too_many("0.05s"))
                     else:
                         abandoned.append(rid)
                     if abandoned and rnd.random() < 0.2:
                         # Late settlement of a reservation the lease may have expired.
-                        late = abandoned.pop(0)
-                        conn.execute("select public.release(%s, 'late', true)", (late,))
+                        settle(conn, abandoned.pop(0), transport_error="cancelled")
         except Exception as exc:  # reported by the main thread
             with lock:
                 errors.append(exc)
@@ -364,7 +370,7 @@ def test_quota_day_of_rollup_is_pacific(db: Conn) -> None:
     set_now(db, early)
     add_model(db, "m-tz", rpm=10, tpm=1000, rpd=100)
     add_key(db, "k1")
-    db.execute("select public.commit_usage(%s, 3, 0)", (acquire(db, "m-tz", 3)[1],))
+    commit(db, acquire(db, "m-tz", 3)[1], 3)
     set_now(db, early + timedelta(days=8))
     maintain(db)
     start = scalar(
@@ -395,12 +401,12 @@ def test_settling_after_the_window_row_is_gone_keeps_totals_exact(db: Conn) -> N
         return tuple(row)
 
     db.execute("truncate public.google_ai_quota_state")
-    db.execute("select public.commit_usage(%s, 40, 1)", (committed,))
+    commit(db, committed, 40, 1)
     assert totals() == (3, 240, 3)
     db.execute("truncate public.google_ai_quota_state")
-    db.execute("select public.release(%s, 'unsent', false)", (released,))
+    settle(db, released, transport_error="not_sent")
     assert totals() == (2, 140, 2)
     db.execute("truncate public.google_ai_quota_state")
-    db.execute("select public.release(%s, 'timeout', true)", (sent,))  # changes no count
+    settle(db, sent, transport_error="cancelled")  # sent: changes no count
     # The next acquire rebuilds the row from the ledger and agrees: 3 more requests fit the RPM of 5, not 4.
     assert [acquire(db, "m-gone", 1)[0] for _ in range(4)] == [True, True, True, False]

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from tests.support import Conn, acquire, add_key, add_model, set_now
+from tests.support import Conn, acquire, add_key, add_model, commit, set_now, settle, too_many
 
 T0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=timezone.utc)
 
@@ -53,9 +53,9 @@ def test_every_event_is_counted_when_it_ages_out(db: Conn) -> None:
     grants = [acquire(db, "m-ret", 100, caller="bot") for _ in range(3)]
     refused = [acquire(db, "m-ret", 100, caller="bot") for _ in range(4)]
     assert all(g[0] for g in grants) and not any(r[0] for r in refused)
-    db.execute("select public.commit_usage(%s, 80, 5)", (grants[0][1],))
-    db.execute("select public.release(%s, 'never sent', false)", (grants[1][1],))
-    db.execute("select public.report_rate_limit(%s, 'SomeQuota', 1000)", (grants[2][1],))
+    commit(db, grants[0][1], 80, 5)
+    settle(db, grants[1][1], transport_error="not_sent")
+    settle(db, grants[2][1], 429, too_many("1s", "SomeQuota"))
     db.execute("update public.google_ai_model_limits set rpm = 4 where model = 'm-ret'")
     before = stream_counts(db, "m-ret")
     assert before == {
@@ -96,7 +96,7 @@ def test_minute_rollups_trimmed_after_rollup_retention(db: Conn) -> None:
     add_key(db, "k1")
     for _ in range(2):
         row = acquire(db, "m-min", 10)
-        db.execute("select public.commit_usage(%s, 10, 0)", (row[1],))
+        commit(db, row[1], 10)
     set_now(db, T0 + timedelta(days=8))
     maintain(db)
     kinds = "select bucket_kind, rpd_used from public.google_ai_usage_counters where model = 'm-min' order by 1"

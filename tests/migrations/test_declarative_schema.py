@@ -92,8 +92,8 @@ DRIFT = {
     "function google_ai_internal.clock()": (
         "grant execute on function google_ai_internal.clock() to service_role"
     ),
-    "function public.release(uuid,text,boolean)": (
-        "alter function public.release(uuid, text, boolean) set lock_timeout = '1s'"
+    "function public.disable_key(text,text)": (
+        "alter function public.disable_key(text, text) set lock_timeout = '1s'"
     ),
     "function public.token_counter(text)": "comment on function public.token_counter(text) is 'x'",
     "table public.google_ai_reservations": "drop index public.google_ai_reservations_window_idx",

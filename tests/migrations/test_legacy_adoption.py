@@ -16,6 +16,7 @@ import pytest
 
 from llm_limits.testing import localstack
 from tests.conftest import create_database, drop_database
+from tests.support import commit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,9 +151,7 @@ def test_push_keeps_every_legacy_row_and_edited_limit(legacy_url: str) -> None:
             "model => 'gemma-3-27b-it', tokens => 100, key_aliases => array['kaggle-1'])"
         ).fetchone()
         assert grant is not None and grant[0] is True and grant[1] == "kaggle-1"
-        assert conn.execute(
-            'select public.commit_usage(%s, 80, 20, \'{"finish_reason": "STOP"}\')', (grant[2],)
-        ).fetchone() == (True,)
+        assert commit(conn, grant[2], 80, 20) == "commit"
         assert conn.execute(
             "select total_tokens, meta::jsonb ->> 'key_alias' from token_usage "
             "where meta::jsonb ->> 'reservation_id' = %s",

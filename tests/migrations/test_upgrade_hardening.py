@@ -38,7 +38,7 @@ from tests.migrations.test_upgrade import (
     push,
     run_pgtap_on_a_clone,
 )
-from tests.support import Conn, acquire, add_key, add_model
+from tests.support import Conn, acquire, add_key, add_model, commit
 
 HARDENING = "20261129001200"
 EVENTS = "select event, count(*)::int from public.google_ai_audit_log group by 1"
@@ -164,9 +164,7 @@ def test_upgrade_moves_per_call_audit_rows_and_loses_nothing(
     run_pgtap_on_a_clone(url)
 
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        assert conn.execute(
-            "select public.commit_usage(%s, 900, 1)", (ids["open"],)
-        ).fetchone() == (True,)
+        assert commit(conn, ids["open"], 900, 1) == "commit"
         conn.execute("update google_ai_internal.clock_switch set steerable = true")
         later = datetime.now(timezone.utc) + timedelta(days=40)
         conn.execute("select set_config('llm_limits.now', %s, false)", (later.isoformat(),))

@@ -30,7 +30,7 @@ from tests.migrations.test_upgrade import (
     migrations_before,
     push,
 )
-from tests.support import Conn, acquire, add_key, add_model
+from tests.support import Conn, acquire, add_key, add_model, commit
 
 OUTAGE = "20261206000500"
 UNAVAILABLE = Jsonb({"error": {"code": 503, "status": "UNAVAILABLE"}})
@@ -46,7 +46,7 @@ def fill(conn: Conn, chose_suggest: bool) -> dict[str, object]:
         conn.execute("update public.google_ai_settings set learn_limits = 'apply'")
         conn.execute("update public.google_ai_settings set learn_limits = 'suggest'")
     done = acquire(conn, "ou-model", 300, key_aliases=["ou-a"])
-    conn.execute("select public.commit_usage(%s, 250, 40)", (done[1],))
+    commit(conn, done[1], 250, 40)
     limited = acquire(conn, "ou-model", 300, key_aliases=["ou-b"])
     conn.execute(
         "select * from public.settle(%s, 429, %s)",

@@ -9,7 +9,8 @@ a full window. Then the full set is pushed. Afterwards every row is still there,
 equals the schema files', pgTAP passes on a clone, and the callers finish their calls on the
 new protocol: the open grant settles through `settle`, the waiters keep their places in line
 (the first one's place is ahead of a newcomer's, whose ticket acquire makes) and each ends
-with the wait its own call allows, since their tickets carry no stored deadline.
+with the wait its own call allows: their tickets, made before deadlines were stored, get one a
+day away (20261206003000), the longest wait acquire accepts.
 """
 
 from __future__ import annotations
@@ -42,11 +43,19 @@ PROTOCOL = "20261205000100"
 FIRST, SECOND = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
-def wait(conn: Conn, caller: str, max_wait_ms: int, ticket: uuid.UUID | None) -> dict[str, Any]:
+def wait(
+    conn: Conn,
+    caller: str,
+    max_wait_ms: int,
+    ticket: uuid.UUID | None,
+    model: str = "pr-model",
+    key: str = "pr-a",
+) -> dict[str, Any]:
+    """One WAIT call of acquire for 10 tokens on `model` with `key`, as a dict."""
     cur = conn.execute(
-        "select * from public.acquire(model => 'pr-model', tokens => 10, mode => 'WAIT',"
-        " max_wait_ms => %s, key_aliases => array['pr-a'], caller => %s, ticket => %s)",
-        (max_wait_ms, caller, ticket),
+        "select * from public.acquire(model => %s, tokens => 10, mode => 'WAIT',"
+        " max_wait_ms => %s, key_aliases => array[%s], caller => %s, ticket => %s)",
+        (model, max_wait_ms, key, caller, ticket),
     )
     row = cur.fetchone()
     assert row is not None
@@ -95,9 +104,10 @@ def test_callers_mid_call_finish_on_the_new_protocol(
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
         assert_every_row_kept(before, all_rows(conn))
         tickets = conn.execute(
-            "select id, deadline from google_ai_internal.wait_tickets order by seq"
+            "select id, deadline - clock_timestamp() > interval '23 hours'"
+            " from google_ai_internal.wait_tickets order by seq"
         ).fetchall()
-        assert tickets == [(FIRST, None), (SECOND, None)], "the waiters keep their places"
+        assert tickets == [(FIRST, True), (SECOND, True)], "the waiters keep their places"
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
         # The answer of the call in flight arrives: the new client settles it.
         usage = {"usageMetadata": {"promptTokenCount": 420, "candidatesTokenCount": 30}}
@@ -119,8 +129,9 @@ def test_callers_mid_call_finish_on_the_new_protocol(
         ).fetchall()
         assert [r[0] for r in order] == [FIRST, SECOND, newcomer["ticket"]]
 
-        # A waiter whose ticket has no stored deadline ends with its own call's wait: the
-        # window is full for a minute, so 300 ms ends in wait_timeout with a truthful time.
+        # A waiter whose ticket got its deadline from the upgrade ends with its own call's
+        # wait: the window is full for a minute, so 300 ms ends in wait_timeout with a
+        # truthful time.
         started = time.monotonic()
         answer = wait(conn, "waiter-1", 300, FIRST)
         while answer["reason"] == "queued":

@@ -5,7 +5,9 @@
   with has_*_privilege and by actually calling as them (42501);
 * service_role executes every RPC;
 * supabase/roles.sql's optional `llm_limits_client` logs in, executes the
-  client RPCs, and can read or change no table directly;
+  RPCs the Python client and its batch runner call (client/llm_limits/db.py,
+  batching/pool.py) and no other (no operator RPC: settle disables a refused
+  key itself), and can read or change no table directly;
 * its `llm_limits_gateway` (the Edge Function's role) executes only the four
   RPCs the gateway calls, and nothing else.
 """
@@ -21,7 +23,17 @@ import psycopg
 import pytest
 
 from llm_limits.testing import localstack
-from tests.support import OUR_SCHEMAS, Conn, acquire, add_key, add_model, sqlstate_of
+from tests.support import (
+    OUR_SCHEMAS,
+    Conn,
+    acquire,
+    add_key,
+    add_model,
+    commit,
+    settle,
+    sqlstate_of,
+    too_many,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 API_ROLES = ("anon", "authenticated")
@@ -29,11 +41,6 @@ CLIENT_RPCS = {
     "pool_keys()",
     "settle(uuid,integer,jsonb,text)",
     "acquire(text,integer,text,integer,text[],text,text,uuid)",
-    "commit_usage(uuid,integer,integer,jsonb)",
-    "release(uuid,text,boolean)",
-    "report_rate_limit(uuid,text,integer)",
-    "disable_key(text,text)",
-    "quota_status()",
     "token_counter(text)",
     "batch_outlook(text,text[],text)",
     "request_outcomes(text[])",
@@ -44,6 +51,8 @@ GATEWAY_RPCS = {
     "acquire(text,integer,text,integer,text[],text,text,uuid)",
     "settle(uuid,integer,jsonb,text)",
 }
+KEY_INVALID = {"error": {"code": 400, "message": "API key not valid.", "details": [
+    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -112,9 +121,7 @@ def test_api_roles_are_refused_when_they_try(db: Conn, role: str) -> None:
     add_key(db, "k1")
     attempts = [
         "select * from public.acquire('m-roles', 1)",
-        "select public.commit_usage('00000000-0000-4000-8000-000000000000', 1, 0)",
-        "select public.release('00000000-0000-4000-8000-000000000000')",
-        "select public.report_rate_limit('00000000-0000-4000-8000-000000000000')",
+        "select * from public.settle('00000000-0000-4000-8000-000000000000', 200)",
         "select public.disable_key('k1')",
         "select public.enable_key('k1')",
         "select * from public.audit_event_kinds()",
@@ -144,13 +151,9 @@ def test_service_role_executes_every_rpc(db: Conn) -> None:
     db.execute("set role service_role")
     granted = [acquire(db, "m-roles", 5, key_aliases=["k1"]) for _ in range(3)]
     assert all(g[0] for g in granted)
-    assert db.execute("select public.commit_usage(%s, 4, 1)", (granted[0][1],)).fetchone() == (
-        True,
-    )
-    assert db.execute("select public.release(%s)", (granted[1][1],)).fetchone() == (True,)
-    assert db.execute(
-        "select public.report_rate_limit(%s, null, 1000) is not null", (granted[2][1],)
-    ).fetchone() == (True,)
+    assert commit(db, granted[0][1], 4, 1) == "commit"
+    assert settle(db, granted[1][1], transport_error="not_sent") == "release_unsent"
+    assert settle(db, granted[2][1], 429, too_many("1s")) == "rate_limited"
     assert db.execute("select public.disable_key('k2', 'test')").fetchone() == (True,)
     assert db.execute("select public.enable_key('k2', 'test')").fetchone() == (True,)
     assert "key_enabled" in {r[0] for r in db.execute("select * from public.audit_event_kinds()")}
@@ -169,8 +172,8 @@ def client_url(db_url: str) -> Iterator[str]:
     # Drift that a re-run must take back.
     localstack.psql(db_url, sql)
     localstack.psql(db_url, "grant select on public.google_ai_api_keys to llm_limits_client")
-    localstack.psql(db_url, "grant execute on function public.release(uuid, text, boolean) "
-                    "to llm_limits_gateway")  # fmt: skip
+    localstack.psql(db_url, "grant execute on function public.disable_key(text, text) "
+                    "to llm_limits_client")  # fmt: skip
     localstack.psql(db_url, sql)
     # Trust authentication in the test cluster: the password is not checked.
     # The role is cluster-wide and is left in place; its grants go with the
@@ -207,19 +210,13 @@ def test_client_role_calls_the_rpcs_and_nothing_else(db: Conn, client_url: str) 
         )
         grants = [acquire(conn, "m-roles", 5, key_aliases=["k1"]) for _ in range(3)]
         assert all(g[0] for g in grants)
-        assert conn.execute("select public.commit_usage(%s, 4, 1)", (grants[0][1],)).fetchone() == (
-            True,
-        )
-        assert conn.execute(
-            "select public.release(%s, 'x', false)", (grants[1][1],)
-        ).fetchone() == (True,)
-        assert conn.execute(
-            "select public.report_rate_limit(%s, null, 0) is not null", (grants[2][1],)
-        ).fetchone() == (True,)
-        assert conn.execute("select public.disable_key('k2', 'test')").fetchone() == (True,)
-        assert conn.execute(
-            "select rpm_used from public.quota_status() where quota_group = 'k1' and model = 'm-roles'"
-        ).fetchone() == (2,)
+        assert commit(conn, grants[0][1], 4, 1) == "commit"
+        assert settle(conn, grants[1][1], transport_error="not_sent") == "release_unsent"
+        assert settle(conn, grants[2][1], 429, too_many("0s")) == "rate_limited"
+        # Google refuses k2: settle disables it, the client never does so itself.
+        on_k2 = acquire(conn, "m-roles", 5, key_aliases=["k2"])
+        assert settle(conn, on_k2[1], 400, KEY_INVALID) == "disable_key"
+        assert conn.execute("select key_alias from public.pool_keys()").fetchall() == [("k1",)]
 
         tables = [
             str(r[0])
@@ -235,12 +232,19 @@ def test_client_role_calls_the_rpcs_and_nothing_else(db: Conn, client_url: str) 
                 sqlstate_of(lambda t=table: conn.execute(f"select 1 from {t} limit 1")) == "42501"
             ), table
         for sql in (
+            "select public.disable_key('k1')",
+            "select public.enable_key('k2')",
+            "select * from public.quota_status()",
             "select public.run_maintenance()",
             "select google_ai_internal.clock()",
+            "select google_ai_internal.release_reservation(null, 'x', false)",
             "update public.google_ai_api_keys set is_active = true",
             "delete from public.google_ai_audit_log",
         ):
             assert sqlstate_of(lambda sql=sql: conn.execute(sql)) == "42501", sql
+    assert db.execute(
+        "select rpm_used from public.quota_status() where quota_group = 'k1' and model = 'm-roles'"
+    ).fetchone() == (2,)
     # What the client did is audited under its own name.
     assert db.execute(
         "select actor from public.google_ai_audit_log where event = 'config_changed' "
@@ -283,9 +287,6 @@ def test_gateway_role_calls_its_rpcs_and_nothing_else(db: Conn, client_url: str)
 
         # What it cannot do: any other RPC, any table.
         for sql in (
-            "select public.commit_usage('00000000-0000-4000-8000-000000000000', 1, 0)",
-            "select public.release('00000000-0000-4000-8000-000000000000')",
-            "select public.report_rate_limit('00000000-0000-4000-8000-000000000000')",
             "select public.disable_key('k1')",
             "select public.enable_key('k1')",
             "select * from public.quota_status()",

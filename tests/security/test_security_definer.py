@@ -31,9 +31,6 @@ from tests.support import OUR_SCHEMAS, Conn
 MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 ALLOWED_DEFINERS = {
     "public.acquire(text,integer,text,integer,text[],text,text,uuid)",
-    "public.commit_usage(uuid,integer,integer,jsonb)",
-    "public.release(uuid,text,boolean)",
-    "public.report_rate_limit(uuid,text,integer)",
     "public.settle(uuid,integer,jsonb,text)",
     "public.pool_keys()",
     "public.observed_limits()",

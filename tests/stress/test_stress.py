@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.stress.checker import check
-from tests.support import acquire
+from tests.support import acquire, commit, settle, too_many
 
 # (group, model) limits: two models, four groups, one paid-tier override.
 MODELS = {"stress-a": (20, 2000, 100000), "stress-b": (8, 50000, 100000)}
@@ -34,6 +34,7 @@ KEYS = [  # alias, group
     ("sp1", "proj-paid"),
 ]
 OVERRIDES = {("proj-paid", "stress-a"): (40, 4000, 100000)}
+PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 
 
 def limits_at(change: tuple[datetime, int] | None):  # type: ignore[no-untyped-def]
@@ -94,18 +95,16 @@ def caller(url: str, seed: int, stop: float, counts: Counter[str], lock: threadi
             if roll < 0.55:
                 # Actual below the estimate mostly; sometimes above it.
                 actual = rnd.randint(0, estimate) if rnd.random() < 0.85 else estimate + 30
-                conn.execute("select public.commit_usage(%s, %s::int, 12)", (rid, actual))
+                commit(conn, rid, actual, 12)
                 if rnd.random() < 0.1:  # a retried commit is a no-op
-                    conn.execute("select public.commit_usage(%s, %s::int, 12)", (rid, actual))
+                    commit(conn, rid, actual, 12)
             elif roll < 0.7:
-                conn.execute("select public.release(%s, 'not sent', false)", (rid,))
+                settle(conn, rid, transport_error="not_sent")
             elif roll < 0.85:
-                conn.execute("select public.release(%s, 'timeout', true)", (rid,))
+                # Sent and kept counted; unlike a timeout it counts towards no outage.
+                settle(conn, rid, transport_error="cancelled")
             elif roll < 0.9:
-                conn.execute(
-                    "select public.report_rate_limit(%s, %s, %s::int)",
-                    (rid, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", 150),
-                )
+                settle(conn, rid, 429, too_many("0.15s", PER_MINUTE))
             else:
                 pass  # left open: the lease will expire it
 

@@ -15,10 +15,9 @@ values ('test-model', 'test-model-api', 10, 1000, 100);
 insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
 values ('k1', 'TEST_KEY_1', 'proj-1');
 
-update public.google_ai_settings set max_wait_cap_ms = 1000;
 select is(
     (select a.granted from public.acquire('test-model', 0, 'WAIT', 86400000) as a), true,
-    'a wait of a day is valid, whatever the retired max_wait_cap_ms says'
+    'a wait of a day is valid'
 );
 select throws_ok(
     $$select public.acquire('test-model', 10, 'WAIT', 86400001)$$, 'LL007', null,

@@ -4,7 +4,7 @@
 begin;
 -- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
 update google_ai_internal.clock_switch set steerable = true;
-select plan(25);
+select plan(26);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values
@@ -84,12 +84,20 @@ select is(
 
 -- cooldown: Google said 429 with retryDelay 30 s.
 select is(
-    public.report_rate_limit(
-        (select g.reservation_id from grants as g where g.model = 'm-cool'),
-        'GenerateRequestsPerMinutePerProjectPerModel-FreeTier', 30000
-    ),
+    (select s.action from public.settle(
+        (select g.reservation_id from grants as g where g.model = 'm-cool'), 429,
+        '{"error": {"code": 429, "details": [
+          {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}]}}'
+    ) as s),
+    'rate_limited', 'cooldown: setup, Google said 429'
+);
+select is(
+    (select s.cooldown_until from public.google_ai_quota_state as s
+     where s.quota_group = 'proj-1' and s.model = 'm-cool'),
     '2026-03-01 12:10:30+00'::timestamptz,
-    'cooldown: report_rate_limit returns the cooldown end'
+    'cooldown: until now + the retryDelay'
 );
 create temp table r_cool as select * from public.acquire('m-cool', 0);
 select is((select r.granted from r_cool as r), false, 'cooldown: refused though rpm has room');

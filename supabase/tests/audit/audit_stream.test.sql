@@ -17,7 +17,11 @@ select count(*) as n from public.google_ai_audit_records;
 create temp table r1 as
 select * from public.acquire('stream-model', 120, caller => 'bot', request_id => 'msg-7');
 set local "llm_limits.now" = '2026-03-01 12:00:03+00';
-select ok(public.commit_usage((select r.reservation_id from r1 as r), 100, 20), 'commit');
+select is(
+    (select s.action from public.settle((select r.reservation_id from r1 as r), 200,
+        '{"usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20}}') as s),
+    'commit', 'commit'
+);
 select is(
     (select count(*) from public.google_ai_audit_records) - (select n from records_before), 0::bigint,
     'a grant and its commit append no audit record: the ledger row is their record'

@@ -26,13 +26,14 @@ select set_eq(
 -- config change, key disabled and enabled.
 create temp table g1 as select * from public.acquire('kinds-model', 10);
 select public.acquire('kinds-model', 10);
-select public.commit_usage((select g.reservation_id from g1 as g), 10);
+select public.settle((select g.reservation_id from g1 as g), 200,
+    '{"usageMetadata": {"promptTokenCount": 10}}');
 set local "llm_limits.now" = '2026-03-01 12:02:00+00';
 create temp table g2 as select * from public.acquire('kinds-model', 10);
-select public.release((select g.reservation_id from g2 as g));
+select public.settle((select g.reservation_id from g2 as g), null, null, 'not_sent');
 set local "llm_limits.now" = '2026-03-01 12:04:00+00';
 create temp table g3 as select * from public.acquire('kinds-model', 10);
-select public.report_rate_limit((select g.reservation_id from g3 as g));
+select public.settle((select g.reservation_id from g3 as g), 429, '{"error": {"code": 429}}');
 select public.disable_key('kk1', 'test');
 select public.enable_key('kk1', 'test');
 

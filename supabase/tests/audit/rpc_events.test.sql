@@ -50,11 +50,21 @@ select results_eq(
 
 truncate audit_mark;
 insert into audit_mark select a.id from public.google_ai_audit_log as a;
-select ok(public.commit_usage((select r.reservation_id from r1 as r), 100, 20), 'commit r1');
-select ok(public.release((select r.reservation_id from r2 as r), 'network error', false), 'release r2');
-select isnt(
-    public.report_rate_limit((select r.reservation_id from r3 as r), 'SomeQuota', 1000), null,
-    'report a 429 on r3'
+select is(
+    (select s.action from public.settle((select r.reservation_id from r1 as r), 200,
+        '{"usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20}}') as s),
+    'commit', 'commit r1'
+);
+select is(
+    (select s.action from public.settle((select r.reservation_id from r2 as r), null, null, 'connect_failed') as s),
+    'release_unsent', 'release r2'
+);
+select is(
+    (select s.action from public.settle((select r.reservation_id from r3 as r), 429,
+        '{"error": {"code": 429, "details": [
+          {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": "SomeQuota"}]},
+          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]}}') as s),
+    'rate_limited', 'report a 429 on r3'
 );
 select results_eq(
     $$select a.event, a.key_alias, a.model, a.reservation_id from new_audit as a order by a.event$$,
@@ -74,7 +84,7 @@ select results_eq(
 select results_eq(
     $$select a.details ->> 'reason', (a.details ->> 'sent')::boolean, (a.details ->> 'refunded')::boolean
       from new_audit as a where a.event = 'released'$$,
-    $$values ('network error'::text, false, true)$$,
+    $$values ('connect_failed'::text, false, true)$$,
     'the released row records the reason and the refund'
 );
 select results_eq(
@@ -88,8 +98,15 @@ select results_eq(
 -- Idempotent repeats write nothing.
 truncate audit_mark;
 insert into audit_mark select a.id from public.google_ai_audit_log as a;
-select is(public.commit_usage((select r.reservation_id from r1 as r), 100), false, 'commit repeated');
-select is(public.release((select r.reservation_id from r2 as r)), false, 'release repeated');
+select is(
+    (select s.action from public.settle((select r.reservation_id from r1 as r), 200,
+        '{"usageMetadata": {"promptTokenCount": 100}}') as s),
+    'commit', 'commit repeated'
+);
+select is(
+    (select s.action from public.settle((select r.reservation_id from r2 as r), null, null, 'not_sent') as s),
+    'release_unsent', 'release repeated'
+);
 select is((select count(*)::int from new_audit), 0, 'repeated settlements write no audit row');
 
 select * from finish();

@@ -16,9 +16,11 @@ set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 select public.acquire('out-m', 100, key_aliases => array['ok1'], caller => 'nb', request_id => 'o1');
 select public.acquire('out-m', 100, key_aliases => array['ok1'], caller => 'nb', request_id => 'o2');
 select public.acquire('out-m', 50, key_aliases => array['ok2'], caller => 'bot', request_id => 'o3');
-select public.commit_usage(r.id, 60, 1) from public.google_ai_reservations as r where r.request_id = 'o1';
-select public.commit_usage(r.id, 80, 1) from public.google_ai_reservations as r where r.request_id = 'o2';
-select public.commit_usage(r.id, 10, 1) from public.google_ai_reservations as r where r.request_id = 'o3';
+select public.settle(r.id, 200, jsonb_build_object('usageMetadata', jsonb_build_object(
+    'promptTokenCount', u.prompt, 'candidatesTokenCount', 1
+)))
+from public.google_ai_reservations as r
+inner join (values ('o1', 60), ('o2', 80), ('o3', 10)) as u (request_id, prompt) on r.request_id = u.request_id;
 
 select results_eq(
     $$select resolved_model, groups, rpm_limit, rpm_left, tpm_limit, tpm_left, rpd_limit, rpd_left,
@@ -43,8 +45,10 @@ select is(
 );
 
 -- A 429 on p1 cools it down: nothing left there until the cooldown ends.
-select public.report_rate_limit(r.id, null, 30000)
-from public.google_ai_reservations as r where r.request_id = 'o1';
+select public.acquire('out-m', 100, key_aliases => array['ok1'], caller => 'nb', request_id => 'o4');
+select public.settle(r.id, 429, '{"error": {"code": 429, "details": [
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}]}}')
+from public.google_ai_reservations as r where r.request_id = 'o4';
 select results_eq(
     $$select rpm_left, cooldown_until from public.batch_outlook('out-m')$$,
     $$values (4, '2026-03-01 12:00:30+00'::timestamptz)$$,

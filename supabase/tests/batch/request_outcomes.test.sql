@@ -18,15 +18,18 @@ from (values ('done'), ('open'), ('sent'), ('unsent'), ('limited'), ('retried'),
     as x (request_id)
 cross join lateral public.acquire('ro-m', 10, request_id => x.request_id) as a;
 
-select public.commit_usage(g.reservation_id, 5, 1) from grants_made as g where g.request_id = 'done';
-select public.release(g.reservation_id, 'timeout', true) from grants_made as g where g.request_id = 'sent';
-select public.release(g.reservation_id, 'cancelled', false) from grants_made as g where g.request_id = 'unsent';
-select public.report_rate_limit(g.reservation_id, null, 0)
+select public.settle(g.reservation_id, 200, '{"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1}}')
+from grants_made as g where g.request_id = 'done';
+select public.settle(g.reservation_id, null, null, 'timeout') from grants_made as g where g.request_id = 'sent';
+select public.settle(g.reservation_id, null, null, 'not_sent') from grants_made as g where g.request_id = 'unsent';
+select public.settle(g.reservation_id, 429, '{"error": {"code": 429, "details": [
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]}}')
 from grants_made as g where g.request_id = 'limited';
 -- 'retried': a 429 on the first attempt, the second committed.
-select public.report_rate_limit(min(g.reservation_id::text)::uuid, null, 0)
+select public.settle(min(g.reservation_id::text)::uuid, 429, '{"error": {"code": 429, "details": [
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]}}')
 from grants_made as g where g.request_id = 'retried';
-select public.commit_usage(max(g.reservation_id::text)::uuid, 5, 1)
+select public.settle(max(g.reservation_id::text)::uuid, 200, '{"usageMetadata": {"promptTokenCount": 5}}')
 from grants_made as g where g.request_id = 'retried';
 
 select results_eq(

@@ -53,14 +53,18 @@ select is(
 -- The queue's order: class priority, then ticket order; aging lifts only a
 -- starving class (a waiter of aging_ms, and no grant of its class within it).
 insert into google_ai_internal.wait_tickets (
-    id, model, key_set, tokens, created_at, due_at, turn_at, alive_until, priority, caller_class
+    id, model, key_set, tokens, created_at, due_at, turn_at, alive_until, deadline, priority,
+    caller_class
 ) values
 ('a23a0000-0000-4000-8000-000000000001', 'big', 'q', 1, '2026-03-01 11:59:00+00',
- '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 90, 'batch'),
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00',
+ '2026-03-01 12:10:00+00', 90, 'batch'),
 ('a23a0000-0000-4000-8000-000000000002', 'big', 'q', 1, '2026-03-01 11:59:30+00',
- '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 90, 'batch'),
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00',
+ '2026-03-01 12:10:00+00', 90, 'batch'),
 ('a23a0000-0000-4000-8000-000000000003', 'big', 'q', 1, '2026-03-01 12:00:30+00',
- '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00', 10, 'interactive');
+ '2026-03-01 12:00:00+00', '2026-03-01 12:00:00+00', '2026-03-01 12:05:00+00',
+ '2026-03-01 12:10:00+00', 10, 'interactive');
 select is(
     google_ai_internal.starving_classes('big', 'q', array['proj-1'], '2026-03-01 12:00:00+00', 60000),
     '{}'::text [], 'no class starves while batch was granted within aging_ms (the day of big above)'

@@ -16,8 +16,12 @@ set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 -- nb: two grants of rep-a, one committed (8 in, 3 out), one answered 429.
 select public.acquire('rep-a', 10, caller => 'nb', request_id => 'nb-1');
 select public.acquire('rep-a', 10, caller => 'nb', request_id => 'nb-2');
-select public.commit_usage(r.id, 8, 3) from public.google_ai_reservations as r where r.request_id = 'nb-1';
-select public.report_rate_limit(r.id, 'GenerateRequestsPerMinutePerProjectPerModel', 1000)
+select public.settle(r.id, 200, '{"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3}}')
+from public.google_ai_reservations as r where r.request_id = 'nb-1';
+select public.settle(r.id, 429, '{"error": {"code": 429, "details": [
+    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+      {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]}}')
 from public.google_ai_reservations as r where r.request_id = 'nb-2';
 -- bot: refused three times for rpm (one folded row), then a grant of rep-b.
 select public.acquire('rep-a', 10, caller => 'bot');

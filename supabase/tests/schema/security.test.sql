@@ -92,20 +92,25 @@ select ok(
     'service_role can execute acquire'
 );
 select ok(
-    pg_catalog.has_function_privilege(
-        'service_role', 'public.commit_usage(uuid, integer, integer, jsonb)', 'execute'
-    ),
-    'service_role can execute commit_usage'
+    pg_catalog.has_function_privilege('service_role', 'public.settle(uuid, integer, jsonb, text)', 'execute'),
+    'service_role can execute settle'
 );
-select ok(
-    pg_catalog.has_function_privilege('service_role', 'public.release(uuid, text, boolean)', 'execute'),
-    'service_role can execute release'
+select is_empty(
+    $$select s.signature from (values
+        ('public.commit_usage(uuid, integer, integer, jsonb)'),
+        ('public.release(uuid, text, boolean)'),
+        ('public.report_rate_limit(uuid, text, integer)')
+      ) as s (signature)
+      where pg_catalog.to_regprocedure(s.signature) is not null$$,
+    'settle is the one way to settle: the RPCs of clients before it are gone'
 );
-select ok(
-    pg_catalog.has_function_privilege(
-        'service_role', 'public.report_rate_limit(uuid, text, integer)', 'execute'
-    ),
-    'service_role can execute report_rate_limit'
+select is_empty(
+    $$select p.oid::regprocedure from pg_catalog.pg_proc as p
+      where p.pronamespace = 'google_ai_internal'::regnamespace
+        and p.proname in ('commit_reservation', 'record_token_usage', 'release_reservation',
+                          'record_rate_limit')
+        and pg_catalog.has_function_privilege('service_role', p.oid, 'execute')$$,
+    'settle''s steps are internal: service_role cannot call them'
 );
 select ok(
     pg_catalog.has_function_privilege('service_role', 'public.disable_key(text, text)', 'execute'),

@@ -1,7 +1,7 @@
 -- The five adopted tables and the quota machinery's own tables exist with the
 -- columns the RPCs and the bot rely on.
 begin;
-select plan(15);
+select plan(17);
 
 select has_table('public', 'google_ai_api_keys', 'adopted table google_ai_api_keys exists');
 select columns_are(
@@ -58,11 +58,18 @@ select has_table('public', 'google_ai_maintenance_log', 'adopted table google_ai
 
 select has_table('public', 'google_ai_settings', 'google_ai_settings exists');
 select results_eq(
-    $$select s.window_ms, s.window_guard_ms, s.rpd_time_zone, s.max_wait_cap_ms,
-             s.default_cooldown_ms
+    $$select s.window_ms, s.window_guard_ms, s.rpd_time_zone, s.default_cooldown_ms
       from public.google_ai_settings as s$$,
-    $$values (60000, 1000, 'America/Los_Angeles'::text, 90000, 60000)$$,
+    $$values (60000, 1000, 'America/Los_Angeles'::text, 60000)$$,
     'google_ai_settings holds one row with the documented defaults'
+);
+select hasnt_column(
+    'public', 'google_ai_settings', 'max_wait_cap_ms',
+    'the unused max_wait_cap_ms is gone (20261206003000)'
+);
+select col_not_null(
+    'google_ai_internal', 'wait_tickets', 'deadline',
+    'every place in line has a deadline (20261206003000)'
 );
 
 select columns_are(

@@ -1,9 +1,12 @@
--- release: sent = false refunds the request and its tokens (window and day),
--- sent = true keeps them counted. Idempotent, and harmless after a commit.
+-- A call that did not complete settles as a release (release_reservation):
+-- unsent (not_sent, connect_failed) refunds the request and its tokens
+-- (window and day), sent (a timeout, a 5xx) keeps them counted; the ledger
+-- row keeps why. Settling again changes nothing, and a release after a
+-- commit changes nothing.
 begin;
 -- Steering llm_limits.now/clock_skew needs the owner-only switch (rolled back with the test).
 update google_ai_internal.clock_switch set steerable = true;
-select plan(17);
+select plan(19);
 
 set local "llm_limits.now" = '2026-03-01 12:00:00+00';
 insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) values
@@ -14,28 +17,42 @@ insert into public.google_ai_model_limits (model, api_model, rpm, tpm, rpd) valu
 insert into public.google_ai_api_keys (key_alias, env_var_name, quota_group)
 values ('k1', 'TEST_KEY_1', 'proj-1');
 
--- sent = false: refunded.
+create function pg_temp.ledger(p_id uuid) returns table (status text, requests int, tokens int)
+language sql as $$
+    select r.status, r.counted_requests::int, r.counted_tokens
+    from public.google_ai_reservations as r where r.id = p_id
+$$;
+
+-- Nothing sent: refunded.
 create temp table r_unsent as select * from public.acquire('m-unsent', 800);
 select is(
     (select a.reason from public.acquire('m-unsent', 10) as a), 'rpm', 'm-unsent: the window is full'
 );
-select is(
-    public.release((select r.reservation_id from r_unsent as r), 'never sent', false), true,
-    'release(sent => false) returns true'
+select results_eq(
+    $$select s.action, s.retry from public.settle(
+        (select r.reservation_id from r_unsent as r), null, null, 'not_sent') as s$$,
+    $$values ('release_unsent'::text, false)$$,
+    'not_sent: release_unsent'
 );
 select results_eq(
-    $$select r.status, r.counted_requests::int, r.counted_tokens
-      from public.google_ai_reservations as r where r.id = (select x.reservation_id from r_unsent as x)$$,
+    $$select * from pg_temp.ledger((select r.reservation_id from r_unsent as r))$$,
     $$values ('released'::text, 0, 0)$$,
     'the released reservation counts nothing'
+);
+select is(
+    (select r.details -> 'released' from public.google_ai_reservations as r
+     where r.id = (select x.reservation_id from r_unsent as x)),
+    '{"reason": "not_sent", "previous_status": "reserved"}'::jsonb,
+    'the ledger row keeps why and what it was'
 );
 select is(
     (select a.granted from public.acquire('m-unsent', 1000) as a), true,
     'the refused request is now granted, with the refunded tokens too'
 );
 select is(
-    public.release((select r.reservation_id from r_unsent as r), 'again', false), false,
-    'a second release returns false'
+    (select s.action from public.settle(
+        (select r.reservation_id from r_unsent as r), null, null, 'not_sent') as s),
+    'release_unsent', 'settling it again answers the same'
 );
 select is(
     (select s.window_requests from public.google_ai_quota_state as s
@@ -43,15 +60,15 @@ select is(
     1, 'and does not refund twice'
 );
 
--- sent = true: kept counted.
+-- Maybe sent: kept counted.
 create temp table r_sent as select * from public.acquire('m-sent', 800);
 select is(
-    public.release((select r.reservation_id from r_sent as r), 'timeout', true), true,
-    'release(sent => true) returns true'
+    (select s.action from public.settle(
+        (select r.reservation_id from r_sent as r), null, null, 'timeout') as s),
+    'release_sent', 'timeout: release_sent'
 );
 select results_eq(
-    $$select r.status, r.counted_requests::int, r.counted_tokens
-      from public.google_ai_reservations as r where r.id = (select x.reservation_id from r_sent as x)$$,
+    $$select * from pg_temp.ledger((select r.reservation_id from r_sent as r))$$,
     $$values ('released'::text, 1, 800)$$,
     'a call that may have reached Google stays counted'
 );
@@ -60,33 +77,49 @@ select is(
     'the next request is still refused'
 );
 select is(
-    public.release((select r.reservation_id from r_sent as r), 'again', false), false,
-    'releasing it again with sent => false does not refund it after all'
+    (select s.action from public.settle(
+        (select r.reservation_id from r_sent as r), null, null, 'not_sent') as s),
+    'release_unsent', 'settling it again as not sent'
 );
 select is(
-    (select a.reason from public.acquire('m-sent', 10) as a), 'rpm', 'still refused'
+    (select a.reason from public.acquire('m-sent', 10) as a), 'rpm',
+    'does not refund it after all'
 );
 
 -- The day is refunded as well.
 create temp table r_day as select * from public.acquire('m-day', 0);
 select is((select a.reason from public.acquire('m-day', 0) as a), 'rpd', 'm-day: rpd 1 is spent');
-select ok(public.release((select r.reservation_id from r_day as r)), 'release defaults to sent => false');
+select is(
+    (select s.action from public.settle(
+        (select r.reservation_id from r_day as r), null, null, 'connect_failed') as s),
+    'release_unsent', 'connect_failed: nothing was sent'
+);
 select is(
     (select a.granted from public.acquire('m-day', 0) as a), true, 'the refunded request frees the day'
 );
 
--- After a commit, release changes nothing.
+-- After a commit, a release changes nothing.
 create temp table r_commit as select * from public.acquire('m-commit', 500);
-select ok(public.commit_usage((select r.reservation_id from r_commit as r), 300), 'setup: committed');
 select is(
-    public.release((select r.reservation_id from r_commit as r), 'finally', false), false,
-    'release after commit returns false'
+    (select s.action from public.settle(
+        (select r.reservation_id from r_commit as r), 200,
+        '{"usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 10}}') as s),
+    'commit', 'setup: committed'
+);
+select is(
+    (select s.action from public.settle(
+        (select r.reservation_id from r_commit as r), null, null, 'not_sent') as s),
+    'release_unsent', 'a not_sent after the commit'
 );
 select results_eq(
-    $$select r.status, r.counted_requests::int, r.counted_tokens
-      from public.google_ai_reservations as r where r.id = (select x.reservation_id from r_commit as x)$$,
+    $$select * from pg_temp.ledger((select r.reservation_id from r_commit as r))$$,
     $$values ('committed'::text, 1, 300)$$,
-    'and leaves the committed reservation as it was'
+    'leaves the committed reservation as it was'
+);
+select is(
+    (select r.details from public.google_ai_reservations as r
+     where r.id = (select x.reservation_id from r_commit as x)),
+    null, 'with no release recorded'
 );
 
 select * from finish();

@@ -32,10 +32,13 @@ select is(
 
 -- A per-day 429 also cools down until midnight of the configured zone.
 create temp table r_cool as select * from public.acquire('m-cool', 0);
+select public.settle((select r.reservation_id from r_cool as r), 429, '{"error": {"code": 429, "details": [
+    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+      {"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]},
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]}}');
 select is(
-    public.report_rate_limit(
-        (select r.reservation_id from r_cool as r), 'GenerateRequestsPerDayPerProjectPerModel', 1000
-    ),
+    (select s.cooldown_until from public.google_ai_quota_state as s
+     where s.quota_group = 'proj-1' and s.model = 'm-cool'),
     '2026-03-03 00:00:00+00'::timestamptz,
     'a PerDay cooldown ends at the next UTC midnight'
 );

@@ -55,9 +55,12 @@ create temp table grants as
 select a.reservation_id, v.actual
 from (values (1100, 1000), (1000, 1000), (3000, 1000)) as v (estimate, actual)
 cross join lateral public.acquire('test-model', v.estimate) as a;
-select public.commit_usage(g.reservation_id, g.actual, 10) from grants as g;
+select public.settle(g.reservation_id, 200, jsonb_build_object('usageMetadata', jsonb_build_object(
+    'promptTokenCount', g.actual, 'candidatesTokenCount', 10
+)))
+from grants as g;
 -- A released call has no actual count to compare.
-select public.release(a.reservation_id, 'test', false)
+select public.settle(a.reservation_id, null, null, 'not_sent')
 from public.acquire('test-model', 5000) as a;
 
 select results_eq(

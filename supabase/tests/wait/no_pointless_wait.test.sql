@@ -19,9 +19,11 @@ select cmp_ok((select r.waited_ms from r_day as r), '<', 1000, 'at once, not aft
 select is((select r.retry_after_ms from r_day as r), 72000000, 'with the time of the Pacific midnight');
 
 create temp table r_cool_grant as select * from public.acquire('m-cool', 0);
-select isnt(
-    public.report_rate_limit((select r.reservation_id from r_cool_grant as r), null, 60000), null,
-    'setup: a 60 s cooldown'
+select is(
+    (select s.action from public.settle((select r.reservation_id from r_cool_grant as r), 429,
+        '{"error": {"code": 429, "details": [
+          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "60s"}]}}') as s),
+    'rate_limited', 'setup: a 60 s cooldown'
 );
 create temp table r_cool as select * from public.acquire('m-cool', 0, 'WAIT', 5000);
 select is((select r.reason from r_cool as r), 'cooldown', 'WAIT on a long cooldown returns reason cooldown');
