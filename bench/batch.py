@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from llm_limits import Client, batch
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 N, RPM, WINDOW_MS, GUARD_MS, CONCURRENCY = 1000, 100, 4000, 100, 8
 MODEL, WARM_UP = "bench-batch", "bench-batch-warm-up"

@@ -17,7 +17,7 @@ from google import genai
 from google.genai import types
 
 import llm_limits
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 KEY = "bench-overhead-key-value"
 N = 300

@@ -37,7 +37,7 @@ from google.genai import types
 from psycopg_pool import ConnectionPool
 
 import llm_limits
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 KEY_VAR, KEY = "LLM_LIMITS_BENCH_WAITS_KEY", "bench-waits-key-value"
 GROUP = "waits-group"

@@ -23,7 +23,7 @@ from google import genai
 from google.genai import types
 
 from llm_limits.cli.gateway import FUNCTION_DIR, free_port, new_token, start_local, token_digest
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-gateway-key-value"

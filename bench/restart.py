@@ -47,8 +47,8 @@ from google.genai import types
 
 from llm_limits import Client
 from llm_limits.cli.gateway import FUNCTION_DIR, free_port, new_token, start_local, token_digest
-from llm_limits.testing import localstack
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local import localstack
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.faults.private_cluster import line_fills
 
 REPO = Path(__file__).resolve().parents[1]

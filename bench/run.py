@@ -44,7 +44,7 @@ from bench.storage import render as render_storage
 from bench.storage import storage
 from bench.tokens import section as tokens_section
 from bench.tokens import token_counting
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 16

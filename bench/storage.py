@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 REPO = Path(__file__).resolve().parents[1]
 HARDENING = "20261129001200"

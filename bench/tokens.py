@@ -26,8 +26,8 @@ import psycopg
 from google.genai import _local_tokenizer_loader as loader
 
 import llm_limits
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
-from llm_limits.testing.prose import page
+from llm_limits.local.fake_gemini import FakeGemini, Limits
+from llm_limits.local.prose import page
 from llm_limits.tokens import GEMMA3_SDK_MODEL, TokenCounter, estimate_tokens
 from tests.gemma3_sentencepiece import rebuild, seed_sdk_cache
 

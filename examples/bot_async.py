@@ -3,7 +3,7 @@
 Every call asks the quota database first (acquire), so any number of bot processes and
 notebooks can share the same keys without a 429. Run it against the fake server:
 
-    python -m llm_limits.testing.fake_gemini --project demo=my-fake-key &      # prints its URL
+    python -m llm_limits.local.fake_gemini --project demo=my-fake-key &      # prints its URL
     export GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:8089
     export LLM_LIMITS_DB_URL=postgresql://...  BOT_KEY_1=my-fake-key  # pool row: env_var_name
     python examples/bot_async.py "Hello!" "What is a token bucket?"

@@ -11,7 +11,7 @@ scripts/install-deps.sh
 
 workdir=$(mktemp -d /tmp/llm-limits-bench.XXXXXX)
 chmod 755 "$workdir"
-trap '$py -m llm_limits.testing.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true; rm -rf "$workdir"' EXIT
+trap '$py -m llm_limits.local.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true; rm -rf "$workdir"' EXIT
 
-admin_url=$($py -m llm_limits.testing.localstack up --dir "$workdir/pg")
+admin_url=$($py -m llm_limits.local.localstack up --dir "$workdir/pg")
 $py -m bench.run --admin-url "$admin_url" ${BENCH_ARGS:-}

@@ -65,7 +65,7 @@ gateway_leg() {
     local fake_port gw_port token name pids=()
     fake_port=$("$py" -c 'from llm_limits.cli.gateway import free_port; print(free_port())')
     gw_port=$("$py" -c 'from llm_limits.cli.gateway import free_port; print(free_port())')
-    "$py" -m llm_limits.testing.fake_gemini --port "$fake_port" \
+    "$py" -m llm_limits.local.fake_gemini --port "$fake_port" \
         --project-env demo-project-a=DEMO_KEY_A1,DEMO_KEY_A2 \
         --project-env demo-project-b=DEMO_KEY_B1 >/dev/null 2>&1 &
     pids+=($!)

@@ -12,7 +12,7 @@ workdir=$(mktemp -d /tmp/llm-limits-test.XXXXXX)
 chmod 755 "$workdir"
 cleanup() {
     $py -m llm_limits.testing.pooler down --dir "$workdir/pgbouncer" >/dev/null 2>&1 || true
-    $py -m llm_limits.testing.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true
+    $py -m llm_limits.local.localstack destroy --dir "$workdir/pg" >/dev/null 2>&1 || true
     rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -20,7 +20,7 @@ trap cleanup EXIT
 step() { printf '\n==> %s\n' "$*"; }
 
 step "start a throwaway PostgreSQL 15 cluster (pg_cron preloaded)"
-admin_url=$($py -m llm_limits.testing.localstack up --dir "$workdir/pg" \
+admin_url=$($py -m llm_limits.local.localstack up --dir "$workdir/pg" \
     --set shared_preload_libraries=pg_cron --set cron.database_name=llm_limits_cron)
 echo "$admin_url"
 base=${admin_url%/*}
@@ -33,7 +33,7 @@ echo "$pooler_url"
 step "deploy the migrations with supabase db push"
 psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_template"
 template_url="$base/llm_limits_template"
-psql -X -q -v ON_ERROR_STOP=1 "$template_url" -f client/llm_limits/testing/supabase_hosted.sql 2>/dev/null
+psql -X -q -v ON_ERROR_STOP=1 "$template_url" -f client/llm_limits/local/supabase_hosted.sql 2>/dev/null
 supabase db push --remote="$template_url" --yes 2>&1 | grep -v 'TLS\|^│$'
 step "a second push is a no-op"
 supabase db push --remote="$template_url" --yes 2>&1 | grep -q "Remote database is up to date"
@@ -50,7 +50,7 @@ checks_log="$workdir/checks.log"
     psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
     pgtap_url="$base/llm_limits_pgtap"
     # Database-level settings (search_path with `extensions`) are not cloned.
-    psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -f client/llm_limits/testing/supabase_hosted.sql 2>/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -f client/llm_limits/local/supabase_hosted.sql 2>/dev/null
     psql -X -q -v ON_ERROR_STOP=1 "$pgtap_url" -c "create extension if not exists pgtap with schema extensions"
     pg_prove --dbname "$pgtap_url" --ext .sql -r supabase/tests
 

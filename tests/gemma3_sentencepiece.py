@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from llm_limits.testing.fake_gemini import find_vocabulary
+from llm_limits.local.fake_gemini import find_vocabulary
 
 
 def rebuild(vocabulary: Path | None = None) -> bytes:

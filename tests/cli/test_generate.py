@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 from tests.cli.conftest import Invoke
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.cli.conftest import Invoke
 from tests.conftest import create_database, drop_database
 

@@ -11,7 +11,7 @@ import pytest
 
 from llm_limits.cli import chart as charts
 from llm_limits.cli.chart import write_chart
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.cli.conftest import Invoke
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from llm_limits import Client
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from .support import KEYS, Conn, hold, insert_keys, projects
 

@@ -11,7 +11,7 @@ from google.genai import errors
 
 import llm_limits
 from llm_limits import Client
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from .support import GEMMA, Conn, audit, reservations
 

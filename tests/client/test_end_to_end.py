@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.conftest import pooled
 
 from . import e2e_worker

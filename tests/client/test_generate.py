@@ -11,8 +11,8 @@ from google.genai import errors, types
 
 import llm_limits
 from llm_limits import Client, Usage
-from llm_limits.testing.fake_gemini import FakeGemini
-from llm_limits.testing.prose import page
+from llm_limits.local.fake_gemini import FakeGemini
+from llm_limits.local.prose import page
 
 from .support import (
     GEMMA,

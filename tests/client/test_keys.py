@@ -10,7 +10,7 @@ import pytest
 
 from llm_limits import Client
 from llm_limits.keys import resolve_keys
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from .support import GEMMA, KEYS, Conn, hold, reservations
 

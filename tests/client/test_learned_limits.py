@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from llm_limits import Client
 from llm_limits.cli.app import app
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 from .support import GEMMA, Conn, audit, hold, projects, set_window
 

@@ -21,7 +21,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from llm_limits import Client
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from .support import GEMMA, Conn, hold, set_gemma_limits, set_window
 

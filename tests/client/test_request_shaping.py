@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import llm_limits
 from llm_limits.gemma import fold_system_instruction, prepare_request
-from llm_limits.testing.fake_gemini import Counting
+from llm_limits.local.fake_gemini import Counting
 from llm_limits.tokens import MEDIA_PART_TOKENS, estimate_tokens
 
 # -- the token bound -------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from google.genai import types
 
 import llm_limits
 from llm_limits import Client
-from llm_limits.testing.fake_gemini import Counting, FakeGemini, Limits
-from llm_limits.testing.prose import page
+from llm_limits.local.fake_gemini import Counting, FakeGemini, Limits
+from llm_limits.local.prose import page
 from llm_limits.tokens import TokenCounter, estimate_tokens, reset_local_tokenizers
 
 from ..gemma3_sentencepiece import rebuild, seed_sdk_cache

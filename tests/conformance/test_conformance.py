@@ -28,7 +28,7 @@ from psycopg import sql
 
 from llm_limits import Client
 from llm_limits.errors import NoKeyAvailable, RateLimited
-from llm_limits.testing.fake_gemini import SCRIPT_PATH, FakeGemini
+from llm_limits.local.fake_gemini import SCRIPT_PATH, FakeGemini
 
 from ..client.support import KEY_VALUES, KEYS, Conn, hold, insert_keys, projects
 from ..gateway.harness import add_caller, launch, role_url

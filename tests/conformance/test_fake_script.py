@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from llm_limits.testing.fake_gemini import SCRIPT_PATH, FakeGemini
+from llm_limits.local.fake_gemini import SCRIPT_PATH, FakeGemini
 
 BAD_ANSWERS = [
     {"status": 99, "body": {}},

@@ -16,8 +16,8 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from llm_limits.testing.fake_gemini import TPM_ID, FakeGemini, Limits
-from llm_limits.testing.prose import page
+from llm_limits.local.fake_gemini import TPM_ID, FakeGemini, Limits
+from llm_limits.local.prose import page
 
 GEMMA = "gemma-3-27b-it"
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
@@ -88,7 +88,7 @@ def test_without_the_vocabulary_it_says_so_and_counts_bytes(tmp_path: Path) -> N
     cmd = [
         sys.executable,
         "-m",
-        "llm_limits.testing.fake_gemini",
+        "llm_limits.local.fake_gemini",
         "--port",
         "0",
         "--project",

@@ -19,7 +19,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from llm_limits.testing.fake_gemini import (
+from llm_limits.local.fake_gemini import (
     PACIFIC,
     RPD_ID,
     RPM_ID,
@@ -344,7 +344,7 @@ async def test_async_path(srv: FakeGemini) -> None:
 def test_cli_serves_and_summarises_without_leaking_keys() -> None:
     secret = "AIzaSECRET_FROM_ENV_123"
     env = {**os.environ, "PYTHONPATH": str(CLIENT_DIR), "FAKE_KEY_B": secret}
-    cmd = [sys.executable, "-m", "llm_limits.testing.fake_gemini", "--port", "0",
+    cmd = [sys.executable, "-m", "llm_limits.local.fake_gemini", "--port", "0",
            "--project", "proj-a=KEY_CLI_A1,KEY_CLI_A2", "--project-env", "proj-b=FAKE_KEY_B",
            "--limit", f"{GEMMA}=1,15000,14400", "--latency", "0.01"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

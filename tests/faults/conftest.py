@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.client.conftest import clean_env, fake, keyed_db
 
 __all__ = ["clean_env", "cluster", "fake", "keyed_db", "running"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.client.support import insert_keys
 
 REPO = Path(__file__).resolve().parents[2]

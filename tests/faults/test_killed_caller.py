@@ -35,7 +35,7 @@ import pytest
 
 import llm_limits
 from llm_limits import Client
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 from tests.client.support import GEMMA, Conn, hold, set_gemma_limits, set_window
 from tests.stress.checker import check
 

@@ -31,8 +31,8 @@ import pytest
 
 import llm_limits
 from llm_limits import Client, Usage
-from llm_limits.testing import localstack
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local import localstack
+from llm_limits.local.fake_gemini import FakeGemini
 from tests.client.support import GEMMA, projects
 
 from .private_cluster import keyed_database

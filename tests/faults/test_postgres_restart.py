@@ -48,8 +48,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local import localstack
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.client.support import KEYS, projects, set_gemma_limits, set_window
 from tests.stress.checker import check
 

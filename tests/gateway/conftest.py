@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from ..client.support import KEY_VALUES, Conn, insert_keys, projects
 from .harness import Gateway, launch

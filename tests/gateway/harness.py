@@ -15,7 +15,7 @@ from google import genai
 from google.genai import types
 
 from llm_limits.cli.gateway import FUNCTION_DIR, free_port, new_token, start_local, token_digest
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 from ..client.support import KEYS, Conn
 

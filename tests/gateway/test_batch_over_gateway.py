@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm_limits import batch
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from ..batch.support import ended_within, set_caller_budget
 from ..client.support import Conn

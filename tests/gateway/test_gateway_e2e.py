@@ -13,7 +13,7 @@ from google.genai import errors, types
 from typer.testing import CliRunner
 
 from llm_limits.cli.app import app
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 
 from ..client.support import KEYS, Conn, set_gemma_limits
 from .conftest import StartGateway, audit, ledger

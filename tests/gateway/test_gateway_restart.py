@@ -32,8 +32,8 @@ import psycopg
 import pytest
 from google.genai import errors
 
-from llm_limits.testing import localstack
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local import localstack
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.faults.conftest import cluster, running
 from tests.faults.private_cluster import keyed_database, line_fills
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import admin_url, url_for
 from tests.support import Conn
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_limits.testing import localstack, schemas
+from llm_limits.local import localstack
+from llm_limits.testing import schemas
 from tests.conftest import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[2]

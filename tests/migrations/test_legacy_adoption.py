@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import create_database, drop_database
 from tests.support import commit
 

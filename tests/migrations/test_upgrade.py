@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import admin_url, create_database, drop_database, url_for
 from tests.migrations.conftest import assert_same_catalog
 from tests.support import Conn, acquire, add_key, add_model, commit, our_tables

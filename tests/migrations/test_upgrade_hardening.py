@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import create_database, drop_database
 from tests.migrations.conftest import assert_same_catalog
 from tests.migrations.test_upgrade import (

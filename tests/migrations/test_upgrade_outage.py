@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import create_database, drop_database
 from tests.migrations.conftest import assert_same_catalog
 from tests.migrations.test_upgrade import (

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.conftest import create_database, drop_database
 from tests.migrations import test_upgrade_protocol as protocol
 from tests.migrations.conftest import assert_same_catalog

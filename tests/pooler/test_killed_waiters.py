@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from llm_limits.testing.fake_gemini import FakeGemini
+from llm_limits.local.fake_gemini import FakeGemini
 from tests.client.support import GEMMA, Conn, hold, set_gemma_limits, set_window
 from tests.conftest import pooled
 from tests.stress.checker import check

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.client import e2e_worker
 from tests.client.support import GEMMA, KEYS, Conn, hold, insert_keys, projects, set_window
 from tests.conftest import pooled

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from tests.support import (
     OUR_SCHEMAS,
     Conn,

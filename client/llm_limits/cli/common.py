@@ -15,7 +15,7 @@ from rich.console import Console
 from llm_limits.cli.connect import CliError, Conn, connect, one_line, resolve_url
 from llm_limits.db import DB_URL_VARS
 from llm_limits.errors import LimitsError, from_db_error
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 from llm_limits.transport import TRANSPORT_ERRORS
 
 EXIT_USAGE = 2

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from llm_limits.db import DB_URL_VARS, url_from_env
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 Conn = psycopg.Connection[dict[str, Any]]
 

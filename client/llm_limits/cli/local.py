@@ -15,7 +15,7 @@ from llm_limits.cli.common import (
     stderr,
 )
 from llm_limits.cli.connect import CliError, connect, resolve_url
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 local_app = typer.Typer(help="The embedded local PostgreSQL 15 (no Docker), ./.llm-limits/pg.")
 db_app = typer.Typer(help="Deploy the migrations.")

@@ -37,7 +37,7 @@ from llm_limits.cli.connect import CliError, Conn, connect, resolve_url
 from llm_limits.cli.models import resolve_model
 from llm_limits.errors import LimitsError, RateLimited
 from llm_limits.keys import resolve_keys
-from llm_limits.testing import fake_gemini
+from llm_limits.local import fake_gemini
 
 # A limit the database leaves unenforced (null) must not bind inside the fake either.
 UNLIMITED = 10**9
@@ -360,7 +360,7 @@ def usage_lines(
 
 def prose_prompts(spec: str, language: str) -> Callable[[int, int], str]:
     """Prompts of prose of ``MIN-MAX`` characters, e.g. long Russian pages for a TPM-bound run."""
-    from llm_limits.testing.prose import page
+    from llm_limits.local.prose import page
 
     low, _, high = spec.partition("-")
     if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):

@@ -1,8 +1,7 @@
-"""Test and demo equipment, apart from the thin client (``import llm_limits`` loads none of it).
+"""Test and benchmark equipment, apart from the thin client and the operator CLI (neither
+imports it; the local stack they run on is ``llm_limits.local``).
 
-* ``fake_gemini``: a local Gemini API server that counts tokens with the real vocabulary;
-* ``localstack``: a throwaway local Postgres with the Supabase roles, migrated by the Supabase CLI;
-* ``pooler``: PgBouncer in transaction mode in front of it;
-* ``prose``: deterministic Russian and English text for long prompts;
+* ``pooler``: PgBouncer in transaction mode in front of a local cluster;
+* ``policy_load``, ``outage_load``: the loads ``tests/`` and ``make bench`` share;
 * ``schemas``: builds a database from ``supabase/schemas`` and compares catalogs object by object.
 """

@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 
 from llm_limits import Client, RateLimited
-from llm_limits.testing.fake_gemini import FakeGemini, Limits
+from llm_limits.local.fake_gemini import FakeGemini, Limits
 
 MODEL, API_MODEL = "gemma-3-27b", "gemma-3-27b-it"
 WARM_UP_MODEL = "gemini-2.5-flash"

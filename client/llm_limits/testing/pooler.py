@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from .localstack import LocalStackError, _as_postgres, _free_port, _give_to_postgres
+from llm_limits.local.localstack import LocalStackError, _as_postgres, _free_port, _give_to_postgres
 
 PGBOUNCER = os.environ.get("LLM_LIMITS_PGBOUNCER", "/usr/sbin/pgbouncer")
 

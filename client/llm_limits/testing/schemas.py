@@ -51,7 +51,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import TupleRow
 
-from llm_limits.testing import localstack
+from llm_limits.local import localstack
 
 SCHEMAS = ("public", "google_ai_internal")
 # The queries below pass no parameters (so `%` in format() needs no escaping): the schema

@@ -4,8 +4,8 @@
 through this one module, so there is a single way to get a Supabase-like
 Postgres on a machine without Docker:
 
-    python -m llm_limits.testing.localstack up --dir ./.llm-limits/pg   # prints the URL
-    python -m llm_limits.testing.localstack down --dir ./.llm-limits/pg
+    python -m llm_limits.local.localstack up --dir ./.llm-limits/pg   # prints the URL
+    python -m llm_limits.local.localstack down --dir ./.llm-limits/pg
 
 The cluster listens on 127.0.0.1 only, trusts local connections (it is a
 throwaway), and is migrated with the real Supabase CLI (``supabase db push``).
@@ -184,7 +184,7 @@ def up(root: Path, settings: dict[str, str] | None = None) -> LocalCluster:
 
 def bootstrap(url: str) -> None:
     """Recreate what a hosted Supabase project has before our migrations."""
-    sql = resources.files("llm_limits.testing").joinpath("supabase_hosted.sql").read_text()
+    sql = resources.files("llm_limits.local").joinpath("supabase_hosted.sql").read_text()
     psql(url, sql)
 
 
@@ -298,7 +298,7 @@ def wait_ready(cluster: LocalCluster, timeout: float = 30.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_limits.testing.localstack")
+    parser = argparse.ArgumentParser(prog="python -m llm_limits.local.localstack")
     parser.add_argument("action", choices=["up", "down", "destroy", "url", "status", "push"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--project", type=Path, default=Path.cwd())

@@ -20,7 +20,7 @@ The next answers to generateContent and streamGenerateContent can be scripted, f
 (``FakeGemini.script``) or over HTTP (``POST /_fake/script`` with ``{"answers": [...]}``, so a
 runner in any language can drive it); see ``script`` for the kinds of answer.
 
-Run ``python -m llm_limits.testing.fake_gemini --help`` for the CLI.
+Run ``python -m llm_limits.local.fake_gemini --help`` for the CLI.
 """
 
 from __future__ import annotations
@@ -755,7 +755,7 @@ def _split(spec: str, flag: str) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m llm_limits.testing.fake_gemini"
+    prog = "python -m llm_limits.local.fake_gemini"
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8089, help="0 picks a free port")
