@@ -34,7 +34,7 @@ from bench.client_waits import client_waits
 from bench.client_waits import section as client_waits_section
 from bench.gateway import gateway_overhead, report_line
 from bench.policy import policy_run
-from bench.policy import report_lines as policy_lines
+from bench.policy import section as policy_section
 from bench.storage import render as render_storage
 from bench.storage import storage
 from bench.tokens import section as tokens_section
@@ -573,8 +573,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     lines += tokens_section(m)
     lines.append(report_line(m))
     lines.append(batch_line(m))
-    lines.extend(policy_lines(m))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + policy_section(m)
 
 
 def write(report: str, path: Path) -> None:
