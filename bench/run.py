@@ -37,7 +37,7 @@ from bench.gateway import gateway_overhead, report_line
 from bench.outage import outage_run
 from bench.outage import report_line as outage_line
 from bench.policy import policy_run
-from bench.policy import report_lines as policy_lines
+from bench.policy import section as policy_section
 from bench.restart import report_line as restart_line
 from bench.restart import restart_run
 from bench.storage import render as render_storage
@@ -590,10 +590,9 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     lines += tokens_section(m)
     lines.append(report_line(m))
     lines.append(batch_line(m))
-    lines.extend(policy_lines(m))
     lines.append(outage_line(m))
     lines.append(restart_line(m))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + policy_section(m)
 
 
 def write(report: str, path: Path) -> None:

@@ -1,91 +1,50 @@
-"""Aging, through PgBouncer: interactive demand above the whole limit does not starve a batch waiter.
+"""Aging, through PgBouncer: interactive demand above the whole limit does not starve the batch.
 
-Four `interactive` callers WAIT back to back on a model of 2 requests per (scaled) 2 s window, so
-there is always an interactive waiter ahead by priority. A `batch` caller joins the line: its rank
-falls to the top over aging_ms, so it is granted within aging_ms plus one hold (the slot it then
-heads the line for frees within a hold). With aging set to a day, the same batch waiter is still in
-line when the bound has passed: aging, not luck, served it.
+Four `telegram-bot` processes call gemma-3-27b back to back with WAIT (falling back to 12b,
+which they flood too), so an interactive waiter is always ahead of the batch by priority; one
+`kaggle-batch` process calls with WAIT in a loop (llm_limits.testing.policy_load). A class
+starves once one of its waiters has waited aging_ms with no grant to the class in that time;
+its old waiters then go to the top, and the slot they head the line for frees within a hold. So
+every batch call is answered within aging_ms plus one hold. With aging set to a day the same
+batch call is still waiting when that bound has passed: aging, not luck, served it.
+
+Issue 23 asks for five minutes of flood with aging_ms = 60 s and 60 s windows (bench/policy.py
+runs that); here time runs thirty times faster: a 2 s window + 33 ms guard, aging 2 s, wait
+slices of 100 ms and a 100 ms grace, fallback after 100 ms, five aging periods of flood.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from dataclasses import replace
 
-import psycopg
-import pytest
+from llm_limits.testing import policy_load as pl
+from tests.client.support import Conn
 
-from tests.conftest import pooled
-from tests.support import Conn, acquire, add_key, add_model
+from .test_bot_under_batch_load import load
 
-WINDOW_MS, GUARD_MS, AGING_MS = 2000, 200, 4000
+WINDOW_MS, GUARD_MS, AGING_MS = 2000, 33, 2000
 BOUND_S = (AGING_MS + WINDOW_MS + GUARD_MS) / 1000
-
-
-def prepare(db: Conn, aging_ms: int) -> None:
-    add_model(db, "aging-model", 2, None, None)
-    add_key(db, "aging-key", "aging-proj")
-    db.execute(
-        "update public.google_ai_settings set window_ms = %s, window_guard_ms = %s, aging_ms = %s",
-        (WINDOW_MS, GUARD_MS, aging_ms),
-    )
-    db.execute(
-        "insert into public.google_ai_caller_policies (caller, caller_class) values"
-        " ('bot', 'interactive'), ('notebook', 'batch')"
-    )
-
-
-def batch_wait_under_interactive_flood(url: str, batch_max_wait_ms: int) -> tuple[bool, float]:
-    """(granted, seconds) of one batch WAIT while four interactive callers flood the model."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def interactive() -> None:
-        try:
-            with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-                while not stop.is_set():
-                    acquire(conn, "aging-model", 1, mode="WAIT", max_wait_ms=30_000, caller="bot")
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    flood = [threading.Thread(target=interactive) for _ in range(4)]
-    for t in flood:
-        t.start()
-    time.sleep(1.0)  # the line is full of interactive waiters before the batch joins
-    try:
-        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-            started = time.monotonic()
-            granted = acquire(
-                conn, "aging-model", 1, mode="WAIT", max_wait_ms=batch_max_wait_ms,
-                caller="notebook",
-            )[0]  # fmt: skip
-            elapsed = time.monotonic() - started
-    finally:
-        stop.set()
-        for t in flood:
-            t.join(timeout=60)
-    assert errors == []
-    return bool(granted), elapsed
+FLOOD = pl.Load(
+    window_ms=WINDOW_MS, guard_ms=GUARD_MS, aging_ms=AGING_MS, slice_ms=100, grace_ms=100,
+    fallback_after_ms=100, bot_every=None, seconds=5 * AGING_MS / 1000,
+    workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, 3 * BOUND_S)),
+)  # fmt: skip
 
 
 def test_a_batch_waiter_is_served_within_the_aging_bound(db: Conn, db_url: str) -> None:
-    prepare(db, AGING_MS)
-    granted, elapsed = batch_wait_under_interactive_flood(pooled(db_url), 30_000)
-    assert granted and elapsed <= BOUND_S, elapsed
-    batch, interactive = db.execute(
-        "select count(*) filter (where caller_class = 'batch'),"
-        " count(*) filter (where caller_class = 'interactive')"
-        " from public.google_ai_reservations where model = 'aging-model'"
-    ).fetchone() or (0, 0)
-    assert batch == 1 and interactive >= 4  # the flood was served meanwhile
+    out = load(db, db_url, FLOOD)
+    batch = out.of(pl.BATCH)
+    assert len(batch) >= 2 and all(c.outcome == "ok" for c in batch), batch
+    assert max(c.seconds for c in batch) <= BOUND_S, [c.seconds for c in batch]
+    # The flood was above the whole limit: both models served it at their RPM meanwhile.
+    assert out.use(pl.API_MODEL, FLOOD) >= 0.9 and out.use(pl.API_FALLBACK, FLOOD) >= 0.9
 
 
-@pytest.mark.parametrize("aging_ms", [86_400_000])
-def test_without_aging_the_batch_waiter_would_still_wait(
-    db: Conn, db_url: str, aging_ms: int
-) -> None:
-    prepare(db, aging_ms)
-    granted, elapsed = batch_wait_under_interactive_flood(
-        pooled(db_url), int(BOUND_S * 1000) + 2000
-    )
-    assert not granted and elapsed > BOUND_S, elapsed
+def test_without_aging_the_batch_waiter_would_still_wait(db: Conn, db_url: str) -> None:
+    never = replace(
+        FLOOD, aging_ms=86_400_000, seconds=BOUND_S + 2.0,
+        workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, BOUND_S + 1.0)),
+    )  # fmt: skip
+    out = load(db, db_url, never)
+    assert [c.outcome for c in out.of(pl.BATCH)] == ["refused: wait_timeout"]
+    assert [caller for _, caller, _ in pl.ledger(db) if caller == pl.BATCH] == []
