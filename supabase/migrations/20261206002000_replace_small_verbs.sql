@@ -629,8 +629,8 @@ revoke all on function google_ai_internal.call_bounds(
  * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
  *
  * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
- * request_id, max_wait_ms (used by the ticket's first call, and by tickets
- * made before the deadline was stored), the settings, when the call
+ * request_id, max_wait_ms (the first call's fixes the ticket's deadline; a
+ * later call's can only bring it closer), the settings, when the call
  * started, the caller's policy, p_yield_after_ms.
  * Returns the verdict (waited_ms counted from the ticket's first call) and
  * the number of looks at the queue over the whole wait. Raises nothing.
@@ -977,7 +977,9 @@ begin
     if budgeted and verdict.granted and not google_ai_internal.spend_budget(
         p_caller, p_model.model, p_tokens, p_today, true
     ) then
-        perform public.release(verdict.reservation_id, 'caller_budget', false);
+        perform google_ai_internal.release_reservation(
+            google_ai_internal.lock_reservation(verdict.reservation_id), 'caller_budget', false
+        );
         verdict := google_ai_internal.budget_refusal(p_model, p_cfg, p_started);
     end if;
 end;
