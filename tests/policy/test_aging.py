@@ -27,7 +27,8 @@ BOUND_S = (AGING_MS + WINDOW_MS + GUARD_MS) / 1000
 FLOOD = pl.Load(
     window_ms=WINDOW_MS, guard_ms=GUARD_MS, aging_ms=AGING_MS, slice_ms=100, grace_ms=100,
     fallback_after_ms=100, bot_every=None, seconds=5 * AGING_MS / 1000,
-    workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, 3 * BOUND_S)),
+    # The batch joins once the bots hold the line: before that, nobody above it is waiting.
+    workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, 3 * BOUND_S, after=0.5)),
 )  # fmt: skip
 
 
@@ -43,7 +44,7 @@ def test_a_batch_waiter_is_served_within_the_aging_bound(db: Conn, db_url: str) 
 def test_without_aging_the_batch_waiter_would_still_wait(db: Conn, db_url: str) -> None:
     never = replace(
         FLOOD, aging_ms=86_400_000, seconds=BOUND_S + 2.0,
-        workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, BOUND_S + 1.0)),
+        workers=(pl.Workers(pl.BOT, 4, 1.0), pl.Workers(pl.BATCH, 1, BOUND_S + 1.0, after=0.5)),
     )  # fmt: skip
     out = load(db, db_url, never)
     assert [c.outcome for c in out.of(pl.BATCH)] == ["refused: wait_timeout"]

@@ -56,11 +56,13 @@ PROMPTS = {BOT: "Привет! Что сегодня в программе?", BA
 
 @dataclass(frozen=True)
 class Workers:
-    """``count`` processes of ``caller``, each calling back to back with WAIT ``max_wait``."""
+    """``count`` processes of ``caller``, each calling back to back with WAIT ``max_wait``,
+    from ``after`` seconds into the run."""
 
     caller: str
     count: int
     max_wait: float
+    after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ def _drive(db: Conn, url: str, load: Load, srv: FakeGemini, call_bot: BotCall) -
     procs = [
         ctx.Process(
             target=_work,
-            args=(url, srv.base_url, w.caller, w.max_wait, start, results),
+            args=(url, srv.base_url, w.caller, w.max_wait, w.after, start, results),
             daemon=True,
         )  # fmt: skip
         for w in load.workers
@@ -392,7 +394,9 @@ def _processes() -> Any:
     return ctx
 
 
-def _work(url: str, base_url: str, caller: str, max_wait: float, start: Any, results: Any) -> None:
+def _work(
+    url: str, base_url: str, caller: str, max_wait: float, after: float, start: Any, results: Any
+) -> None:
     """A worker process: warm up, say so, call back to back from ``start`` until SIGINT, then
     hand back the calls it finished."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -407,6 +411,7 @@ def _work(url: str, base_url: str, caller: str, max_wait: float, start: Any, res
                 return
             results.put(None)
             start.wait()
+            time.sleep(after)
             while True:
                 calls.append(timed_call(client, caller, max_wait))
     except KeyboardInterrupt:
