@@ -83,13 +83,15 @@ revoke all on function google_ai_internal.ticket_in_call(uuid) from public, anon
  * free slot serves now; a used one frees when its grant leaves the window,
  * and each slot serves again a whole window after it is used. None comes
  * before a cooldown or a spent day ends, nor before the group's TPM has
- * room for p_need_tokens more.
+ * room for p_need_tokens more. A paced waiter (p_paced: a class above has
+ * members) gets its slots no faster than try_reserve hands them out: one
+ * per emission interval (hold / rpm) from the window's paced_until.
  *
  * Parameters: p_cand (the group's first key, with its limits), p_model (a
  * limits row name), p_ahead, p_need_tokens (the tokens ahead that fall to
- * this group, plus the waiter's own), the settings, p_now, p_hold.
+ * this group, plus the waiter's own), p_paced, the settings, p_now, p_hold.
  * Returns the slots in time order. Raises nothing.
- * Example: select google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, cfg, now(),
+ * Example: select google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, false, cfg, now(),
  *              interval '61 s');
  */
 create or replace function google_ai_internal.group_slots(
@@ -97,6 +99,7 @@ create or replace function google_ai_internal.group_slots(
     p_model text,
     p_ahead integer,
     p_need_tokens bigint,
+    p_paced boolean,
     p_cfg public.google_ai_settings,
     p_now timestamptz,
     p_hold interval
@@ -148,13 +151,26 @@ begin
             slots := slots || (slots[pg_catalog.cardinality(slots) + 1 - p_cand.rpm] + p_hold);
         end loop;
     end if;
+    if p_paced and p_cand.rpm > 0 then
+        -- GCRA's pace, as pacing_free_at applies it: the k-th grant from now comes no
+        -- sooner than paced_until less one interval, plus k - 1 intervals.
+        slots := array(
+            select greatest(
+                x.at,
+                greatest(p_now, st.paced_until - p_hold / p_cand.rpm)
+                    + (x.k - 1) * (p_hold / p_cand.rpm)
+            )
+            from pg_catalog.unnest(slots) with ordinality as x (at, k)
+            order by x.k
+        );
+    end if;
     return slots;
 end;
 $$;
 
 revoke all on function google_ai_internal.group_slots(
-    google_ai_internal.candidate, text, integer, bigint, public.google_ai_settings, timestamptz,
-    interval
+    google_ai_internal.candidate, text, integer, bigint, boolean, public.google_ai_settings,
+    timestamptz, interval
 ) from public, anon, authenticated;
 
 /*
@@ -167,9 +183,10 @@ revoke all on function google_ai_internal.group_slots(
  * back.
  *
  * Parameters: the model, its candidates (acquire's order), the requests and
- * tokens ahead, the waiter's own tokens, the settings.
+ * tokens ahead, the waiter's own tokens, whether its class is paced, the
+ * settings.
  * Returns a timestamptz on google_ai_internal.clock(). Raises nothing.
- * Example: select google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, cfg);
+ * Example: select google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, false, cfg);
  */
 create or replace function google_ai_internal.turn_estimate(
     p_model public.google_ai_model_limits,
@@ -177,6 +194,7 @@ create or replace function google_ai_internal.turn_estimate(
     p_ahead integer,
     p_ahead_tokens bigint,
     p_tokens integer,
+    p_paced boolean,
     p_cfg public.google_ai_settings
 )
 returns timestamptz
@@ -200,7 +218,8 @@ begin
         continue when cand.quota_group = any(tried);  -- each group once, on its best key
         tried := tried || cand.quota_group;
         slots := slots || google_ai_internal.group_slots(
-            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_cfg, at_now, hold
+            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_paced, p_cfg,
+            at_now, hold
         );
     end loop;
     return coalesce(
@@ -212,7 +231,7 @@ $$;
 
 revoke all on function google_ai_internal.turn_estimate(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
-    public.google_ai_settings
+    boolean, public.google_ai_settings
 ) from public, anon, authenticated;
 
 /*
@@ -601,19 +620,20 @@ revoke all on function google_ai_internal.head_try(
  * its due time plus the grace otherwise), and backs off by how late the one
  * ahead is when it is due but the one ahead is not here.
  *
- * Parameters: the model row, its candidates, the tokens, the settings, the
- * one ahead's ticket id, how many are ahead and their tokens, the ms left
+ * Parameters: the model row, its candidates, the tokens, whether the
+ * waiter's class is paced, the settings, the one ahead's ticket id, how many are ahead and their tokens, the ms left
  * until the deadline, whether this call may stay, the end of its slice.
  * Returns the verdict (queued or wait_timeout, retry_after_ms when the turn
  * is expected), the turn, the hint and whether the call is done.
  * Raises nothing.
- * Example: select * from google_ai_internal.turn_behind(m, cands, 100, cfg, pred_id, 2, 200,
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, false, cfg, pred_id, 2, 200,
  *              5000, true, clock_timestamp() + interval '2 s');
  */
 create or replace function google_ai_internal.turn_behind(
     p_model public.google_ai_model_limits,
     p_cands google_ai_internal.candidate [],
     p_tokens integer,
+    p_paced boolean,
     p_cfg public.google_ai_settings,
     p_pred uuid,
     p_ahead integer,
@@ -639,7 +659,9 @@ begin
     select t.* into pred from google_ai_internal.wait_tickets as t where t.id = p_pred;
     done := true;
     turn := greatest(
-        google_ai_internal.turn_estimate(p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_cfg),
+        google_ai_internal.turn_estimate(
+            p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_paced, p_cfg
+        ),
         pred.turn_at
     );
     verdict.granted := false;
@@ -673,7 +695,7 @@ end;
 $$;
 
 revoke all on function google_ai_internal.turn_behind(
-    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer, boolean,
     public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
 ) from public, anon, authenticated;
 
@@ -994,8 +1016,8 @@ begin
             );
             exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, line.cands, p_tokens, p_cfg, line.nearest, line.ahead, line.ahead_tokens,
-                remaining_ms, not placed.fresh, slice_end
+                p_model, line.cands, p_tokens, p_policy.paced, p_cfg, line.nearest, line.ahead,
+                line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
             );
             if not step.done then
                 -- Due, and the one ahead is in a call: wait for it to end.

@@ -109,7 +109,7 @@ select is(
     google_ai_internal.turn_estimate(
         (select m from public.google_ai_model_limits as m where m.model = 'm'),
         array(select c from google_ai_internal.candidates('m', array['k1'], google_ai_internal.clock(), 10) as c),
-        1, 10, 10, google_ai_internal.settings()
+        1, 10, 10, false, google_ai_internal.settings()
     ),
     '2026-03-01 12:00:02.500+00'::timestamptz,
     'a waiter behind the head is told the same, not the hold''s end: the answer may come any time'
