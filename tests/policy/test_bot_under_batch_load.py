@@ -115,7 +115,8 @@ def test_an_idle_bot_lends_its_reserve_and_the_batch_is_told_its_place(
     told = pl.wait_reports(batch)
     # A call's first answer cannot count the places taken at the same moment (not committed
     # yet); from its second report on, a batch waiter's place only counts down.
-    assert told.calls_told >= 16 and told.counting_down == told.calls_told, told
+    # Most of the 16 workers' calls wait in line at least once (some are granted on arrival).
+    assert told.calls_told >= 12 and told.counting_down == told.calls_told, told
     hold_s = (scenario.window_ms + scenario.guard_ms) / 1000
     steady = pl.wait_reports([c for c in batch if c.started >= out.started + hold_s])
     assert steady.reports >= 16 and steady.error_p50 <= 0.25, steady
