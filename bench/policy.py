@@ -65,6 +65,8 @@ SCENARIOS: dict[str, pl.Load] = {
     ),  # fmt: skip
 }
 AGING_MS = 60_000
+# The migration that brought pacing, the kept slot, aging and fallback in time (issue 23).
+ISSUE_23_MIGRATION = "20261206000100"
 
 
 def scenario(admin_url: str, pooled: Callable[[str], str], name: str) -> dict[str, Any]:
@@ -83,6 +85,22 @@ def scenario(admin_url: str, pooled: Callable[[str], str], name: str) -> dict[st
         m = figures(db, out, load)
     m["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return {f"policy_{name}_{k}": v for k, v in m.items()}
+
+
+def fidelity(admin_url: str) -> dict[str, Any]:
+    """A lone `default` caller (no policy row) as `make bench` measures utilization and grant
+    lag (bench/run.py: 8 WAIT callers, 10 s windows, RPM- and TPM-bound), on a database with
+    the migrations before issue 23 and on one with all of them, back to back."""
+    from bench.run import utilization
+    from bench.storage import design_db
+
+    m: dict[str, Any] = {"policy_fidelity_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    for name, before in (("before", ISSUE_23_MIGRATION), ("now", None)):
+        url = design_db(admin_url, f"bench_fidelity_{name}", before)
+        m.update(
+            {f"policy_fidelity_{name}_{k}": v for k, v in utilization(admin_url, 4, url).items()}
+        )
+    return m
 
 
 def figures(db: pl.Conn, out: pl.Outcome, load: pl.Load) -> dict[str, Any]:
@@ -214,13 +232,21 @@ def policy_run(admin_url: str, only: list[str] | None = None) -> dict[str, Any]:
         root.chmod(0o755)  # PgBouncer runs as postgres
         bouncer = pgbouncer.up(root / "pgbouncer", admin_url, POOL_SIZE)
         try:
-            for name in only or list(SCENARIOS):
-                got = scenario(admin_url, lambda url: bouncer.url(url.rsplit("/", 1)[1]), name)
+            for name in only or [*SCENARIOS, "fidelity"]:
+                if name == "fidelity":
+                    got = fidelity(admin_url)
+                else:
+                    got = scenario(admin_url, lambda url: bouncer.url(url.rsplit("/", 1)[1]), name)
                 OUT.mkdir(exist_ok=True)
                 (OUT / f"policy-{name}.json").write_text(json.dumps(got, indent=1))
                 m.update(got)
                 with psycopg.connect(admin_url, autocommit=True) as conn:  # and its pool goes
-                    conn.execute(f'drop database "bench_policy_{name}" with (force)')
+                    for db in (
+                        f"bench_policy_{name}",
+                        "bench_fidelity_before",
+                        "bench_fidelity_now",
+                    ):
+                        conn.execute(f'drop database if exists "{db}" with (force)')
         finally:
             pgbouncer.down(root / "pgbouncer")
     return m
@@ -253,11 +279,11 @@ def _pool(m: dict[str, Any], n: str) -> str:
 
 def _told(m: dict[str, Any], n: str) -> str:
     return (
-        f"on_wait: {m[f'{n}_wait_counting_down']} of {m[f'{n}_wait_calls_told']} batch calls"
+        f"{m[f'{n}_wait_counting_down']} of {m[f'{n}_wait_calls_told']} calls"
         f" told ≥ 2 times counted down from their second report"
         f" ({m[f'{n}_wait_rises']} of {m[f'{n}_wait_steps']} steps went up,"
         f" {m[f'{n}_wait_rises_after_first']} after the first); expected/real p50"
-        f" {m[f'{n}_wait_ratio_p50']:.2f}, |error| p50 {m[f'{n}_wait_error_p50']:.0%}"
+        f" {m[f'{n}_wait_ratio_p50']:.2f}, relative error p50 {m[f'{n}_wait_error_p50']:.0%}"
         f" ({m[f'{n}_wait_reports']} reports; calls begun after the first window:"
         f" {m[f'{n}_wait_steady_ratio_p50']:.2f}, {m[f'{n}_wait_steady_error_p50']:.0%})"
     )
@@ -275,9 +301,11 @@ def _busy(m: dict[str, Any], n: str) -> str:
     trace = m.get(f"{n}_bot_slowest_trace") or {}
     if trace:
         text += (
-            f"; the slowest ({trace['call_ms']} ms, at t = {trace['at_s']:.0f} s) reached the"
-            f" database {trace['in_db_after_ms']} ms after it began and waited"
-            f" {trace['db_waited_ms']} ms there"
+            f"; the slowest ({trace['call_ms']} ms, at t = {trace['at_s']:.0f} s): its granting"
+            f" acquire reached the database {trace['in_db_after_ms']} ms after the call began"
+            f" and took {trace['db_waited_ms']} ms there; the call returned"
+            f" {trace['call_ms'] - trace['granted_after_ms']} ms after its grant (the Google"
+            f" call, then settle)"
         )
     return text
 
@@ -301,8 +329,7 @@ def section(m: dict[str, Any]) -> str:
             f"| {label} ({m[f'{n}_date']}, {m[f'{n}_seconds']:.0f} s) | {_bot(m, n)};"
             f" {_pool(m, n)};"
             f" batch grants on 27b while a bot call stood in line: {m[f'{n}_batch_ahead_of_bot']}"
-            f" ({m[f'{n}_bot_told']} bot calls were told they were in line);"
-            f" {_told(m, n)}{_busy(m, n)} |"
+            f" ({m[f'{n}_bot_told']} bot calls were told they were in line){_busy(m, n)} |"
             f" bot p95 ≤ 2.5 s, max ≤ 5 s, 0 refused; 27b ≥ 95%; 0 429s | {_ok(met)} |"
         )
     n = f"{p}_half"
@@ -315,15 +342,42 @@ def section(m: dict[str, Any]) -> str:
     n = f"{p}_idle"
     if f"{n}_use_27b" in m:
         rows.append(
-            f"| reserve 0.5, the bot idle the whole run ({m[f'{n}_date']}) | {_pool(m, n)};"
-            f" {_told(m, n)} | batch ≥ 95% of RPM | {_ok(m[f'{n}_use_27b'] >= 0.95)} |"
+            f"| reserve 0.5, the bot idle the whole run ({m[f'{n}_date']}) | {_pool(m, n)} |"
+            f" batch ≥ 95% of RPM | {_ok(m[f'{n}_use_27b'] >= 0.95)} |"
         )
     n = f"{p}_lone"
     if f"{n}_use_27b" in m:
         rows.append(
-            f"| no policy row: 16 `default` processes alone ({m[f'{n}_date']}) | {_pool(m, n)};"
-            f" {_told(m, n)} | as before (30 per 61 s: 98.4%) |"
+            f"| no policy row: 16 `default` processes alone ({m[f'{n}_date']}) | {_pool(m, n)} |"
+            f" as before (30 per 61 s: 98.4%) |"
             f" {_ok(m[f'{n}_use_27b'] >= 0.95)} |"
+        )
+    n = f"{p}_fidelity"
+    if f"{n}_now_util_util-rpm" in m:
+        b, w = f"{n}_before", f"{n}_now"
+        same = abs(m[f"{w}_util_util-rpm"] - m[f"{b}_util_util-rpm"]) <= 0.01 and abs(
+            m[f"{w}_util_util-tpm"] - m[f"{b}_util_util-tpm"]) <= 0.01  # fmt: skip
+        rows.append(
+            f"| the same as `make bench`'s utilization (8 WAIT callers, 10 s windows), migrations"
+            f" before {ISSUE_23_MIGRATION} → all ({m[f'{n}_date']}) | RPM-bound"
+            f" {m[f'{b}_util_util-rpm']:.1%} → {m[f'{w}_util_util-rpm']:.1%}, TPM-bound"
+            f" {m[f'{b}_util_util-tpm']:.1%} → {m[f'{w}_util_util-tpm']:.1%}; grant lag after a"
+            f" slot frees p50 / p95 {m[f'{b}_lag_window_p50']:.0f} / {m[f'{b}_lag_window_p95']:.0f}"
+            f" → {m[f'{w}_lag_window_p50']:.0f} / {m[f'{w}_lag_window_p95']:.0f} ms |"
+            f" utilization unchanged | {_ok(same)} |"
+        )
+    told = [(name, f"{p}_{name}") for name in ("none", "gateway", "half", "idle", "lone")]
+    told = [(name, n) for name, n in told if f"{n}_wait_reports" in m]
+    if told:
+        met = all(
+            m[f"{n}_wait_counting_down"] == m[f"{n}_wait_calls_told"]
+            and m[f"{n}_wait_error_p50"] <= 0.25
+            for _, n in told
+        )
+        rows.append(
+            "| `on_wait` of the batch waiters, by scenario | "
+            + "; ".join(f"{name}: {_told(m, n)}" for name, n in told)
+            + f" | places count down; expected wait within 25% (p50) | {_ok(met)} |"
         )
     n = f"{p}_fallback"
     if f"{n}_first_bot_ms" in m:
@@ -342,11 +396,15 @@ def section(m: dict[str, Any]) -> str:
     if f"{n}_batch_calls" in m:
         bound = AGING_MS + FULL.window_ms + FULL.guard_ms
         met = m[f"{n}_batch_ok"] >= 1 and m[f"{n}_batch_max_ms"] <= bound
+        served = [round(m[f"{n}_use_{x}"] * m[f"{n}_seconds"] / 60 * 30) for x in ("27b", "12b")]
         rows.append(
             f"| aging: 4 bot processes back to back, 1 batch process ({m[f'{n}_date']},"
             f" {m[f'{n}_seconds']:.0f} s) | batch: {m[f'{n}_batch_ok']} of"
             f" {m[f'{n}_batch_calls']} calls granted, the longest"
-            f" {m[f'{n}_batch_max_ms'] / 1000:.1f} s; {_pool(m, n)} |"
+            f" {m[f'{n}_batch_max_ms'] / 1000:.1f} s, granted while bot calls stood in line"
+            f" (aging's point); bot: {m[f'{n}_bot_calls']} calls, {m[f'{n}_bot_refused']} refused"
+            f" at their 30 s; the fake served {served[0]} calls on 27b and {served[1]} on 12b in"
+            f" {m[f'{n}_seconds']:.0f} s (bursts a hold apart); {m[f'{n}_google_429s']} 429s |"
             f" every batch call ≤ {bound / 1000:.0f} s | {_ok(met)} |"
         )
     rows += ["", END]
@@ -366,7 +424,7 @@ def write_section(text: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--admin-url", required=True)
-    parser.add_argument("--only", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--only", help="comma-separated: " + ", ".join([*SCENARIOS, "fidelity"]))
     parser.add_argument("--render", action="store_true",
                         help="only render bench-out/policy-*.json into BENCHMARKS.md")  # fmt: skip
     args = parser.parse_args()

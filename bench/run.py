@@ -327,13 +327,14 @@ def waiters(url: str, n: int, body: Callable[[Conn, int], None], seconds: float)
         t.join()
 
 
-def utilization(admin_url: str, windows: int) -> dict[str, float]:
-    """Saturating WAIT demand on one group for `windows` windows of 10 s.
+def utilization(admin_url: str, windows: int, url: str | None = None) -> dict[str, float]:
+    """Saturating WAIT demand on one group for `windows` windows of 10 s (on `url`, a fresh
+    database made here unless given).
 
     Utilization = what was granted / what the limits allowed, measured over
     the windows after the first (the first window is an unconstrained burst).
     """
-    url = fresh_db(admin_url, "bench_util")
+    url = url or fresh_db(admin_url, "bench_util")
     with connect(url) as conn:
         conn.execute(
             "update public.google_ai_settings set window_ms = %s, window_guard_ms = %s, "
