@@ -447,20 +447,27 @@ revoke all on function google_ai_internal.line_ahead(
 
 /*
  * backfill_group: where a waiter behind others may be served now without
- * delaying the head of its line (backfill). The head waits for tokens in a
- * group (its request does not fit the group's TPM yet); the waiter's fits
- * now, a request slot stays for the head, and the waiter's tokens leave the
- * window after every grant in it, so the exact log says the head fits no
- * later with them than without. A smaller request then goes ahead instead of
- * TPM idling; aging still bounds every wait (the head keeps its place).
+ * delaying anyone ahead of it (backfill). Either a group has room now for
+ * every request ahead and this one: when many slots free at once, the
+ * waiters take them side by side instead of one after another. Or the head
+ * waits for tokens in a group (its request does not fit the group's TPM
+ * yet); the waiter's fits now, a request slot stays for the head, and the
+ * waiter's tokens leave the window after every grant in it, so the exact log
+ * says the head fits no later with them than without. A smaller request then
+ * goes ahead instead of TPM idling; aging still bounds every wait (the head
+ * keeps its place).
  *
- * Parameters: p_head, the head's ticket; p_tokens, the waiter's; the
- * model's candidates and name; the settings; p_now.
+ * Parameters: p_head, the head's ticket; p_ahead and p_ahead_tokens, the
+ * requests and tokens ahead; p_tokens, the waiter's; the model's candidates
+ * and name; the settings; p_now.
  * Returns the quota group to try, or null. Raises nothing.
- * Example: select google_ai_internal.backfill_group(head, 1500, cands, 'gemma-3-27b', cfg, now());
+ * Example: select google_ai_internal.backfill_group(head, 2, 3000, 1500, cands, 'gemma-3-27b',
+ *              cfg, now());
  */
 create or replace function google_ai_internal.backfill_group(
     p_head google_ai_internal.wait_tickets,
+    p_ahead integer,
+    p_ahead_tokens bigint,
     p_tokens integer,
     p_cands google_ai_internal.candidate [],
     p_model text,
@@ -482,11 +489,15 @@ begin
         return null;  -- the head was served meanwhile: the line has moved
     end if;
     foreach cand in array p_cands loop
-        continue when cand.tpm is null;
         select coalesce(sum(r.counted_requests), 0) as requests, coalesce(sum(r.counted_tokens), 0) as tokens
         into used
         from public.google_ai_reservations as r
         where r.quota_group = cand.quota_group and r.model = p_model and r.granted_at > p_now - hold;
+        if (cand.rpm is null or used.requests + p_ahead + 1 <= cand.rpm)
+            and (cand.tpm is null or used.tokens + p_ahead_tokens + p_tokens <= cand.tpm) then
+            return cand.quota_group;  -- room for everyone ahead, and for this one
+        end if;
+        continue when cand.tpm is null;
         head_needs := used.tokens + p_head.tokens - cand.tpm;
         continue when head_needs <= 0 or used.tokens + p_tokens > cand.tpm
             or used.requests + 2 > coalesce(cand.rpm, used.requests + 2);
@@ -503,8 +514,8 @@ end;
 $$;
 
 revoke all on function google_ai_internal.backfill_group(
-    google_ai_internal.wait_tickets, integer, google_ai_internal.candidate [], text,
-    public.google_ai_settings, timestamptz
+    google_ai_internal.wait_tickets, integer, bigint, integer, google_ai_internal.candidate [],
+    text, public.google_ai_settings, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -845,16 +856,18 @@ revoke all on function google_ai_internal.look_at_line(
  * says its request fits now without delaying the head (p_head) of its line:
  * reserve_round on that group only.
  *
- * Parameters: p_head (the head's ticket id), the waiter's candidates, the
- * model row, tokens, caller, request_id, settings, policy and when its wait
- * began.
+ * Parameters: p_head (the head's ticket id), the requests and tokens ahead,
+ * the waiter's candidates, the model row, tokens, caller, request_id,
+ * settings, policy and when its wait began.
  * Returns the verdict (granted = false, or null, when there is nothing to
  * backfill). Raises nothing.
- * Example: verdict := google_ai_internal.try_backfill(head, cands, m, 100, 'bot', 'r1', cfg,
+ * Example: verdict := google_ai_internal.try_backfill(head, 2, 200, cands, m, 100, 'bot', 'r1', cfg,
  *                         pol, now());
  */
 create or replace function google_ai_internal.try_backfill(
     p_head uuid,
+    p_ahead integer,
+    p_ahead_tokens bigint,
     p_cands google_ai_internal.candidate [],
     p_model public.google_ai_model_limits,
     p_tokens integer,
@@ -875,7 +888,7 @@ declare
 begin
     select t.* into head from google_ai_internal.wait_tickets as t where t.id = p_head;
     fits_in := google_ai_internal.backfill_group(
-        head, p_tokens, p_cands, p_model.model, p_cfg, google_ai_internal.clock()
+        head, p_ahead, p_ahead_tokens, p_tokens, p_cands, p_model.model, p_cfg, google_ai_internal.clock()
     );
     if fits_in is null then
         return null;
@@ -888,8 +901,8 @@ end;
 $$;
 
 revoke all on function google_ai_internal.try_backfill(
-    uuid, google_ai_internal.candidate [], public.google_ai_model_limits, integer, text, text,
-    public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
+    uuid, integer, bigint, google_ai_internal.candidate [], public.google_ai_model_limits,
+    integer, text, text, public.google_ai_settings, google_ai_internal.caller_policy, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -1102,7 +1115,7 @@ begin
             );
         else
             verdict := google_ai_internal.try_backfill(
-                line.head, line.cands, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                line.head, line.ahead, line.ahead_tokens, line.cands, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
                 me.created_at
             );
             exit when verdict.granted;
