@@ -61,3 +61,9 @@ def test_kaggle_gateway_notebook(
     assert "streamed: fake reply to: Привет!" in run.output
     assert run.committed("kaggle-eval") == 3
     assert token not in gateway.log()
+
+
+def test_database_direct(run_example: RunExample) -> None:
+    run = run_example("database_direct.py", "Hello!")
+    assert run.output.strip() == "fake reply to: Hello!"
+    assert run.calls == [("committed", "etl")]
