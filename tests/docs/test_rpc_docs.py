@@ -52,3 +52,8 @@ def test_every_rpc_of_the_database_is_documented_with_who_may_call_it(
     in_database = {name: sorted(roles) for name, roles in rows}
     documented = {rpc.name: sorted(rpc.callers) for rpc in rpc_docs.read_rpcs(ROOT)}
     assert documented == in_database
+
+
+def test_the_audit_events_are_the_databases(db: Conn) -> None:
+    kinds = [row[0] for row in db.execute("select * from public.audit_event_kinds()").fetchall()]
+    assert sorted(rpc_docs.audit_events(ROOT)) == sorted(kinds)

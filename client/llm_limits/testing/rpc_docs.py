@@ -28,6 +28,7 @@ from llm_limits.testing.schemas import schema_files
 OUTPUT = Path("docs/rpc.md")
 ROLES_SQL = Path("supabase/roles.sql")
 CONVENTIONS = Path("supabase/schemas/000_schema_google_ai_internal.sql")
+AUDIT_RECORDS = Path("supabase/schemas/080_table_google_ai_audit_records.sql")
 _CREATE = re.compile(r"^create (?:or replace )?function public\.(\w+)\(", re.M)
 _ATTRIBUTE = re.compile(r"^\s*(language|volatile|stable|immutable|security|set|as)\b", re.M)
 REGENERATE = "run python -m llm_limits.testing.rpc_docs write"
@@ -140,6 +141,15 @@ def sqlstates(project_dir: Path) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
+def audit_events(project_dir: Path) -> list[str]:
+    """The events the audit stream can hold: the check constraint on its `event` column."""
+    text = (project_dir / AUDIT_RECORDS).read_text()
+    constraint = re.search(r"event text not null check \(\s*event in \((.*?)\)", text, re.S)
+    if constraint is None:
+        raise ValueError(f"no event check constraint in {AUDIT_RECORDS}")
+    return re.findall(r"'(\w+)'", constraint.group(1))
+
+
 def _markdown(doc: str) -> str:
     """A docstring's reStructuredText literals as Markdown, on one line."""
     return re.sub(r"\s+", " ", doc.replace("``", "`")).strip()
@@ -214,6 +224,14 @@ def render(project_dir: Path) -> str:
     for code, meaning in sqlstates(project_dir):
         by = [r.name for r in rpcs if code in _SQLSTATE.findall(r.docblock)]
         out.append(f"| `{code}` | {_cell(meaning)} | {', '.join(f'`{n}`' for n in by) or '-'} |")
+    out += [
+        "",
+        "## Audit events",
+        "",
+        "The events `google_ai_audit_log` can hold (`public.audit_event_kinds` reads the same",
+        f"list back from the check constraint in [`{AUDIT_RECORDS}`](../{AUDIT_RECORDS})):",
+        ", ".join(f"`{event}`" for event in audit_events(project_dir)) + ".",
+    ]
     out += [
         "",
         "## The Python client's exceptions",
