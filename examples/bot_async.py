@@ -5,7 +5,7 @@ notebooks can share the same keys without a 429. Run it against the fake server:
 
     python -m llm_limits.local.fake_gemini --project demo=my-fake-key &      # prints its URL
     export GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:8089
-    export LLM_LIMITS_DB_URL=postgresql://...  BOT_KEY_1=my-fake-key  # pool row: env_var_name
+    export LLM_LIMITS_DB_URL=postgresql://...  GOOGLE_API_KEY_BOT=my-fake-key  # as env_var_name
     python examples/bot_async.py "Hello!" "What is a token bucket?"
 """
 

@@ -2,11 +2,12 @@
 # # A festival-page parser on Kaggle: a batch with progress, a restart, and the resume
 #
 # Cells of a Kaggle notebook (jupytext "percent" format). Setup as in `kaggle_notebook.py`:
-# the secret `LLM_LIMITS_DB_URL` (the Supabase pooler URL) and one secret per Google key,
-# named like the key's `env_var_name`. With the llm-gateway instead, see the last cell.
+# the wheel's dataset as an input, the secret `LLM_LIMITS_DB_URL` (the Supabase pooler URL) and
+# one secret per Google key, named like the key's `env_var_name`. With the llm-gateway instead,
+# see the last cell.
 
 # %%
-# !pip install -q "llm-limits @ git+https://github.com/<you>/llm-limits"
+# !pip install -q /kaggle/input/llm-limits-wheel/*.whl
 
 # %%
 import os

@@ -8,7 +8,7 @@ the Google keys stay in the Supabase project. Nothing but the official SDK is ne
     TOKEN = UserSecretsClient().get_secret("LLM_GATEWAY_TOKEN")
     GATEWAY_URL = "https://<project-ref>.supabase.co/functions/v1/llm-gateway"
 
-Locally (see README, "Kaggle without a Google key"):
+Locally (see docs/gateway.md):
 
     LLM_GATEWAY_URL=http://127.0.0.1:8787 LLM_GATEWAY_TOKEN=llmk_… \
         python examples/kaggle_gateway_notebook.py "Привет!" "What is a token bucket?"

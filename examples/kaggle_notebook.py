@@ -4,15 +4,18 @@
 # Cells of a Kaggle notebook (jupytext "percent" format). The notebook shares its Google
 # AI keys with a bot and other notebooks; llm-limits keeps all of them under Google's limits.
 #
-# Setup, once, in the notebook's **Add-ons → Secrets** (internet on):
-# * `LLM_LIMITS_DB_URL`: the Supabase pooler URL (port 6543) of the quota database;
-# * one secret per key, named like the key's `env_var_name` in `google_ai_api_keys`
-#   (e.g. `KAGGLE_KEY_1`). The client finds it through Kaggle Secrets by itself.
+# Setup, once (internet on):
+# * **Add-ons → Add input**: the Kaggle dataset holding the wheel that `make wheel` built
+#   (here `llm-limits-wheel`);
+# * **Add-ons → Secrets**: `LLM_LIMITS_DB_URL`, the Supabase transaction pooler URL (port 6543)
+#   of the quota database, and one secret per key, named like the key's `env_var_name` in
+#   `google_ai_api_keys` (e.g. `GOOGLE_API_KEY_KAGGLE_1`). The client finds the keys through
+#   Kaggle Secrets by itself.
 #
 # Never print a key: a public notebook that shows one gets it revoked by Google.
 
 # %%
-# !pip install -q "llm-limits @ git+https://github.com/<you>/llm-limits"
+# !pip install -q /kaggle/input/llm-limits-wheel/*.whl
 
 # %%
 import os
@@ -38,7 +41,7 @@ response = client.generate(
     "gemma-3-27b",
     "Explain a sliding-window rate limit in two sentences.",
     mode="WAIT",
-    max_wait=120.0,  # longer than 90 s is fine: the client keeps asking
+    max_wait=120.0,  # one ticket keeps its place in line that long
 )
 print(response.text)
 print(response.usage_metadata)

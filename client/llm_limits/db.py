@@ -230,7 +230,7 @@ async def uninterruptible(coro: Coroutine[Any, Any, T]) -> T:
 
 class Database:
     """Runs an ``Rpc`` (``db.run(acquire(...))``, ``await db.arun(...)``) on its own connections
-    (a small free list) or on a psycopg_pool pool. The documented low-level API: see the README.
+    (a small free list) or on a psycopg_pool pool. The documented low-level API: see docs/client.md.
     """
 
     def __init__(

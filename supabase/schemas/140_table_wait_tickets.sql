@@ -4,12 +4,13 @@
 -- place in line is a committed row, and its owner's liveness a timestamp the
 -- owner refreshes each time it calls again.
 --
--- One row per caller that waits in line. seq is the FIFO order of a queue
--- (model, key set); due_at is when the owner was told to call back, and the
--- ticket stops holding its place at alive_until (due_at + one slice + grace:
--- a slice because the owner's own call may last that long while others still
--- see the row as it was committed before the call). deadline is when the
--- wait ends, fixed by the ticket's first call.
+-- One row per caller that waits in line. A queue (model, key set) is served
+-- by class priority, then aging, then seq, the order of arrival
+-- (queue_rank, 240_wait_queue.sql); due_at is when the owner was told to
+-- call back, and the ticket stops holding its place at alive_until (due_at
+-- + one slice + grace: a slice because the owner's own call may last that
+-- long while others still see the row as it was committed before the
+-- call). deadline is when the wait ends, fixed by the ticket's first call.
 
 create table google_ai_internal.wait_tickets (
     id uuid primary key,
@@ -33,7 +34,7 @@ create index wait_tickets_queue_idx on google_ai_internal.wait_tickets (model, k
 create index wait_tickets_alive_idx on google_ai_internal.wait_tickets (alive_until);
 
 comment on table google_ai_internal.wait_tickets is
-'Places in the WAIT queues of acquire(): FIFO per (model, key set) by seq, alive until alive_until.';
+'Places in the WAIT queues of acquire(), one queue per (model, key set), served by class priority, then aging (a starving class first), then seq (arrival); alive until alive_until.';
 comment on column google_ai_internal.wait_tickets.priority is
 'The waiter''s class priority when it joined (lower is served first; a starving class''s old waiters go first, see queue_rank).';
 comment on column google_ai_internal.wait_tickets.deadline is

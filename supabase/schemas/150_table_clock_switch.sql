@@ -2,7 +2,7 @@
 -- llm_limits.now and llm_limits.clock_skew can be set by any session, so
 -- google_ai_internal.clock() honours them only while this owner-only switch
 -- is on: a table no role but the owner can read or write. The schema leaves
--- it off; a test database turns it on (README, "Steering the clock in tests").
+-- it off; a test database turns it on (CONTRIBUTING.md, "Steering the clock in tests").
 
 create table google_ai_internal.clock_switch (
     id boolean primary key default true check (id),

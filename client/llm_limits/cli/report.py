@@ -115,8 +115,9 @@ def report(
     """Requests, tokens, refusals by reason, 429s, waits and fallbacks over a period.
 
     Caller and class figures older than the ledger's retention (7 days by default) come from
-    day roll-ups that keep no caller: they show as '(rolled up)'. Every caller is in class
-    'default' until caller classes exist.
+    day roll-ups that keep no caller: they show as '(rolled up)'. By class, each caller counts
+    in the class its policy row names now ('default' without one); fallbacks are the grants
+    another model of the chain served.
     """
     if as_json and as_csv:
         fail("give --json or --csv, not both")
