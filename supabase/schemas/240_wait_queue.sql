@@ -474,14 +474,14 @@ begin
     at_now := google_ai_internal.clock();
     insert into google_ai_internal.wait_tickets as t (
         id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
-        alive_until, deadline, priority, caller_class
+        alive_until, deadline, priority, caller_class, end_user_hash
     ) values (
         p_ticket, p_model, p_key_set, p_tokens, p_caller, p_request_id, at_now, at_now, at_now,
         at_now + pg_catalog.make_interval(
             secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
         ),
         pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0),
-        p_policy.priority, p_policy.caller_class
+        p_policy.priority, p_policy.caller_class, p_policy.end_user_hash
     )
     -- A retry after a lost connection may race the call it replaces.
     on conflict (id) do nothing
