@@ -8,8 +8,10 @@
 -- end_user_limit, or 'queued' until their next slot for a WAIT that reaches
 -- it). In a WAIT queue the people of one class take turns. Operators: the
 -- end-user RPCs; usage_report by end_user; class_status counts the people
--- waiting. Written from supabase/schemas (000, 060, 090, 140, 152, 155, 157,
--- 159, 175, 220, 230, 235, 237, 240, 260, 270, 280, 300).
+-- waiting; run_maintenance deletes the people's day rows with the ledger's
+-- days. Written from supabase/schemas (000, 060, 090, 140, 152, 155, 157,
+-- 159, 175, 220, 230, 235, 237, 240, 260, 270, 280, 300, 335, 345, 385,
+-- 400).
 --
 -- Lock order: that of 220_window_protocol.sql, with the person's day row
 -- after the window rows (step 3b).
@@ -988,7 +990,8 @@ revoke all on function google_ai_internal.acquire_within_end_user_limits(
  * when none is passed); its first call takes a place in the queue of its
  * model and key set and fixes the deadline. The queue serves by class
  * priority (aged over google_ai_settings.aging_ms, so no class starves), then
- * ticket order. No call stays in the database longer than wait_slice_ms, so
+ * the end users' turns (line_ahead), then ticket order. No call stays in the
+ * database longer than wait_slice_ms, so
  * a transaction pooler keeps its connections for other work. The answer is a
  * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
  * outlast it, no_key, caller_budget), or 'queued'. The place expires if the
@@ -1268,3 +1271,884 @@ select
     end || coalesce(r.details -> r.status, '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text [] as details
 from public.google_ai_reservations as r
 where r.status in ('committed', 'released');
+
+/*
+ * line_ahead: who is ahead of a waiter in its queue: the live tickets of
+ * the same model and key set that come before it and still hold their
+ * place (their owner is in a call, or is less than the grace late). The one
+ * definition of "ahead". Tickets come by rank (queue_rank), then by turn:
+ * within a rank the end users take turns (a person's k-th ticket comes
+ * after every other person's (k-1)-th; tickets without an end user are one
+ * more person), the person served least recently first (their last grant,
+ * on any model; never served: first), then by ticket order (seq). So one
+ * person's many tickets delay another person's one by one slot at most.
+ * Without end users the order is rank, then seq.
+ *
+ * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
+ * (wait_ticket_grace_ms); p_aging_ms.
+ * Returns how many are ahead, their tokens, the nearest one and the head of
+ * the line (both null when the waiter is the head). Raises nothing.
+ * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
+ */
+create or replace function google_ai_internal.line_ahead(
+    p_me google_ai_internal.wait_tickets,
+    p_starving text [],
+    p_now timestamptz,
+    p_grace interval,
+    p_aging_ms integer,
+    out ahead integer,
+    out ahead_tokens bigint,
+    out nearest uuid,
+    out head uuid
+)
+language sql
+volatile
+set search_path = ''
+as $$
+    with line as (
+        select
+            t.id, t.tokens, t.seq, t.due_at, t.end_user_hash,
+            google_ai_internal.queue_rank(t, p_starving, p_now, p_aging_ms) as rank
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = p_me.model and t.key_set = p_me.key_set
+            and (t.alive_until > p_now or t.id = p_me.id)
+    ),
+
+    placed as (
+        select
+            l.*,
+            pg_catalog.row_number() over (partition by l.rank, l.end_user_hash order by l.seq) as turn,
+            coalesce((
+                select max(r.granted_at) from public.google_ai_reservations as r
+                where r.end_user_hash = l.end_user_hash
+            ), '-infinity') as served_at
+        from line as l
+    )
+
+    select
+        count(*)::integer,
+        coalesce(sum(x.tokens), 0)::bigint,
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.turn desc, x.served_at desc, x.seq desc))[1],
+        (pg_catalog.array_agg(x.id order by x.rank, x.turn, x.served_at, x.seq))[1]
+    from placed as x
+    inner join placed as me on me.id = p_me.id
+    where
+        x.id <> me.id
+        and (x.rank, x.turn, x.served_at, x.seq) < (me.rank, me.turn, me.served_at, me.seq)
+        and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id))
+$$;
+
+revoke all on function google_ai_internal.line_ahead(
+    google_ai_internal.wait_tickets, text [], timestamptz, interval, integer
+) from public, anon, authenticated;
+
+/*
+ * wait_in_line: one call of a WAIT that holds a ticket (a place in the
+ * queue of its model and key set, kept between calls). The queue is served
+ * by rank (queue_rank: class priority; a starving class's old waiters
+ * first), then by the turns of the end users, then ticket order; "ahead" is
+ * line_ahead.
+ *
+ * The first call with a new ticket takes the place at the tail, fixes the
+ * wait's deadline (that call's start plus max_wait_ms; a later call's
+ * max_wait_ms can only bring it closer) and, unless it is granted at once,
+ * returns so that the place is committed (others cannot see it before).
+ * Later calls:
+ *   - the head (no live ticket ahead) stays in the database for the slice,
+ *     re-trying exactly when the window frees and every wait_recheck_ms (to
+ *     catch releases), then answers 'queued' with retry_after_ms 0: call
+ *     back at once;
+ *   - a waiter behind others answers 'queued' at once with retry_after_ms =
+ *     when its turn is expected (turn_estimate, or the time the one ahead
+ *     expects its own), less one wait_recheck_ms, so it sleeps without a
+ *     connection; once due it waits in the database for the call of the one
+ *     ahead to end (its ticket row lock; so during a burst of freed slots the
+ *     waiters present form a chain behind the head), for the rest of its
+ *     slice at most, and never for one ahead that is not in the database (it
+ *     backs off by how late that one is);
+ *   - a waiter behind others whose request fits now without delaying the
+ *     head's own grant is served at once (backfill_group);
+ *   - at the deadline the head tries once more; anyone not granted then is
+ *     refused 'wait_timeout' with a truthful retry_after_ms.
+ * p_yield_after_ms (acquire's fallback_after_ms, when a fallback exists):
+ * until that long after the ticket's first call, no call lasts or sleeps
+ * past that moment, so acquire can try the fallback then.
+ * A 'queued' answer says the waiter's place (queue_position, 1 = next) and
+ * when its turn is expected (expected_wait_ms).
+ * A ticket ahead counts while its owner is in a call, or until
+ * wait_ticket_grace_ms after the moment it was told to call back: a killed
+ * or disconnected owner stops holding the line about a second after it
+ * missed its turn. A waiter never sleeps past the moment the one ahead of it
+ * would be found gone (one slice plus the grace while that one is in a
+ * call), so the line moves on within a few seconds.
+ * A grant or a final refusal deletes the ticket; 'queued' refreshes it.
+ *
+ * Parameters: acquire's ticket, model row, key_aliases, tokens, caller,
+ * request_id, max_wait_ms (the first call's fixes the ticket's deadline; a
+ * later call's can only bring it closer), the settings, when the call
+ * started, the caller's policy, p_yield_after_ms.
+ * Returns the verdict (waited_ms counted from the ticket's first call) and
+ * the number of looks at the queue over the whole wait. Raises nothing.
+ * Example: select * from google_ai_internal.wait_in_line(
+ *              gen_random_uuid(), m, null, 100, 'bot', 'r1', 5000, cfg, clock_timestamp(),
+ *              google_ai_internal.caller_policy('bot'), null);
+ */
+create or replace function google_ai_internal.wait_in_line(
+    p_ticket uuid,
+    p_model public.google_ai_model_limits,
+    p_key_aliases text [],
+    p_tokens integer,
+    p_caller text,
+    p_request_id text,
+    p_max_wait_ms integer,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_policy google_ai_internal.caller_policy,
+    p_yield_after_ms integer,
+    out verdict public.acquire_result,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    placed record;
+    me google_ai_internal.wait_tickets;
+    deadline timestamptz;
+    slice_end timestamptz;
+    yield_at timestamptz;
+    line record;
+    step record;
+    remaining_ms double precision;
+begin
+    placed := google_ai_internal.take_place(
+        p_ticket, p_model.model, google_ai_internal.queue_key_set(p_key_aliases), p_tokens,
+        p_caller, p_request_id, p_max_wait_ms, p_cfg, p_policy
+    );
+    me := placed.ticket;
+    select * into deadline, slice_end, yield_at
+    from google_ai_internal.call_bounds(me, p_started, p_max_wait_ms, p_yield_after_ms, p_cfg);
+    rounds := me.rounds;
+    loop
+        rounds := rounds + 1;
+        line := google_ai_internal.look_at_line(me, p_model.model, p_key_aliases, p_tokens, p_cfg);
+        remaining_ms := extract(epoch from deadline - pg_catalog.clock_timestamp()) * 1000;
+        if line.nearest is null then
+            step := google_ai_internal.head_try(
+                p_model, line.cands, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at, remaining_ms, not placed.fresh, slice_end
+            );
+        else
+            verdict := google_ai_internal.try_backfill(
+                line.head, line.cands, p_model, p_tokens, p_caller, p_request_id, p_cfg, p_policy,
+                me.created_at
+            );
+            exit when verdict.granted;
+            step := google_ai_internal.turn_behind(
+                p_model, line.cands, p_tokens, p_policy.paced, p_cfg, line.nearest, line.ahead,
+                line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
+            );
+            if not step.done then
+                -- Due, and the one ahead is in a call: wait for it to end.
+                perform google_ai_internal.wait_for_ticket(line.nearest, slice_end);
+            end if;
+        end if;
+        verdict := step.verdict;
+        exit when step.done;
+    end loop;
+
+    if verdict.reason = 'queued' then
+        verdict := google_ai_internal.keep_place(
+            verdict, me.id, step.hint_ms, step.turn, line.ahead, remaining_ms, yield_at, rounds,
+            p_cfg
+        );
+    else
+        delete from google_ai_internal.wait_tickets as t where t.id = me.id;
+    end if;
+    verdict.waited_ms := pg_catalog.round(
+        extract(epoch from google_ai_internal.clock() - me.created_at) * 1000
+    )::integer;
+end;
+$$;
+
+revoke all on function google_ai_internal.wait_in_line(
+    uuid, public.google_ai_model_limits, text [], integer, text, text, integer,
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
+) from public, anon, authenticated;
+
+-- usage_report by end_user: its events carry the person (a new column), its
+-- buckets take them (a new argument); class_status counts the people
+-- waiting (new columns).
+drop function google_ai_internal.usage_events(timestamptz, timestamptz);
+drop function google_ai_internal.usage_bucket(text, text, text, timestamptz, boolean);
+drop function public.class_status();
+
+/*
+ * usage_events: what usage_report counts, one row per event between
+ * p_since and p_until: each grant (with its tokens, wait and whether a
+ * fallback served it), each fold of refusals, each 429 from Google (its
+ * caller is the grant's), and the day roll-ups of the detail maintenance
+ * has deleted (detail_kept false).
+ *
+ * Parameters: p_since, p_until.
+ * Returns the rows with their counts (n_requests, n_committed, n_input,
+ * n_output, n_refusals, reason, n_429s, waited_ms, n_fallbacks) and the end
+ * user's hash. Raises nothing.
+ * Example: select * from google_ai_internal.usage_events(now() - interval '1 day', now());
+ */
+create or replace function google_ai_internal.usage_events(p_since timestamptz, p_until timestamptz)
+returns table (
+    caller text,
+    model text,
+    at timestamptz,
+    detail_kept boolean,
+    n_requests integer,
+    n_committed integer,
+    n_input bigint,
+    n_output bigint,
+    n_refusals integer,
+    reason text,
+    n_429s integer,
+    waited_ms integer,
+    n_fallbacks integer,
+    end_user_hash bytea
+)
+language sql
+stable
+set search_path = ''
+as $$
+    -- One row per grant.
+    select
+        r.caller, r.model, r.granted_at as at, true as detail_kept,
+        1 as n_requests, (r.status = 'committed')::integer as n_committed,
+        r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
+        0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
+        google_ai_internal.is_fallback(r)::integer as n_fallbacks, r.end_user_hash
+    from public.google_ai_reservations as r
+    where r.granted_at >= p_since and r.granted_at < p_until
+    union all
+    -- One row per fold of refusals.
+    select
+        f.caller, f.model, f.first_at, true,
+        0, 0, 0, 0, f.refusals, f.reason, 0, null, 0, f.end_user_hash
+    from public.google_ai_refusals as f
+    where f.first_at >= p_since and f.first_at < p_until
+    union all
+    -- One row per 429 from Google; its caller is the grant's.
+    select
+        r.caller, a.model, a.ts, r.id is not null,
+        0, 0, 0, 0, 0, null, 1, null, 0, r.end_user_hash
+    from public.google_ai_audit_records as a
+    left join public.google_ai_reservations as r on r.id = a.reservation_id
+    where a.event = 'rate_limited' and a.ts >= p_since and a.ts < p_until
+    union all
+    -- Day roll-ups of detail that maintenance has deleted.
+    select
+        null, e.model, e.day::timestamp at time zone 'UTC', false,
+        (case when e.event = 'granted' then e.events else 0 end)::integer,
+        (case when e.event = 'committed' then e.events else 0 end)::integer,
+        case when e.event = 'granted' then e.tokens else 0 end,
+        0,
+        (case when e.event = 'refused' then e.events else 0 end)::integer,
+        case when e.event = 'refused' then 'unknown' end,
+        (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
+        null, 0, null
+    from public.google_ai_event_counts as e
+    where
+        e.event in ('granted', 'committed', 'refused', 'rate_limited')
+        and e.day >= (p_since at time zone 'UTC')::date
+        and e.day::timestamp at time zone 'UTC' < p_until
+$$;
+
+revoke all on function google_ai_internal.usage_events(timestamptz, timestamptz)
+from public, anon, authenticated;
+
+/*
+ * usage_bucket: the usage_report bucket an event falls in: its caller, its
+ * caller's class, its end user (their hash's label), its model or its UTC
+ * day; detail that maintenance has rolled up has no caller nor end user any
+ * more ('(rolled up)').
+ *
+ * Parameters: p_by (caller, class, end_user, model or day), then the
+ * event's caller, model, time, whether its detail is kept and end user's
+ * hash (a usage_events row's).
+ * Returns the bucket's name. Raises nothing.
+ * Example: select google_ai_internal.usage_bucket('class', 'telegram-bot', 'gemma-3-27b', now(), true,
+ *                                                 null);
+ */
+create or replace function google_ai_internal.usage_bucket(
+    p_by text, p_caller text, p_model text, p_at timestamptz, p_detail_kept boolean,
+    p_end_user_hash bytea
+)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select case
+        when p_by in ('caller', 'class', 'end_user') and not p_detail_kept then '(rolled up)'
+        when p_by = 'caller' then coalesce(p_caller, '(no caller)')
+        when p_by = 'end_user' then
+            coalesce(google_ai_internal.end_user_label(p_end_user_hash), '(no end user)')
+        when p_by = 'class' then google_ai_internal.caller_class(p_caller)
+        when p_by = 'model' then p_model
+        else pg_catalog.to_char(p_at at time zone 'UTC', 'YYYY-MM-DD')
+    end
+$$;
+
+revoke all on function google_ai_internal.usage_bucket(
+    text, text, text, timestamptz, boolean, bytea
+) from public, anon, authenticated;
+
+/*
+ * usage_report: requests, tokens, refusals, 429s, waits and fallbacks over a
+ * period, one row per caller, model, UTC day, caller class or end user.
+ *
+ * Parameters:
+ *   since  start of the period (inclusive); null: 7 days before `until`
+ *   until  end of the period (exclusive); null: now
+ *   by     'caller' (default), 'model', 'day' (UTC, as YYYY-MM-DD), 'class'
+ *          or 'end_user' (the first 8 hex digits of the person's keyed hash)
+ *
+ * Returns one row per bucket, ordered by bucket:
+ *   bucket              the caller ('(no caller)' when none was given), model,
+ *                       day, class or end user ('(no end user)'); '(rolled
+ *                       up)' for caller, class and end user figures read
+ *                       from day roll-ups, whose caller is gone
+ *   requests            grants made (each attempt of a call is one)
+ *   committed           grants settled with Google's usage
+ *   input_tokens        input tokens counted against TPM (Google's count once
+ *                       committed; the estimate of a sent call never committed)
+ *   output_tokens       completion tokens (detail only: roll-ups drop them)
+ *   refusals            refusals of our own (acquire said no), every folded
+ *                       refusal counted
+ *   refusals_by_reason  {reason: count}; 'unknown' for rolled-up refusals
+ *   google_429s         429s Google answered to a granted call
+ *   wait_p50_ms, wait_p95_ms  how long grants waited in acquire (detail only)
+ *   fallbacks           grants served by another model than asked (see
+ *                       is_fallback)
+ *   rolled_up_requests  how many of `requests` come from roll-ups; roll-ups
+ *                       count whole UTC days that overlap the period
+ *
+ * Raises: LL007 when `by` is not one of the five, or since >= until.
+ * Example: select * from public.usage_report(now() - interval '7 days', by => 'model');
+ */
+create or replace function public.usage_report(
+    since timestamptz default null,
+    until timestamptz default null,
+    by text default 'caller'
+)
+returns table (
+    bucket text,
+    requests bigint,
+    committed bigint,
+    input_tokens bigint,
+    output_tokens bigint,
+    refusals bigint,
+    refusals_by_reason jsonb,
+    google_429s bigint,
+    wait_p50_ms integer,
+    wait_p95_ms integer,
+    fallbacks bigint,
+    rolled_up_requests bigint
+)
+language plpgsql
+stable
+security definer
+set search_path = ''
+-- A plan over the ledger's union with three small tables: JIT only adds
+-- compile time to a query that runs once.
+set jit = off
+as $$
+declare
+    period_end timestamptz := coalesce(usage_report.until, google_ai_internal.clock());
+    period_start timestamptz := coalesce(usage_report.since, period_end - interval '7 days');
+begin
+    if usage_report.by is null
+        or usage_report.by not in ('caller', 'model', 'day', 'class', 'end_user') then
+        raise exception using errcode = 'LL007',
+            message = pg_catalog.format('by must be caller, model, day, class or end_user, got %L',
+                                        pg_catalog.left(coalesce(usage_report.by, 'null'), 40)),
+            hint = 'Example: select * from public.usage_report(by => ''model'');';
+    end if;
+    if period_start >= period_end then
+        raise exception using errcode = 'LL007',
+            message = 'since must be before until',
+            detail = pg_catalog.format('since %s, until %s', period_start, period_end),
+            hint = 'Pass since earlier than until, or leave until null for now.';
+    end if;
+    return query
+    with events as (
+        select * from google_ai_internal.usage_events(period_start, period_end)
+    ),
+
+    bucketed as (
+        select
+            google_ai_internal.usage_bucket(
+                usage_report.by, v.caller, v.model, v.at, v.detail_kept, v.end_user_hash
+            ) as bucket,
+            v.*
+        from events as v
+    ),
+
+    reasons as (
+        select g.bucket, pg_catalog.jsonb_object_agg(g.reason, g.n order by g.reason) as by_reason
+        from (
+            select b.bucket, coalesce(b.reason, 'unknown') as reason, sum(b.n_refusals) as n
+            from bucketed as b
+            where b.n_refusals > 0
+            group by 1, 2
+        ) as g
+        group by g.bucket
+    )
+
+    select
+        b.bucket,
+        sum(b.n_requests)::bigint,
+        sum(b.n_committed)::bigint,
+        sum(b.n_input)::bigint,
+        sum(b.n_output)::bigint,
+        sum(b.n_refusals)::bigint,
+        coalesce(rs.by_reason, '{}'::jsonb),
+        sum(b.n_429s)::bigint,
+        percentile_disc(0.5) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        percentile_disc(0.95) within group (order by b.waited_ms)
+            filter (where b.n_requests > 0 and b.detail_kept),
+        sum(b.n_fallbacks)::bigint,
+        coalesce(sum(b.n_requests) filter (where not b.detail_kept), 0)::bigint
+    from bucketed as b
+    left join reasons as rs on rs.bucket = b.bucket
+    group by b.bucket, rs.by_reason
+    order by b.bucket;
+end;
+$$;
+
+comment on function public.usage_report(timestamptz, timestamptz, text) is
+'Requests, input/output tokens, refusals by reason, Google 429s, waits p50/p95 and fallbacks over a period, per caller, model, UTC day, caller class or end user (ledger, folded refusals, audit records and day roll-ups).';
+
+revoke all on function public.usage_report(timestamptz, timestamptz, text)
+from public, anon, authenticated;
+grant execute on function public.usage_report(timestamptz, timestamptz, text) to service_role;
+
+/*
+ * class_status: per caller class and model, the requests and input tokens in
+ * the sliding window (every quota group together), the requests of the
+ * current quota day, the waiters in line and the end users among them (the
+ * people waiting: each person once, however many tickets they hold), and
+ * the class's priority, reserves and per-person limits. Classes with no use
+ * and no waiter are listed once, with a null
+ * model. Grants made before caller classes existed count as `default`.
+ *
+ * Returns one row per class and model. Raises nothing.
+ * Example: select * from public.class_status();
+ */
+create or replace function public.class_status()
+returns table (
+    caller_class text,
+    priority integer,
+    model text,
+    rpm_used bigint,
+    tpm_used bigint,
+    rpd_used bigint,
+    waiters bigint,
+    rpm_reserve numeric,
+    tpm_reserve numeric,
+    rpd_reserve numeric,
+    may_fall_back boolean,
+    people_waiting bigint,
+    end_user_rpm integer,
+    end_user_rpd integer
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    with
+    cfg as (select s.* from google_ai_internal.settings() as s),
+    now_ as (select google_ai_internal.clock() as at_now),
+    used as (
+        select
+            coalesce(r.caller_class, 'default') as caller_class,
+            r.model,
+            sum(r.counted_requests) filter (
+                where r.granted_at > n.at_now - google_ai_internal.window_hold(c)
+            ) as rpm_used,
+            sum(r.counted_tokens) filter (
+                where r.granted_at > n.at_now - google_ai_internal.window_hold(c)
+            ) as tpm_used,
+            sum(r.counted_requests) as rpd_used
+        from public.google_ai_reservations as r, cfg as c, now_ as n
+        where r.rpd_day = (n.at_now at time zone c.rpd_time_zone)::date
+        group by 1, 2
+    ),
+    waiting as (
+        select
+            coalesce(t.caller_class, 'default') as caller_class, t.model, count(*) as waiters,
+            count(distinct t.end_user_hash) as people
+        from google_ai_internal.wait_tickets as t, now_ as n
+        where t.alive_until > n.at_now
+        group by 1, 2
+    ),
+    per_model as (
+        select
+            coalesce(u.caller_class, w.caller_class) as caller_class,
+            coalesce(u.model, w.model) as model,
+            coalesce(u.rpm_used, 0) as rpm_used,
+            coalesce(u.tpm_used, 0) as tpm_used,
+            coalesce(u.rpd_used, 0) as rpd_used,
+            coalesce(w.waiters, 0) as waiters,
+            coalesce(w.people, 0) as people
+        from used as u
+        full join waiting as w on w.caller_class = u.caller_class and w.model = u.model
+    )
+    select
+        k.name, k.priority, m.model, coalesce(m.rpm_used, 0), coalesce(m.tpm_used, 0),
+        coalesce(m.rpd_used, 0), coalesce(m.waiters, 0), k.rpm_reserve, k.tpm_reserve,
+        k.rpd_reserve, k.may_fall_back, coalesce(m.people, 0), k.end_user_rpm, k.end_user_rpd
+    from public.google_ai_caller_classes as k
+    left join per_model as m on m.caller_class = k.name
+    order by k.priority, k.name, m.model
+$$;
+
+comment on function public.class_status() is
+'Per caller class and model: requests and input tokens in the sliding window, requests today, waiters and the people (end users) among them, and the class''s priority, reserves and per-person limits.';
+
+revoke all on function public.class_status() from public, anon, authenticated;
+grant execute on function public.class_status() to service_role;
+
+/*
+ * named_end_user: the hash of the person an operator names: their raw id,
+ * which must be given and valid.
+ *
+ * Parameters: p_end_user, the raw id.
+ * Returns the end_user_hash. Raises: LL007 null, empty or longer than 200
+ * characters.
+ * Example: select google_ai_internal.named_end_user('tg:123456');
+ */
+create or replace function google_ai_internal.named_end_user(p_end_user text)
+returns bytea
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    if p_end_user is null then
+        raise exception using errcode = 'LL007', message = 'end_user must not be null',
+            hint = 'Pass the id the bot passes as end_user, such as tg:123456.';
+    end if;
+    perform google_ai_internal.check_end_user(p_end_user);
+    return google_ai_internal.end_user_hash(p_end_user);
+end;
+$$;
+
+revoke all on function google_ai_internal.named_end_user(text) from public, anon, authenticated;
+
+/*
+ * set_end_user_rule: write one person's row: their limits (p_rpm, p_rpd;
+ * null: the class's) when p_limits, their block when p_blocked is not null,
+ * their notes when given.
+ *
+ * Parameters: p_end_user (the raw id), p_limits, p_rpm, p_rpd, p_blocked,
+ * p_notes.
+ * Returns the row as it is now. Raises: LL007 bad end_user, negative
+ * limits or notes longer than 500 characters.
+ * Example: select * from google_ai_internal.set_end_user_rule('tg:1', true, 10, null, null, null);
+ */
+create or replace function google_ai_internal.set_end_user_rule(
+    p_end_user text,
+    p_limits boolean,
+    p_rpm integer,
+    p_rpd integer,
+    p_blocked boolean,
+    p_notes text
+)
+returns public.google_ai_end_users
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    saved public.google_ai_end_users;
+    hash bytea := google_ai_internal.named_end_user(p_end_user);
+begin
+    if p_rpm < 0 or p_rpd < 0 then
+        raise exception using errcode = 'LL007', message = 'rpm and rpd must not be negative',
+            detail = pg_catalog.format('rpm %s, rpd %s', p_rpm, p_rpd),
+            hint = 'Pass a number of grants, 0 to allow none, or null for the class''s.';
+    end if;
+    perform google_ai_internal.check_text('notes', p_notes, 500);
+    insert into public.google_ai_end_users as e (end_user_hash, rpm, rpd, blocked, notes)
+    values (hash, p_rpm, p_rpd, coalesce(p_blocked, false), p_notes)
+    on conflict (end_user_hash) do update set
+        rpm = case when p_limits then excluded.rpm else e.rpm end,
+        rpd = case when p_limits then excluded.rpd else e.rpd end,
+        blocked = coalesce(p_blocked, e.blocked),
+        notes = coalesce(excluded.notes, e.notes)
+    returning e.* into saved;
+    return saved;
+end;
+$$;
+
+revoke all on function google_ai_internal.set_end_user_rule(
+    text, boolean, integer, integer, boolean, text
+) from public, anon, authenticated;
+
+/*
+ * limit_end_user: give one end user their own limits: grants a minute
+ * (over the exact sliding window) and a Pacific day, across models, in
+ * place of their caller class's end_user_rpm and end_user_rpd. Null keeps
+ * the class's; 0 allows none.
+ *
+ * Parameters: end_user (the raw id the bot passes), rpm, rpd, notes.
+ * Returns the person's label (the first 8 hex digits of their hash, as
+ * reports show them). Raises: LL007 bad end_user, negative limits, notes
+ * too long.
+ * Example: select public.limit_end_user('tg:123456', rpm => 20, rpd => 1000);
+ */
+create or replace function public.limit_end_user(
+    end_user text, rpm integer default null, rpd integer default null, notes text default null
+)
+returns text
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+    select google_ai_internal.end_user_label(r.end_user_hash)
+    from google_ai_internal.set_end_user_rule(
+        limit_end_user.end_user, true, limit_end_user.rpm, limit_end_user.rpd, null,
+        limit_end_user.notes
+    ) as r
+$$;
+
+comment on function public.limit_end_user(text, integer, integer, text) is
+'Give one end user (raw id; only its keyed hash is kept) their own grants a minute and a Pacific day, across models, in place of their class''s (null: the class''s; 0: none). Returns their label. Audited.';
+revoke all on function public.limit_end_user(text, integer, integer, text)
+from public, anon, authenticated;
+grant execute on function public.limit_end_user(text, integer, integer, text) to service_role;
+
+/*
+ * block_end_user: refuse one end user every call (end_user_limit, no
+ * retry_after_ms) until unblock_end_user, at no cost to the pool.
+ *
+ * Parameters: end_user (the raw id), notes (why).
+ * Returns whether they were not blocked before. Raises: LL007 bad end_user
+ * or notes too long.
+ * Example: select public.block_end_user('tg:123456', 'spam');
+ */
+create or replace function public.block_end_user(end_user text, notes text default null)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    was_blocked boolean;
+begin
+    select e.blocked into was_blocked from public.google_ai_end_users as e
+    where e.end_user_hash = google_ai_internal.named_end_user(block_end_user.end_user);
+    perform google_ai_internal.set_end_user_rule(
+        block_end_user.end_user, false, null, null, true, block_end_user.notes
+    );
+    return not coalesce(was_blocked, false);
+end;
+$$;
+
+comment on function public.block_end_user(text, text) is
+'Refuse one end user (raw id) every call, reason end_user_limit without retry_after_ms, until unblock_end_user. Returns whether they were not blocked before. Audited.';
+revoke all on function public.block_end_user(text, text) from public, anon, authenticated;
+grant execute on function public.block_end_user(text, text) to service_role;
+
+/*
+ * unblock_end_user: serve a blocked end user again, under their limits.
+ *
+ * Parameters: end_user (the raw id).
+ * Returns whether they were blocked. Raises: LL007 bad end_user.
+ * Example: select public.unblock_end_user('tg:123456');
+ */
+create or replace function public.unblock_end_user(end_user text)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    update public.google_ai_end_users as e set blocked = false
+    where e.end_user_hash = google_ai_internal.named_end_user(unblock_end_user.end_user) and e.blocked;
+    return found;
+end;
+$$;
+
+comment on function public.unblock_end_user(text) is
+'Serve a blocked end user (raw id) again, under their limits. Returns whether they were blocked. Audited.';
+revoke all on function public.unblock_end_user(text) from public, anon, authenticated;
+grant execute on function public.unblock_end_user(text) to service_role;
+
+/*
+ * end_users: the end users an operator may want to see: everyone with a
+ * row of their own (limits, block) and everyone granted or waiting today,
+ * by their label, with their own limits, today's grants (Pacific day),
+ * grants in the sliding window, and their tickets in line now.
+ *
+ * Returns one row per person, blocked first, then by grants today.
+ * Raises nothing.
+ * Example: select * from public.end_users() limit 20;
+ */
+create or replace function public.end_users()
+returns table (
+    end_user text,
+    rpm integer,
+    rpd integer,
+    blocked boolean,
+    notes text,
+    requests_today integer,
+    requests_in_window bigint,
+    waiting bigint
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    with
+    cfg as (select s.* from google_ai_internal.settings() as s),
+    now_ as (select google_ai_internal.clock() as at_now),
+    people as (
+        select e.end_user_hash from public.google_ai_end_users as e
+        union
+        select u.end_user_hash from public.google_ai_end_user_usage as u, cfg as c, now_ as n
+        where u.day = (n.at_now at time zone c.rpd_time_zone)::date
+        union
+        select t.end_user_hash from google_ai_internal.wait_tickets as t, now_ as n
+        where t.end_user_hash is not null and t.alive_until > n.at_now
+    )
+    select
+        google_ai_internal.end_user_label(p.end_user_hash), e.rpm, e.rpd,
+        coalesce(e.blocked, false), e.notes, coalesce(u.requests, 0),
+        (select count(*) from public.google_ai_reservations as r
+         where
+             r.end_user_hash = p.end_user_hash and r.counted_requests > 0
+             and r.granted_at > n.at_now - google_ai_internal.window_hold(c)),
+        (select count(*) from google_ai_internal.wait_tickets as t
+         where t.end_user_hash = p.end_user_hash and t.alive_until > n.at_now)
+    from people as p
+    cross join cfg as c
+    cross join now_ as n
+    left join public.google_ai_end_users as e on e.end_user_hash = p.end_user_hash
+    left join public.google_ai_end_user_usage as u
+        on u.end_user_hash = p.end_user_hash and u.day = (n.at_now at time zone c.rpd_time_zone)::date
+    order by 4 desc, 6 desc, 1
+$$;
+
+comment on function public.end_users() is
+'End users with their own row or granted or waiting today: label (hash prefix), own rpm/rpd (null: the class''s), blocked, notes, grants today and in the window, tickets in line.';
+revoke all on function public.end_users() from public, anon, authenticated;
+grant execute on function public.end_users() to service_role;
+
+/*
+ * run_maintenance: one maintenance pass; safe to run concurrently with itself
+ * (one run wins, the others return {"status": "skipped"} at once) and with
+ * live traffic (it never deletes a ledger row inside a live window).
+ *
+ *   1. leases: reservations still `reserved` after lease_until become
+ *      `expired` (audited); they stay counted in their windows.
+ *   2. ledger: settled rows older than ledger_retention are added into
+ *      google_ai_usage_counters per key, model and minute/day (minute in
+ *      UTC, day in rpd_time_zone) and their grant and settlement events into
+ *      google_ai_event_counts, then deleted.
+ *   3. audit: records and folded refusals older than audit_retention are
+ *      counted into google_ai_event_counts, then deleted; maintenance log rows
+ *      of that age are deleted.
+ *   4. rollups: per-minute counters older than rollup_retention are deleted
+ *      (the per-day counters keep their totals); end users' day rows
+ *      (google_ai_end_user_usage) of days the ledger no longer holds are
+ *      deleted (their grants are rolled up with the ledger's).
+ *
+ * Writes one google_ai_maintenance_log row and returns it as jsonb.
+ * Raises nothing of its own.
+ * Example: select public.run_maintenance();
+ */
+create or replace function public.run_maintenance()
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    cfg public.google_ai_settings := google_ai_internal.settings();
+    started timestamptz := google_ai_internal.clock();
+    ledger_cutoff timestamptz;
+    audit_cutoff timestamptz;
+    rollup_cutoff timestamptz;
+    expired_count integer;
+    rolled_count integer;
+    trimmed record;
+    minute_count integer;
+    log_count integer;
+    state_count integer;
+    person_count integer;
+begin
+    if not (
+        select pg_catalog.pg_try_advisory_xact_lock(k.class_id, k.obj_id)
+        from google_ai_internal.maintenance_lock_key() as k
+    ) then
+        return pg_catalog.jsonb_build_object('status', 'skipped',
+                                             'reason', 'another run_maintenance() is in progress');
+    end if;
+    -- Never delete a row that a window could still count.
+    ledger_cutoff := started - greatest(
+        cfg.ledger_retention, google_ai_internal.window_hold(cfg), interval '2 days'
+    );
+    audit_cutoff := started - cfg.audit_retention;
+    rollup_cutoff := started - greatest(cfg.rollup_retention, cfg.ledger_retention);
+
+    expired_count := google_ai_internal.expire_leases(started);
+    rolled_count := google_ai_internal.roll_up_ledger(ledger_cutoff, cfg, started);
+    -- A window row idle for longer than the retention may point at ledger
+    -- rows just deleted; drop it, the next acquire rebuilds it from the ledger.
+    delete from public.google_ai_quota_state as s
+    where s.swept_to < ledger_cutoff and (s.cooldown_until is null or s.cooldown_until < started);
+    get diagnostics state_count = row_count;
+    trimmed := google_ai_internal.trim_audit(audit_cutoff);
+    delete from public.google_ai_usage_counters as c
+    where c.bucket_kind = 'minute' and c.bucket_start < rollup_cutoff;
+    get diagnostics minute_count = row_count;
+    delete from public.google_ai_end_user_usage as u
+    where u.day < (ledger_cutoff at time zone cfg.rpd_time_zone)::date;
+    get diagnostics person_count = row_count;
+    delete from public.google_ai_maintenance_log as m where m.started_at < audit_cutoff;
+    get diagnostics log_count = row_count;
+
+    return google_ai_internal.log_maintenance(
+        started,
+        rolled_count + trimmed.records + trimmed.refusals + minute_count + log_count + state_count
+        + person_count,
+        pg_catalog.jsonb_build_object(
+            'leases_expired', expired_count,
+            'ledger_rows_rolled_up', rolled_count,
+            'audit_rows_deleted', trimmed.records,
+            'refusal_rows_deleted', trimmed.refusals,
+            'minute_rollups_deleted', minute_count,
+            'maintenance_rows_deleted', log_count,
+            'window_rows_dropped', state_count,
+            'end_user_days_deleted', person_count,
+            'ledger_cutoff', ledger_cutoff,
+            'audit_cutoff', audit_cutoff,
+            'rollup_cutoff', rollup_cutoff
+        )
+    );
+end;
+$$;
+
+comment on function public.run_maintenance() is
+'Expire leases, roll old ledger rows, audit records and folded refusals up into google_ai_usage_counters and google_ai_event_counts, trim per-minute rollups; one google_ai_maintenance_log row per run. Concurrent runs: one wins, the rest return {"status":"skipped"}.';
+revoke all on function public.run_maintenance() from public, anon, authenticated;
+grant execute on function public.run_maintenance() to service_role;

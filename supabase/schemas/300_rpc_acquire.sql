@@ -721,7 +721,8 @@ revoke all on function google_ai_internal.acquire_within_end_user_limits(
  * when none is passed); its first call takes a place in the queue of its
  * model and key set and fixes the deadline. The queue serves by class
  * priority (aged over google_ai_settings.aging_ms, so no class starves), then
- * ticket order. No call stays in the database longer than wait_slice_ms, so
+ * the end users' turns (line_ahead), then ticket order. No call stays in the
+ * database longer than wait_slice_ms, so
  * a transaction pooler keeps its connections for other work. The answer is a
  * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
  * outlast it, no_key, caller_budget), or 'queued'. The place expires if the
