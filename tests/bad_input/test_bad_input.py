@@ -102,6 +102,7 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
     ],
     "block_end_user": [("end_user", "text", "tg:1"), ("notes", "text", None)],
     "unblock_end_user": [("end_user", "text", "tg:1")],
+    "end_user_label": [("end_user", "text", "tg:1")],
     "usage_report": [
         ("since", "timestamptz", "2026-02-28 00:00+00"),
         ("until", "timestamptz", "2026-03-02 00:00+00"),
@@ -111,8 +112,8 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
 SET_RETURNING = {"batch_outlook", "request_outcomes", "usage_report"}
 
 GRANT, NO_KEY = Ok((True, None)), Ok((False, "no_key"))
-# limit_end_user answers the person's label, 8 hex digits of a hash under a per-install key:
-# its length is compared.
+# limit_end_user and end_user_label answer the person's label, 8 hex digits of a hash under a
+# per-install key: its length is compared.
 LABEL = Ok(8)
 COMMIT = Ok(("commit", False))
 
@@ -215,6 +216,10 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("unblock_end_user", "end_user", "empty", "", "LL007"),
     ("unblock_end_user", "end_user", "not blocked", "tg:1", Ok(False)),
     ("unblock_end_user", "end_user", "100k chars", HUGE, "LL007"),
+    ("end_user_label", "end_user", "null", None, "LL007"),
+    ("end_user_label", "end_user", "empty", "", "LL007"),
+    ("end_user_label", "end_user", "a person", "tg:1", LABEL),
+    ("end_user_label", "end_user", "201 chars", "u" * 201, "LL007"),
     ("disable_key", "key_alias", "null", None, "LL009"),
     ("disable_key", "key_alias", "empty", "", "LL009"),
     ("disable_key", "key_alias", "unknown", "nope", "LL009"),
@@ -379,7 +384,8 @@ def call(conn: Conn, rpc: str, args: dict[str, object]) -> Any:
         row = conn.execute(f"select {first_two} from public.{rpc}({params})", values).fetchone()
         assert row is not None
         return tuple(row)
-    answer = "length(public.{}({}))" if rpc == "limit_end_user" else "public.{}({})"
+    labelled = ("limit_end_user", "end_user_label")
+    answer = "length(public.{}({}))" if rpc in labelled else "public.{}({})"
     row = conn.execute(f"select {answer.format(rpc, params)}", values).fetchone()
     assert row is not None
     return row[0]
