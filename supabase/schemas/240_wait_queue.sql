@@ -77,21 +77,99 @@ $$;
 revoke all on function google_ai_internal.ticket_in_call(uuid) from public, anon, authenticated;
 
 /*
+ * higher_class_grants: how many requests the classes above p_priority were
+ * granted on one group and model within the hold: the share of the slots
+ * that free which they can be expected to take again.
+ *
+ * Parameters: p_group, p_model (a limits row name), p_priority, p_now, p_hold.
+ * Returns a count. Raises nothing.
+ * Example: select google_ai_internal.higher_class_grants('free-1', 'gemma-3-27b', 90, now(),
+ *              interval '61 s');
+ */
+create or replace function google_ai_internal.higher_class_grants(
+    p_group text,
+    p_model text,
+    p_priority integer,
+    p_now timestamptz,
+    p_hold interval
+)
+returns integer
+language sql
+stable
+set search_path = ''
+as $$
+    select count(*)::integer
+    from public.google_ai_reservations as r
+    join public.google_ai_caller_classes as c on c.name = r.caller_class
+    where r.quota_group = p_group and r.model = p_model and r.granted_at > p_now - p_hold
+        and r.counted_requests = 1 and c.priority < p_priority
+$$;
+
+revoke all on function google_ai_internal.higher_class_grants(
+    text, text, integer, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
+ * paced_slots: the first p_wanted of a paced waiter's slots, as try_reserve
+ * hands them out: of p_slots (every slot that frees, the classes above
+ * taking their share: the k-th of ours is the ceil(k * n / p_wanted)-th),
+ * one per emission interval (hold / rpm) from the window's paced_until,
+ * as pacing_free_at applies it.
+ *
+ * Parameters: p_slots (in time order), p_wanted, p_paced_until, p_rpm,
+ * p_now, p_hold.
+ * Returns p_wanted slots in time order. Raises nothing.
+ * Example: select google_ai_internal.paced_slots(array[now(), now()], 1, now(), 30, now(),
+ *              interval '61 s');
+ */
+create or replace function google_ai_internal.paced_slots(
+    p_slots timestamptz [],
+    p_wanted integer,
+    p_paced_until timestamptz,
+    p_rpm integer,
+    p_now timestamptz,
+    p_hold interval
+)
+returns timestamptz []
+language sql
+immutable
+set search_path = ''
+as $$
+    select array(
+        select greatest(
+            p_slots[pg_catalog.ceil(k * pg_catalog.cardinality(p_slots)::numeric / p_wanted)::integer],
+            greatest(p_now, p_paced_until - p_hold / p_rpm) + (k - 1) * (p_hold / p_rpm)
+        )
+        from pg_catalog.generate_series(1, p_wanted) as k
+        order by k
+    )
+$$;
+
+revoke all on function google_ai_internal.paced_slots(
+    timestamptz [], integer, timestamptz, integer, timestamptz, interval
+) from public, anon, authenticated;
+
+/*
  * group_slots: the next request slots of one candidate group for a waiter
  * with p_ahead requests ahead of it: the (p_ahead + 1) earliest moments a
  * request could be granted there, read from the ledger without locks. A
  * free slot serves now; a used one frees when its grant leaves the window,
  * and each slot serves again a whole window after it is used. None comes
  * before a cooldown or a spent day ends, nor before the group's TPM has
- * room for p_need_tokens more. A paced waiter (p_paced: a class above has
- * members) gets its slots no faster than try_reserve hands them out: one
- * per emission interval (hold / rpm) from the window's paced_until.
+ * room for p_need_tokens more. A paced waiter (a class above has members)
+ * gets its slots at the pace try_reserve keeps (paced_slots), and is told
+ * (told) when it can expect them: the classes above take their share of
+ * the slots that free, as many as they took in the last window
+ * (higher_class_grants). Its turn (turns) leaves that share out, so that it
+ * never looks again later than a slot could be its.
  *
  * Parameters: p_cand (the group's first key, with its limits), p_model (a
  * limits row name), p_ahead, p_need_tokens (the tokens ahead that fall to
- * this group, plus the waiter's own), p_paced, the settings, p_now, p_hold.
- * Returns the slots in time order. Raises nothing.
- * Example: select google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, false, cfg, now(),
+ * this group, plus the waiter's own), p_policy (the waiter's), the
+ * settings, p_now, p_hold.
+ * Returns the slots in time order: the earliest (turns) and the expected
+ * ones (told). Raises nothing.
+ * Example: select * from google_ai_internal.group_slots(cand, 'gemma-3-27b', 3, 4800, pol, cfg, now(),
  *              interval '61 s');
  */
 create or replace function google_ai_internal.group_slots(
@@ -99,12 +177,13 @@ create or replace function google_ai_internal.group_slots(
     p_model text,
     p_ahead integer,
     p_need_tokens bigint,
-    p_paced boolean,
+    p_policy google_ai_internal.caller_policy,
     p_cfg public.google_ai_settings,
     p_now timestamptz,
-    p_hold interval
+    p_hold interval,
+    out turns timestamptz [],
+    out told timestamptz []
 )
-returns timestamptz []
 language plpgsql
 stable
 set search_path = ''
@@ -113,6 +192,8 @@ as $$
 declare
     used record;
     st public.google_ai_quota_state;
+    paced boolean := coalesce(p_policy.paced, false) and p_cand.rpm > 0;
+    n integer := p_ahead + 1;
     floor_at timestamptz;
     free_now integer;
     slots timestamptz [];
@@ -124,6 +205,11 @@ begin
     select s.* into st
     from public.google_ai_quota_state as s
     where s.quota_group = p_cand.quota_group and s.model = p_model;
+    if paced then
+        n := pg_catalog.ceil(n * p_cand.rpm::numeric / greatest(1, p_cand.rpm - google_ai_internal.higher_class_grants(
+            p_cand.quota_group, p_model, p_policy.priority, p_now, p_hold
+        )))::integer;
+    end if;
 
     floor_at := greatest(p_now, google_ai_internal.cooldown_free_at(st, p_now, p_cfg));
     if p_cand.rpd is not null and st.rpd_day = (p_now at time zone p_cfg.rpd_time_zone)::date
@@ -137,56 +223,48 @@ begin
         ));
     end if;
 
-    free_now := least(greatest(coalesce(p_cand.rpm - used.requests, p_ahead + 1), 0), p_ahead + 1);
+    free_now := least(greatest(coalesce(p_cand.rpm - used.requests, n), 0), n);
     slots := pg_catalog.array_fill(floor_at, array[free_now]);
-    if free_now < p_ahead + 1 then
+    if free_now < n then
         slots := slots || array(
             select greatest(f, floor_at)
             from google_ai_internal.slots_free_at(
                 p_cand.quota_group, p_model, p_now - p_hold, p_hold, used.requests - p_cand.rpm,
-                p_ahead + 1 - free_now, null
+                n - free_now, null
             ) as f
         );
-        while pg_catalog.cardinality(slots) < p_ahead + 1 loop
+        while pg_catalog.cardinality(slots) < n loop
             slots := slots || (slots[pg_catalog.cardinality(slots) + 1 - p_cand.rpm] + p_hold);
         end loop;
     end if;
-    if p_paced and p_cand.rpm > 0 then
-        -- GCRA's pace, as pacing_free_at applies it: the k-th grant from now comes no
-        -- sooner than paced_until less one interval, plus k - 1 intervals.
-        slots := array(
-            select greatest(
-                x.at,
-                greatest(p_now, st.paced_until - p_hold / p_cand.rpm)
-                    + (x.k - 1) * (p_hold / p_cand.rpm)
-            )
-            from pg_catalog.unnest(slots) with ordinality as x (at, k)
-            order by x.k
-        );
+    turns := slots[1:p_ahead + 1];
+    told := slots;
+    if paced then
+        turns := google_ai_internal.paced_slots(turns, p_ahead + 1, st.paced_until, p_cand.rpm, p_now, p_hold);
+        told := google_ai_internal.paced_slots(told, p_ahead + 1, st.paced_until, p_cand.rpm, p_now, p_hold);
     end if;
-    return slots;
 end;
 $$;
 
 revoke all on function google_ai_internal.group_slots(
-    google_ai_internal.candidate, text, integer, bigint, boolean, public.google_ai_settings,
-    timestamptz, interval
+    google_ai_internal.candidate, text, integer, bigint, google_ai_internal.caller_policy,
+    public.google_ai_settings, timestamptz, interval
 ) from public, anon, authenticated;
 
 /*
  * turn_estimate: the earliest moment a waiter with `p_ahead` requests
- * (`p_ahead_tokens` tokens) ahead of it in line could be granted: its slot
- * is the (p_ahead + 1)-th to free across the candidate groups (group_slots;
- * the tokens ahead shared evenly between the groups). A release can only
+ * (`p_ahead_tokens` tokens) ahead of it in line could be granted (turn):
+ * its slot is the (p_ahead + 1)-th to free across the candidate groups
+ * (group_slots; the tokens ahead shared evenly between the groups); and
+ * when it can expect it (told), the classes above taking their share. A release can only
  * make it sooner, which the head of the queue catches; other queues on the
  * same groups can make it later, which the waiter finds out when it calls
  * back.
  *
  * Parameters: the model, its candidates (acquire's order), the requests and
- * tokens ahead, the waiter's own tokens, whether its class is paced, the
- * settings.
- * Returns a timestamptz on google_ai_internal.clock(). Raises nothing.
- * Example: select google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, false, cfg);
+ * tokens ahead, the waiter's own tokens, its policy, the settings.
+ * Returns timestamptz values on google_ai_internal.clock(). Raises nothing.
+ * Example: select * from google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, pol, cfg);
  */
 create or replace function google_ai_internal.turn_estimate(
     p_model public.google_ai_model_limits,
@@ -194,10 +272,11 @@ create or replace function google_ai_internal.turn_estimate(
     p_ahead integer,
     p_ahead_tokens bigint,
     p_tokens integer,
-    p_paced boolean,
-    p_cfg public.google_ai_settings
+    p_policy google_ai_internal.caller_policy,
+    p_cfg public.google_ai_settings,
+    out turn timestamptz,
+    out told timestamptz
 )
-returns timestamptz
 language plpgsql
 stable
 set search_path = ''
@@ -208,30 +287,38 @@ declare
     groups integer;
     cand google_ai_internal.candidate;
     tried text [] := '{}';
-    slots timestamptz [] := '{}';
+    slots record;
+    turns timestamptz [] := '{}';
+    tolds timestamptz [] := '{}';
 begin
     select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
     if groups = 0 then
-        return at_now;
+        turn := at_now;
+        told := at_now;
+        return;
     end if;
     foreach cand in array p_cands loop
         continue when cand.quota_group = any(tried);  -- each group once, on its best key
         tried := tried || cand.quota_group;
-        slots := slots || google_ai_internal.group_slots(
-            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_paced, p_cfg,
+        slots := google_ai_internal.group_slots(
+            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_policy, p_cfg,
             at_now, hold
         );
+        turns := turns || slots.turns;
+        tolds := tolds || slots.told;
     end loop;
-    return coalesce(
-        (select s from pg_catalog.unnest(slots) as s order by s offset p_ahead limit 1),
-        at_now + hold
+    turn := coalesce(
+        (select s from pg_catalog.unnest(turns) as s order by s offset p_ahead limit 1), at_now + hold
+    );
+    told := coalesce(
+        (select s from pg_catalog.unnest(tolds) as s order by s offset p_ahead limit 1), at_now + hold
     );
 end;
 $$;
 
 revoke all on function google_ai_internal.turn_estimate(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
-    boolean, public.google_ai_settings
+    google_ai_internal.caller_policy, public.google_ai_settings
 ) from public, anon, authenticated;
 
 /*
@@ -640,20 +727,21 @@ revoke all on function google_ai_internal.head_try(
  * its due time plus the grace otherwise), and backs off by how late the one
  * ahead is when it is due but the one ahead is not here.
  *
- * Parameters: the model row, its candidates, the tokens, whether the
- * waiter's class is paced, the settings, the one ahead's ticket id, how many are ahead and their tokens, the ms left
+ * Parameters: the model row, its candidates, the tokens, the waiter's
+ * policy, the settings, the one ahead's ticket id, how many are ahead and their tokens, the ms left
  * until the deadline, whether this call may stay, the end of its slice.
  * Returns the verdict (queued or wait_timeout, retry_after_ms when the turn
- * is expected), the turn, the hint and whether the call is done.
+ * can come, expected_wait_ms when it is expected), the turn, the hint and
+ * whether the call is done.
  * Raises nothing.
- * Example: select * from google_ai_internal.turn_behind(m, cands, 100, false, cfg, pred_id, 2, 200,
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, pol, cfg, pred_id, 2, 200,
  *              5000, true, clock_timestamp() + interval '2 s');
  */
 create or replace function google_ai_internal.turn_behind(
     p_model public.google_ai_model_limits,
     p_cands google_ai_internal.candidate [],
     p_tokens integer,
-    p_paced boolean,
+    p_policy google_ai_internal.caller_policy,
     p_cfg public.google_ai_settings,
     p_pred uuid,
     p_ahead integer,
@@ -675,20 +763,22 @@ declare
     grace interval := pg_catalog.make_interval(secs => p_cfg.wait_ticket_grace_ms / 1000.0);
     pred google_ai_internal.wait_tickets;
     present boolean;
+    estimate record;
 begin
     select t.* into pred from google_ai_internal.wait_tickets as t where t.id = p_pred;
     done := true;
-    turn := greatest(
-        google_ai_internal.turn_estimate(
-            p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_paced, p_cfg
-        ),
-        pred.turn_at
+    estimate := google_ai_internal.turn_estimate(
+        p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_policy, p_cfg
     );
+    turn := greatest(estimate.turn, pred.turn_at);
     verdict.granted := false;
     verdict.model := coalesce(p_model.api_model, p_model.model);
     verdict.reason := case when p_remaining_ms <= 0 then 'wait_timeout' else 'queued' end;
     verdict.retry_after_ms := greatest(
         1, pg_catalog.ceil(extract(epoch from turn - at_now) * 1000)
+    )::integer;
+    verdict.expected_wait_ms := greatest(
+        0, pg_catalog.ceil(extract(epoch from greatest(estimate.told, turn) - at_now) * 1000)
     )::integer;
     if p_remaining_ms <= 0 then
         return;
@@ -715,8 +805,8 @@ end;
 $$;
 
 revoke all on function google_ai_internal.turn_behind(
-    public.google_ai_model_limits, google_ai_internal.candidate [], integer, boolean,
-    public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
+    public.google_ai_model_limits, google_ai_internal.candidate [], integer,
+    google_ai_internal.caller_policy, public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -826,7 +916,8 @@ revoke all on function google_ai_internal.try_backfill(
  * keep_place: a 'queued' answer's place, kept: the ticket is told to call
  * back after p_hint_ms (never past p_yield_at or the deadline) and stays
  * alive for a slice and the grace after that; the verdict says where the
- * waiter stands (queue_position, expected_wait_ms) and when to call back.
+ * waiter stands (queue_position, expected_wait_ms: as p_verdict tells it,
+ * else the turn) and when to call back.
  *
  * Parameters: p_verdict (queued), p_ticket, p_hint_ms, p_turn (the expected
  * turn), p_ahead, p_remaining_ms, p_yield_at, p_rounds, the settings.
@@ -863,9 +954,9 @@ begin
     verdict.reservation_id := null;
     verdict.retry_after_ms := pg_catalog.ceil(hint_ms)::integer;
     verdict.queue_position := coalesce(p_ahead, 0) + 1;
-    verdict.expected_wait_ms := greatest(0, pg_catalog.ceil(
+    verdict.expected_wait_ms := coalesce(p_verdict.expected_wait_ms, greatest(0, pg_catalog.ceil(
         extract(epoch from coalesce(p_turn, at_now) - at_now) * 1000
-    ))::integer;
+    ))::integer);
     update google_ai_internal.wait_tickets as t
     set
         due_at = at_now + pg_catalog.make_interval(secs => hint_ms / 1000.0),
@@ -1037,7 +1128,7 @@ begin
             );
             exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, line.cands, p_tokens, p_policy.paced, p_cfg, line.nearest, line.ahead,
+                p_model, line.cands, p_tokens, p_policy, p_cfg, line.nearest, line.ahead,
                 line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
             );
             if not step.done then

@@ -78,6 +78,9 @@ def test_without_a_reserve_the_bot_is_answered_at_once(db: Conn, db_url: str, bo
     times = bot_times(out)
     assert pl.p95(times) <= 2.5 / SCALE and times[-1] <= 5.0 / SCALE, times
     assert out.use(pl.API_MODEL, SCALED) >= 0.95, out.use(pl.API_MODEL, SCALED)
+    # The batch waiters are told their turn with the bot's share of the slots counted in.
+    told = pl.wait_reports(out.of(pl.BATCH))
+    assert told.counting_down == told.calls_told and told.error_p50 <= 0.25, told
 
 
 def test_no_batch_call_is_granted_while_a_bot_call_stands_in_line(db: Conn, db_url: str) -> None:

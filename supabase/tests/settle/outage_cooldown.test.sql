@@ -106,11 +106,11 @@ select is(
     'upstream_probe', 'quota_status shows the hold'
 );
 select is(
-    google_ai_internal.turn_estimate(
+    (google_ai_internal.turn_estimate(
         (select m from public.google_ai_model_limits as m where m.model = 'm'),
         array(select c from google_ai_internal.candidates('m', array['k1'], google_ai_internal.clock(), 10) as c),
-        1, 10, 10, false, google_ai_internal.settings()
-    ),
+        1, 10, 10, null::google_ai_internal.caller_policy, google_ai_internal.settings()
+    )).turn,
     '2026-03-01 12:00:02.500+00'::timestamptz,
     'a waiter behind the head is told the same, not the hold''s end: the answer may come any time'
 );
