@@ -1448,7 +1448,7 @@ begin
             );
             exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, line.cands, p_tokens, p_policy.paced, p_cfg, line.nearest, line.ahead,
+                p_model, line.cands, p_tokens, p_policy, p_cfg, line.nearest, line.ahead,
                 line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
             );
             if not step.done then
