@@ -39,8 +39,9 @@ class UnsupportedByModel(LimitsError):
 
 class RateLimited(LimitsError):
     """acquire() refused: a NO_WAIT refusal, or a WAIT that ran out of time. ``reason`` is the
-    database's (rpm, tpm, rpd, cooldown, wait_timeout, ...); ``retry_after`` is the number of
-    seconds until the binding limit frees, or None when it is unknown."""
+    database's (rpm, tpm, rpd, cooldown, wait_timeout, caller_budget, end_user_limit, ...);
+    ``retry_after`` is the number of seconds until the binding limit frees, or None when it is
+    unknown or never comes (an end user who is blocked)."""
 
     def __init__(self, reason: str, retry_after: float | None) -> None:
         self.reason, self.retry_after = reason, retry_after

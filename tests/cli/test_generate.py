@@ -44,3 +44,15 @@ def test_no_wait_refusal_is_one_line_and_exit_2(cli: Invoke, fake: FakeGemini) -
     assert refused.exit_code == 2, refused.output
     assert refused.stderr.startswith("error: rate limited (rpm; retry after")
     assert fake.stats().rate_limited == 0
+
+
+def test_a_blocked_end_user_is_one_line_and_exit_2(cli: Invoke, fake: FakeGemini) -> None:
+    cli("keys", "add", "gen-1", "--env-var", "LLT_GEN_KEY", "--group", "gen-project")
+    cli("end-users", "block", "tg:5")
+    env = {"LLT_GEN_KEY": KEY, "GOOGLE_API_KEY": None, "GOOGLE_API_LOCALNAME": None}
+    args = ("generate", "gemma-3-27b", "hi", "--base-url", fake.base_url)
+    refused = cli(*args, "--end-user", "tg:5", env=env)
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.strip() == "error: rate limited (end_user_limit)"
+    assert cli(*args, "--end-user", "tg:6", env=env).exit_code == 0
+    assert fake.stats().requests == 1

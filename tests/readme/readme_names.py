@@ -1,8 +1,7 @@
 """What the README names, parsed from its Markdown, and where each name is looked up.
 
 Each lookup returns problems as ``(name, what is wrong)``: the name is the token a reader would
-type or search for (a subcommand, a flag, an env var, a path, an identifier), so a problem can
-be matched against the pending list (see ``pending``).
+type or search for (a subcommand, a flag, an env var, a path, an identifier).
 
 * commands: ``llm-limits …`` in the CLI's own ``--help`` (subcommands, options, choices),
   ``supabase …`` in the pinned Supabase CLI's ``--help``, ``make …`` in the Makefile,
@@ -28,7 +27,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-PENDING = Path(__file__).with_name("pending_telegram_bot.txt")
 Problem = tuple[str, str]
 
 # The code a name must appear in (not the documents that describe it).
@@ -60,14 +58,6 @@ def parse(text: str) -> Readme:
     spans = [s.replace("\\|", "|") for s in re.findall(r"`([^`\n]+)`", prose)]
     links = re.findall(r"\]\(([^)\s]+)\)", prose)
     return Readme(text, blocks, spans, links)
-
-
-def pending() -> set[str]:
-    """Names the README may use before they exist: one per line, `#` starts a comment."""
-    if not PENDING.exists():
-        return set()
-    lines = (line.split("#", 1)[0].strip() for line in PENDING.read_text().splitlines())
-    return {line for line in lines if line}
 
 
 @functools.cache

@@ -1,8 +1,5 @@
 """The README names only what exists: every command, flag, env var, RPC, setting, Python
-argument and file path it shows is looked up where it lives (see readme_names). A name the
-README uses before the code that brings it has landed may be listed in
-pending_telegram_bot.txt, and each listed name must still be missing: once it resolves, the
-list must lose it.
+argument and file path it shows is looked up where it lives (see readme_names).
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ WORD_LIMIT = 2500  # whitespace-separated words, as `wc -w` counts them
 
 
 def unexpected(problems: list[Problem]) -> list[str]:
-    allowed = rn.pending()
-    return [f"{name}: {why}" for name, why in problems if name not in allowed]
+    return [f"{name}: {why}" for name, why in problems]
 
 
 def test_the_readme_is_short() -> None:
@@ -91,20 +87,3 @@ def test_the_settings_table_is_the_settings_row(db: Conn) -> None:
         for name, default in rows
     }
     assert rn.settings_table(README) == in_database
-
-
-def test_each_pending_name_is_in_the_readme_and_still_missing(catalog: set[str]) -> None:
-    problems = {
-        name
-        for name, _ in rn.check_commands(README)
-        + rn.check_env_vars(README)
-        + rn.check_python(README)
-        + rn.check_headers(README)
-        + rn.check_paths(README)
-        + rn.check_identifiers(README, catalog)
-    }
-    resolved = sorted(rn.pending() - problems)
-    assert resolved == [], (
-        f"{rn.PENDING.name}: these names resolve now (or the README no longer uses them): "
-        f"{resolved}; take them off the list, and delete the file once it is empty"
-    )

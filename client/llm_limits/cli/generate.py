@@ -34,6 +34,9 @@ def generate(
         ),
     ] = None,
     caller: Annotated[str, typer.Option(help="Caller name for the audit log.")] = "llm-limits-cli",
+    end_user: Annotated[
+        str | None, typer.Option(help="The person the call is for, e.g. tg:123 (end_user).")
+    ] = None,
     db_url: DbUrl = None,
 ) -> None:
     """One call through llm_limits.Client; prints the reply, and the usage on stderr."""
@@ -46,9 +49,8 @@ def generate(
     used: list[Usage] = []
     started = time.monotonic()
     with Client(dsn=url, base_url=base_url, on_usage=used.append, caller=caller) as client:
-        response = client.generate(
-            model, prompt, mode="NO_WAIT" if no_wait else "WAIT", max_wait=max_wait
-        )
+        mode = "NO_WAIT" if no_wait else "WAIT"
+        response = client.generate(model, prompt, mode=mode, max_wait=max_wait, end_user=end_user)
     print(response.text or "")
     took = time.monotonic() - started
     if used:

@@ -392,6 +392,7 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
     mode: "WAIT",
     deadline: performance.now() + 5000,
     requestId: "req-1",
+    endUser: null,
     signal: new AbortController().signal,
   };
   const logged: unknown[] = [];
@@ -405,8 +406,13 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
   }, call);
   await google.shutdown();
 
-  // The queued answer's ticket went back with the next acquire (the last argument).
-  deepStrictEqual(acquired.map((v) => v.at(-1)), [null, "t1", null]);
+  // The queued answer's ticket went back with the next acquire (the last argument but the
+  // end user, none here).
+  deepStrictEqual(acquired.map((v) => v.slice(-2)), [
+    [null, null],
+    ["t1", null],
+    [null, null],
+  ]);
   // Google's status and JSON body went to settle as received, then it said stop.
   deepStrictEqual(settled.map((v) => v.slice(0, 4)), [
     ["r1", 503, '{"error":{"code":503}}', null],
@@ -632,6 +638,7 @@ function unitCall(mode: "WAIT" | "NO_WAIT", waitMs: number): Call {
     mode,
     deadline: performance.now() + waitMs,
     requestId: "req-1",
+    endUser: null,
     signal: new AbortController().signal,
   };
 }
@@ -682,7 +689,7 @@ Deno.test("a lost database is ridden out: acquire keeps its ticket, settle is no
       return [{ key_alias: "k1", env_var_name: "KEY_1" }];
     }
     const next = text.includes("public.acquire(")
-      ? (acquired.push(values.at(-1)), acquireAnswers.shift())
+      ? (acquired.push(values.at(-2)), acquireAnswers.shift()) // the ticket
       : (settles++, settleAnswers.shift());
     if (next instanceof Error) throw next;
     return [next];
