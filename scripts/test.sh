@@ -58,8 +58,8 @@ checks_log="$workdir/checks.log"
     .venv/bin/sqlfluff lint supabase/migrations supabase/schemas supabase/tests
 
     step "ruff and mypy"
-    .venv/bin/ruff check client tests bench
-    .venv/bin/ruff format --check client tests bench
+    .venv/bin/ruff check client tests bench examples
+    .venv/bin/ruff format --check client tests bench examples
     .venv/bin/mypy
 
     step "Deno: the llm-gateway Edge Function (fmt, lint, check, test)"
