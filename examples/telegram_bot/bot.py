@@ -19,8 +19,6 @@ See examples/telegram_bot/README.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import math
 import os
@@ -54,11 +52,11 @@ FAILED = "Не получилось ответить. Попробуйте по�
 # database knows when the limit frees, else "позже".
 REFUSALS = {
     "end_user_limit": "Слишком много сообщений, попробуйте {after}",
-    "end_user_blocked": "Бот для вас недоступен.",
     "rpd": "Бот исчерпал дневной лимит, попробуйте {after}",
     "caller_budget": "Бот исчерпал дневной лимит, попробуйте {after}",
 }
 BUSY = "Сейчас слишком много запросов, попробуйте {after}"  # rpm, tpm, wait_timeout, ...
+BLOCKED = "Бот для вас недоступен."  # end_user_limit with no time: the person is blocked
 
 
 def duration(seconds: float) -> str:
@@ -73,16 +71,16 @@ def duration(seconds: float) -> str:
 
 def refusal_text(reason: str, retry_after: float | None) -> str:
     """The Russian answer to a refusal: its reason, and its time when the database knows it."""
+    if reason == "end_user_limit" and retry_after is None:
+        return BLOCKED
     after = "позже" if retry_after is None else f"через {duration(retry_after)}"
     return REFUSALS.get(reason, BUSY).format(after=after)
 
 
-def end_user_of(user_id: int, secret: bytes) -> str:
-    """The person as the quota database knows them: a keyed hash of their Telegram id, never
-    the id itself (a Telegram id is personal data; the hash still counts and blocks one
-    person). ``python bot.py --end-user ID`` prints it for ``llm-limits end-users block``."""
-    digest = hmac.new(secret, str(user_id).encode(), hashlib.sha256).hexdigest()
-    return f"tg:{digest[:16]}"
+def end_user_of(user_id: int) -> str:
+    """The person as the quota database is told: their Telegram id, which the database keeps
+    only as a keyed hash (``llm-limits end-users block tg:123`` finds them by the same id)."""
+    return f"tg:{user_id}"
 
 
 # --- one message's answer ---------------------------------------------------------------------
@@ -149,14 +147,13 @@ async def on_start(message: Message) -> None:
     await message.answer(GREETING)
 
 
-async def on_text(message: Message, bot: Bot, llm: llm_limits.Client, end_user_secret: bytes,
-                  max_wait: float) -> None:  # fmt: skip
+async def on_text(message: Message, bot: Bot, llm: llm_limits.Client, max_wait: float) -> None:
     """One person's question: "typing" until the answer is ready, their place in line while
     they wait, then the answer or the refusal, all in one message."""
     person = message.from_user.id if message.from_user else message.chat.id
     reply = Reply(message)
     async with ChatActionSender.typing(bot=bot, chat_id=message.chat.id):
-        text = await ask(llm, message, reply, end_user_of(person, end_user_secret), max_wait)
+        text = await ask(llm, message, reply, end_user_of(person), max_wait)
     await reply.show(text)
 
 
@@ -164,39 +161,27 @@ async def on_other(message: Message) -> None:
     await message.answer(ONLY_TEXT)
 
 
-def build_dispatcher(llm: llm_limits.Client, end_user_secret: bytes,
-                     max_wait: float = MAX_WAIT) -> Dispatcher:  # fmt: skip
-    """The bot's Dispatcher; ``llm``, ``end_user_secret`` and ``max_wait`` reach the handlers
-    as keyword arguments."""
+def build_dispatcher(llm: llm_limits.Client, max_wait: float = MAX_WAIT) -> Dispatcher:
+    """The bot's Dispatcher; ``llm`` and ``max_wait`` reach the handlers as keyword
+    arguments."""
     router = Router(name="llm")
     router.message.register(on_start, CommandStart())
     router.message.register(on_text, F.text)
     router.message.register(on_other)
-    dp = Dispatcher(llm=llm, end_user_secret=end_user_secret, max_wait=max_wait)
+    dp = Dispatcher(llm=llm, max_wait=max_wait)
     dp.include_router(router)
     return dp
-
-
-def secret_from_env() -> bytes:
-    """END_USER_SECRET keys the hash of people's ids; without it, the bot token does (a new
-    token then makes everyone a new person to the quota: their counts and blocks start over)."""
-    return (os.environ.get("END_USER_SECRET") or os.environ["BOT_TOKEN"]).encode()
 
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     bot = Bot(os.environ["BOT_TOKEN"])
     async with llm_limits.Client.from_env(caller=CALLER) as llm:
-        dp = build_dispatcher(llm, secret_from_env())
+        dp = build_dispatcher(llm)
         # handle_as_tasks (aiogram's default): each update is a task of its own, so a person
         # waiting in line holds up no one else's message. Polling closes the bot's session.
         await dp.start_polling(bot, handle_as_tasks=True)
 
 
 if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["--end-user"]:
-        print(end_user_of(int(sys.argv[2]), secret_from_env()))
-    else:
-        asyncio.run(main())
+    asyncio.run(main())

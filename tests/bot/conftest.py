@@ -25,7 +25,6 @@ from .recording_session import RecordingSession
 __all__ = ["clean_env"]
 
 WINDOW_MS, GUARD_MS, SLICE_MS = 3000, 100, 500
-SECRET = b"test-end-user-secret"
 KEY = "a1"
 MAX_WAIT = 20.0
 
@@ -84,4 +83,4 @@ def bot(telegram: RecordingSession) -> Bot:
 
 @pytest.fixture
 def dispatcher(llm: Client) -> Dispatcher:
-    return telegram_bot.build_dispatcher(llm, SECRET, max_wait=MAX_WAIT)
+    return telegram_bot.build_dispatcher(llm, max_wait=MAX_WAIT)

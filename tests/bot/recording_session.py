@@ -59,6 +59,7 @@ class RecordingSession(BaseSession):
         self.calls: list[Sent] = []
         self.updates: asyncio.Queue[Update] = asyncio.Queue()
         self._texts: dict[tuple[int, int], str] = {}  # (chat, message id) -> its text
+        self._replies: dict[tuple[int, int], int] = {}  # (chat, question's id) -> the reply's
         self._ids = itertools.count(1)
 
     def bot(self) -> Bot:
@@ -86,6 +87,11 @@ class RecordingSession(BaseSession):
         """What each message of the bot's in ``chat_id`` says now, by message id."""
         return {m: text for (c, m), text in self._texts.items() if c == chat_id}
 
+    def reply_to(self, chat_id: int, message_id: int) -> str | None:
+        """What the bot's reply to message ``message_id`` says now (None: no reply yet)."""
+        reply = self._replies.get((chat_id, message_id))
+        return None if reply is None else self._texts[(chat_id, reply)]
+
     async def make_request(
         self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None
     ) -> Any:
@@ -103,6 +109,8 @@ class RecordingSession(BaseSession):
             message_id = next(self._ids)
             chat = int(method.chat_id)
             self._texts[(chat, message_id)] = method.text
+            if method.reply_parameters is not None:
+                self._replies[(chat, method.reply_parameters.message_id)] = message_id
             return 200, _message(chat, message_id, method.text)
         if isinstance(method, EditMessageText):
             key, text = (int(method.chat_id or 0), int(method.message_id or 0)), str(method.text)

@@ -2,8 +2,8 @@
 objects and its Bot API calls are recorded (no network); behind it, the real client through
 PgBouncer, the real SDK and the fake Gemini (see conftest: 3 s windows, one request each).
 
-* a question is answered in Russian, with "typing" shown first, and the person reaches the
-  database as a keyed hash, never as their Telegram id;
+* a question is answered in Russian, with "typing" shown first; the database keeps the person
+  (``end_user``) as a keyed hash only, never their Telegram id;
 * people who wait are told their place in one message, edited as the place counts down and at
   last into the answer; everyone gets their own answer; "typing" is repeated during a long wait;
 * a WAIT that runs out is answered with the refusal and its time, in Russian, in that message;
@@ -24,7 +24,7 @@ from examples.telegram_bot import bot as telegram_bot
 from llm_limits import Client
 from tests.client.support import GEMMA, Conn
 
-from .conftest import SECRET, WINDOW_MS
+from .conftest import WINDOW_MS
 from .recording_session import RecordingSession, text_update
 
 IN_LINE = re.compile(r"^⏳ Вы в очереди: (\d+)-й, примерно (\d+) с$")
@@ -61,11 +61,18 @@ async def test_a_question_is_answered_in_russian_while_typing(
     reply = calls[1].method
     assert isinstance(reply, SendMessage) and reply.text == answer_to(update.message.text)
     assert reply.reply_parameters and reply.reply_parameters.message_id == update.message.message_id
+    person = telegram_bot.end_user_of(101)
     rows = bot_db.execute(
-        "select caller, end_user, model from public.google_ai_reservations"
+        "select caller, model, end_user_hash = google_ai_internal.end_user_hash(%s)"
+        " from public.google_ai_reservations",
+        (person,),
     ).fetchall()
-    assert rows == [(telegram_bot.CALLER, telegram_bot.end_user_of(101, SECRET), GEMMA)]
-    assert not re.search(r"\b101\b", str(rows[0][1]))
+    assert rows == [(telegram_bot.CALLER, GEMMA, True)]
+    for table in ("google_ai_reservations", "google_ai_audit_records", "token_usage"):
+        kept = bot_db.execute(
+            f"select count(*) from public.{table} as t where t::text like %s", (f"%{person}%",)
+        ).fetchone()
+        assert kept == (0,), table  # a Telegram id is personal data: only its keyed hash is kept
 
 
 async def test_people_in_line_see_their_place_count_down_then_their_answer(
@@ -99,7 +106,7 @@ async def test_people_in_line_see_their_place_count_down_then_their_answer(
 async def test_a_wait_that_runs_out_is_told_in_russian_with_its_time(
     llm: Client, bot: Bot, telegram: RecordingSession
 ) -> None:
-    impatient = telegram_bot.build_dispatcher(llm, SECRET, max_wait=1.0)
+    impatient = telegram_bot.build_dispatcher(llm, max_wait=1.0)
     await impatient.feed_update(bot, text_update(301, "Первый вопрос"))  # takes the window
     await impatient.feed_update(bot, text_update(302, "Второй вопрос"))
 
