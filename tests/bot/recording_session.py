@@ -109,7 +109,7 @@ class RecordingSession(BaseSession):
             message_id = next(self._ids)
             chat = int(method.chat_id)
             self._texts[(chat, message_id)] = method.text
-            if method.reply_parameters is not None:
+            if method.reply_parameters is not None and method.reply_parameters.message_id:
                 self._replies[(chat, method.reply_parameters.message_id)] = message_id
             return 200, _message(chat, message_id, method.text)
         if isinstance(method, EditMessageText):
