@@ -36,7 +36,7 @@ import llm_limits
 log = logging.getLogger("telegram_bot")
 
 MODEL = "gemma-3-27b"
-CALLER = "telegram-bot"  # seeded in class interactive (llm-limits callers add ...)
+CALLER = "telegram-bot"  # in class interactive: llm-limits classes assign telegram-bot interactive
 MAX_WAIT = 30.0  # seconds a message may stand in line before the bot gives up on it
 MAX_OUTPUT_TOKENS = 1024
 TELEGRAM_TEXT_LIMIT = 4096  # characters in one message
