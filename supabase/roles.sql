@@ -110,14 +110,14 @@ begin
             ('llm_limits_client', 'public.pool_keys()'),
             ('llm_limits_client', 'public.token_counter(text)'),
             ('llm_limits_client',
-             'public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
+             'public.acquire(text, integer, text, integer, text[], text, text, uuid, text)'),
             ('llm_limits_client', 'public.settle(uuid, integer, jsonb, text)'),
             ('llm_limits_client', 'public.batch_outlook(text, text[], text)'),
             ('llm_limits_client', 'public.request_outcomes(text[])'),
             ('llm_limits_gateway', 'public.identify_caller(bytea, text)'),
             ('llm_limits_gateway', 'public.pool_keys()'),
             ('llm_limits_gateway',
-             'public.acquire(text, integer, text, integer, text[], text, text, uuid)'),
+             'public.acquire(text, integer, text, integer, text[], text, text, uuid, text)'),
             ('llm_limits_gateway', 'public.settle(uuid, integer, jsonb, text)')
         ) as s (role_name, signature)
         where pg_catalog.to_regprocedure(s.signature) is not null

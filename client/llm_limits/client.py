@@ -28,7 +28,7 @@ from google.genai import types
 
 from . import db, ops
 from .db import Database, Grant, Verdict, dsn_from_env
-from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited
+from .errors import DatabaseUnavailable, LimitsError, NoKeyAvailable, RateLimited, RpcError
 from .gemma import prepare_request
 from .keys import HeldKeys, resolve_keys
 from .tokens import TokenCounter
@@ -73,6 +73,7 @@ class _Call:
     request_id: str
     on_wait: OnWait | None
     horizon_ms: int | None
+    end_user: str | None
 
 
 class Client:
@@ -121,7 +122,7 @@ class Client:
     def generate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
-        on_wait: OnWait | None = None, horizon: float | None = None,
+        on_wait: OnWait | None = None, horizon: float | None = None, end_user: str | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """Call ``models.generate_content`` under the quota; see the package docstring.
 
@@ -130,22 +131,29 @@ class Client:
         sleep at once; when the database says to sleep longer (the day's quota spent, a long
         cooldown), it is asked again at once looking no further than ``horizon``, and refuses
         with the limit that outlasts it (``RateLimited``) or names a shorter sleep. None: only
-        ``max_wait`` bounds the wait.
+        ``max_wait`` bounds the wait. ``end_user``: the person the call is for, an opaque id
+        of 1 to 200 characters such as ``"tg:123456"`` (the database keeps only a keyed hash
+        of it): the caller class's per-person limits apply, past them ``RateLimited`` with
+        reason ``end_user_limit`` (a WAIT waits for the person's next slot if it comes within
+        ``max_wait``), and in line the people of a class take turns. Anything else raises
+        ``RpcError`` LL007 before anything is counted.
         """
         plan = self._plan(
-            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon
-        )
+            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon,
+            end_user,
+        )  # fmt: skip
         return ops.run(plan, self._db)
 
     async def agenerate(
         self, model: str, contents: Any, *, mode: str = "WAIT", max_wait: float = 30.0,
         config: Any = None, caller: str | None = None, request_id: str | None = None,
-        on_wait: OnWait | None = None, horizon: float | None = None,
+        on_wait: OnWait | None = None, horizon: float | None = None, end_user: str | None = None,
     ) -> types.GenerateContentResponse:  # fmt: skip
         """``generate`` on asyncio (psycopg.AsyncConnection and the SDK's ``aio`` client)."""
         plan = self._plan(
-            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon
-        )
+            model, contents, mode, max_wait, config, caller, request_id, on_wait, horizon,
+            end_user,
+        )  # fmt: skip
         return await ops.arun(plan, self._db)
 
     def held_keys(self) -> list[str]:
@@ -159,8 +167,9 @@ class Client:
     def _plan(
         self, model: str, contents: Any, mode: str, max_wait: float, config: Any,
         caller: str | None, request_id: str | None, on_wait: OnWait | None,
-        horizon: float | None,
+        horizon: float | None, end_user: str | None,
     ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
+        _check_end_user(end_user)
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         keys = yield from self._held()
         # Counted once per call, before the first acquire; every attempt reserves this count.
@@ -169,7 +178,8 @@ class Client:
         call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
                      caller or self.caller, request_id or uuid.uuid4().hex,
                      on_wait or self.on_wait,
-                     None if horizon is None else round(max(0.0, horizon) * 1000))  # fmt: skip
+                     None if horizon is None else round(max(0.0, horizon) * 1000),
+                     end_user)  # fmt: skip
         failure: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             if not len(keys):  # none held, or the last one was just disabled
@@ -217,7 +227,7 @@ class Client:
                 grant: Grant = yield db.acquire(
                     call.model, call.estimate, mode=call.mode, max_wait_ms=wait_ms,
                     key_aliases=keys.aliases, caller=call.caller, request_id=call.request_id,
-                    ticket=ticket,
+                    ticket=ticket, end_user=call.end_user,
                 )  # fmt: skip
             except DatabaseUnavailable:
                 outage = outage or db.Outage.lasting(db.RIDE_OUT_S, call.deadline)
@@ -343,6 +353,16 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _check_end_user(end_user: object) -> None:
+    """An end user is text (its length is the database's rule): anything else, such as a bare
+    Telegram id, fails as the database fails bad input, before anything is counted."""
+    if end_user is not None and not isinstance(end_user, str):
+        raise RpcError(
+            "LL007", "end_user must be text",
+            f"got {type(end_user).__name__}", "Pass an opaque id such as 'tg:123456', or None.",
+        )  # fmt: skip
 
 
 _default: Client | None = None

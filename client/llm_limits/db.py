@@ -58,7 +58,8 @@ class Grant:
     env_var_name: str | None
     model: str  # the API model id to call
     waited_ms: int | None
-    reason: str | None  # rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget, queued
+    # rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget, end_user_limit, queued
+    reason: str | None
     retry_after_ms: int | None
     ticket: uuid.UUID | None  # a WAIT's place in line: pass it back while queued
     queue_position: int | None = None  # while queued: 1 = next in line
@@ -146,13 +147,15 @@ def token_counter(model: str) -> Rpc[ModelCounter]:
 def acquire(
     model: str, tokens: int, *, mode: str, max_wait_ms: int, key_aliases: list[str] | None = None,
     caller: str | None = None, request_id: str | None = None, ticket: uuid.UUID | None = None,
+    end_user: str | None = None,
 ) -> Rpc[Grant]:  # fmt: skip
     return Rpc(
         "acquire",
         "select * from public.acquire(model => %(model)s::text, tokens => %(tokens)s::int,"
         " mode => %(mode)s::text, max_wait_ms => %(max_wait_ms)s::int,"
         " key_aliases => %(key_aliases)s::text[], caller => %(caller)s::text,"
-        " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid)",
+        " request_id => %(request_id)s::text, ticket => %(ticket)s::uuid,"
+        " end_user => %(end_user)s::text)",
         locals(),
         lambda rows: Grant(**rows[0]),
         ride_out=0.0,  # the client retries it, keeping its ticket, until the call's deadline

@@ -26,3 +26,8 @@ create schema if not exists google_ai_internal;
 revoke all on schema google_ai_internal from public, anon, authenticated;
 comment on schema google_ai_internal is
 'Private helpers of llm-limits. Not exposed through PostgREST; called by the public RPCs.';
+
+-- pgcrypto's hmac() keys the hash that stands for a bot's end user
+-- (237_end_user_limits.sql). Supabase installs it in `extensions`; a plain
+-- Postgres gets it here.
+create extension if not exists pgcrypto with schema extensions;

@@ -31,7 +31,8 @@ create table public.google_ai_reservations (
     request_id text,
     waited_ms integer check (waited_ms >= 0),
     details jsonb,
-    caller_class text
+    caller_class text,
+    end_user_hash bytea
 )
 -- Room for the commit's new row version on the same page.
 with (fillfactor = 85);
@@ -39,6 +40,11 @@ with (fillfactor = 85);
 -- The sweep and retry_after walk one (group, model) in grant order.
 create index google_ai_reservations_window_idx
 on public.google_ai_reservations (quota_group, model, granted_at);
+
+-- A person's grants in the window, and their last grant (their turn in line).
+create index google_ai_reservations_end_user_idx
+on public.google_ai_reservations (end_user_hash, granted_at)
+where end_user_hash is not null;
 
 comment on table public.google_ai_reservations is
 'Reservation ledger: one row per grant from acquire(), settled by settle() (committed, released or rate_limited) or expired by its lease.';
@@ -48,6 +54,9 @@ comment on column public.google_ai_reservations.details is
 'Null for most rows. A release''s reason and previous status under "released"; audit rows written before the ledger became the call record, moved here under their event name.';
 comment on column public.google_ai_reservations.caller_class is
 'The caller''s class at grant (reserves count the window per class). Null for grants before caller classes.';
+
+comment on column public.google_ai_reservations.end_user_hash is
+'The keyed hash of the end user the grant served (acquire''s end_user; google_ai_internal.end_user_hash), or null.';
 
 alter table public.google_ai_reservations enable row level security;
 revoke all on table public.google_ai_reservations from public, anon, authenticated, service_role;

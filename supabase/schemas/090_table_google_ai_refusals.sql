@@ -20,7 +20,8 @@ create table public.google_ai_refusals (
     max_wait_ms integer,
     waited_ms integer,
     rounds integer,
-    retry_after_ms integer
+    retry_after_ms integer,
+    end_user_hash bytea
 )
 -- Each folded refusal updates its row in place (count, last time): keep room
 -- on the page so those updates stay HOT.
@@ -32,6 +33,9 @@ create index google_ai_refusals_first_at_idx on public.google_ai_refusals using 
 
 comment on table public.google_ai_refusals is
 'Refusals of acquire(), folded: one row stands for `refusals` refusals of one caller, model, key set and reason, each within refusal_fold_ms of the previous, from first_at to last_at.';
+
+comment on column public.google_ai_refusals.end_user_hash is
+'The keyed hash of the end user refused (acquire''s end_user), or null; part of the fold.';
 
 alter table public.google_ai_refusals enable row level security;
 revoke all on table public.google_ai_refusals from public, anon, authenticated, service_role;

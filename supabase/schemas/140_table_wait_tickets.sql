@@ -26,7 +26,8 @@ create table google_ai_internal.wait_tickets (
     rounds integer not null default 0,
     deadline timestamptz not null,
     priority integer not null default 50,
-    caller_class text
+    caller_class text,
+    end_user_hash bytea
 );
 
 create index wait_tickets_queue_idx on google_ai_internal.wait_tickets (model, key_set, seq);
@@ -38,6 +39,9 @@ comment on column google_ai_internal.wait_tickets.priority is
 'The waiter''s class priority when it joined (lower is served first; a starving class''s old waiters go first, see queue_rank).';
 comment on column google_ai_internal.wait_tickets.deadline is
 'When the wait ends (its first call''s start plus max_wait_ms; a later call''s max_wait_ms can only bring it closer).';
+
+comment on column google_ai_internal.wait_tickets.end_user_hash is
+'The keyed hash of the end user waiting (acquire''s end_user), or null: within a class, people take turns (line_ahead).';
 
 alter table google_ai_internal.wait_tickets enable row level security;
 revoke all on table google_ai_internal.wait_tickets from public, anon, authenticated, service_role;

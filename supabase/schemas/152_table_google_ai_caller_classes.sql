@@ -16,7 +16,9 @@ create table public.google_ai_caller_classes (
     may_fall_back boolean not null default false,
     notes text,
     updated_at timestamptz not null default now(),
-    fallback_after_ms integer check (fallback_after_ms between 0 and 86400000)
+    fallback_after_ms integer check (fallback_after_ms between 0 and 86400000),
+    end_user_rpm integer check (end_user_rpm >= 0),
+    end_user_rpd integer check (end_user_rpd >= 0)
 );
 
 comment on table public.google_ai_caller_classes is
@@ -36,6 +38,15 @@ on conflict (name) do nothing;
 -- fallback could answer at once.
 update public.google_ai_caller_classes set fallback_after_ms = 2000
 where name = 'interactive' and fallback_after_ms is null;
+
+comment on column public.google_ai_caller_classes.end_user_rpm is
+'Grants a minute (over the exact sliding window) one end user of a caller of this class may have, across models; a google_ai_end_users row raises, lowers or blocks one person (null: no limit).';
+comment on column public.google_ai_caller_classes.end_user_rpd is
+'Grants a Pacific day one end user of a caller of this class may have, across models (null: no limit).';
+
+-- A bot's people share about 30 messages a minute: one person gets 6 of them.
+update public.google_ai_caller_classes set end_user_rpm = 6, end_user_rpd = 300
+where name = 'interactive' and end_user_rpm is null and end_user_rpd is null;
 
 alter table public.google_ai_caller_classes enable row level security;
 revoke all on table public.google_ai_caller_classes from public, anon, authenticated, service_role;

@@ -23,5 +23,13 @@ create type google_ai_internal.caller_policy as (
     -- final refusal).
     fallback_after_ms integer,
     -- The models this caller has a daily budget for (google_ai_caller_budgets).
-    budget_models text []
+    budget_models text [],
+    -- The limits of one end user of this caller, per minute and per Pacific
+    -- day across models: the class's defaults, or the person's own row.
+    end_user_rpm integer,
+    end_user_rpd integer,
+    -- The keyed hash of acquire's end_user (null: none was passed), and
+    -- whether that person is blocked.
+    end_user_hash bytea,
+    end_user_blocked boolean
 );

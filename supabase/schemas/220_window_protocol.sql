@@ -16,6 +16,10 @@
 --      of several candidates, or any WAIT try, runs in a subtransaction that
 --      is rolled back, releasing the row before the next one is locked or
 --      before sleeping (230_key_choice.sql);
+--   3b. after a grant, the end user's day row (google_ai_end_user_usage,
+--      spend_end_user, 237_end_user_limits.sql), then, if the person's
+--      limit was reached meanwhile, the grant's own reservation row (its
+--      refund), as a spent budget gives a grant back;
 --   4. a refusal's fold row (google_ai_refusals), locked after the windows,
 --      and only by callers of the same caller, model, key set and reason,
 --      who lock the same windows in the same order before it.

@@ -458,7 +458,8 @@ declare
 begin
     insert into public.google_ai_reservations (
         key_alias, quota_group, model, api_model, estimated_tokens, counted_tokens,
-        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class
+        granted_at, rpd_day, lease_until, caller, request_id, waited_ms, caller_class,
+        end_user_hash
     ) values (
         p_cand.key_alias, p_cand.quota_group, p_model.model,
         coalesce(p_model.api_model, p_model.model), p_tokens, p_tokens, p_now, st.rpd_day,
@@ -470,7 +471,7 @@ begin
             p_now - p_waiting_since,
             pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()
         )) * 1000))::integer,
-        p_policy.caller_class
+        p_policy.caller_class, p_policy.end_user_hash
     )
     returning id into reservation_id;
 

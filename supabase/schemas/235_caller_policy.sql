@@ -5,7 +5,8 @@
  * caller_policy: the policy acquire() applies to a caller. A session whose
  * login is some policy row's login_role acts as that row's caller, whatever
  * name it passed; a name no row holds is in class `default` (priority 50, no
- * fallback, should that row be gone). The policy is paced (try_reserve)
+ * fallback, should that row be gone). It carries the class's limits for one
+ * end user (end_user_policy fills in the person). The policy is paced (try_reserve)
  * when a class above it has members: a caller of that class may arrive at
  * any moment, so the window must not be filled in one burst.
  *
@@ -28,7 +29,8 @@ begin
         who.caller, coalesce(c.name, 'default'), coalesce(c.priority, 50),
         coalesce(c.may_fall_back, false),
         above.higher_classes, above.higher_rpm, above.higher_tpm, above.rpd_share, above.paced,
-        c.fallback_after_ms, budgets.models
+        c.fallback_after_ms, budgets.models, c.end_user_rpm, c.end_user_rpd,
+        null::bytea, false
     into pol
     from (
         select coalesce(

@@ -309,9 +309,15 @@ revoke all on function google_ai_internal.queue_rank(
 
 /*
  * line_ahead: who is ahead of a waiter in its queue: the live tickets of
- * the same model and key set that rank before it (queue_rank, then seq)
- * and still hold their place (their owner is in a call, or is less than
- * the grace late). The one definition of "ahead".
+ * the same model and key set that come before it and still hold their
+ * place (their owner is in a call, or is less than the grace late). The one
+ * definition of "ahead". Tickets come by rank (queue_rank), then by turn:
+ * within a rank the end users take turns (a person's k-th ticket comes
+ * after every other person's (k-1)-th; tickets without an end user are one
+ * more person), the person served least recently first (their last grant,
+ * on any model; never served: first), then by ticket order (seq). So one
+ * person's many tickets delay another person's one by one slot at most.
+ * Without end users the order is rank, then seq.
  *
  * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
  * (wait_ticket_grace_ms); p_aging_ms.
@@ -334,23 +340,37 @@ language sql
 volatile
 set search_path = ''
 as $$
-    select
-        count(*)::integer,
-        coalesce(sum(x.tokens), 0)::bigint,
-        (pg_catalog.array_agg(x.id order by x.rank desc, x.seq desc))[1],
-        (pg_catalog.array_agg(x.id order by x.rank, x.seq))[1]
-    from (
+    with line as (
         select
-            t.id, t.tokens, t.seq, t.due_at,
+            t.id, t.tokens, t.seq, t.due_at, t.end_user_hash,
             google_ai_internal.queue_rank(t, p_starving, p_now, p_aging_ms) as rank
         from google_ai_internal.wait_tickets as t
         where
-            t.model = p_me.model and t.key_set = p_me.key_set and t.id <> p_me.id
-            and t.alive_until > p_now
-    ) as x
+            t.model = p_me.model and t.key_set = p_me.key_set
+            and (t.alive_until > p_now or t.id = p_me.id)
+    ),
+
+    placed as (
+        select
+            l.*,
+            pg_catalog.row_number() over (partition by l.rank, l.end_user_hash order by l.seq) as turn,
+            coalesce((
+                select max(r.granted_at) from public.google_ai_reservations as r
+                where r.end_user_hash = l.end_user_hash
+            ), '-infinity') as served_at
+        from line as l
+    )
+
+    select
+        count(*)::integer,
+        coalesce(sum(x.tokens), 0)::bigint,
+        (pg_catalog.array_agg(x.id order by x.rank desc, x.turn desc, x.served_at desc, x.seq desc))[1],
+        (pg_catalog.array_agg(x.id order by x.rank, x.turn, x.served_at, x.seq))[1]
+    from placed as x
+    inner join placed as me on me.id = p_me.id
     where
-        (x.rank, x.seq)
-        < (google_ai_internal.queue_rank(p_me, p_starving, p_now, p_aging_ms), p_me.seq)
+        x.id <> me.id
+        and (x.rank, x.turn, x.served_at, x.seq) < (me.rank, me.turn, me.served_at, me.seq)
         and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id))
 $$;
 
@@ -474,14 +494,14 @@ begin
     at_now := google_ai_internal.clock();
     insert into google_ai_internal.wait_tickets as t (
         id, model, key_set, tokens, caller, request_id, created_at, due_at, turn_at,
-        alive_until, deadline, priority, caller_class
+        alive_until, deadline, priority, caller_class, end_user_hash
     ) values (
         p_ticket, p_model, p_key_set, p_tokens, p_caller, p_request_id, at_now, at_now, at_now,
         at_now + pg_catalog.make_interval(
             secs => (p_cfg.wait_slice_ms + p_cfg.wait_ticket_grace_ms) / 1000.0
         ),
         pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0),
-        p_policy.priority, p_policy.caller_class
+        p_policy.priority, p_policy.caller_class, p_policy.end_user_hash
     )
     -- A retry after a lost connection may race the call it replaces.
     on conflict (id) do nothing
@@ -916,7 +936,8 @@ revoke all on function google_ai_internal.call_bounds(
  * wait_in_line: one call of a WAIT that holds a ticket (a place in the
  * queue of its model and key set, kept between calls). The queue is served
  * by rank (queue_rank: class priority; a starving class's old waiters
- * first), then ticket order; "ahead" is line_ahead.
+ * first), then by the turns of the end users, then ticket order; "ahead" is
+ * line_ahead.
  *
  * The first call with a new ticket takes the place at the tail, fixes the
  * wait's deadline (that call's start plus max_wait_ms; a later call's

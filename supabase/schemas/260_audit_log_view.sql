@@ -39,7 +39,9 @@ select
         'rounds', f.rounds,
         'caller', f.caller,
         'request_id', f.request_id,
-        'key_set', f.key_set
+        'key_set', f.key_set,
+        -- end_user_label's rule, inline: the view runs as its reader.
+        'end_user', pg_catalog.encode(pg_catalog.substr(f.end_user_hash, 1, 4), 'hex')
     )) as details
 from public.google_ai_refusals as f
 union all
@@ -59,7 +61,8 @@ select
         'waited_ms', r.waited_ms,
         'quota_group', r.quota_group,
         'caller', r.caller,
-        'request_id', r.request_id
+        'request_id', r.request_id,
+        'end_user', pg_catalog.encode(pg_catalog.substr(r.end_user_hash, 1, 4), 'hex')
     )) || coalesce(r.details -> 'granted', '{}'::jsonb) - '{audit_id,audit_ts,actor}'::text [] as details
 from public.google_ai_reservations as r
 union all

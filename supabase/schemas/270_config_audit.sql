@@ -1,5 +1,5 @@
 -- Every insert/update/delete of keys, limits, overrides, settings, gateway
--- callers and the clock switch writes a `config_changed` audit record with
+-- callers, end users' rules and the clock switch writes a `config_changed` audit record with
 -- the old and new values, whoever made it (an RPC, the CLI, the Supabase
 -- dashboard or plain SQL): configuration edits come from anywhere, and only
 -- a trigger catches them all. (RPCs that know why something happened, such
@@ -11,9 +11,35 @@
 -- the audit records or on google_ai_internal.
 
 /*
+ * masked_end_user: a row as a config_changed record shows it: an end
+ * user's hash (google_ai_end_users) as its label (end_user_label), never
+ * whole; any other row unchanged.
+ *
+ * Parameters: p_row, the row as jsonb (null passes through).
+ * Returns the row. Raises nothing.
+ * Example: select google_ai_internal.masked_end_user(to_jsonb(e)) from public.google_ai_end_users as e;
+ */
+create or replace function google_ai_internal.masked_end_user(p_row jsonb)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+    select case
+        when p_row ? 'end_user_hash' then (p_row - 'end_user_hash') || pg_catalog.jsonb_build_object(
+            'end_user', google_ai_internal.end_user_label((p_row ->> 'end_user_hash')::bytea)
+        )
+        else p_row
+    end
+$$;
+
+revoke all on function google_ai_internal.masked_end_user(jsonb) from public, anon, authenticated;
+
+/*
  * audit_config_change: trigger that audits configuration changes as
  * config_changed records with old and new values, whoever made them. The
- * actor recorded is the caller's role, not the definer.
+ * actor recorded is the caller's role, not the definer. An end user shows
+ * as their hash's label (masked_end_user).
  * Trigger function; example: update public.google_ai_settings set lease_ms = 300000;
  */
 create or replace function google_ai_internal.audit_config_change()
@@ -24,8 +50,12 @@ security definer
 set search_path = ''
 as $$
 declare
-    old_row jsonb := case when tg_op <> 'INSERT' then pg_catalog.to_jsonb(old) end;
-    new_row jsonb := case when tg_op <> 'DELETE' then pg_catalog.to_jsonb(new) end;
+    old_row jsonb := case
+        when tg_op <> 'INSERT' then google_ai_internal.masked_end_user(pg_catalog.to_jsonb(old))
+    end;
+    new_row jsonb := case
+        when tg_op <> 'DELETE' then google_ai_internal.masked_end_user(pg_catalog.to_jsonb(new))
+    end;
     row_now jsonb := coalesce(new_row, old_row);
 begin
     if tg_op = 'UPDATE' and old_row = new_row then
@@ -86,6 +116,10 @@ for each row execute function google_ai_internal.audit_config_change();
 
 create trigger google_ai_fallbacks_audit
 after insert or update or delete on public.google_ai_fallbacks
+for each row execute function google_ai_internal.audit_config_change();
+
+create trigger google_ai_end_users_audit
+after insert or update or delete on public.google_ai_end_users
 for each row execute function google_ai_internal.audit_config_change();
 
 -- Flipping the clock switch is a configuration change like any other.

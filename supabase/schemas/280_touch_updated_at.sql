@@ -50,6 +50,10 @@ create trigger google_ai_fallbacks_touch
 before update on public.google_ai_fallbacks
 for each row execute function google_ai_internal.touch_updated_at();
 
+create trigger google_ai_end_users_touch
+before update on public.google_ai_end_users
+for each row execute function google_ai_internal.touch_updated_at();
+
 create trigger google_ai_clock_switch_touch
 before update on google_ai_internal.clock_switch
 for each row execute function google_ai_internal.touch_updated_at();

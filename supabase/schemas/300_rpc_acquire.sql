@@ -2,15 +2,16 @@
 
 /*
  * fold_refusal: count a refusal into the newest google_ai_refusals row of
- * the same fold (caller, model, key set, reported key and reason) when that
+ * the same fold (caller, end user, model, key set, reported key and reason) when that
  * row saw its last refusal at most refusal_fold_ms ago and began less than
  * one window ago: its count and last time move on (one HOT update, locking
  * only that row).
  *
  * Parameters: p_fold (the fold's hash), the verdict, the model, caller and
- * sorted key set, the settings, p_now.
+ * sorted key set, the settings, p_now, the end user's hash.
  * Returns whether the refusal was folded. Raises nothing.
- * Example: select google_ai_internal.fold_refusal(42, v, 'gemma-3-27b', 'bot', null, cfg, now());
+ * Example: select google_ai_internal.fold_refusal(42, v, 'gemma-3-27b', 'bot', null, cfg, now(),
+ *                                                 null);
  */
 create or replace function google_ai_internal.fold_refusal(
     p_fold bigint,
@@ -19,7 +20,8 @@ create or replace function google_ai_internal.fold_refusal(
     p_caller text,
     p_key_set text [],
     p_cfg public.google_ai_settings,
-    p_now timestamptz
+    p_now timestamptz,
+    p_end_user_hash bytea
 )
 returns boolean
 language plpgsql
@@ -47,6 +49,7 @@ begin
         -- The hash picks the row; the values decide.
         and f.model = p_model
         and f.caller is not distinct from p_caller
+        and f.end_user_hash is not distinct from p_end_user_hash
         and f.key_set is not distinct from p_key_set
         and f.key_alias is not distinct from p_verdict.key_alias
         and f.reason is not distinct from p_verdict.reason;
@@ -55,25 +58,27 @@ end;
 $$;
 
 revoke all on function google_ai_internal.fold_refusal(
-    bigint, public.acquire_result, text, text, text [], public.google_ai_settings, timestamptz
+    bigint, public.acquire_result, text, text, text [], public.google_ai_settings, timestamptz,
+    bytea
 ) from public, anon, authenticated;
 
 /*
  * record_acquire_verdict: record one acquire() verdict.
  *
  * A grant writes nothing here: its ledger row (written by try_reserve) is its
- * record. A refusal folds into the newest row of the same caller, model, key
- * set (p_key_aliases, sorted; null = every key), reported key and reason
+ * record. A refusal folds into the newest row of the same caller, end user,
+ * model, key set (p_key_aliases, sorted; null = every key), reported key and reason
  * (fold_refusal); otherwise a new row starts. Two callers
  * that start the same fold at the same instant may start two rows; every
  * refusal is still counted once.
  *
  * Parameters: the verdict, the resolved model, acquire's own arguments (mode
- * upper-cased), the number of reservation rounds, and the key set.
+ * upper-cased), the number of reservation rounds, the key set and the end
+ * user's hash.
  * Returns nothing. Raises nothing of its own.
  * Example: perform google_ai_internal.record_acquire_verdict(
  *              verdict, 'gemma-3-27b', 1200, 'WAIT', 30000, 3, 'bot', 'msg-42',
- *              array['bot-key-1']);
+ *              array['bot-key-1'], null);
  */
 create or replace function google_ai_internal.record_acquire_verdict(
     p_verdict public.acquire_result,
@@ -84,7 +89,8 @@ create or replace function google_ai_internal.record_acquire_verdict(
     p_rounds integer,
     p_caller text,
     p_request_id text,
-    p_key_aliases text [] default null
+    p_key_aliases text [] default null,
+    p_end_user_hash bytea default null
 )
 returns void
 language plpgsql
@@ -110,12 +116,13 @@ begin
     end if;
     -- %L quotes values and spells null as NULL: distinct tuples, distinct text.
     fold := pg_catalog.hashtextextended(pg_catalog.format(
-        '%L %L %L %L %L', p_caller, p_model, wanted_set::text, p_verdict.key_alias, p_verdict.reason
+        '%L %L %L %L %L %L', p_caller, p_model, wanted_set::text, p_verdict.key_alias,
+        p_verdict.reason, p_end_user_hash
     ), 0);
 
     if cfg.refusal_fold_ms > 0 then
         if google_ai_internal.fold_refusal(
-            fold, p_verdict, p_model, p_caller, wanted_set, cfg, at_now
+            fold, p_verdict, p_model, p_caller, wanted_set, cfg, at_now, p_end_user_hash
         ) then
             return;
         end if;
@@ -123,17 +130,17 @@ begin
 
     insert into public.google_ai_refusals (
         fold_key, first_at, last_at, model, key_alias, key_set, reason, caller, request_id,
-        mode, tokens, max_wait_ms, waited_ms, rounds, retry_after_ms
+        mode, tokens, max_wait_ms, waited_ms, rounds, retry_after_ms, end_user_hash
     ) values (
         fold, at_now, at_now, p_model, p_verdict.key_alias, wanted_set, p_verdict.reason,
         p_caller, p_request_id, p_mode, p_tokens, p_max_wait_ms, p_verdict.waited_ms,
-        p_rounds, p_verdict.retry_after_ms
+        p_rounds, p_verdict.retry_after_ms, p_end_user_hash
     );
 end;
 $$;
 
 revoke all on function google_ai_internal.record_acquire_verdict(
-    public.acquire_result, text, integer, text, integer, integer, text, text, text []
+    public.acquire_result, text, integer, text, integer, integer, text, text, text [], bytea
 ) from public, anon, authenticated;
 
 /*
@@ -341,12 +348,12 @@ revoke all on function google_ai_internal.acquire_within_budget(
  * touched.
  *
  * Parameters: acquire's model, tokens, mode, max_wait_ms, key_aliases,
- * caller and request_id.
+ * caller, request_id and end_user.
  * Returns the model's limits row. Raises: LL001 unknown model, LL002 bad
- * tokens, LL004 unknown mode, LL007 bad max_wait_ms, too many key_aliases
- * or text too long.
+ * tokens, LL004 unknown mode, LL007 bad max_wait_ms, too many key_aliases,
+ * text too long, or an end_user that is empty or too long.
  * Example: m := google_ai_internal.check_acquire_args('gemma-3-27b', 100, 'WAIT', 5000,
- *                                                     null, 'bot', 'r1');
+ *                                                     null, 'bot', 'r1', 'tg:123456');
  */
 create or replace function google_ai_internal.check_acquire_args(
     p_model text,
@@ -355,7 +362,8 @@ create or replace function google_ai_internal.check_acquire_args(
     p_max_wait_ms integer,
     p_key_aliases text [],
     p_caller text,
-    p_request_id text
+    p_request_id text,
+    p_end_user text
 )
 returns public.google_ai_model_limits
 language plpgsql
@@ -377,6 +385,7 @@ begin
         perform google_ai_internal.check_text('caller', p_caller, 200);
         perform google_ai_internal.check_text('request_id', p_request_id, 200);
     end if;
+    perform google_ai_internal.check_end_user(p_end_user);
     wanted := google_ai_internal.resolve_model(p_model);
     if p_tokens is null or p_tokens < 0 then
         raise exception using errcode = 'LL002',
@@ -405,7 +414,7 @@ end;
 $$;
 
 revoke all on function google_ai_internal.check_acquire_args(
-    text, integer, text, integer, text [], text, text
+    text, integer, text, integer, text [], text, text, text
 ) from public, anon, authenticated;
 
 /*
@@ -596,6 +605,85 @@ revoke all on function google_ai_internal.acquire_along_chain(
 ) from public, anon, authenticated;
 
 /*
+ * acquire_within_end_user_limits: acquire_along_chain for one end user of
+ * the caller (p_policy.end_user_hash; none: acquire_along_chain alone). A
+ * person past their limits (end_user_free_at) is answered by end_user_wait
+ * before any pool slot is taken: 'queued' until their next slot when a WAIT
+ * reaches it, else refused end_user_limit. A grant is then counted against
+ * the person in turn with their other grants (spend_end_user); when another
+ * process took the person's last slot first, the grant is given back unsent
+ * and the person answered the same way.
+ *
+ * Parameters: acquire_along_chain's.
+ * Returns the verdict, the model it is for and the rounds taken. Raises what
+ * acquire_on raises.
+ * Example: select * from google_ai_internal.acquire_within_end_user_limits(m,
+ *              array['gemma-3-27b'], 1, null, 100, true, 5000, null, pol, 'r1', null, cfg,
+ *              clock_timestamp(), current_date);
+ */
+create or replace function google_ai_internal.acquire_within_end_user_limits(
+    p_wanted public.google_ai_model_limits,
+    p_chain text [],
+    p_step integer,
+    p_waiting_since timestamptz,
+    p_tokens integer,
+    p_waiting boolean,
+    p_max_wait_ms integer,
+    p_key_aliases text [],
+    p_policy google_ai_internal.caller_policy,
+    p_request_id text,
+    p_ticket uuid,
+    p_cfg public.google_ai_settings,
+    p_started timestamptz,
+    p_today date,
+    out verdict public.acquire_result,
+    out served public.google_ai_model_limits,
+    out rounds integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    free_at timestamptz := google_ai_internal.end_user_free_at(
+        p_policy, p_cfg, google_ai_internal.clock(), false
+    );
+    along record;
+begin
+    rounds := 0;
+    if free_at is null then
+        select * into along
+        from google_ai_internal.acquire_along_chain(
+            p_wanted, p_chain, p_step, p_waiting_since, p_tokens, p_waiting, p_max_wait_ms,
+            p_key_aliases, p_policy, p_request_id, p_ticket, p_cfg, p_started, p_today
+        );
+        verdict := along.verdict;
+        served := along.served;
+        rounds := along.rounds;
+        if not verdict.granted or google_ai_internal.spend_end_user(p_policy, p_cfg) then
+            return;
+        end if;
+        perform google_ai_internal.release_reservation(
+            google_ai_internal.lock_reservation(verdict.reservation_id), 'end_user_limit', false
+        );
+        free_at := coalesce(
+            google_ai_internal.end_user_free_at(p_policy, p_cfg, google_ai_internal.clock(), false),
+            google_ai_internal.clock()
+        );
+    end if;
+    verdict := google_ai_internal.end_user_wait(
+        free_at, p_wanted, p_waiting, p_max_wait_ms, p_ticket, p_started
+    );
+    served := p_wanted;
+end;
+$$;
+
+revoke all on function google_ai_internal.acquire_within_end_user_limits(
+    public.google_ai_model_limits, text [], integer, timestamptz, integer, boolean, integer, text [],
+    google_ai_internal.caller_policy, text, uuid, public.google_ai_settings, timestamptz, date
+) from public, anon, authenticated;
+
+/*
  * acquire: atomically reserve one request and `tokens` input tokens of
  * `model` on the best usable key.
  *
@@ -613,11 +701,19 @@ revoke all on function google_ai_internal.acquire_along_chain(
  *                passes here.
  *   request_id   free text for the audit log (<= 200 characters)
  *   ticket       the place in line a previous answer returned (null at first)
+ *   end_user     who the call is for, on the caller's side (a bot's person,
+ *                e.g. 'tg:123456'; 1..200 characters, null: nobody in
+ *                particular). Stored only as a keyed hash (end_user_hash).
+ *                The caller's class limits each person per minute and per
+ *                Pacific day (end_user_rpm, end_user_rpd; a
+ *                google_ai_end_users row raises, lowers or blocks one), and
+ *                in a WAIT queue the people of one class take turns.
  *
  * Returns one acquire_result row. A refusal is a row with granted = false and
  * reason in (rpm, tpm, rpd, cooldown, no_key, wait_timeout, caller_budget,
- * queued), never an exception, so its audit row is kept. `model` is the API
- * id of the model served, which a fallback may have changed.
+ * end_user_limit, queued), never an exception, so its audit row is kept.
+ * `model` is the API id of the model served, which a fallback may have
+ * changed.
  *
  * The one waiting rule: while reason = 'queued', sleep retry_after_ms (0 =
  * call at once) without holding a connection, then call again with the same
@@ -625,7 +721,8 @@ revoke all on function google_ai_internal.acquire_along_chain(
  * when none is passed); its first call takes a place in the queue of its
  * model and key set and fixes the deadline. The queue serves by class
  * priority (aged over google_ai_settings.aging_ms, so no class starves), then
- * ticket order. No call stays in the database longer than wait_slice_ms, so
+ * the end users' turns (line_ahead), then ticket order. No call stays in the
+ * database longer than wait_slice_ms, so
  * a transaction pooler keeps its connections for other work. The answer is a
  * grant, a final refusal (wait_timeout at the deadline, rpd or cooldown that
  * outlast it, no_key, caller_budget), or 'queued'. The place expires if the
@@ -649,10 +746,18 @@ revoke all on function google_ai_internal.acquire_along_chain(
  * once by a later model of the chain that can grant now (its place in line
  * is given up); until then no call sleeps past that moment.
  *
+ * End users (acquire_within_end_user_limits): a person past their limits is
+ * answered before any pool slot is taken: refused end_user_limit with a
+ * truthful retry_after_ms (null while blocked), or, for a WAIT whose
+ * max_wait_ms reaches their next slot, 'queued' until then (out of line:
+ * queue_position null). Refusals fold per person too.
+ *
  * Raises: LL001 unknown model, LL002 bad tokens, LL003 tokens > TPM,
- *         LL004 unknown mode, LL007 bad max_wait_ms or text too long.
+ *         LL004 unknown mode, LL007 bad max_wait_ms, text too long, or an
+ *         end_user that is empty or longer than 200 characters.
  * Example: select * from public.acquire('gemma-3-27b', 1200, 'WAIT', 30000,
- *                                       array['bot-key-1'], 'bot', 'msg-42');
+ *                                       array['bot-key-1'], 'bot', 'msg-42',
+ *                                       end_user => 'tg:123456');
  */
 create or replace function public.acquire(
     model text,
@@ -662,7 +767,8 @@ create or replace function public.acquire(
     key_aliases text [] default null,
     caller text default null,
     request_id text default null,
-    ticket uuid default null
+    ticket uuid default null,
+    end_user text default null
 )
 returns public.acquire_result
 language plpgsql
@@ -687,9 +793,9 @@ declare
     today date;
 begin
     wanted := google_ai_internal.check_acquire_args(
-        acquire.model, tokens, mode, max_wait_ms, key_aliases, caller, request_id
+        acquire.model, tokens, mode, max_wait_ms, key_aliases, caller, request_id, end_user
     );
-    policy := google_ai_internal.caller_policy(caller);
+    policy := google_ai_internal.end_user_policy(google_ai_internal.caller_policy(caller), end_user);
     chain := case
         when policy.may_fall_back then google_ai_internal.fallback_chain(wanted.model)
         else array[wanted.model]
@@ -705,7 +811,7 @@ begin
     today := (google_ai_internal.clock() at time zone cfg.rpd_time_zone)::date;
 
     select * into along
-    from google_ai_internal.acquire_along_chain(
+    from google_ai_internal.acquire_within_end_user_limits(
         wanted, chain, step, held_since, tokens, waiting, max_wait_ms, key_aliases, policy,
         request_id, ticket, cfg, started, today
     );
@@ -720,16 +826,16 @@ begin
     end if;
     perform google_ai_internal.record_acquire_verdict(
         verdict, served.model, tokens, pg_catalog.upper(mode), max_wait_ms, along.rounds,
-        policy.caller, request_id, key_aliases
+        policy.caller, request_id, key_aliases, policy.end_user_hash
     );
     return verdict;
 end;
 $$;
 
-comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid) is
-'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it (queue_position and expected_wait_ms say where it stands). A class''s fallback_after_ms moves a long wait to a fallback that can grant now. No call lasts longer than google_ai_settings.wait_slice_ms.';
+comment on function public.acquire(text, integer, text, integer, text [], text, text, uuid, text) is
+'Reserve one request and `tokens` input tokens of a model on the best key (RPM/TPM over an exact sliding window, RPD per Pacific day), under the caller''s class (priority, reserves, per-end-user limits), daily budget and fallback chain. Returns a grant (model = the model served) or a refusal row; raises only on bad input. WAIT always holds a ticket (returned; made here when none is passed): while reason = ''queued'', sleep retry_after_ms and call again with it (queue_position and expected_wait_ms say where it stands). A class''s fallback_after_ms moves a long wait to a fallback that can grant now. No call lasts longer than google_ai_settings.wait_slice_ms.';
 
-revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
+revoke all on function public.acquire(text, integer, text, integer, text [], text, text, uuid, text)
 from public, anon, authenticated;
-grant execute on function public.acquire(text, integer, text, integer, text [], text, text, uuid)
+grant execute on function public.acquire(text, integer, text, integer, text [], text, text, uuid, text)
 to service_role;

@@ -20,8 +20,10 @@
 -- and minute or Pacific day); it is not read here, because adding it to the
 -- event counts would count those rows twice and it has no refusals or 429s.
 --
--- by => 'class' groups by the caller's class (caller_class), and fallbacks
--- count the grants acquire served from a fallback chain (is_fallback).
+-- by => 'class' groups by the caller's class (caller_class), by =>
+-- 'end_user' by the person a call was for (end_user_label of the keyed
+-- hash), and fallbacks count the grants acquire served from a fallback chain
+-- (is_fallback).
 
 /*
  * caller_class: the class a caller belongs to now, for usage_report's
@@ -76,8 +78,8 @@ from public, anon, authenticated;
  *
  * Parameters: p_since, p_until.
  * Returns the rows with their counts (n_requests, n_committed, n_input,
- * n_output, n_refusals, reason, n_429s, waited_ms, n_fallbacks). Raises
- * nothing.
+ * n_output, n_refusals, reason, n_429s, waited_ms, n_fallbacks) and the end
+ * user's hash. Raises nothing.
  * Example: select * from google_ai_internal.usage_events(now() - interval '1 day', now());
  */
 create or replace function google_ai_internal.usage_events(p_since timestamptz, p_until timestamptz)
@@ -94,7 +96,8 @@ returns table (
     reason text,
     n_429s integer,
     waited_ms integer,
-    n_fallbacks integer
+    n_fallbacks integer,
+    end_user_hash bytea
 )
 language sql
 stable
@@ -106,21 +109,21 @@ as $$
         1 as n_requests, (r.status = 'committed')::integer as n_committed,
         r.counted_tokens::bigint as n_input, coalesce(r.completion_tokens, 0)::bigint as n_output,
         0 as n_refusals, null::text as reason, 0 as n_429s, r.waited_ms,
-        google_ai_internal.is_fallback(r)::integer as n_fallbacks
+        google_ai_internal.is_fallback(r)::integer as n_fallbacks, r.end_user_hash
     from public.google_ai_reservations as r
     where r.granted_at >= p_since and r.granted_at < p_until
     union all
     -- One row per fold of refusals.
     select
         f.caller, f.model, f.first_at, true,
-        0, 0, 0, 0, f.refusals, f.reason, 0, null, 0
+        0, 0, 0, 0, f.refusals, f.reason, 0, null, 0, f.end_user_hash
     from public.google_ai_refusals as f
     where f.first_at >= p_since and f.first_at < p_until
     union all
     -- One row per 429 from Google; its caller is the grant's.
     select
         r.caller, a.model, a.ts, r.id is not null,
-        0, 0, 0, 0, 0, null, 1, null, 0
+        0, 0, 0, 0, 0, null, 1, null, 0, r.end_user_hash
     from public.google_ai_audit_records as a
     left join public.google_ai_reservations as r on r.id = a.reservation_id
     where a.event = 'rate_limited' and a.ts >= p_since and a.ts < p_until
@@ -135,7 +138,7 @@ as $$
         (case when e.event = 'refused' then e.events else 0 end)::integer,
         case when e.event = 'refused' then 'unknown' end,
         (case when e.event = 'rate_limited' then e.events else 0 end)::integer,
-        null, 0
+        null, 0, null
     from public.google_ai_event_counts as e
     where
         e.event in ('granted', 'committed', 'refused', 'rate_limited')
@@ -148,16 +151,20 @@ from public, anon, authenticated;
 
 /*
  * usage_bucket: the usage_report bucket an event falls in: its caller, its
- * caller's class, its model or its UTC day; detail that maintenance has
- * rolled up has no caller any more ('(rolled up)').
+ * caller's class, its end user (their hash's label), its model or its UTC
+ * day; detail that maintenance has rolled up has no caller nor end user any
+ * more ('(rolled up)').
  *
- * Parameters: p_by (caller, class, model or day), then the event's caller,
- * model, time and whether its detail is kept (a usage_events row's).
+ * Parameters: p_by (caller, class, end_user, model or day), then the
+ * event's caller, model, time, whether its detail is kept and end user's
+ * hash (a usage_events row's).
  * Returns the bucket's name. Raises nothing.
- * Example: select google_ai_internal.usage_bucket('class', 'telegram-bot', 'gemma-3-27b', now(), true);
+ * Example: select google_ai_internal.usage_bucket('class', 'telegram-bot', 'gemma-3-27b', now(), true,
+ *                                                 null);
  */
 create or replace function google_ai_internal.usage_bucket(
-    p_by text, p_caller text, p_model text, p_at timestamptz, p_detail_kept boolean
+    p_by text, p_caller text, p_model text, p_at timestamptz, p_detail_kept boolean,
+    p_end_user_hash bytea
 )
 returns text
 language sql
@@ -165,30 +172,35 @@ stable
 set search_path = ''
 as $$
     select case
-        when p_by in ('caller', 'class') and not p_detail_kept then '(rolled up)'
+        when p_by in ('caller', 'class', 'end_user') and not p_detail_kept then '(rolled up)'
         when p_by = 'caller' then coalesce(p_caller, '(no caller)')
+        when p_by = 'end_user' then
+            coalesce(google_ai_internal.end_user_label(p_end_user_hash), '(no end user)')
         when p_by = 'class' then google_ai_internal.caller_class(p_caller)
         when p_by = 'model' then p_model
         else pg_catalog.to_char(p_at at time zone 'UTC', 'YYYY-MM-DD')
     end
 $$;
 
-revoke all on function google_ai_internal.usage_bucket(text, text, text, timestamptz, boolean)
-from public, anon, authenticated;
+revoke all on function google_ai_internal.usage_bucket(
+    text, text, text, timestamptz, boolean, bytea
+) from public, anon, authenticated;
 
 /*
  * usage_report: requests, tokens, refusals, 429s, waits and fallbacks over a
- * period, one row per caller, model, UTC day or caller class.
+ * period, one row per caller, model, UTC day, caller class or end user.
  *
  * Parameters:
  *   since  start of the period (inclusive); null: 7 days before `until`
  *   until  end of the period (exclusive); null: now
- *   by     'caller' (default), 'model', 'day' (UTC, as YYYY-MM-DD) or 'class'
+ *   by     'caller' (default), 'model', 'day' (UTC, as YYYY-MM-DD), 'class'
+ *          or 'end_user' (the first 8 hex digits of the person's keyed hash)
  *
  * Returns one row per bucket, ordered by bucket:
  *   bucket              the caller ('(no caller)' when none was given), model,
- *                       day or class; '(rolled up)' for caller and class
- *                       figures read from day roll-ups, whose caller is gone
+ *                       day, class or end user ('(no end user)'); '(rolled
+ *                       up)' for caller, class and end user figures read
+ *                       from day roll-ups, whose caller is gone
  *   requests            grants made (each attempt of a call is one)
  *   committed           grants settled with Google's usage
  *   input_tokens        input tokens counted against TPM (Google's count once
@@ -204,7 +216,7 @@ from public, anon, authenticated;
  *   rolled_up_requests  how many of `requests` come from roll-ups; roll-ups
  *                       count whole UTC days that overlap the period
  *
- * Raises: LL007 when `by` is not one of the four, or since >= until.
+ * Raises: LL007 when `by` is not one of the five, or since >= until.
  * Example: select * from public.usage_report(now() - interval '7 days', by => 'model');
  */
 create or replace function public.usage_report(
@@ -238,9 +250,10 @@ declare
     period_end timestamptz := coalesce(usage_report.until, google_ai_internal.clock());
     period_start timestamptz := coalesce(usage_report.since, period_end - interval '7 days');
 begin
-    if usage_report.by is null or usage_report.by not in ('caller', 'model', 'day', 'class') then
+    if usage_report.by is null
+        or usage_report.by not in ('caller', 'model', 'day', 'class', 'end_user') then
         raise exception using errcode = 'LL007',
-            message = pg_catalog.format('by must be caller, model, day or class, got %L',
+            message = pg_catalog.format('by must be caller, model, day, class or end_user, got %L',
                                         pg_catalog.left(coalesce(usage_report.by, 'null'), 40)),
             hint = 'Example: select * from public.usage_report(by => ''model'');';
     end if;
@@ -257,8 +270,9 @@ begin
 
     bucketed as (
         select
-            google_ai_internal.usage_bucket(usage_report.by, v.caller, v.model, v.at, v.detail_kept)
-                as bucket,
+            google_ai_internal.usage_bucket(
+                usage_report.by, v.caller, v.model, v.at, v.detail_kept, v.end_user_hash
+            ) as bucket,
             v.*
         from events as v
     ),
@@ -297,7 +311,7 @@ end;
 $$;
 
 comment on function public.usage_report(timestamptz, timestamptz, text) is
-'Requests, input/output tokens, refusals by reason, Google 429s, waits p50/p95 and fallbacks over a period, per caller, model, UTC day or caller class (ledger, folded refusals, audit records and day roll-ups).';
+'Requests, input/output tokens, refusals by reason, Google 429s, waits p50/p95 and fallbacks over a period, per caller, model, UTC day, caller class or end user (ledger, folded refusals, audit records and day roll-ups).';
 
 revoke all on function public.usage_report(timestamptz, timestamptz, text)
 from public, anon, authenticated;

@@ -303,7 +303,9 @@ from public, anon, authenticated;
  *      counted into google_ai_event_counts, then deleted; maintenance log rows
  *      of that age are deleted.
  *   4. rollups: per-minute counters older than rollup_retention are deleted
- *      (the per-day counters keep their totals).
+ *      (the per-day counters keep their totals); end users' day rows
+ *      (google_ai_end_user_usage) of days the ledger no longer holds are
+ *      deleted (their grants are rolled up with the ledger's).
  *
  * Writes one google_ai_maintenance_log row and returns it as jsonb.
  * Raises nothing of its own.
@@ -328,6 +330,7 @@ declare
     minute_count integer;
     log_count integer;
     state_count integer;
+    person_count integer;
 begin
     if not (
         select pg_catalog.pg_try_advisory_xact_lock(k.class_id, k.obj_id)
@@ -354,12 +357,16 @@ begin
     delete from public.google_ai_usage_counters as c
     where c.bucket_kind = 'minute' and c.bucket_start < rollup_cutoff;
     get diagnostics minute_count = row_count;
+    delete from public.google_ai_end_user_usage as u
+    where u.day < (ledger_cutoff at time zone cfg.rpd_time_zone)::date;
+    get diagnostics person_count = row_count;
     delete from public.google_ai_maintenance_log as m where m.started_at < audit_cutoff;
     get diagnostics log_count = row_count;
 
     return google_ai_internal.log_maintenance(
         started,
-        rolled_count + trimmed.records + trimmed.refusals + minute_count + log_count + state_count,
+        rolled_count + trimmed.records + trimmed.refusals + minute_count + log_count + state_count
+        + person_count,
         pg_catalog.jsonb_build_object(
             'leases_expired', expired_count,
             'ledger_rows_rolled_up', rolled_count,
@@ -368,6 +375,7 @@ begin
             'minute_rollups_deleted', minute_count,
             'maintenance_rows_deleted', log_count,
             'window_rows_dropped', state_count,
+            'end_user_days_deleted', person_count,
             'ledger_cutoff', ledger_cutoff,
             'audit_cutoff', audit_cutoff,
             'rollup_cutoff', rollup_cutoff

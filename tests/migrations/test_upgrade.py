@@ -85,8 +85,12 @@ def contains(new: Any, old: Any) -> bool:
 # Values an upgrade may change; every other value a row had is still compared:
 #   google_ai_settings.updated_at: a migration may move a setting to a new default
 #     (20261206000510: learn_limits 'apply'), which stamps the row;
-#   google_ai_settings.max_wait_cap_ms: dropped, it was unused (20261206003000).
-NOT_COMPARED = {"public.google_ai_settings": {"updated_at", "max_wait_cap_ms"}}
+#   google_ai_settings.max_wait_cap_ms: dropped, it was unused (20261206003000);
+#   google_ai_caller_classes.updated_at: 20261207001000 seeds interactive's per-person limits.
+NOT_COMPARED = {
+    "public.google_ai_settings": {"updated_at", "max_wait_cap_ms"},
+    "public.google_ai_caller_classes": {"updated_at"},
+}
 # Values an upgrade may fill in where a row had none (20261206003000: a wait ticket made
 # before deadlines were stored gets one).
 FILLED_IN = {"google_ai_internal.wait_tickets": {"deadline"}}

@@ -103,6 +103,7 @@ export interface AcquireArgs {
   caller: string;
   requestId: string;
   ticket: string | null;
+  endUser: string | null; // the person the call is for; the database keeps a keyed hash
 }
 
 /** How the exchange with Google failed, in the words `public.settle` takes. */
@@ -178,7 +179,7 @@ export async function acquire(
       model => ${a.model}::text, tokens => ${a.tokens}::int, mode => ${a.mode}::text,
       max_wait_ms => ${a.maxWaitMs}::int, key_aliases => ${aliases}::text[],
       caller => ${a.caller}::text, request_id => ${a.requestId}::text,
-      ticket => ${a.ticket}::uuid
+      ticket => ${a.ticket}::uuid, end_user => ${a.endUser}::text
     )`;
   const cancel = () => query.cancel();
   signal?.addEventListener("abort", cancel, { once: true });

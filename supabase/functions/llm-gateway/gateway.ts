@@ -10,6 +10,7 @@
  * and `x-llm-limits-waited-ms` (queue.ts); the gateway's own refusals are
  * Google-shaped errors. A stream sent with `x-llm-limits-progress: comments`
  * is answered at its first `queued`, and hears each one as an SSE comment.
+ * `x-llm-limits-end-user` names the person a call is for (END_USER_HEADER).
  *
  * Logging: one JSON line per attempt and per refusal, with the caller's name,
  * aliases and reservation ids; never a key value or a caller token.
@@ -50,6 +51,12 @@ const ROUTE =
 
 export const MODEL_HEADER = "x-llm-limits-model";
 export const PROGRESS_HEADER = "x-llm-limits-progress";
+/**
+ * The person a call is for (a bot's user, e.g. `tg:123456`): passed to
+ * acquire as it came, whose per-person limits and turns apply. The database
+ * judges it: an empty or over-long value is its LL007, answered 400.
+ */
+export const END_USER_HEADER = "x-llm-limits-end-user";
 
 export function createHandler(
   cfg: Config,
@@ -77,6 +84,7 @@ export function createHandler(
         mode,
         deadline: performance.now() + (mode === "WAIT" ? maxWaitMs : 0),
         requestId: requestIdOf(req.headers),
+        endUser: req.headers.get(END_USER_HEADER),
         signal: AbortSignal.any([req.signal, leaving.signal]),
         waits: line,
       };

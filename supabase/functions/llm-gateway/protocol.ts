@@ -29,6 +29,7 @@ export interface Call {
   mode: "WAIT" | "NO_WAIT";
   deadline: number; // performance.now() milliseconds
   requestId: string;
+  endUser: string | null; // x-llm-limits-end-user: the person the call is for
   signal: AbortSignal; // the caller went away
   waits?: WaitListener;
 }
@@ -96,6 +97,7 @@ async function acquireGrant(cfg: Carrier, call: Call): Promise<db.Grant> {
         caller: call.caller,
         requestId: call.requestId,
         ticket,
+        endUser: call.endUser,
       }, call.signal);
     } catch (err) {
       if (call.signal.aborted) continue; // it cancelled the statement

@@ -392,6 +392,7 @@ Deno.test("the protocol: queued with a ticket, then as settle says, until it say
     mode: "WAIT",
     deadline: performance.now() + 5000,
     requestId: "req-1",
+    endUser: null,
     signal: new AbortController().signal,
   };
   const logged: unknown[] = [];
@@ -632,6 +633,7 @@ function unitCall(mode: "WAIT" | "NO_WAIT", waitMs: number): Call {
     mode,
     deadline: performance.now() + waitMs,
     requestId: "req-1",
+    endUser: null,
     signal: new AbortController().signal,
   };
 }

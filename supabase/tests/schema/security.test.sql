@@ -87,7 +87,7 @@ select is_empty(
 
 select ok(
     pg_catalog.has_function_privilege(
-        'service_role', 'public.acquire(text, integer, text, integer, text[], text, text, uuid)', 'execute'
+        'service_role', 'public.acquire(text, integer, text, integer, text[], text, text, uuid, text)', 'execute'
     ),
     'service_role can execute acquire'
 );
