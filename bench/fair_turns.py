@@ -97,12 +97,14 @@ class Scenario:
 @dataclass(frozen=True)
 class Message:
     """One message as its sender saw it: seconds into the run it was sent, how long until the
-    bot's reply was final, and the reply's outcome ("ok" or the refusal's reason)."""
+    bot's reply was final, the reply's outcome ("ok" or the refusal's reason), and whether the
+    reply showed a place in line first."""
 
     person: int
     at: float
     seconds: float
     outcome: str
+    waited: bool
 
 
 def schedule(s: Scenario) -> list[tuple[float, int]]:
@@ -120,6 +122,11 @@ def schedule(s: Scenario) -> list[tuple[float, int]]:
     return sorted(out)
 
 
+def says(template: str, text: str) -> bool:
+    """Whether ``text`` is one of the bot's texts ``template`` with its blanks filled."""
+    return re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)), text) is not None
+
+
 def outcome_of(reply: str | None) -> str:
     """The reason a reply says, read back from the bot's own texts."""
     if reply is None:
@@ -127,7 +134,7 @@ def outcome_of(reply: str | None) -> str:
     if reply.startswith("fake reply to:"):
         return OK
     for reason, text in [*telegram_bot.REFUSALS.items(), ("busy", telegram_bot.BUSY)]:
-        if re.fullmatch(re.escape(text).replace(re.escape("{after}"), ".+"), reply):
+        if says(text, reply):
             return reason
     return f"error: {reply}"
 
@@ -139,8 +146,9 @@ async def send(dp: Dispatcher, bot: Bot, telegram: RecordingSession, person: int
     await dp.feed_update(bot, update)
     seconds = time.monotonic() - t0
     assert update.message is not None
-    reply = telegram.reply_to(person, update.message.message_id)
-    return Message(person, at, seconds, outcome_of(reply))
+    shown = telegram.reply_to(person, update.message.message_id)
+    waited = any(says(telegram_bot.IN_LINE, text) for text in shown[:-1])
+    return Message(person, at, seconds, outcome_of(shown[-1] if shown else None), waited)
 
 
 async def drive(url: str, srv: Any, s: Scenario) -> tuple[list[Message], float]:
@@ -194,6 +202,9 @@ def figures(db: pl.Conn, messages: list[Message], srv: Any, s: Scenario) -> dict
         "flood_end_user_limit": sum(1 for m in flood if m.outcome == "end_user_limit"),
         "flood_other": sorted({m.outcome for m in flood} - {OK, "end_user_limit"}),
         "flood_refusal_p95_ms": pl.p95([m.seconds * 1000 for m in flood if m.outcome != OK]),
+        "flood_waited_ok": sum(1 for m in flood if m.waited and m.outcome == OK),
+        "flood_waited_refused": sum(1 for m in flood if m.waited and m.outcome != OK),
+        "others_waited": sum(1 for m in others if m.waited),
         "flood_grants": int(row[0]),
         "flood_max_per_window": int(row[1]),
         "refusals_by_reason": refusals,
@@ -268,10 +279,12 @@ def section(m: dict[str, Any]) -> str:
         f" {full.flood_every:.0f} s; {len(OTHERS)} others one every {full.others_every:.0f} s each"
         f" ({f['date']}, {f['seconds']:.0f} s) | others: {f['others_ok']} of {f['others_sent']}"
         f" answered, p50 / p95 / max {f['others_p50_ms']:.0f} / {f['others_p95_ms']:.0f} /"
-        f" {f['others_max_ms']:.0f} ms, refused: {refused}; flooder: {f['flood_ok']} of"
-        f" {f['flood_sent']} answered, most grants in any 60 s {f['flood_max_per_window']},"
-        f" {f['flood_end_user_limit']} refused with end_user_limit (told in p95"
-        f" {f['flood_refusal_p95_ms']:.0f} ms), other outcomes: {other}; grants by model"
+        f" {f['others_max_ms']:.0f} ms, {f['others_waited']} told a place in line, refused:"
+        f" {refused}; flooder: {f['flood_ok']} of {f['flood_sent']} answered, most grants in"
+        f" any 60 s {f['flood_max_per_window']}, {f['flood_end_user_limit']} refused with"
+        f" end_user_limit (told in p95 {f['flood_refusal_p95_ms']:.0f} ms); of the flooder's"
+        f" messages that waited for the person's next slot, {f['flood_waited_ok']} answered and"
+        f" {f['flood_waited_refused']} refused; other outcomes: {other}; grants by model"
         f" {f['grants_by_model']}; refusals in the database by reason"
         f" {f['refusals_by_reason']}; {f['google_429s']} 429s |"
         " others p95 ≤ 2.5 s, none refused; flooder ≤ 6 per 60 s, refused with end_user_limit;"

@@ -58,7 +58,7 @@ class RecordingSession(BaseSession):
         super().__init__()
         self.calls: list[Sent] = []
         self.updates: asyncio.Queue[Update] = asyncio.Queue()
-        self._texts: dict[tuple[int, int], str] = {}  # (chat, message id) -> its text
+        self._texts: dict[tuple[int, int], list[str]] = {}  # (chat, message id) -> its texts
         self._replies: dict[tuple[int, int], int] = {}  # (chat, question's id) -> the reply's
         self._ids = itertools.count(1)
 
@@ -85,12 +85,13 @@ class RecordingSession(BaseSession):
 
     def shown(self, chat_id: int) -> dict[int, str]:
         """What each message of the bot's in ``chat_id`` says now, by message id."""
-        return {m: text for (c, m), text in self._texts.items() if c == chat_id}
+        return {m: texts[-1] for (c, m), texts in self._texts.items() if c == chat_id}
 
-    def reply_to(self, chat_id: int, message_id: int) -> str | None:
-        """What the bot's reply to message ``message_id`` says now (None: no reply yet)."""
+    def reply_to(self, chat_id: int, message_id: int) -> list[str]:
+        """Every text the bot's reply to message ``message_id`` showed, in order (the last is
+        what it says now; none: no reply yet)."""
         reply = self._replies.get((chat_id, message_id))
-        return None if reply is None else self._texts[(chat_id, reply)]
+        return [] if reply is None else list(self._texts[(chat_id, reply)])
 
     async def make_request(
         self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None
@@ -108,7 +109,7 @@ class RecordingSession(BaseSession):
         if isinstance(method, SendMessage):
             message_id = next(self._ids)
             chat = int(method.chat_id)
-            self._texts[(chat, message_id)] = method.text
+            self._texts[(chat, message_id)] = [method.text]
             if method.reply_parameters is not None and method.reply_parameters.message_id:
                 self._replies[(chat, method.reply_parameters.message_id)] = message_id
             return 200, _message(chat, message_id, method.text)
@@ -116,9 +117,9 @@ class RecordingSession(BaseSession):
             key, text = (int(method.chat_id or 0), int(method.message_id or 0)), str(method.text)
             if key not in self._texts:
                 return 400, "Bad Request: message to edit not found"
-            if self._texts[key] == text:
+            if self._texts[key][-1] == text:
                 return 400, NOT_MODIFIED
-            self._texts[key] = text
+            self._texts[key].append(text)
             return 200, _message(*key, text)
         if isinstance(method, SendChatAction | DeleteWebhook):
             return 200, True
