@@ -8,7 +8,8 @@ PgBouncer, the real SDK and the fake Gemini (see conftest: 3 s windows, one requ
   last into the answer; everyone gets their own answer; "typing" is repeated during a long wait;
 * a WAIT that runs out is answered with the refusal and its time, in Russian, in that message;
 * a person over the per-person limit is told "Слишком много сообщений, попробуйте через N с",
-  and is answered again once N s have passed;
+  and is answered again once N s have passed; a blocked person is told the bot is not for
+  them;
 * under aiogram's polling, a person's /start is answered while another person waits in line.
 """
 
@@ -145,6 +146,14 @@ async def test_a_flood_from_one_person_is_refused_with_the_time_to_wait(
     await asyncio.sleep(after)
     await impatient.feed_update(bot, text_update(401, "Вопрос номер 4"))
     assert telegram.texts(401)[3:] == [answer_to("Вопрос номер 4")]
+
+
+async def test_a_blocked_person_is_told_so(
+    dispatcher: Dispatcher, bot: Bot, telegram: RecordingSession, bot_db: Conn
+) -> None:
+    bot_db.execute("select public.block_end_user(%s)", (telegram_bot.end_user_of(601),))
+    await dispatcher.feed_update(bot, text_update(601, "Привет"))
+    assert telegram.texts(601) == ["Бот для вас недоступен."]
 
 
 async def test_under_polling_one_persons_wait_holds_up_no_one_else(
