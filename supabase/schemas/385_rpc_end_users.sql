@@ -175,6 +175,32 @@ revoke all on function public.unblock_end_user(text) from public, anon, authenti
 grant execute on function public.unblock_end_user(text) to service_role;
 
 /*
+ * end_user_label: how reports, the audit log and end_users() show a person
+ * an operator names by their raw id (the first 8 hex digits of its keyed
+ * hash), to find them there.
+ *
+ * Parameters: end_user (the raw id).
+ * Returns the label. Raises: LL007 bad end_user.
+ * Example: select public.end_user_label('tg:123456');
+ */
+create or replace function public.end_user_label(end_user text)
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select google_ai_internal.end_user_label(
+        google_ai_internal.named_end_user(end_user_label.end_user)
+    )
+$$;
+
+comment on function public.end_user_label(text) is
+'The label (first 8 hex digits of the keyed hash) under which reports and the audit log show the end user of this raw id.';
+revoke all on function public.end_user_label(text) from public, anon, authenticated;
+grant execute on function public.end_user_label(text) to service_role;
+
+/*
  * end_users: the end users an operator may want to see: everyone with a
  * row of their own (limits, block) and everyone granted or waiting today,
  * by their label, with their own limits, today's grants (Pacific day),

@@ -78,6 +78,7 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("caller", "text", "tests"),
         ("request_id", "text", None),
         ("ticket", "uuid", None),
+        ("end_user", "text", None),
     ],
     "disable_key": [("key_alias", "text", "k1"), ("reason", "text", "tests")],
     "settle": [
@@ -93,6 +94,15 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
         ("caller", "text", "tests"),
     ],
     "request_outcomes": [("request_ids", "text[]", ["r-open"])],
+    "limit_end_user": [
+        ("end_user", "text", "tg:1"),
+        ("rpm", "integer", None),
+        ("rpd", "integer", None),
+        ("notes", "text", None),
+    ],
+    "block_end_user": [("end_user", "text", "tg:1"), ("notes", "text", None)],
+    "unblock_end_user": [("end_user", "text", "tg:1")],
+    "end_user_label": [("end_user", "text", "tg:1")],
     "usage_report": [
         ("since", "timestamptz", "2026-02-28 00:00+00"),
         ("until", "timestamptz", "2026-03-02 00:00+00"),
@@ -102,6 +112,9 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
 SET_RETURNING = {"batch_outlook", "request_outcomes", "usage_report"}
 
 GRANT, NO_KEY = Ok((True, None)), Ok((False, "no_key"))
+# limit_end_user and end_user_label answer the person's label, 8 hex digits of a hash under a
+# per-install key: its length is compared.
+LABEL = Ok(8)
 COMMIT = Ok(("commit", False))
 
 CASES: list[tuple[str, str, str, object, str | Ok]] = [
@@ -170,6 +183,43 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("acquire", "ticket", "a new one (NO_WAIT has no line to keep)", UNKNOWN_ID, GRANT),
     ("acquire", "ticket", "wrong type", "abc", "22P02"),
     ("acquire", "ticket", "sql-like", SQLI, "22P02"),
+    ("acquire", "end_user", "null (nobody in particular)", None, GRANT),
+    ("acquire", "end_user", "empty", "", "LL007"),
+    ("acquire", "end_user", "sql-like", SQLI, GRANT),
+    ("acquire", "end_user", "not ASCII", "tg:Ünïcødé ✓", GRANT),
+    ("acquire", "end_user", "200 chars", "u" * 200, GRANT),
+    ("acquire", "end_user", "201 chars", "u" * 201, "LL007"),
+    ("acquire", "end_user", "100k chars", HUGE, "LL007"),
+    # A value sent as text is text; the thin client refuses a non-str itself (LL007).
+    ("acquire", "end_user", "wrong type (int)", 12345, GRANT),
+    ("limit_end_user", "end_user", "null", None, "LL007"),
+    ("limit_end_user", "end_user", "empty", "", "LL007"),
+    ("limit_end_user", "end_user", "sql-like", SQLI, LABEL),
+    ("limit_end_user", "end_user", "201 chars", "u" * 201, "LL007"),
+    ("limit_end_user", "end_user", "100k chars", HUGE, "LL007"),
+    ("limit_end_user", "rpm", "null (the class's)", None, LABEL),
+    ("limit_end_user", "rpm", "zero (none)", 0, LABEL),
+    ("limit_end_user", "rpm", "negative", -1, "LL007"),
+    ("limit_end_user", "rpm", "wrong type", "abc", "22P02"),
+    ("limit_end_user", "rpd", "null (the class's)", None, LABEL),
+    ("limit_end_user", "rpd", "negative", -1, "LL007"),
+    ("limit_end_user", "notes", "null", None, LABEL),
+    ("limit_end_user", "notes", "500 chars", "n" * 500, LABEL),
+    ("limit_end_user", "notes", "501 chars", "n" * 501, "LL007"),
+    ("block_end_user", "end_user", "null", None, "LL007"),
+    ("block_end_user", "end_user", "empty", "", "LL007"),
+    ("block_end_user", "end_user", "sql-like", SQLI, Ok(True)),
+    ("block_end_user", "end_user", "201 chars", "u" * 201, "LL007"),
+    ("block_end_user", "notes", "null", None, Ok(True)),
+    ("block_end_user", "notes", "501 chars", "n" * 501, "LL007"),
+    ("unblock_end_user", "end_user", "null", None, "LL007"),
+    ("unblock_end_user", "end_user", "empty", "", "LL007"),
+    ("unblock_end_user", "end_user", "not blocked", "tg:1", Ok(False)),
+    ("unblock_end_user", "end_user", "100k chars", HUGE, "LL007"),
+    ("end_user_label", "end_user", "null", None, "LL007"),
+    ("end_user_label", "end_user", "empty", "", "LL007"),
+    ("end_user_label", "end_user", "a person", "tg:1", LABEL),
+    ("end_user_label", "end_user", "201 chars", "u" * 201, "LL007"),
     ("disable_key", "key_alias", "null", None, "LL009"),
     ("disable_key", "key_alias", "empty", "", "LL009"),
     ("disable_key", "key_alias", "unknown", "nope", "LL009"),
@@ -288,6 +338,7 @@ CASES: list[tuple[str, str, str, object, str | Ok]] = [
     ("usage_report", "by", "model", "model", Ok(1)),
     ("usage_report", "by", "day", "day", Ok(1)),
     ("usage_report", "by", "class", "class", Ok(1)),
+    ("usage_report", "by", "end_user", "end_user", Ok(1)),
 ]
 
 
@@ -333,7 +384,9 @@ def call(conn: Conn, rpc: str, args: dict[str, object]) -> Any:
         row = conn.execute(f"select {first_two} from public.{rpc}({params})", values).fetchone()
         assert row is not None
         return tuple(row)
-    row = conn.execute(f"select public.{rpc}({params})", values).fetchone()
+    labelled = ("limit_end_user", "end_user_label")
+    answer = "length(public.{}({}))" if rpc in labelled else "public.{}({})"
+    row = conn.execute(f"select {answer.format(rpc, params)}", values).fetchone()
     assert row is not None
     return row[0]
 

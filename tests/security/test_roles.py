@@ -40,7 +40,7 @@ API_ROLES = ("anon", "authenticated")
 CLIENT_RPCS = {
     "pool_keys()",
     "settle(uuid,integer,jsonb,text)",
-    "acquire(text,integer,text,integer,text[],text,text,uuid)",
+    "acquire(text,integer,text,integer,text[],text,text,uuid,text)",
     "token_counter(text)",
     "batch_outlook(text,text[],text)",
     "request_outcomes(text[])",
@@ -48,7 +48,7 @@ CLIENT_RPCS = {
 GATEWAY_RPCS = {
     "identify_caller(bytea,text)",
     "pool_keys()",
-    "acquire(text,integer,text,integer,text[],text,text,uuid)",
+    "acquire(text,integer,text,integer,text[],text,text,uuid,text)",
     "settle(uuid,integer,jsonb,text)",
 }
 KEY_INVALID = {"error": {"code": 400, "message": "API key not valid.", "details": [

@@ -18,6 +18,9 @@ Why each one is a definer:
   refusals, audit records and roll-ups through it; service_role only.
 * the batch runner's RPCs (batch_outlook, request_outcomes): a notebook holds
   EXECUTE (llm_limits_client), not SELECT on the ledger.
+* the end-user RPCs (limit_end_user, block_end_user, unblock_end_user,
+  end_user_label, end_users): they hash the raw id under a key no role but the
+  owner reads; service_role only.
 Additions need a reason here and in the allow-list.
 """
 
@@ -30,7 +33,7 @@ from tests.support import OUR_SCHEMAS, Conn
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 ALLOWED_DEFINERS = {
-    "public.acquire(text,integer,text,integer,text[],text,text,uuid)",
+    "public.acquire(text,integer,text,integer,text[],text,text,uuid,text)",
     "public.settle(uuid,integer,jsonb,text)",
     "public.pool_keys()",
     "public.observed_limits()",
@@ -50,6 +53,11 @@ ALLOWED_DEFINERS = {
     "public.usage_report(timestamp with time zone,timestamp with time zone,text)",
     "public.batch_outlook(text,text[],text)",
     "public.request_outcomes(text[])",
+    "public.limit_end_user(text,integer,integer,text)",
+    "public.block_end_user(text,text)",
+    "public.unblock_end_user(text)",
+    "public.end_user_label(text)",
+    "public.end_users()",
 }
 
 

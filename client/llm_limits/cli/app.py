@@ -19,6 +19,7 @@ from rich.text import Text
 
 from llm_limits.cli.audit import audit, maintenance_app
 from llm_limits.cli.common import explain, stderr
+from llm_limits.cli.end_users import end_users_app
 from llm_limits.cli.gateway import callers_app, gateway_app
 from llm_limits.cli.generate import generate
 from llm_limits.cli.keys import keys_app
@@ -67,6 +68,7 @@ for sub, name in (
     (classes_app, "classes"),
     (budgets_app, "budgets"),
     (fallbacks_app, "fallbacks"),
+    (end_users_app, "end-users"),
 ):
     sub.info.no_args_is_help = True
     app.add_typer(sub, name=name)

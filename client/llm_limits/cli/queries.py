@@ -289,3 +289,29 @@ on conflict (model) do update set fallback_model = excluded.fallback_model
 DELETE_FALLBACK = "delete from public.google_ai_fallbacks where model = %(model)s"
 
 CLASS_STATUS = "select * from public.class_status()"
+
+# -- end users: by the keyed hash of the id the bot passes (the RPCs hash it) ----------------
+
+LIST_END_USERS = """
+select e.end_user, e.rpm, e.rpd, e.blocked, e.notes, e.requests_today, e.requests_in_window,
+       e.waiting
+from public.end_users() as e
+limit %(top)s::integer
+"""
+
+LIMIT_END_USER = """
+select public.limit_end_user(end_user => %(end_user)s::text, rpm => %(rpm)s::integer,
+                             rpd => %(rpd)s::integer, notes => %(notes)s::text) as label
+"""
+
+# The label is the first 8 hex digits of the hash, as public.end_users() and the report show it.
+BLOCK_END_USER = """
+select public.block_end_user(end_user => %(end_user)s::text, notes => %(notes)s::text)
+           as changed,
+       public.end_user_label(end_user => %(end_user)s::text) as label
+"""
+
+UNBLOCK_END_USER = """
+select public.unblock_end_user(end_user => %(end_user)s::text) as changed,
+       public.end_user_label(end_user => %(end_user)s::text) as label
+"""

@@ -84,16 +84,18 @@ def storage_line(rows: Sequence[Mapping[str, Any]]) -> Text:
 
 
 def class_view(rows: Sequence[Mapping[str, Any]]) -> RenderableType:
-    """Use and waiters per caller class and model (public.class_status())."""
+    """Use and waiters per caller class and model (public.class_status()); the people waiting
+    are the end users among the waiters, each once."""
     table = Table(title=Text("by caller class", style="bold"), title_justify="left")
     for col in ("class", "priority", "model", "RPM used", "TPM used", "today", "waiting",
-                "reserves RPM/TPM/RPD", "fallback"):  # fmt: skip
+                "people waiting", "reserves RPM/TPM/RPD", "fallback"):  # fmt: skip
         table.add_column(col, no_wrap=True)
     for r in rows:
         reserves = "/".join(f"{r[k]:.0%}" for k in ("rpm_reserve", "tpm_reserve", "rpd_reserve"))
         table.add_row(
             r["caller_class"], str(r["priority"]), r["model"] or "-", number(r["rpm_used"]),
-            number(r["tpm_used"]), number(r["rpd_used"]), number(r["waiters"]), reserves,
+            number(r["tpm_used"]), number(r["rpd_used"]), number(r["waiters"]),
+            number(r["people_waiting"]), reserves,
             "yes" if r["may_fall_back"] else "no",
         )  # fmt: skip
     return table

@@ -36,6 +36,7 @@ class By(str, Enum):
     model = "model"
     day = "day"
     class_ = "class"
+    end_user = "end_user"
 
 
 def reasons_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -56,6 +57,15 @@ def refusal_text(row: Mapping[str, Any]) -> str:
         return render.number(row["refusals"])
     parts = ", ".join(f"{reason} {n:,}" for reason, n in sorted(by_reason.items()))
     return f"{row['refusals']:,} ({parts})"
+
+
+def top_rows(rows: Sequence[Mapping[str, Any]], top: int | None) -> list[Mapping[str, Any]]:
+    """The ``top`` rows with the most requests (then refusals), most first; all rows as they
+    came without ``top``."""
+    if top is None:
+        return list(rows)
+    ranked = sorted(rows, key=lambda r: (-int(r["requests"] or 0), -int(r["refusals"] or 0)))
+    return ranked[:top]
 
 
 def wait_text(ms: int | None) -> str:
@@ -101,9 +111,13 @@ def report(
     until: Annotated[
         str | None, typer.Option(help="End of the period (default now), as --since.")
     ] = None,
-    by: Annotated[By, typer.Option(help="One row per caller, model, UTC day or class.")] = (
-        By.caller
-    ),
+    by: Annotated[
+        By, typer.Option(help="One row per caller, model, UTC day, class or end user.")
+    ] = By.caller,
+    top: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the N rows with the most requests (end_user: 20)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
     chart: Annotated[Path, typer.Option(help="Where to write the PNG chart.")] = Path(
@@ -116,7 +130,9 @@ def report(
 
     Caller and class figures older than the ledger's retention (7 days by default) come from
     day roll-ups that keep no caller: they show as '(rolled up)'. Every caller is in class
-    'default' until caller classes exist.
+    'default' until caller classes exist. By end_user, a person is the first 8 hex digits of
+    the keyed hash of their id (`llm-limits end-users list`), the top 20 by requests unless
+    --top says otherwise.
     """
     if as_json and as_csv:
         fail("give --json or --csv, not both")
@@ -124,9 +140,10 @@ def report(
     since_ts = parse_since(since, now)
     until_ts = parse_since(until, now) if until else now
     with database(db_url) as conn:
-        rows = conn.execute(
+        every = conn.execute(
             queries.USAGE_REPORT, {"since": since_ts, "until": until_ts, "by": by.value}
         ).fetchall()
+    rows = top_rows(every, top if top is not None or by is not By.end_user else 20)
     chart_path = None
     if not no_chart and rows:
         from llm_limits.cli.report_chart import write_report_chart
