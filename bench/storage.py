@@ -10,7 +10,8 @@ For each design, on its own database of one cluster:
   history, is not counted), calls made in rounds with a plain VACUUM between
   them (as autovacuum does), i.e. the space a steady stream keeps;
 * the projected steady state at 43,200 calls a day with the design's default
-  retention;
+  retention, and again with every call for one of 2,000 end users (the keyed hash in
+  the ledger and its index, one day row per person kept as long as the ledger);
 * a refusal flood: 4 connections spinning on NO_WAIT refusals for 10 s, the
   audit rows and database bytes it adds;
 * bench (a)/(b) pairs per second, both designs on the same cluster, for a
@@ -40,6 +41,7 @@ HARDENING = "20261129001200"
 CALLS_PER_DAY = 43_200
 KEYS = 3  # three Cloud projects at gemma-3-27b's full RPD
 ROUND = 2000  # calls between two vacuums (about 1 h 7 min of traffic at 43,200 a day)
+PEOPLE = 2000  # the bot's end users a day
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 # One call as the bot makes it: a realistic caller, request id, estimate and usage, settled
@@ -47,10 +49,11 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 # 20261206003000; now settle reads Google's answer).
 PAIR = """\\set g random(1, 3)
 \\set m random(1, 999999999)
+\\set u random(1, {people})
 select granted::int as ok, reservation_id as rid
 from public.acquire(model => 'store-model', tokens => 1200,
                     key_aliases => array['project-' || :g], caller => 'festival-bot',
-                    request_id => 'tg-' || :m) \\gset
+                    request_id => 'tg-' || :m{end_user}) \\gset
 \\if :ok
 {settle}
 \\endif
@@ -160,11 +163,17 @@ def pgbench_script(url: str, script: Path, args: list[str]) -> float:
     return float(match.group(1))
 
 
-def per_call(url: str, pairs: int, settle: str) -> dict[str, float]:
-    """Rows written and bytes kept per settled call (`settle`: the design's 200)."""
+# Each call for one of the people, as the bot passes its Telegram user (the default class has
+# no per-person limit, so every call is a grant, as in the runs without end users).
+FOR_A_PERSON = ", end_user => 'tg:' || :u"
+
+
+def per_call(url: str, pairs: int, settle: str, end_user: str = "") -> dict[str, float]:
+    """Rows written and bytes kept per settled call (`settle`: the design's 200; `end_user`:
+    FOR_A_PERSON, or nothing)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "pair.sql"
-        script.write_text(PAIR.format(settle=settle))
+        script.write_text(PAIR.format(settle=settle, people=PEOPLE, end_user=end_user))
         with connect(url) as conn:
             pgbench_script(url, script, ["-c", "2", "-t", "200"])  # warm up, first pages
             vacuum_ours(conn)
@@ -298,6 +307,50 @@ def pairs_per_second(url: str, seconds: int, pair: str) -> dict[str, float]:
     return {"spread_pairs": spread, "hot_pairs": hot}
 
 
+def people_day_rows(url: str) -> None:
+    """Today's day row of every person, as after a day's first calls (each grant then only
+    updates its person's row in place)."""
+    with connect(url) as conn:
+        conn.execute(
+            "insert into public.google_ai_end_user_usage (end_user_hash, day, requests) "
+            "select google_ai_internal.end_user_hash('tg:' || i), "
+            "  (google_ai_internal.clock() at time zone s.rpd_time_zone)::date, 1 "
+            "from generate_series(1, %s) as i, public.google_ai_settings as s "
+            "on conflict do nothing",
+            (PEOPLE,),
+        )
+
+
+def day_row_bytes(url: str) -> float:
+    with connect(url) as conn:
+        conn.execute("vacuum public.google_ai_end_user_usage")
+        row = conn.execute(
+            "select pg_total_relation_size('public.google_ai_end_user_usage')::float8 / count(*) "
+            "from public.google_ai_end_user_usage"
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def measure_end_users(admin_url: str, pairs: int, new: dict[str, float]) -> dict[str, float]:
+    """The current design with every call for one of PEOPLE end users; `new` is the current
+    design's run without them (its rollup and log row sizes, its retention)."""
+    url = design_db(admin_url, "bench_storage_end_users", None)
+    seed(url)
+    people_day_rows(url)
+    m = per_call(url, pairs, SETTLE_NOW, FOR_A_PERSON)
+    m["day_row_bytes"] = day_row_bytes(url)
+    # Day rows live as long as the ledger's days (run_maintenance), and one more: today's.
+    m["steady_bytes"] = (
+        CALLS_PER_DAY * m["ledger_bytes_per_call"] * new["ledger_retention"]
+        + CALLS_PER_DAY * m["audit_bytes_per_call"] * new["audit_retention"]
+        + KEYS * 1440 * new["minute_row_bytes"] * new["rollup_retention"]
+        + 288 * new["log_row_bytes"] * new["audit_retention"]
+        + PEOPLE * (new["ledger_retention"] + 1) * m["day_row_bytes"]
+    )
+    return m
+
+
 def measure(
     admin_url: str, name: str, before: str | None, pairs: int, seconds: int
 ) -> dict[str, float]:
@@ -330,11 +383,14 @@ def measure(
 
 
 def storage(admin_url: str, pairs: int = 20_000, seconds: int = 10) -> dict[str, float]:
-    """Both designs; keys are prefixed old_ (before the hardening) and new_."""
+    """Both designs; keys are prefixed old_ (before the hardening) and new_; eu_ is the
+    current design again with end users."""
     out: dict[str, float] = {}
     for prefix, before in (("old_", HARDENING), ("new_", None)):
         m = measure(admin_url, f"bench_storage_{prefix}design", before, pairs, seconds)
         out.update({prefix + k: v for k, v in m.items()})
+    new = {k[len("new_") :]: v for k, v in out.items() if k.startswith("new_")}
+    out.update({"eu_" + k: v for k, v in measure_end_users(admin_url, pairs, new).items()})
     return out
 
 
@@ -372,6 +428,14 @@ def render(m: dict[str, float], baseline_tps: float | None = None) -> str:
             f"steady state at {CALLS_PER_DAY:,} calls/day, default retention",
             mb(m[o + "steady_bytes"]) + " (+ rollups, unbounded)",
             mb(m[n + "steady_bytes"]),
+            "≤ 200 MB",
+        ),
+        (
+            f"the same with {PEOPLE:,} end users (per call: ledger + audit; bytes per day row)",
+            "",
+            f"{m['eu_bytes_per_call']:.0f} per call ({m['eu_ledger_bytes_per_call']:.0f} +"
+            f" {m['eu_audit_bytes_per_call']:.0f}), {m['eu_day_row_bytes']:.0f} per day row;"
+            f" steady state {mb(m['eu_steady_bytes'])}",
             "≤ 200 MB",
         ),
         (
