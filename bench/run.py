@@ -33,6 +33,8 @@ from bench.batch import report_line as batch_line
 from bench.client_overhead import client_overhead
 from bench.client_waits import client_waits
 from bench.client_waits import section as client_waits_section
+from bench.fair_turns import fair_turns_run
+from bench.fair_turns import section as fair_turns_section
 from bench.gateway import gateway_overhead, report_line
 from bench.outage import outage_run
 from bench.outage import report_line as outage_line
@@ -593,7 +595,7 @@ def render(m: dict[str, float], machine_line: str, argv: str) -> str:
     lines.append(batch_line(m))
     lines.append(outage_line(m))
     lines.append(restart_line(m))
-    return "\n".join(lines) + "\n\n" + policy_section(m)
+    return "\n".join(lines) + "\n\n" + policy_section(m) + "\n" + fair_turns_section(m)
 
 
 def write(report: str, path: Path) -> None:
@@ -644,6 +646,7 @@ def main() -> None:
     steps.append(("gateway", lambda: gateway_overhead(fresh_db(args.admin_url, "bench_gateway"))))
     steps.append(("batch", lambda: batch_run(fresh_db(args.admin_url, "bench_batch"))))
     steps.append(("caller policy", lambda: policy_run(args.admin_url)))
+    steps.append(("fair turns", lambda: fair_turns_run(args.admin_url)))
     steps.append(("Google outage", lambda: outage_run(lambda name: fresh_db(args.admin_url, name))))
     steps.append(("a restart while callers wait", restart_run))  # on a cluster of its own
 
