@@ -53,9 +53,11 @@ class Usage:
 @dataclass(frozen=True)
 class Waiting:
     """What ``on_wait`` receives each time the database answers ``queued``: the place in line
-    (1 = next), when the turn is expected (ms from now), and the model waited for."""
+    (1 = next; None while the call waits out of line for its person's next slot under the
+    class's ``end_user_rpm``), when the turn is expected (ms from now), and the model waited
+    for."""
 
-    position: int
+    position: int | None
     expected_wait_ms: int
     model: str
 
@@ -245,7 +247,7 @@ class Client:
                 raise RateLimited(grant.reason or "refused", after) from failure
             ticket, told = grant.ticket, time.monotonic()
             if call.on_wait is not None:
-                place = Waiting(grant.queue_position or 1, grant.expected_wait_ms or 0, grant.model)
+                place = Waiting(grant.queue_position, grant.expected_wait_ms or 0, grant.model)
                 yield ops.Notify(call.on_wait, place)
             # A sleep past the horizon is not taken but asked about once more: looking no
             # further than the horizon, the database refuses with the limit that outlasts it.

@@ -46,6 +46,8 @@ TELEGRAM_TEXT_LIMIT = 4096  # characters in one message
 GREETING = "Здравствуйте! Напишите вопрос, и я отвечу."
 ONLY_TEXT = "Я понимаю только текстовые сообщения."
 IN_LINE = "⏳ Вы в очереди: {position}-й, примерно {wait}"
+# Out of line: the person's own next slot (end_user_rpm) is what the message waits for.
+TOO_FAST = "⏳ Вы пишете слишком часто: отвечу примерно через {wait}"
 EMPTY_ANSWER = "Модель ничего не ответила. Попробуйте переформулировать вопрос."
 FAILED = "Не получилось ответить. Попробуйте позже."
 # A refusal's reason (acquire's) -> what the person is told; {after} is "через 12 с" when the
@@ -99,7 +101,10 @@ class Reply:
         """``on_wait``: the place and the expected wait, edited only when the text changes
         (Telegram refuses an edit that changes nothing)."""
         wait = duration(place.expected_wait_ms / 1000)
-        await self.show(IN_LINE.format(position=place.position, wait=wait))
+        if place.position is None:
+            await self.show(TOO_FAST.format(wait=wait))
+        else:
+            await self.show(IN_LINE.format(position=place.position, wait=wait))
 
     async def show(self, text: str) -> None:
         """``text`` in the reply message; past Telegram's limit the rest follows as new

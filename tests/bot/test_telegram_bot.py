@@ -8,7 +8,8 @@ PgBouncer, the real SDK and the fake Gemini (see conftest: 3 s windows, one requ
   last into the answer; everyone gets their own answer; "typing" is repeated during a long wait;
 * a WAIT that runs out is answered with the refusal and its time, in Russian, in that message;
 * a person over the per-person limit is told "Слишком много сообщений, попробуйте через N с",
-  and is answered again once N s have passed; a blocked person is told the bot is not for
+  and is answered again once N s have passed; one whose next slot comes within the wait is
+  told they write too often, not a place in line; a blocked person is told the bot is not for
   them;
 * under aiogram's polling, a person's /start is answered while another person waits in line.
 """
@@ -146,6 +147,25 @@ async def test_a_flood_from_one_person_is_refused_with_the_time_to_wait(
     await asyncio.sleep(after)
     await impatient.feed_update(bot, text_update(401, "Вопрос номер 4"))
     assert telegram.texts(401)[3:] == [answer_to("Вопрос номер 4")]
+
+
+async def test_a_person_waiting_for_their_own_next_slot_is_told_so_not_a_place(
+    dispatcher: Dispatcher, bot: Bot, telegram: RecordingSession, bot_db: Conn
+) -> None:
+    """One message a window per person, and the bot waits 30 s: the second message waits out
+    of line for the person's next slot, and the person is told that, not a place in line."""
+    bot_db.execute("update public.google_ai_model_limits set rpm = 30 where model = %s", (GEMMA,))
+    bot_db.execute(
+        "update public.google_ai_caller_classes set end_user_rpm = 1 where name = 'interactive'"
+    )
+    await dispatcher.feed_update(bot, text_update(701, "Первый"))
+    await dispatcher.feed_update(bot, text_update(701, "Второй"))
+
+    first, *told, last = telegram.texts(701)
+    assert (first, last) == (answer_to("Первый"), answer_to("Второй"))
+    assert told and all(
+        re.fullmatch(r"⏳ Вы пишете слишком часто: отвечу примерно через \d+ с", t) for t in told
+    ), told
 
 
 async def test_a_blocked_person_is_told_so(

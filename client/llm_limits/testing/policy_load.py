@@ -144,7 +144,7 @@ def timed_call(client: Client, caller: str, max_wait: float) -> Call:
     started, t0 = time.time(), time.monotonic()
 
     def on_wait(w: Waiting) -> None:
-        waits.append(Waited(time.monotonic() - t0, w.position, w.expected_wait_ms))
+        waits.append(Waited(time.monotonic() - t0, w.position or 0, w.expected_wait_ms))
 
     model: str | None = None
     request_id = f"{caller}-{uuid.uuid4().hex}"
