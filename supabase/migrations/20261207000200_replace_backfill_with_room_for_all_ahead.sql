@@ -88,7 +88,8 @@ revoke all on function google_ai_internal.backfill_group(
 /*
  * try_backfill: one try for a waiter behind others, when backfill_group
  * says its request fits now without delaying the head (p_head) of its line:
- * reserve_round on that group only.
+ * reserve_round on that group only. Never past a head of a better class:
+ * a class is not served while one above it waits in its line.
  *
  * Parameters: p_head (the head's ticket id), the requests and tokens ahead,
  * the waiter's candidates, the model row, tokens, caller, request_id,
@@ -121,6 +122,9 @@ declare
     fits_in text;
 begin
     select t.* into head from google_ai_internal.wait_tickets as t where t.id = p_head;
+    if head.priority < p_policy.priority then
+        return null;
+    end if;
     fits_in := google_ai_internal.backfill_group(
         head, p_ahead, p_ahead_tokens, p_tokens, p_cands, p_model.model, p_cfg, google_ai_internal.clock()
     );
