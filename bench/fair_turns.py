@@ -97,14 +97,15 @@ class Scenario:
 @dataclass(frozen=True)
 class Message:
     """One message as its sender saw it: seconds into the run it was sent, how long until the
-    bot's reply was final, the reply's outcome ("ok" or the refusal's reason), and whether the
-    reply showed a place in line first."""
+    bot's reply was final, the reply's outcome ("ok" or the refusal's reason), and what the
+    reply showed first: a place in line, or a wait out of line for the person's next slot."""
 
     person: int
     at: float
     seconds: float
     outcome: str
-    waited: bool
+    in_line: bool  # told a place in line
+    too_fast: bool  # told to wait out of line for the person's own next slot
 
 
 def schedule(s: Scenario) -> list[tuple[float, int]]:
@@ -147,8 +148,9 @@ async def send(dp: Dispatcher, bot: Bot, telegram: RecordingSession, person: int
     seconds = time.monotonic() - t0
     assert update.message is not None
     shown = telegram.reply_to(person, update.message.message_id)
-    waited = any(says(telegram_bot.IN_LINE, text) for text in shown[:-1])
-    return Message(person, at, seconds, outcome_of(shown[-1] if shown else None), waited)
+    in_line = any(says(telegram_bot.IN_LINE, text) for text in shown[:-1])
+    too_fast = any(says(telegram_bot.TOO_FAST, text) for text in shown[:-1])
+    return Message(person, at, seconds, outcome_of(shown[-1] if shown else None), in_line, too_fast)
 
 
 async def drive(url: str, srv: Any, s: Scenario) -> tuple[list[Message], float]:
@@ -202,9 +204,9 @@ def figures(db: pl.Conn, messages: list[Message], srv: Any, s: Scenario) -> dict
         "flood_end_user_limit": sum(1 for m in flood if m.outcome == "end_user_limit"),
         "flood_other": sorted({m.outcome for m in flood} - {OK, "end_user_limit"}),
         "flood_refusal_p95_ms": pl.p95([m.seconds * 1000 for m in flood if m.outcome != OK]),
-        "flood_waited_ok": sum(1 for m in flood if m.waited and m.outcome == OK),
-        "flood_waited_refused": sum(1 for m in flood if m.waited and m.outcome != OK),
-        "others_waited": sum(1 for m in others if m.waited),
+        "flood_waited_ok": sum(1 for m in flood if m.too_fast and m.outcome == OK),
+        "flood_waited_refused": sum(1 for m in flood if m.too_fast and m.outcome != OK),
+        "others_waited": sum(1 for m in others if m.in_line),
         "flood_grants": int(row[0]),
         "flood_max_per_window": int(row[1]),
         "refusals_by_reason": refusals,
