@@ -28,8 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # Runs whose pass depends on the machine's timing (a grant reaching the fake within the guard,
-# a bot's wait at full pool use): `make test` runs them after the others, one at a time, so
-# that no parallel test loads the two cores meanwhile.
+# a bot's wait at full pool use): `make test` runs them one at a time on a cluster of their own,
+# beside the others, which run at a lower priority (nice) so that they never hold a core these want.
 SERIAL = (
     "tests/policy/",
     "tests/pooler/test_saturation.py",
