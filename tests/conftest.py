@@ -34,6 +34,11 @@ SERIAL = (
     "tests/policy/",
     "tests/pooler/test_saturation.py",
     "tests/batch/test_thousand_items.py",
+    # Each person's limit reached in every scaled window, one slot of delay at most, a first
+    # place read within one recheck: counts within a window of a few seconds.
+    "tests/client/test_end_users.py::test_two_bot_processes_hold_each_persons_limit",
+    "tests/client/test_end_users.py::test_a_flood_of_20_delays_another_person_by_one_slot_at_most",
+    "tests/gateway/test_gateway_queue.py::test_a_queued_call_reads_its_first_place_and_its_wait",
 )
 
 
