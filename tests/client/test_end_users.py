@@ -165,21 +165,23 @@ def test_a_flood_of_20_delays_another_person_by_one_slot_at_most(
         for t in flood:
             t.join(timeout=30)
     # From the moment the other person's wait began (the ledger's waited_ms counts from the
-    # ticket's first call) to their grant, the flood was served once at most.
+    # ticket's first call) to their grant, the flood was served once at most in that line. A
+    # flood message that waited past interactive's fallback_after_ms (2 s, the window's
+    # length) is served by a fallback model at once, outside the line: not a turn taken.
     row = keyed_db.execute(
         "select r.granted_at - pg_catalog.make_interval(secs => r.waited_ms / 1000.0),"
-        " r.granted_at from public.google_ai_reservations as r"
+        " r.granted_at, r.model from public.google_ai_reservations as r"
         " where r.end_user_hash = google_ai_internal.end_user_hash('tg:other')"
     ).fetchone()
     assert row is not None, "the other person was not served"
-    began, granted = row
+    began, granted, model = row
     flood_first = keyed_db.execute(
         "select count(*) from public.google_ai_reservations as r"
         " where r.end_user_hash = google_ai_internal.end_user_hash('tg:flood')"
-        " and r.granted_at > %s and r.granted_at < %s",
-        (began, granted),
+        " and r.model = %s and r.granted_at > %s and r.granted_at < %s",
+        (model, began, granted),
     ).fetchone()
-    assert flood_first is not None and flood_first[0] <= 1, (flood_first, began, granted)
+    assert flood_first is not None and flood_first[0] <= 1, (flood_first, began, granted, model)
 
 
 def waiting_for(db: Conn, tickets: int, timeout: float = 20.0) -> None:
