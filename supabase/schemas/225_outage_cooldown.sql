@@ -37,17 +37,19 @@ create or replace function google_ai_internal.cooldown_free_at(
     p_st public.google_ai_quota_state, p_at timestamptz, p_cfg public.google_ai_settings
 )
 returns timestamptz
-language sql
+language plpgsql
 immutable
 set search_path = ''
 as $$
-    select case
+begin
+    return case
         when p_st.cooldown_reason = 'upstream_probe' then least(
             p_st.cooldown_until,
             p_at + pg_catalog.make_interval(secs => p_cfg.outage_cooldown_ms / 1000.0)
         )
         else p_st.cooldown_until
-    end
+    end;
+end;
 $$;
 
 revoke all on function google_ai_internal.cooldown_free_at(

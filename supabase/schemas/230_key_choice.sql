@@ -81,10 +81,12 @@ create or replace function google_ai_internal.slots_free_at(
     p_classes text []
 )
 returns setof timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
+    return query
     select r.granted_at + p_hold
     from public.google_ai_reservations as r
     where
@@ -92,7 +94,8 @@ as $$
         and r.granted_at > p_swept_to and r.counted_requests > 0
         and (p_classes is null or coalesce(r.caller_class <> all(p_classes), true))
     order by r.granted_at
-    offset greatest(p_skip, 0) limit p_count
+    offset greatest(p_skip, 0) limit p_count;
+end;
 $$;
 
 revoke all on function google_ai_internal.slots_free_at(
@@ -118,16 +121,18 @@ create or replace function google_ai_internal.slot_frees_at(
     p_classes text []
 )
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce(
+begin
+    return coalesce(
         (select min(f) from google_ai_internal.slots_free_at(
             p_group, p_model, p_swept_to, p_hold, p_skip, 1, p_classes
         ) as f),
         google_ai_internal.clock() + p_hold
-    )
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.slot_frees_at(
@@ -155,11 +160,12 @@ create or replace function google_ai_internal.tokens_free_at(
     p_classes text []
 )
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce((
+begin
+    return coalesce((
         select w.granted_at + p_hold
         from (
             select
@@ -174,7 +180,8 @@ as $$
         where w.freed >= p_need
         order by w.granted_at
         limit 1
-    ), google_ai_internal.clock() + p_hold)
+    ), google_ai_internal.clock() + p_hold);
+end;
 $$;
 
 revoke all on function google_ai_internal.tokens_free_at(
@@ -199,16 +206,18 @@ create or replace function google_ai_internal.higher_class_active(
     p_hold interval
 )
 returns boolean
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select
+begin
+    return
         (p_st.lead_at > p_now - p_hold and p_st.lead_priority < p_priority)
         or exists (
             select from google_ai_internal.wait_tickets as t
             where t.model = p_model and t.priority < p_priority and t.alive_until > p_now
-        )
+        );
+end;
 $$;
 
 revoke all on function google_ai_internal.higher_class_active(

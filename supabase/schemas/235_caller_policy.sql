@@ -80,19 +80,23 @@ revoke all on function google_ai_internal.caller_policy(text) from public, anon,
  */
 create or replace function google_ai_internal.fallback_chain(p_model text)
 returns text []
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    with recursive chain (model, depth, seen) as (
-        select p_model, 0, array[p_model]
-        union all
-        select f.fallback_model, c.depth + 1, c.seen || f.fallback_model
-        from chain as c
-        inner join public.google_ai_fallbacks as f on f.model = c.model
-        where c.depth < 4 and f.fallback_model <> all(c.seen)
-    )
-    select pg_catalog.array_agg(c.model order by c.depth) from chain as c
+begin
+    return (
+        with recursive chain (model, depth, seen) as (
+            select p_model, 0, array[p_model]
+            union all
+            select f.fallback_model, c.depth + 1, c.seen || f.fallback_model
+            from chain as c
+            inner join public.google_ai_fallbacks as f on f.model = c.model
+            where c.depth < 4 and f.fallback_model <> all(c.seen)
+        )
+        select pg_catalog.array_agg(c.model order by c.depth) from chain as c
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.fallback_chain(text) from public, anon, authenticated;

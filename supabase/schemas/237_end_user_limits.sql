@@ -44,15 +44,19 @@ revoke all on function google_ai_internal.check_end_user(text) from public, anon
  */
 create or replace function google_ai_internal.end_user_hash(p_end_user text)
 returns bytea
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select pg_catalog.substr(extensions.hmac(
-        pg_catalog.convert_to(p_end_user, 'UTF8'), k.hash_key, 'sha256'
-    ), 1, 16)
-    from google_ai_internal.end_user_hash_key as k
-    where p_end_user is not null
+begin
+    return (
+        select pg_catalog.substr(extensions.hmac(
+            pg_catalog.convert_to(p_end_user, 'UTF8'), k.hash_key, 'sha256'
+        ), 1, 16)
+        from google_ai_internal.end_user_hash_key as k
+        where p_end_user is not null
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.end_user_hash(text) from public, anon, authenticated;

@@ -17,13 +17,15 @@
  */
 create or replace function google_ai_internal.queue_key_set(p_key_aliases text [])
 returns text
-language sql
+language plpgsql
 immutable
 set search_path = ''
 as $$
-    select pg_catalog.md5(coalesce(pg_catalog.array_to_string(array(
+begin
+    return pg_catalog.md5(coalesce(pg_catalog.array_to_string(array(
         select distinct a from pg_catalog.unnest(p_key_aliases) as a order by a
-    ), ','), '*'))
+    ), ','), '*'));
+end;
 $$;
 
 revoke all on function google_ai_internal.queue_key_set(text []) from public, anon, authenticated;
@@ -94,15 +96,19 @@ create or replace function google_ai_internal.higher_class_grants(
     p_hold interval
 )
 returns integer
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select count(*)::integer
-    from public.google_ai_reservations as r
-    join public.google_ai_caller_classes as c on c.name = r.caller_class
-    where r.quota_group = p_group and r.model = p_model and r.granted_at > p_now - p_hold
-        and r.counted_requests = 1 and c.priority < p_priority
+begin
+    return (
+        select count(*)::integer
+        from public.google_ai_reservations as r
+        join public.google_ai_caller_classes as c on c.name = r.caller_class
+        where r.quota_group = p_group and r.model = p_model and r.granted_at > p_now - p_hold
+            and r.counted_requests = 1 and c.priority < p_priority
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.higher_class_grants(
@@ -131,18 +137,20 @@ create or replace function google_ai_internal.paced_slots(
     p_hold interval
 )
 returns timestamptz []
-language sql
+language plpgsql
 immutable
 set search_path = ''
 as $$
-    select array(
+begin
+    return array(
         select greatest(
             p_slots[pg_catalog.ceil(k * pg_catalog.cardinality(p_slots)::numeric / p_wanted)::integer],
             greatest(p_now, p_paced_until - p_hold / p_rpm) + (k - 1) * (p_hold / p_rpm)
         )
         from pg_catalog.generate_series(1, p_wanted) as k
         order by k
-    )
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.paced_slots(
@@ -339,22 +347,26 @@ create or replace function google_ai_internal.starving_classes(
     p_model text, p_key_set text, p_groups text [], p_now timestamptz, p_aging_ms integer
 )
 returns text []
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce(pg_catalog.array_agg(distinct t.caller_class), '{}')
-    from google_ai_internal.wait_tickets as t
-    where
-        t.model = p_model and t.key_set = p_key_set and t.alive_until > p_now
-        and t.created_at <= p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
-        and not exists (
-            select from public.google_ai_reservations as r
-            where
-                r.quota_group = any(p_groups) and r.model = p_model
-                and r.granted_at > p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
-                and r.caller_class = t.caller_class
-        )
+begin
+    return (
+        select coalesce(pg_catalog.array_agg(distinct t.caller_class), '{}')
+        from google_ai_internal.wait_tickets as t
+        where
+            t.model = p_model and t.key_set = p_key_set and t.alive_until > p_now
+            and t.created_at <= p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
+            and not exists (
+                select from public.google_ai_reservations as r
+                where
+                    r.quota_group = any(p_groups) and r.model = p_model
+                    and r.granted_at > p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
+                    and r.caller_class = t.caller_class
+            )
+    );
+end;
 $$;
 
 revoke all on function google_ai_internal.starving_classes(text, text, text [], timestamptz, integer)
@@ -378,16 +390,18 @@ create or replace function google_ai_internal.queue_rank(
     p_aging_ms integer
 )
 returns integer
-language sql
+language plpgsql
 immutable
 set search_path = ''
 as $$
-    select case
+begin
+    return case
         when p_ticket.caller_class = any(p_starving)
             and p_ticket.created_at <= p_now - pg_catalog.make_interval(secs => p_aging_ms / 1000.0)
             then 0
         else p_ticket.priority
-    end
+    end;
+end;
 $$;
 
 revoke all on function google_ai_internal.queue_rank(
@@ -423,10 +437,11 @@ create or replace function google_ai_internal.line_ahead(
     out nearest uuid,
     out head uuid
 )
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
     with line as (
         select
             t.id, t.tokens, t.seq, t.due_at, t.end_user_hash,
@@ -453,12 +468,14 @@ as $$
         coalesce(sum(x.tokens), 0)::bigint,
         (pg_catalog.array_agg(x.id order by x.rank desc, x.turn desc, x.served_at desc, x.seq desc))[1],
         (pg_catalog.array_agg(x.id order by x.rank, x.turn, x.served_at, x.seq))[1]
+    into ahead, ahead_tokens, nearest, head
     from placed as x
     inner join placed as me on me.id = p_me.id
     where
         x.id <> me.id
         and (x.rank, x.turn, x.served_at, x.seq) < (me.rank, me.turn, me.served_at, me.seq)
-        and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id))
+        and (x.due_at + p_grace > p_now or google_ai_internal.ticket_in_call(x.id));
+end;
 $$;
 
 revoke all on function google_ai_internal.line_ahead(
@@ -1015,10 +1032,11 @@ create or replace function google_ai_internal.call_bounds(
     out slice_end timestamptz,
     out yield_at timestamptz
 )
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
     select
         b.deadline,
         least(
@@ -1027,13 +1045,15 @@ as $$
             case when b.yield_at > p_started then b.yield_at end
         ),
         b.yield_at
+    into deadline, slice_end, yield_at
     from (
         select
             least(
                 p_me.deadline, p_started + pg_catalog.make_interval(secs => p_max_wait_ms / 1000.0)
             ) as deadline,
             p_me.created_at + pg_catalog.make_interval(secs => p_yield_after_ms / 1000.0) as yield_at
-    ) as b
+    ) as b;
+end;
 $$;
 
 revoke all on function google_ai_internal.call_bounds(

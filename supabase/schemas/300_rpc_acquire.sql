@@ -484,17 +484,19 @@ create or replace function google_ai_internal.mark_fallback(
     p_verdict public.acquire_result, p_wanted text
 )
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
     update public.google_ai_reservations as r
     set
         details = coalesce(r.details, '{}'::jsonb) || pg_catalog.jsonb_build_object(
             'granted', pg_catalog.jsonb_build_object('fallback_from', p_wanted)
         ),
         waited_ms = greatest(r.waited_ms, p_verdict.waited_ms)
-    where r.id = p_verdict.reservation_id
+    where r.id = p_verdict.reservation_id;
+end;
 $$;
 
 revoke all on function google_ai_internal.mark_fallback(public.acquire_result, text)
