@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
 py=.venv/bin/python
-LOW="nice -n 10"
+LOW="nice -n 5"
 
 scripts/install-deps.sh
 
@@ -65,7 +65,7 @@ deploy() {
     supabase db push --remote="$template_url" --yes 2>&1 | grep -v 'TLS\|^│$'
 }
 
-step "start two throwaway PostgreSQL 15 clusters, each behind PgBouncer (tests: nice 10, in $memdir; timing)"
+step "start two throwaway PostgreSQL 15 clusters, each behind PgBouncer (tests: nice 5, in $memdir; timing)"
 stacks=$(stack "$memdir/tests" $LOW)
 read -r admin_url pooler_url <<<"$stacks"
 stacks=$(stack "$workdir/timing")
@@ -102,7 +102,7 @@ timing=$!
 checks_log="$workdir/checks.log"
 (
     set -e
-    renice -n 10 -p "$BASHPID" >/dev/null
+    renice -n 5 -p "$BASHPID" >/dev/null
     step "pgTAP (pg_prove)"
     psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c "create database llm_limits_pgtap template llm_limits_template"
     pgtap_url="$base/llm_limits_pgtap"
@@ -131,7 +131,7 @@ checks=$!
 
 export LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
     LLM_LIMITS_TEST_POOLER_URL="$pooler_url"
-step "pytest, the independent tests on both cores (nice 10)"
+step "pytest, the independent tests on both cores (nice 5)"
 pytest_status=0
 $LOW .venv/bin/pytest -n 2 -m "not serial" ${PYTEST_ARGS:-} || pytest_status=$?
 ((pytest_status == 5)) && pytest_status=0  # PYTEST_ARGS chose none of these

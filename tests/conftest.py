@@ -39,6 +39,9 @@ SERIAL = (
     "tests/client/test_end_users.py::test_two_bot_processes_hold_each_persons_limit",
     "tests/client/test_end_users.py::test_a_flood_of_20_delays_another_person_by_one_slot_at_most",
     "tests/gateway/test_gateway_queue.py::test_a_queued_call_reads_its_first_place_and_its_wait",
+    # Full use with no 429: a grant must reach the fake within the 300 ms guard.
+    "tests/client/test_end_to_end.py::test_processes_share_keys_without_429_at_full_use",
+    "tests/faults/test_postgres_restart.py::test_clients_ride_through_a_postgres_restart",
 )
 
 
