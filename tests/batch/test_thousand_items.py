@@ -87,4 +87,5 @@ def test_a_thousand_items_use_the_pool_at_its_pace(
     second_half = memory[N] - memory[3 * N // 4]
     per_item = second_half / (N // 4)
     assert per_item < 4096, memory  # a result and its bookkeeping, no more
-    assert second_half <= 1.5 * first_half + 256 * 1024, memory
+    # Memory freed in the first half (a negative growth) must not tighten the bound.
+    assert second_half <= 1.5 * max(first_half, 0) + 256 * 1024, memory
