@@ -7,6 +7,9 @@
 --   * Every function states its volatility and language, pins
 --     `set search_path = ''` and schema-qualifies every name. Its docblock
 --     gives purpose, parameters, result, SQLSTATEs and one example.
+--   * Functions that acquire and settle call are PL/pgSQL: with that SET
+--     clause a LANGUAGE sql function is never inlined, and PostgreSQL 15
+--     plans its body again at every call (220_window_protocol.sql, PLANS).
 --   * Grants are explicit, next to each object: EXECUTE is revoked from
 --     public, anon and authenticated, then granted per function (RPCs to
 --     service_role only). Every table has RLS on and no policy. Supabase's
