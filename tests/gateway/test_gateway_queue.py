@@ -167,7 +167,9 @@ def stream_raw(gw: Gateway, token: str, headers: dict[str, str]) -> Iterator[str
 def test_progress_comments_are_live_for_a_plain_client_and_are_what_the_sdk_cannot_read(
     bot: tuple[Gateway, str], saturated: Conn
 ) -> None:
-    set_window(saturated, 3000, 100)  # the last calls need the window full for a while
+    # The SDK calls below need the window still full of the streamed call: 6 s leaves them
+    # slack on a loaded machine (with 3 s, once in a `make test`, the window had freed first).
+    set_window(saturated, 6000, 100)
     gw, token = bot
     filler = gw.sdk(token)  # held: a collected Client closes its HTTP connection pool
     filler.models.generate_content(model=GEMMA, contents=PROMPT)
