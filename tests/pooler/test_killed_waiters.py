@@ -1,7 +1,7 @@
 """Waiters SIGKILLed while they wait in line, through PgBouncer: their places expire.
 
 Four caller processes (A, B, C, D, in that order) wait through the pooler, with the real client,
-for key b1's only slot (RPM 1, window 5 s + 100 ms guard), which another caller holds. A (the
+for key b1's only slot (RPM 1, window 8 s + 100 ms guard), which another caller holds. A (the
 head, waiting inside its slice) and B (asleep in the client until its turn) are SIGKILLed. Nothing
 of theirs runs afterwards. Their tickets must stop holding the line within a few seconds: C is
 served a few seconds after the slot frees, D a window after C, and no ticket is left.
@@ -26,7 +26,8 @@ from tests.conftest import pooled
 from tests.stress.checker import check
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOW_MS, GUARD_MS = 5000, 100
+# 8 s: four processes take their places before the kill, on a machine busy with other tests.
+WINDOW_MS, GUARD_MS = 8000, 100
 HOLD = timedelta(milliseconds=WINDOW_MS + GUARD_MS)
 
 
