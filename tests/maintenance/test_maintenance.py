@@ -327,8 +327,9 @@ def test_safe_with_live_traffic(db: Conn, db_url: str) -> None:
         t.join()
     assert errors == []
     assert runs["ok"] > 10, runs
+    # Leases expired under load (their audit rows stay; a late settle may take the row on).
     assert (
-        scalar(db, "select count(*) from public.google_ai_reservations where status = 'expired'")
+        scalar(db, "select count(*) from public.google_ai_audit_records where event = 'expired'")
         > 0
     )
 
