@@ -450,13 +450,13 @@ def render(m: dict[str, float], baseline_tps: float | None = None) -> str:
             "(a) pairs/s, 16 clients, 16 groups",
             pairs(m[o + "spread_pairs"]),
             pairs(m[n + "spread_pairs"]),
-            "≥ 0.35× pgbench -N",
+            "≥ 0.36× pgbench -N",
         ),
         (
             "(b) pairs/s, 16 clients, one hot group",
             pairs(m[o + "hot_pairs"]),
             pairs(m[n + "hot_pairs"]),
-            "≥ 0.15× pgbench -N",
+            "≥ 0.21× pgbench -N",
         ),
     ]
     lines = [

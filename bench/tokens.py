@@ -163,8 +163,8 @@ def section(m: dict[str, float]) -> list[str]:
         "| measurement | figure | baseline (byte bound) | goal | |",
         "|---|---|---|---|---|",
         f"| TPM utilization (Google-counted tokens / TPM allowed) | {exact * 100:.1f}% |"
-        f" {base * 100:.1f}% | ≥ 90%, 0 429s |"
-        f" {ok(exact >= 0.90 and m['tok_429_gemma3'] == 0)} |",
+        f" {base * 100:.1f}% | ≥ 93%, 0 429s |"
+        f" {ok(exact >= 0.93 and m['tok_429_gemma3'] == 0)} |",
         f"| 429s from the fake | {m['tok_429_gemma3']:.0f} | {m['tok_429_bytes']:.0f} | 0 |"
         f" {ok(m['tok_429_gemma3'] == 0)} |",
         f"| calls completed / refused (of which LL003 PromptTooLarge) |"
