@@ -79,7 +79,8 @@ def test_without_a_reserve_the_bot_is_answered_at_once(db: Conn, db_url: str, bo
     assert pl.p95(times) <= 2.5 / SCALE and times[-1] <= 5.0 / SCALE, times
     assert out.use(pl.API_MODEL, SCALED) >= 0.95, out.use(pl.API_MODEL, SCALED)
     # The batch waiters are told their turn with the bot's share of the slots counted in.
-    told = pl.wait_reports(out.of(pl.BATCH))
+    batch = out.of(pl.BATCH)
+    told = pl.wait_reports(batch, pl.burst_answered(batch, SCALED.workers[0].count))
     assert told.counting_down == told.calls_told and told.error_p50 <= 0.25, told
 
 
@@ -115,10 +116,11 @@ def test_an_idle_bot_lends_its_reserve_and_the_batch_is_told_its_place(
     out = load(db, db_url, scenario)
     assert out.use(pl.API_MODEL, scenario) >= 0.95, out.use(pl.API_MODEL, scenario)
     batch = out.of(pl.BATCH)
-    told = pl.wait_reports(batch)
     # A call's first answer cannot count the places taken at the same moment (not committed
-    # yet); from its second report on, a batch waiter's place only counts down.
+    # yet); from its second report on, a batch waiter's place only counts down, once the 16
+    # places taken together at the start are all committed (pl.burst_answered).
     # Most of the 16 workers' calls wait in line at least once (some are granted on arrival).
+    told = pl.wait_reports(batch, pl.burst_answered(batch, scenario.workers[0].count))
     assert told.calls_told >= 12 and told.counting_down == told.calls_told, told
     hold_s = (scenario.window_ms + scenario.guard_ms) / 1000
     steady = pl.wait_reports([c for c in batch if c.started >= out.started + hold_s])

@@ -432,7 +432,8 @@ class WaitReports:
     """How well ``on_wait`` told the waiters. Of the calls told at least twice: how many were
     told places that never went up from their second report on (a call's first answer cannot
     count the places taken at the same moment and not yet committed), and over all their
-    consecutive reports how many steps went up, and how many of those after the first. Over
+    consecutive reports how many steps went up, and how many of those after the first (steps
+    from a report before ``wait_reports``' ``settled`` are not judged). Over
     every report of a call that was then granted: |expected - real| / real of the wait still
     ahead, and expected / real, each at p50."""
 
@@ -450,9 +451,23 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def wait_reports(calls: list[Call]) -> WaitReports:
+def burst_answered(calls: list[Call], workers: int) -> float:
+    """When each of the run's first ``workers`` calls, begun together, had its first answer
+    (epoch seconds). Places taken in one burst commit in another order than they were taken,
+    and a place cannot count those ahead of it that are not committed yet; until then even a
+    second report may miss some (a waiter that finds nobody ahead comes back at once)."""
+    first = sorted(calls, key=lambda c: c.started)[:workers]
+    return max(c.started + (c.waits[0].after if c.waits else c.seconds) for c in first)
+
+
+def wait_reports(calls: list[Call], settled: float = 0.0) -> WaitReports:
+    """``settled``: a step from a report given before then (epoch seconds) is not judged for
+    counting down (see ``burst_answered``)."""
     told = [c for c in calls if len(c.waits) >= 2]
-    ups = [[b > a for a, b in pairwise(w.position for w in c.waits)] for c in told]
+    ups = [
+        [b.position > a.position and c.started + a.after >= settled for a, b in pairwise(c.waits)]
+        for c in told
+    ]
     errors: list[float] = []
     ratios: list[float] = []
     for c in calls:
