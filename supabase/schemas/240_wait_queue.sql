@@ -642,7 +642,7 @@ revoke all on function google_ai_internal.take_place(
  * subtransaction that this function rolls back at once by raising LL999 to
  * itself; the lock_timeout it sets is undone with it.
  *
- * Parameters: p_ticket, the one ahead; p_until, the end of the caller's slice.
+ * Parameters: p_ticket, the one ahead; p_until, when to stop waiting.
  * Returns nothing. Raises nothing (LL999 and lock_not_available are caught).
  * Example: perform google_ai_internal.wait_for_ticket(pred.id, clock_timestamp() + interval '2 s');
  */
@@ -664,6 +664,49 @@ end;
 $$;
 
 revoke all on function google_ai_internal.wait_for_ticket(uuid, timestamptz)
+from public, anon, authenticated;
+
+/*
+ * await_turn: a due waiter's wait inside its call: until the call of the one
+ * ahead ends (when that one is in a call), or until the waiter's own turn if
+ * that comes first, never past the end of its slice. When slots free a few
+ * milliseconds apart, the window has room for both at the waiter's own turn
+ * and serves them side by side (try_backfill), not one call after the other;
+ * once its turn has come, only the call ahead is waited for.
+ *
+ * Parameters: p_pred, the one ahead's ticket; p_present, whether its owner
+ * is in a call; p_turn_in, the time until the waiter's own turn (<= 0: it
+ * has come); p_slice_end.
+ * Returns nothing. Raises nothing.
+ * Example: perform google_ai_internal.await_turn(pred.id, true, interval '3 ms',
+ *              clock_timestamp() + interval '2 s');
+ */
+create or replace function google_ai_internal.await_turn(
+    p_pred uuid, p_present boolean, p_turn_in interval, p_slice_end timestamptz
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    until timestamptz := case
+        when p_turn_in > interval '0' then
+            least(p_slice_end, pg_catalog.clock_timestamp() + p_turn_in)
+        else p_slice_end
+    end;
+begin
+    if p_present then
+        perform google_ai_internal.wait_for_ticket(p_pred, until);
+    else
+        perform pg_catalog.pg_sleep(
+            greatest(0, extract(epoch from until - pg_catalog.clock_timestamp()))
+        );
+    end if;
+end;
+$$;
+
+revoke all on function google_ai_internal.await_turn(uuid, boolean, interval, timestamptz)
 from public, anon, authenticated;
 
 /*
@@ -748,12 +791,13 @@ revoke all on function google_ai_internal.head_try(
  * turn_behind: when a waiter behind others (p_pred, the nearest one ahead;
  * p_ahead and p_ahead_tokens, all of them) could be served, and what it
  * does now: told to call back when its turn is expected, less one
- * wait_recheck_ms, so it sleeps without a connection; or, once due and while
- * the one ahead is in a call, wait for that call to end (done false: the
- * caller waits on its ticket). It never sleeps past the moment the one ahead
- * would be found gone (one slice plus the grace while that one is in a call,
- * its due time plus the grace otherwise), and backs off by how late the one
- * ahead is when it is due but the one ahead is not here.
+ * wait_recheck_ms, so it sleeps without a connection; once due, wait in this
+ * call (await_turn; done false: the caller looks again), or, when this call
+ * may not stay (a ticket's first call commits its place by answering), told
+ * to call back at once. It never sleeps past the moment the one ahead would
+ * be found gone (one slice plus the grace while that one is in a call, its
+ * due time plus the grace otherwise), and backs off by how late the one
+ * ahead is when its own turn has come but the one ahead is not here.
  *
  * Parameters: the model row, its candidates, the tokens, the waiter's
  * policy, the settings, the one ahead's ticket id, how many are ahead and their tokens, the ms left
@@ -813,8 +857,13 @@ begin
     end if;
     hint_ms := extract(epoch from turn - at_now) * 1000 - p_cfg.wait_recheck_ms;
     present := google_ai_internal.ticket_in_call(pred.id);
-    if hint_ms <= 0 and present and p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
-        done := false;
+    if hint_ms <= 0 and (present or turn > at_now) then
+        if p_may_stay and pg_catalog.clock_timestamp() < p_slice_end then
+            done := false;
+            perform google_ai_internal.await_turn(pred.id, present, turn - at_now, p_slice_end);
+        else
+            hint_ms := 0;  -- this answer commits its place: the next call waits in the database
+        end if;
         return;
     end if;
     if hint_ms <= 0 and not present then
@@ -1070,7 +1119,8 @@ revoke all on function google_ai_internal.call_bounds(
  * The first call with a new ticket takes the place at the tail, fixes the
  * wait's deadline (that call's start plus max_wait_ms; a later call's
  * max_wait_ms can only bring it closer) and, unless it is granted at once,
- * returns so that the place is committed (others cannot see it before).
+ * returns so that the place is committed (others cannot see it before;
+ * retry_after_ms 0 when its turn is due: the next call waits for it).
  * Later calls:
  *   - the head (no live ticket ahead) stays in the database for the slice,
  *     re-trying exactly when the window frees and every wait_recheck_ms (to
@@ -1079,11 +1129,12 @@ revoke all on function google_ai_internal.call_bounds(
  *   - a waiter behind others answers 'queued' at once with retry_after_ms =
  *     when its turn is expected (turn_estimate, or the time the one ahead
  *     expects its own), less one wait_recheck_ms, so it sleeps without a
- *     connection; once due it waits in the database for the call of the one
- *     ahead to end (its ticket row lock; so during a burst of freed slots the
- *     waiters present form a chain behind the head), for the rest of its
- *     slice at most, and never for one ahead that is not in the database (it
- *     backs off by how late that one is);
+ *     connection; once due it waits in the database (await_turn) for the
+ *     call of the one ahead to end (its ticket row lock) or for its own turn,
+ *     whichever comes first, so that during a burst of freed slots the
+ *     waiters present are served side by side; for the rest of its slice at
+ *     most, and never for one ahead that is not in the database once its own
+ *     turn has come (it backs off by how late that one is);
  *   - a waiter behind others whose request fits now without delaying the
  *     head's own grant is served at once (backfill_group);
  *   - at the deadline the head tries once more; anyone not granted then is
@@ -1168,10 +1219,6 @@ begin
                 p_model, line.cands, p_tokens, p_policy, p_cfg, line.nearest, line.ahead,
                 line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
             );
-            if not step.done then
-                -- Due, and the one ahead is in a call: wait for it to end.
-                perform google_ai_internal.wait_for_ticket(line.nearest, slice_end);
-            end if;
         end if;
         verdict := step.verdict;
         exit when step.done;
