@@ -75,20 +75,13 @@ echo "timing: $timing_admin_url $timing_pooler_url"
 base=${admin_url%/*}
 template_url="$base/llm_limits_template"
 
+# The timing lane deploys its own cluster and starts as soon as that is done.
 step "deploy the migrations with supabase db push (both clusters)"
-deploy "$timing_admin_url" >"$workdir/timing-deploy.log" 2>&1 &
-timing_deploy=$!
-deploy "$admin_url"
-wait "$timing_deploy" || { cat "$workdir/timing-deploy.log"; exit 1; }
-step "a second push is a no-op"
-supabase db push --remote="$template_url" --yes 2>&1 | grep -q "Remote database is up to date"
-echo "up to date"
-
-step "supabase db advisors (Supabase's linter)"
-supabase db advisors --remote="$template_url" --fail-on warn --yes 2>&1 | grep -v 'TLS\|^│$'
-
 timing_log="$workdir/timing.log"
 (
+    set -e
+    step "deploy the migrations with supabase db push (timing cluster)"
+    deploy "$timing_admin_url"
     export LLM_LIMITS_TEST_ADMIN_URL="$timing_admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limits_template \
         LLM_LIMITS_TEST_POOLER_URL="$timing_pooler_url"
     step "pytest, the timing-sensitive tests one at a time (own cluster, normal priority)"
@@ -98,6 +91,13 @@ timing_log="$workdir/timing.log"
     exit $status
 ) >"$timing_log" 2>&1 &
 timing=$!
+deploy "$admin_url"
+step "a second push is a no-op"
+supabase db push --remote="$template_url" --yes 2>&1 | grep -q "Remote database is up to date"
+echo "up to date"
+
+step "supabase db advisors (Supabase's linter)"
+supabase db advisors --remote="$template_url" --fail-on warn --yes 2>&1 | grep -v 'TLS\|^│$'
 
 checks_log="$workdir/checks.log"
 (

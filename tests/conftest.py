@@ -43,7 +43,8 @@ SERIAL = (
     "tests/client/test_end_to_end.py::test_processes_share_keys_without_429_at_full_use",
     # No 429 in `simulate`'s runs: a grant must reach the in-process fake within the 500 ms
     # guard (at nice 5 beside the other lanes, five once took longer).
-    "tests/cli/test_simulate.py",
+    "tests/cli/test_simulate.py::test_short_run_reports_no_429s_and_writes_the_chart",
+    "tests/cli/test_simulate.py::test_a_tpm_bound_run_of_long_russian_prompts",
     "tests/faults/test_postgres_restart.py::test_clients_ride_through_a_postgres_restart",
 )
 
