@@ -27,7 +27,7 @@ def pool(cli: Invoke, db: Conn) -> Iterator[None]:
     The 500 ms guard covers the lag from a grant to the fake's clock reading the request: a 30 KB
     Russian page on a busy 2-core box can take longer than 100 ms to arrive (a TPM-bound run then
     met a 429 about one run in two), and with `make test`'s lanes side by side 300 ms was once
-    too little. The run that reports no 429s is timing-sensitive (tests/conftest.py SERIAL).
+    too little. The runs that report no 429s are timing-sensitive (tests/conftest.py SERIAL).
     """
     db.execute("update public.google_ai_settings set window_ms = 2000, window_guard_ms = 500")
     cli("keys", "add", "sim-a1", "--env-var", "LLT_SIM_A1", "--group", "sim-project-a")
