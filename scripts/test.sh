@@ -65,18 +65,12 @@ deploy() {
     supabase db push --remote="$template_url" --yes 2>&1 | grep -v 'TLS\|^│$'
 }
 
-step "start two throwaway PostgreSQL 15 clusters, each behind PgBouncer (tests: nice 5, in $memdir; timing)"
-stacks=$(stack "$memdir/tests" $LOW)
-read -r admin_url pooler_url <<<"$stacks"
+step "start the timing lane's throwaway PostgreSQL 15 cluster behind PgBouncer"
 stacks=$(stack "$workdir/timing")
 read -r timing_admin_url timing_pooler_url <<<"$stacks"
-echo "tests:  $admin_url $pooler_url"
 echo "timing: $timing_admin_url $timing_pooler_url"
-base=${admin_url%/*}
-template_url="$base/llm_limits_template"
 
 # The timing lane deploys its own cluster and starts as soon as that is done.
-step "deploy the migrations with supabase db push (both clusters)"
 timing_log="$workdir/timing.log"
 (
     set -e
@@ -91,6 +85,13 @@ timing_log="$workdir/timing.log"
     exit $status
 ) >"$timing_log" 2>&1 &
 timing=$!
+step "start the other lanes' cluster behind PgBouncer (nice 5, in $memdir)"
+stacks=$(stack "$memdir/tests" $LOW)
+read -r admin_url pooler_url <<<"$stacks"
+echo "tests:  $admin_url $pooler_url"
+base=${admin_url%/*}
+template_url="$base/llm_limits_template"
+step "deploy the migrations with supabase db push (tests cluster)"
 deploy "$admin_url"
 step "a second push is a no-op"
 supabase db push --remote="$template_url" --yes 2>&1 | grep -q "Remote database is up to date"
