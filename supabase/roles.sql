@@ -52,11 +52,22 @@ begin
             ('llm_limits_gateway', 'llm_limits.gateway_password')
         ) as v (role_name, password_setting)
     loop
+        -- NOINHERIT: even if someone later grants it a role, it does not
+        -- silently gain that role's privileges. Roles are cluster-wide: two
+        -- databases of one cluster may run this file at once, so a role is
+        -- created unless it exists by then, and altered only when it differs
+        -- (two ALTER ROLEs of one role at once fail "tuple concurrently updated").
         if not exists (select from pg_catalog.pg_roles where rolname = r.role_name) then
-            -- NOINHERIT: even if someone later grants it a role, it does not
-            -- silently gain that role's privileges.
-            execute pg_catalog.format('create role %I login noinherit', r.role_name);
-        else
+            begin
+                execute pg_catalog.format('create role %I login noinherit', r.role_name);
+            exception when duplicate_object or unique_violation then
+                null;  -- created meanwhile by a run in another database
+            end;
+        end if;
+        if exists (
+            select from pg_catalog.pg_roles
+            where rolname = r.role_name and (not rolcanlogin or rolinherit)
+        ) then
             execute pg_catalog.format('alter role %I login noinherit', r.role_name);
         end if;
         if coalesce(pg_catalog.current_setting(r.password_setting, true), '') <> '' then

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 
 from llm_limits.local import localstack
+from tests.conftest import create_database, drop_database
 from tests.support import (
     OUR_SCHEMAS,
     Conn,
@@ -304,6 +306,54 @@ def test_gateway_role_calls_its_rpcs_and_nothing_else(db: Conn, client_url: str)
     assert db.execute("select is_active from public.google_ai_api_keys").fetchone() == (True,)
     active_callers = db.execute("select count(*) from public.google_ai_callers where active")
     assert active_callers.fetchone() == (1,)
+
+
+def test_two_databases_run_roles_sql_at_once(db_url: str) -> None:
+    """Each database's deploy runs roles.sql, and the roles are the cluster's: two at once, 40
+    times each, raise nothing (before roles.sql altered a role only when it differed, half of
+    these runs failed with "tuple concurrently updated")."""
+    sql = (REPO / "supabase" / "roles.sql").read_text()
+    other = create_database()
+    errors: list[str] = []
+
+    def converge(url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for _ in range(40):
+                try:
+                    conn.execute(sql)
+                except psycopg.Error as exc:
+                    errors.append(str(exc))
+
+    try:
+        runs = [threading.Thread(target=converge, args=(url,)) for url in (db_url, other)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join()
+    finally:
+        drop_database(other)
+    assert errors == []
+
+
+def test_a_rerun_leaves_converged_roles_unwritten(db_url: str) -> None:
+    """Roles are cluster-wide and every database's deploy runs roles.sql: a re-run that found
+    the roles as they should be writes no pg_authid row (two ALTER ROLEs of one role at once
+    fail with "tuple concurrently updated")."""
+    sql = (REPO / "supabase" / "roles.sql").read_text()
+    localstack.psql(db_url, sql)
+    with psycopg.connect(db_url) as conn:
+        # One snapshot: a row this transaction wrote is the only kind age(xmin) = 0 can show.
+        conn.execute("set transaction isolation level repeatable read")
+        conn.execute(sql)
+        written = conn.execute(
+            "select rolname from pg_authid where rolname like 'llm_limits_%%' and age(xmin) = 0"
+        ).fetchall()
+        assert conn.execute(
+            "select count(*) from pg_authid where rolname in "
+            "('llm_limits_client', 'llm_limits_gateway') and rolcanlogin and not rolinherit"
+        ).fetchone() == (2,)
+        conn.rollback()
+    assert written == []
 
 
 def test_roles_sql_sets_a_password_from_a_setting(db_url: str) -> None:
