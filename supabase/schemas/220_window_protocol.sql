@@ -13,7 +13,8 @@
 --      back with store_window in the same transaction. recount changes a
 --      locked reservation's contribution in one UPDATE of that row, and
 --      rebuilds a missing row with window_from_ledger. A refused try on one
---      of several candidates, or any WAIT try, runs in a subtransaction that
+--      of several candidates, any WAIT try, and any try that another model's
+--      try or a wait follows (a fallback chain) runs in a subtransaction that
 --      is rolled back, releasing the row before the next one is locked or
 --      before sleeping (230_key_choice.sql);
 --   3b. after a grant, the end user's day row (google_ai_end_user_usage,

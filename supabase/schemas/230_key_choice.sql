@@ -602,8 +602,10 @@ revoke all on function google_ai_internal.try_reserve(
  * candidates, or when the caller will sleep afterwards
  * (p_release_on_refusal), each try is a subtransaction that is rolled back
  * on refusal, so its row lock is released before the next candidate is
- * locked (never two windows at once) and before any pg_sleep. A single
- * NO_WAIT try needs no subtransaction: it locks one row only.
+ * locked (never two windows at once) and before any pg_sleep. So is a try
+ * that more follows in its transaction (p_release_on_refusal: a later
+ * model of a fallback chain, a wait in line). Only a single NO_WAIT try
+ * that ends its walk needs no subtransaction: it locks one row, last.
  *
  * Parameters: the model row, its candidates, the tokens, caller and
  * request_id, the settings, p_release_on_refusal, the caller's policy, when

@@ -151,12 +151,15 @@ revoke all on function google_ai_internal.record_acquire_verdict(
  *
  * Parameters: the model row, acquire's tokens, whether it waits, its
  * max_wait_ms, key_aliases, caller (after a login pin), request_id and
- * ticket, the settings, when the call started, the caller's policy, and
- * p_yield_after_ms (wait_in_line's).
+ * ticket, the settings, when the call started, the caller's policy,
+ * p_yield_after_ms (wait_in_line's) and p_then_more: whether the
+ * transaction goes on after a NO_WAIT refusal to lock another window or
+ * to wait (a later model of the chain, a wait in line), so the refused
+ * try must let its window go (reserve_round's p_release_on_refusal).
  * Returns the verdict (ticket set for a WAIT) and the rounds it took.
  * Raises: LL003 tokens > every TPM that applies.
  * Example: select * from google_ai_internal.acquire_on(m, 100, true, 5000, null,
- *              'bot', 'r1', null, cfg, clock_timestamp(), pol, null);
+ *              'bot', 'r1', null, cfg, clock_timestamp(), pol, null, false);
  */
 create or replace function google_ai_internal.acquire_on(
     p_model public.google_ai_model_limits,
@@ -171,6 +174,7 @@ create or replace function google_ai_internal.acquire_on(
     p_started timestamptz,
     p_policy google_ai_internal.caller_policy,
     p_yield_after_ms integer,
+    p_then_more boolean,
     out verdict public.acquire_result,
     out rounds integer
 )
@@ -227,7 +231,7 @@ begin
 
     -- NO_WAIT (or nothing to wait for): one try, the binding limit as the reason.
     verdict := google_ai_internal.reserve_round(
-        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, false, p_policy, null
+        p_model, cands, p_tokens, p_caller, p_request_id, p_cfg, p_then_more, p_policy, null
     );
     verdict.waited_ms := pg_catalog.round(
         extract(epoch from pg_catalog.clock_timestamp() - p_started) * 1000
@@ -238,7 +242,7 @@ $$;
 
 revoke all on function google_ai_internal.acquire_on(
     public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
-    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer, boolean
 ) from public, anon, authenticated;
 
 /*
@@ -286,7 +290,7 @@ revoke all on function google_ai_internal.budget_refusal(
  * Parameters: acquire_on's, then p_today (the Pacific day).
  * Returns the verdict and the rounds it took. Raises what acquire_on raises.
  * Example: select * from google_ai_internal.acquire_within_budget(m, 100, true, 5000,
- *              null, 'bot', 'r1', null, cfg, clock_timestamp(), pol, null, current_date);
+ *              null, 'bot', 'r1', null, cfg, clock_timestamp(), pol, null, false, current_date);
  */
 create or replace function google_ai_internal.acquire_within_budget(
     p_model public.google_ai_model_limits,
@@ -301,6 +305,7 @@ create or replace function google_ai_internal.acquire_within_budget(
     p_started timestamptz,
     p_policy google_ai_internal.caller_policy,
     p_yield_after_ms integer,
+    p_then_more boolean,
     p_today date,
     out verdict public.acquire_result,
     out rounds integer
@@ -323,7 +328,7 @@ begin
     end if;
     attempt := google_ai_internal.acquire_on(
         p_model, p_tokens, p_wait, p_max_wait_ms, p_key_aliases, p_caller, p_request_id,
-        p_ticket, p_cfg, p_started, p_policy, p_yield_after_ms
+        p_ticket, p_cfg, p_started, p_policy, p_yield_after_ms, p_then_more
     );
     verdict := attempt.verdict;
     rounds := attempt.rounds;
@@ -340,7 +345,8 @@ $$;
 
 revoke all on function google_ai_internal.acquire_within_budget(
     public.google_ai_model_limits, integer, boolean, integer, text [], text, text, uuid,
-    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer, date
+    public.google_ai_settings, timestamptz, google_ai_internal.caller_policy, integer, boolean,
+    date
 ) from public, anon, authenticated;
 
 /*
@@ -421,7 +427,8 @@ revoke all on function google_ai_internal.check_acquire_args(
  * fall_back_now: fallback in time: the model asked for has not granted
  * within the class's fallback_after_ms; one try (NO_WAIT, under the
  * caller's budget) on each later model of the chain, in order, until one
- * grants.
+ * grants. Each refused try lets its window go: a later model's try or the
+ * wait on the step waited on follows it in the same transaction.
  *
  * Parameters: the chain, the step waited on, acquire's tokens and
  * key_aliases, the policy, request_id, settings, start and Pacific day.
@@ -456,7 +463,7 @@ begin
         served := google_ai_internal.resolve_model(p_chain[later]);
         attempt := google_ai_internal.acquire_within_budget(
             served, p_tokens, false, 0, p_key_aliases, p_policy.caller, p_request_id, null, p_cfg,
-            p_started, p_policy, null, p_today
+            p_started, p_policy, null, true, p_today
         );
         verdict := attempt.verdict;
         rounds := rounds + attempt.rounds;
@@ -584,7 +591,7 @@ begin
         attempt := google_ai_internal.acquire_within_budget(
             served, p_tokens, p_waiting and (wait_left > 0 or p_ticket is not null), wait_left,
             p_key_aliases, p_policy.caller, p_request_id, p_ticket, p_cfg, p_started, p_policy,
-            yield_after, p_today
+            yield_after, step < pg_catalog.cardinality(p_chain), p_today
         );
         verdict := attempt.verdict;
         rounds := rounds + attempt.rounds;
