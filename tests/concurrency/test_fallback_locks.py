@@ -30,16 +30,22 @@ def call(conn: Conn, model: str, mode: str, caller: str, ticket: uuid.UUID | Non
 
 
 def test_a_fallback_try_lets_its_window_go_before_the_wait(db: Conn, db_url: str) -> None:
-    db.execute("update public.google_ai_caller_classes set fallback_after_ms = 100"
-               " where name = 'interactive'")
+    db.execute(
+        "update public.google_ai_caller_classes set fallback_after_ms = 100"
+        " where name = 'interactive'"
+    )
     db.execute("update public.google_ai_settings set wait_slice_ms = 2000")
     add_model(db, "fb-big", 1, None, 100)
     add_model(db, "fb-small", 1, None, 100)
-    db.execute("insert into public.google_ai_fallbacks (model, fallback_model)"
-               " values ('fb-big', 'fb-small')")
+    db.execute(
+        "insert into public.google_ai_fallbacks (model, fallback_model)"
+        " values ('fb-big', 'fb-small')"
+    )
     add_key(db, "fb-key", "fb-proj")
-    db.execute("insert into public.google_ai_caller_policies (caller, caller_class) values"
-               " ('bot', 'interactive'), ('notebook', 'batch')")
+    db.execute(
+        "insert into public.google_ai_caller_policies (caller, caller_class) values"
+        " ('bot', 'interactive'), ('notebook', 'batch')"
+    )
     # Both minutes spent: the bot's fallback try on fb-small is refused, and it waits on fb-big.
     assert call(db, "fb-big", "NO_WAIT", "notebook")[0] is True
     assert call(db, "fb-small", "NO_WAIT", "notebook")[0] is True
