@@ -81,7 +81,14 @@ def test_without_a_reserve_the_bot_is_answered_at_once(db: Conn, db_url: str, bo
     # The batch waiters are told their turn with the bot's share of the slots counted in.
     batch = out.of(pl.BATCH)
     told = pl.wait_reports(batch, pl.burst_answered(batch, SCALED.workers[0].count))
-    assert told.counting_down == told.calls_told and told.error_p50 <= 0.25, told
+    assert told.counting_down == told.calls_told, told
+    # The share is the slots the bot took in the last window: a report given before the bot
+    # had a window of history (the batch's first burst is in line when the bot begins) cannot
+    # count the bot calls still to come, and is judged only for counting down.
+    first_bot = min(c.started for c in out.of(pl.BOT))
+    hold_s = (SCALED.window_ms + SCALED.guard_ms) / 1000
+    steady = pl.wait_reports([c for c in batch if c.started >= first_bot + hold_s])
+    assert steady.reports >= 16 and steady.error_p50 <= 0.25, steady
 
 
 def test_no_batch_call_is_granted_while_a_bot_call_stands_in_line(db: Conn, db_url: str) -> None:
