@@ -26,6 +26,7 @@ import psycopg
 from google.genai import _local_tokenizer_loader as loader
 
 import llm_limits
+from bench.tpm_ceiling import Setting, ceilings
 from llm_limits.local.fake_gemini import FakeGemini, Limits
 from llm_limits.local.prose import page
 from llm_limits.tokens import GEMMA3_SDK_MODEL, TokenCounter, estimate_tokens
@@ -104,6 +105,11 @@ def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
     lock = threading.Lock()
     with FakeGemini({"tok-group": [KEY]}, limits, latency=LATENCY, window=WINDOW_S) as fake:
         prompts = _prompts(fake)
+        # What the line could use at best with these prompts (bench.tpm_ceiling's model).
+        best = ceilings(
+            [fake.counting.prompt([("user", [p])]) for p in prompts],
+            Setting(TPM, WINDOW_S, WINDOW_S + GUARD_MS / 1000, WORKERS, LATENCY),
+        )
         stop = time.monotonic() + windows * WINDOW_S + 2  # demand never thins out
         client = llm_limits.Client(url, base_url=fake.base_url, timeout=30.0)
 
@@ -134,6 +140,7 @@ def _load(admin_url: str, counter: str, windows: int) -> dict[str, float]:
         f"tok_ok_{counter}": outcomes.get("ok", 0),
         f"tok_refused_{counter}": sum(v for k, v in outcomes.items() if k != "ok"),
         f"tok_too_large_{counter}": outcomes.get("PromptTooLarge", 0),
+        **{f"tok_ceiling_{rule.replace(' ', '_')}": v for rule, v in best.items()},
     }
 
 
@@ -171,6 +178,10 @@ def section(m: dict[str, float]) -> list[str]:
         f" {m['tok_ok_gemma3']:.0f} / {m['tok_refused_gemma3']:.0f}"
         f" ({m['tok_too_large_gemma3']:.0f}) | {m['tok_ok_bytes']:.0f} /"
         f" {m['tok_refused_bytes']:.0f} ({m['tok_too_large_bytes']:.0f}) | no LL003 | |",
+        f"| the most the line could use with these prompts (`bench.tpm_ceiling`'s model):"
+        f" acquire's backfill rule / strict order / best fit, order ignored |"
+        f" {m['tok_ceiling_backfill'] * 100:.1f}% / {m['tok_ceiling_in_order'] * 100:.1f}% /"
+        f" {m['tok_ceiling_best_fit'] * 100:.1f}% | | | |",
         f"| counting a 10,000-character Russian prompt, p50 (local tokenizer loaded) |"
         f" {m['count_local_p50_ms']:.2f} ms | {m['count_bytes_p50_ms']:.2f} ms |"
         f" ≤ ~2 ms | {ok(m['count_local_p50_ms'] <= 2.0)} |",
