@@ -126,9 +126,12 @@ def test_an_idle_bot_lends_its_reserve_and_the_batch_is_told_its_place(
     # A call's first answer cannot count the places taken at the same moment (not committed
     # yet); from its second report on, a batch waiter's place only counts down, once the 16
     # places taken together at the start are all committed (pl.burst_answered).
-    # Most of the 16 workers' calls wait in line at least once (some are granted on arrival).
+    # Most of the workers' calls wait in line at least once (some are granted on arrival);
+    # those told twice or more are judged for counting down (quiet runs: 15-19 such calls of
+    # 94; a clean clone's CI run beside the other tests: 9, when paced turns came on time).
+    assert sum(1 for c in batch if c.waits) > len(batch) // 2, batch
     told = pl.wait_reports(batch, pl.burst_answered(batch, scenario.workers[0].count))
-    assert told.calls_told >= 12 and told.counting_down == told.calls_told, told
+    assert told.calls_told >= 4 and told.counting_down == told.calls_told, told
     hold_s = (scenario.window_ms + scenario.guard_ms) / 1000
     steady = pl.wait_reports([c for c in batch if c.started >= out.started + hold_s])
     assert steady.reports >= 16 and steady.error_p50 <= 0.25, steady
