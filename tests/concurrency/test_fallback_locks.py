@@ -7,16 +7,39 @@ sleeper, which waits for that ticket (40P01 raised to the bot in the aging polic
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import psycopg
 
+from tests.conftest import pooled
 from tests.support import Conn, add_key, add_model, sqlstate_of
 
 BOT_TICKET = uuid.UUID(int=0xFA11)
+
+
+def chain(db: Conn, rpm: int) -> None:
+    """fb-big falling back to fb-small, each at `rpm` on one key; the bot is interactive
+    (falls back after 100 ms), the notebook batch."""
+    for model in ("fb-big", "fb-small"):
+        add_model(db, model, rpm, None, 100_000)
+    db.execute(
+        "insert into public.google_ai_fallbacks (model, fallback_model)"
+        " values ('fb-big', 'fb-small')"
+    )
+    add_key(db, "fb-key", "fb-proj")
+    db.execute(
+        "insert into public.google_ai_caller_policies (caller, caller_class) values"
+        " ('bot', 'interactive'), ('notebook', 'batch')"
+    )
+    db.execute(
+        "update public.google_ai_caller_classes set fallback_after_ms = 100"
+        " where name = 'interactive'"
+    )
 
 
 def call(conn: Conn, model: str, mode: str, caller: str, ticket: uuid.UUID | None = None) -> Any:
@@ -30,22 +53,8 @@ def call(conn: Conn, model: str, mode: str, caller: str, ticket: uuid.UUID | Non
 
 
 def test_a_fallback_try_lets_its_window_go_before_the_wait(db: Conn, db_url: str) -> None:
-    db.execute(
-        "update public.google_ai_caller_classes set fallback_after_ms = 100"
-        " where name = 'interactive'"
-    )
     db.execute("update public.google_ai_settings set wait_slice_ms = 2000")
-    add_model(db, "fb-big", 1, None, 100)
-    add_model(db, "fb-small", 1, None, 100)
-    db.execute(
-        "insert into public.google_ai_fallbacks (model, fallback_model)"
-        " values ('fb-big', 'fb-small')"
-    )
-    add_key(db, "fb-key", "fb-proj")
-    db.execute(
-        "insert into public.google_ai_caller_policies (caller, caller_class) values"
-        " ('bot', 'interactive'), ('notebook', 'batch')"
-    )
+    chain(db, rpm=1)
     # Both minutes spent: the bot's fallback try on fb-small is refused, and it waits on fb-big.
     assert call(db, "fb-big", "NO_WAIT", "notebook")[0] is True
     assert call(db, "fb-small", "NO_WAIT", "notebook")[0] is True
@@ -74,3 +83,71 @@ def test_a_fallback_try_lets_its_window_go_before_the_wait(db: Conn, db_url: str
     assert bot["answer"][1] == "queued" and bot["ended"] > other_ended, (
         "the bot's call ended before the other caller's: it was not waiting meanwhile"
     )
+
+
+def caller_loop(url: str, seed: int, stop: float, seen: Counter[str], lock: threading.Lock) -> None:
+    """Bots WAIT on fb-big (falling back to fb-small in time); notebooks ask either model,
+    WAIT or NO_WAIT. Every grant is settled at once."""
+    rnd = random.Random(seed)
+    bot = seed % 2 == 0
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        while time.monotonic() < stop:
+            model = "fb-big" if bot else rnd.choice(["fb-big", "fb-small"])
+            mode = "WAIT" if bot or rnd.random() < 0.5 else "NO_WAIT"
+            ticket = None
+            try:
+                while True:
+                    row = conn.execute(
+                        "select granted, reservation_id, reason, retry_after_ms, ticket"
+                        " from public.acquire(model => %s, tokens => 10, mode => %s,"
+                        " max_wait_ms => %s, caller => %s, ticket => %s)",
+                        (model, mode, 300 if mode == "WAIT" else 0,
+                         "bot" if bot else "notebook", ticket),
+                    ).fetchone()  # fmt: skip
+                    assert row is not None
+                    granted, rid, reason, retry_after_ms, ticket = row
+                    if reason != "queued":
+                        break
+                    time.sleep(retry_after_ms / 1000)
+                if granted:
+                    conn.execute("select * from public.settle(%s, 200, '{}')", (rid,))
+                outcome = "granted" if granted else f"refused:{reason}"
+            except psycopg.Error as exc:
+                outcome = f"error:{exc.sqlstate}"
+            with lock:
+                seen[outcome] += 1
+
+
+def test_callers_on_a_fallback_chain_never_deadlock(db: Conn, db_url: str) -> None:
+    """Twelve bots and twelve notebooks on a two-model chain with windows of 1 s, through
+    PgBouncer: no call ends in an error (a deadlock, 40P01, is one), and neither model is
+    over-granted. (Its interleavings did not meet the deadlock of the test above's cause in
+    three runs on the code before the fix: that test is the one that fails there.)"""
+    db.execute(
+        "update public.google_ai_settings set window_ms = 1000, window_guard_ms = 50,"
+        " wait_slice_ms = 200, wait_ticket_grace_ms = 200"
+    )
+    chain(db, rpm=6)
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = time.monotonic() + 8.0
+    threads = [
+        threading.Thread(target=caller_loop, args=(pooled(db_url), i, stop, seen, lock))
+        for i in range(24)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert not [k for k in seen if k.startswith("error")], seen
+    assert seen["granted"] > 40 and any(k.startswith("refused") for k in seen), seen
+    for model in ("fb-big", "fb-small"):
+        most = db.execute(
+            "select max(n) from (select count(*) over (order by r.granted_at"
+            " range between interval '1050 ms' preceding and current row) as n"
+            " from public.google_ai_reservations as r"
+            " where r.model = %s and r.counted_requests > 0) as w",
+            (model,),
+        ).fetchone()
+        assert most is not None and most[0] <= 6, (model, most)
