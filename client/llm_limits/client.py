@@ -171,13 +171,16 @@ class Client:
         caller: str | None, request_id: str | None, on_wait: OnWait | None,
         horizon: float | None, end_user: str | None,
     ) -> ops.Plan[types.GenerateContentResponse]:  # fmt: skip
+        # max_wait is the whole call's: what comes before the first acquire (the held keys'
+        # SDK clients built, a tokenizer's first load) is waited out of it, not on top of it.
+        deadline = time.monotonic() + max(0.0, max_wait)
         _check_end_user(end_user)
         contents, cfg = prepare_request(model, contents, config)  # may refuse before acquire
         keys = yield from self._held()
         # Counted once per call, before the first acquire; every attempt reserves this count.
         counter = self._google_client(keys.aliases[0], keys) if len(keys) else None
         count = yield from self.tokens.plan(model, contents, cfg, counter)
-        call = _Call(model, str(mode), time.monotonic() + max(0.0, max_wait), count.tokens,
+        call = _Call(model, str(mode), deadline, count.tokens,
                      caller or self.caller, request_id or uuid.uuid4().hex,
                      on_wait or self.on_wait,
                      None if horizon is None else round(max(0.0, horizon) * 1000),

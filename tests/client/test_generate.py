@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from google.genai import errors, types
@@ -205,6 +207,31 @@ def test_wait_timeout_raises_rate_limited(client: Client, keyed_db: Conn) -> Non
     assert refusals and all(
         d["mode"] == "WAIT" and 0 <= d["max_wait_ms"] <= 300 for d in refusals
     ), refusals
+
+
+def test_max_wait_counts_from_the_call_not_from_its_first_acquire(
+    client: Client, keyed_db: Conn
+) -> None:
+    """A first call counts its prompt before it asks the database (in the field a tokenizer's
+    first load fetches its model); that time is waited out of max_wait, not added to it."""
+    set_gemma_limits(keyed_db, rpm=1)
+    client.generate(GEMMA, "one")
+    client.generate(GEMMA, "two")  # both groups' minute spent
+    count_locally = client.tokens.local
+
+    def slow_first_count(*args: Any) -> Any:
+        time.sleep(0.6)
+        return count_locally(*args)
+
+    client.tokens.local = slow_first_count  # type: ignore[method-assign]
+    with pytest.raises(llm_limits.RateLimited) as info:
+        client.generate(GEMMA, "three", mode="WAIT", max_wait=0.5, request_id="late")
+
+    # The 0.5 s were gone before the first acquire: it asked for no wait, so it was refused
+    # with the binding limit at once (a slot freeing would have been granted by that one try).
+    assert info.value.reason == "rpm", info.value
+    refused = [d for d in audit(keyed_db, "refused") if d.get("request_id") == "late"]
+    assert [(d["mode"], d["max_wait_ms"]) for d in refused] == [("WAIT", 0)], refused
 
 
 def test_a_wait_is_not_slept_past_its_horizon(client: Client, keyed_db: Conn) -> None:

@@ -62,6 +62,9 @@ export function createHandler(
   cfg: Config,
 ): (req: Request) => Promise<Response> {
   return async function handle(req: Request): Promise<Response> {
+    // The wait asked for is the whole call's: parsing, the caller's check and the
+    // count before the first acquire are waited out of it, not added to it.
+    const started = performance.now();
     try {
       const parsed = await parseRequest(req, cfg.maxBodyBytes);
       const caller = await authenticate(cfg, parsed);
@@ -82,7 +85,7 @@ export function createHandler(
         body,
         estimate: await countTokens(cfg, parsed.version, parsed.model, body),
         mode,
-        deadline: performance.now() + (mode === "WAIT" ? maxWaitMs : 0),
+        deadline: started + (mode === "WAIT" ? maxWaitMs : 0),
         requestId: requestIdOf(req.headers),
         endUser: req.headers.get(END_USER_HEADER),
         signal: AbortSignal.any([req.signal, leaving.signal]),

@@ -456,16 +456,23 @@ function waitTimeout(retryAfterMs: number): Partial<Grant> {
 
 /**
  * The handler over a stub database whose acquire answers `acquires` in turn
- * (a grant once they run out) and a stub Google; `generated` counts the calls
- * that reached Google, `settled` the statuses settle heard.
+ * (a grant once they run out) and a stub Google whose countTokens takes
+ * `countMs`; `generated` counts the calls that reached Google, `settled` the
+ * statuses settle heard, `acquireValues` each acquire's bound values.
  */
-async function gatewayOver(acquires: Partial<Grant>[]) {
-  const stats = { generated: 0, acquired: 0, settled: [] as unknown[] };
+async function gatewayOver(acquires: Partial<Grant>[], countMs = 0) {
+  const stats = {
+    generated: 0,
+    acquired: 0,
+    settled: [] as unknown[],
+    acquireValues: [] as unknown[][],
+  };
   const google = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen() {} },
-    (req) => {
+    async (req) => {
       const path = new URL(req.url).pathname;
       if (path.endsWith(":countTokens")) {
+        await new Promise((done) => setTimeout(done, countMs));
         return Response.json({ totalTokens: 5 });
       }
       stats.generated++;
@@ -492,6 +499,7 @@ async function gatewayOver(acquires: Partial<Grant>[]) {
     }
     if (text.includes("public.acquire(")) {
       stats.acquired++;
+      stats.acquireValues.push(values);
       return [{ ...grantRow(stats.acquired), ...acquires.shift() }];
     }
     stats.settled.push(values[1]);
@@ -535,6 +543,20 @@ Deno.test("the wait in line: the first place and the time taken, as headers of t
   ok(Number(atOnce.headers.get(WAITED_HEADER)) < 1000);
   equal(text, STREAMED);
   equal(streamed.headers.get(QUEUE_POSITION_HEADER), "0");
+});
+
+Deno.test("the wait asked for is the whole call's: a slow count is waited out of it", async () => {
+  const gw = await gatewayOver([waitTimeout(1000)], 300);
+  const refused = await gw.ask("generateContent", {
+    "x-llm-limits-max-wait": "0.2",
+  });
+  await refused.text();
+  await gw.stop();
+
+  equal(refused.status, 429);
+  // The 0.2 s were gone when the count came back: acquire was asked for no wait.
+  equal(gw.stats.acquired, 1);
+  equal(gw.stats.acquireValues[0][3], 0); // max_wait_ms (db.ts: the fourth value)
 });
 
 Deno.test("the wait in line: a refusal after a wait says where it stood too", async () => {
