@@ -18,8 +18,8 @@ Observed:
   acquires left nothing behind;
 * killed once with nothing released: the client retries the acquire, with the wait
   recomputed from the caller's deadline, so the caller is never held past its max_wait
-  (this overshot to 4.5 s of a 3 s max_wait before the fix): the retry asks for no more
-  than was left when the backend was killed. The test reads the retry's
+  (this overshot to 4.5 s of a 3 s max_wait before the fix): the retry asks for what was
+  left of the wait, not a fresh one. The test reads the retry's
   max_wait_ms from its refusal; how long the call took is measured by `make bench`
   (bench/client_waits.py);
 * all backends terminated (what a restart does) while a client has 3 idle connections from 3
@@ -184,13 +184,11 @@ def test_a_retried_acquire_keeps_the_callers_deadline(
     # first try) comes out of it too: 6 s leave room for that on a loaded machine.
     keyed_db.execute("update public.google_ai_settings set wait_slice_ms = 60000")
     victim = Victim(victim_client, max_wait=6.0)
-    started = time.monotonic()
     victim.start()
     with admin_conn(db_url) as admin:
         pid = waiting_backend(admin)
         time.sleep(1.5)
         terminate(admin, pid)
-        left_ms = 6000 - (time.monotonic() - started) * 1000
         victim.join(timeout=12.0)
     assert not victim.is_alive()
 
@@ -202,7 +200,8 @@ def test_a_retried_acquire_keeps_the_callers_deadline(
         "and details ->> 'caller' = %s",
         (CALLER,),
     ).fetchall()
-    assert 0 < refusal[0]["max_wait_ms"] <= left_ms, (refusal, left_ms)  # what was left
+    # The kill came 1.5 s or more into the call: at most 4.5 s were left for the retry.
+    assert 0 < refusal[0]["max_wait_ms"] <= 6000 - 1500, refusal
 
 
 def test_every_stale_idle_connection_is_dropped_after_a_restart(
