@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from tests.conftest import pooled
-from tests.support import Conn, add_key, add_model, sqlstate_of
+from tests.support import Conn, acquire, add_key, add_model, sqlstate_of
 
 BOT_TICKET = uuid.UUID(int=0xFA11)
 
@@ -94,21 +94,11 @@ def caller_loop(url: str, seed: int, stop: float, seen: Counter[str], lock: thre
         while time.monotonic() < stop:
             model = "fb-big" if bot else rnd.choice(["fb-big", "fb-small"])
             mode = "WAIT" if bot or rnd.random() < 0.5 else "NO_WAIT"
-            ticket = None
             try:
-                while True:
-                    row = conn.execute(
-                        "select granted, reservation_id, reason, retry_after_ms, ticket"
-                        " from public.acquire(model => %s, tokens => 10, mode => %s,"
-                        " max_wait_ms => %s, caller => %s, ticket => %s)",
-                        (model, mode, 300 if mode == "WAIT" else 0,
-                         "bot" if bot else "notebook", ticket),
-                    ).fetchone()  # fmt: skip
-                    assert row is not None
-                    granted, rid, reason, retry_after_ms, ticket = row
-                    if reason != "queued":
-                        break
-                    time.sleep(retry_after_ms / 1000)
+                granted, rid, _, reason, _ = acquire(
+                    conn, model, 10, mode=mode, max_wait_ms=300 if mode == "WAIT" else 0,
+                    caller="bot" if bot else "notebook",
+                )  # fmt: skip
                 if granted:
                     conn.execute("select * from public.settle(%s, 200, '{}')", (rid,))
                 outcome = "granted" if granted else f"refused:{reason}"
