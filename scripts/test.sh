@@ -41,6 +41,27 @@ trap cleanup EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# watch NAME ADMIN_URL PID: a lane still running after 10 minutes (it takes about 7) is likely
+# stuck; every 3 minutes from then, print to stderr what its cluster's sessions are doing and
+# waiting for, so that a hung run's log says where it hangs.
+watch() {
+    local name=$1 url=$2 pid=$3 waited=0
+    # Short sleeps: the watcher ends within seconds of its lane and never holds the log open.
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 5
+        kill -0 "$pid" 2>/dev/null || break
+        waited=$((waited + 5))
+        if ((waited >= 600 && waited % 180 == 0)); then
+            echo "==> $name lane still running after $((waited / 60)) min; its sessions:" >&2
+            psql -X -q "$url" -c "select pid, datname, state, wait_event_type, wait_event,
+                now() - xact_start as in_xact, pg_blocking_pids(pid) as blocked_by,
+                left(query, 100) as query from pg_stat_activity where state <> 'idle'
+                and pid <> pg_backend_pid() and backend_type = 'client backend'
+                order by xact_start" >&2 || true
+        fi
+    done
+}
+
 # stack ROOT [PREFIX...]: a PostgreSQL 15 cluster (pg_cron preloaded) and
 # PgBouncer in transaction mode in front of it (pool of 8, like a small
 # Supavisor), in ROOT, started under PREFIX; prints "ADMIN_URL POOLER_URL".
@@ -85,6 +106,7 @@ timing_log="$workdir/timing.log"
     exit $status
 ) >"$timing_log" 2>&1 &
 timing=$!
+watch timing "$timing_admin_url" "$timing" &
 step "start the other lanes' cluster behind PgBouncer (nice 5, in $memdir)"
 stacks=$(stack "$memdir/tests" $LOW)
 read -r admin_url pooler_url <<<"$stacks"
@@ -134,7 +156,10 @@ export LLM_LIMITS_TEST_ADMIN_URL="$admin_url" LLM_LIMITS_TEST_TEMPLATE=llm_limit
     LLM_LIMITS_TEST_POOLER_URL="$pooler_url"
 step "pytest, the independent tests on both cores (nice 5)"
 pytest_status=0
-$LOW .venv/bin/pytest -n 2 -m "not serial" ${PYTEST_ARGS:-} || pytest_status=$?
+$LOW .venv/bin/pytest -n 2 -m "not serial" ${PYTEST_ARGS:-} &
+tests=$!
+watch tests "$admin_url" "$tests" &
+wait "$tests" || pytest_status=$?
 ((pytest_status == 5)) && pytest_status=0  # PYTEST_ARGS chose none of these
 
 checks_status=0
