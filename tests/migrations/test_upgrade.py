@@ -233,6 +233,7 @@ def run_pgtap_on_a_clone(url: str) -> None:
             capture_output=True,
             text=True,
             cwd=REPO,
+            timeout=480,  # it takes about a minute: a hang fails this test, not the run
         )
         failed = pgtap_failures(proc.stdout + proc.stderr)
         assert failed == KNOWN_DATA_DEPENDENT, (
