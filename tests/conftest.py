@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -56,6 +57,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.serial)
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A test that timed out is printed when it ends, with the stack of every thread: a run
+    that then hangs on its way out (a thread of the test still stuck) still says where."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return  # the controller prints it
+    if report.failed and "from pytest-timeout" in report.longreprtext:
+        stacks = "".join(text for name, text in report.sections if "stdout" in name)
+        sys.stderr.write(f"\n{report.nodeid} timed out:\n{report.longreprtext}\n{stacks}\n")
 
 
 def admin_url() -> str:
