@@ -4,6 +4,7 @@ capture and a text snapshot of every table of ours."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -173,3 +174,18 @@ def snapshot(
         for table in our_tables(conn)
         if table not in skip
     }
+
+
+def until(
+    done: Callable[[], bool],
+    what: str,
+    caller: threading.Thread | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Poll ``done`` every 10 ms. Fails naming ``what`` after ``timeout`` s, or as soon as
+    ``caller`` (the thread whose progress is awaited) has ended without it: never a hang."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert caller is None or caller.is_alive(), f"{what}: the caller ended first"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.01)

@@ -34,6 +34,7 @@ from llm_limits import Client, Usage
 from llm_limits.local import localstack
 from llm_limits.local.fake_gemini import FakeGemini
 from tests.client.support import GEMMA, projects
+from tests.support import until
 
 from .private_cluster import keyed_database
 
@@ -138,16 +139,25 @@ def test_an_answer_served_while_the_database_is_away_is_settled_once_it_is_back(
     ):
         client.generate(GEMMA, "warm-up", mode="NO_WAIT")
         outcome: dict[str, Any] = {}
-        caller = threading.Thread(
-            target=lambda: outcome.update(answer=client.generate(GEMMA, "hi", request_id=rid))
-        )
+
+        def call() -> None:
+            try:
+                outcome["answer"] = client.generate(GEMMA, "hi", request_id=rid)
+            except Exception as exc:  # asserted below
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=call)
         caller.start()
-        while sum(len(g) for g in slow.stats().grants.values()) < 2:  # at Google now
-            time.sleep(0.01)
+        until(
+            lambda: sum(len(g) for g in slow.stats().grants.values()) == 2,  # the warm-up's too
+            f"the call at Google {outcome}",
+            caller,
+        )
         localstack.stop(running)
         time.sleep(latency + 0.5)  # the answer is back; its settle finds nobody listening
         localstack.start_again(running)
         caller.join(timeout=30)
+    assert "error" not in outcome, outcome
     assert outcome["answer"].text == "fake reply to: hi"
     assert ledger(outage_url, rid) == [("committed", 1)]
     assert [u.request_id for u in usages][1:] == [rid]  # after the warm-up's

@@ -180,7 +180,9 @@ def test_a_caller_gone_mid_stream_is_settled_as_sent(
         )
         received = b""
         while b"data:" not in received:
-            received += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"the gateway closed before the first event: {received!r}"
+            received += chunk
         assert received.startswith(b"HTTP/1.1 200")
     # The caller hung up after the first chunk: the call reached Google and stays counted.
     _wait_for(lambda: [r["status"] for r in ledger(keyed_db)] == ["released"])

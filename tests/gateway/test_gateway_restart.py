@@ -36,6 +36,7 @@ from llm_limits.local import localstack
 from llm_limits.local.fake_gemini import FakeGemini, Limits
 from tests.faults.conftest import cluster, running
 from tests.faults.private_cluster import keyed_database, line_fills
+from tests.support import until
 
 from ..client.support import projects, set_gemma_limits, set_window
 from .harness import Gateway, add_caller, launch
@@ -68,6 +69,18 @@ def ledger(url: str) -> Counter[str]:
             "select status from public.google_ai_reservations where api_model = %s", (GEMMA,)
         ).fetchall()
     return Counter(r[0] for r in rows)
+
+
+def windows_clear(url: str) -> None:
+    """Once every grant of the module's earlier tests has left its window: a test that begins
+    with one call must not find the windows of the one before it still full."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select greatest(0, extract(epoch from max(granted_at) + %s * interval '1 ms'"
+            " - clock_timestamp())) from public.google_ai_reservations",
+            (WINDOW_MS + GUARD_MS,),
+        ).fetchone()
+    time.sleep(float(row[0]) if row else 0.0)
 
 
 def test_twelve_callers_in_line_ride_out_a_fast_restart(
@@ -132,6 +145,7 @@ def test_a_call_made_while_the_database_is_away_is_answered_once_it_is_back(
     restart_url: str, running: localstack.LocalCluster, tmp_path: Path, mode: str
 ) -> None:
     before = ledger(restart_url)["committed"]
+    windows_clear(restart_url)
     with FakeGemini(projects()) as fake:
         gw, token = gateway(restart_url, fake, tmp_path / "gateway.log")
         try:
@@ -154,26 +168,30 @@ def test_an_answer_served_while_the_database_is_away_is_committed_once_it_is_bac
     restart_url: str, running: localstack.LocalCluster, tmp_path: Path
 ) -> None:
     before = ledger(restart_url)["committed"]
+    windows_clear(restart_url)
     latency = 1.5
     outcome: dict[str, Any] = {}
     with FakeGemini(projects(), latency=latency) as slow:
         gw, token = gateway(restart_url, slow, tmp_path / "gateway.log")
         try:
             sdk = gw.sdk(token)
-            caller = threading.Thread(
-                target=lambda: outcome.update(
-                    answer=sdk.models.generate_content(model=GEMMA, contents="hi")
-                )
-            )
+
+            def call() -> None:
+                try:
+                    outcome["answer"] = sdk.models.generate_content(model=GEMMA, contents="hi")
+                except Exception as exc:  # asserted below
+                    outcome["error"] = exc
+
+            caller = threading.Thread(target=call)
             caller.start()
-            while not slow.stats().grants:  # at Google now
-                time.sleep(0.01)
+            until(lambda: bool(slow.stats().grants), f"the call at Google {outcome}", caller)
             localstack.stop(running)
             time.sleep(latency + 0.5)  # the answer is back; its settle finds nobody listening
             localstack.start_again(running)
             caller.join(timeout=30)
         finally:
             gw.stop()
+    assert "error" not in outcome, outcome
     assert outcome["answer"].text == "fake reply to: hi"
     assert ledger(restart_url)["committed"] == before + 1
     assert "settle_failed" not in gw.log()
