@@ -178,14 +178,14 @@ def snapshot(
 
 def until(
     done: Callable[[], bool],
-    what: str,
+    what: Callable[[], str],
     caller: threading.Thread | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Poll ``done`` every 10 ms. Fails naming ``what`` after ``timeout`` s, or as soon as
+    """Poll ``done`` every 10 ms. Fails with ``what()`` after ``timeout`` s, or as soon as
     ``caller`` (the thread whose progress is awaited) has ended without it: never a hang."""
     deadline = time.monotonic() + timeout
     while not done():
-        assert caller is None or caller.is_alive(), f"{what}: the caller ended first"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        assert caller is None or caller.is_alive(), f"{what()}: the caller ended first"
+        assert time.monotonic() < deadline, f"{what()}: not within {timeout:.0f} s"
         time.sleep(0.01)

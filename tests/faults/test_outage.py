@@ -150,7 +150,7 @@ def test_an_answer_served_while_the_database_is_away_is_settled_once_it_is_back(
         caller.start()
         until(
             lambda: sum(len(g) for g in slow.stats().grants.values()) == 2,  # the warm-up's too
-            f"the call at Google {outcome}",
+            lambda: f"the call at Google {outcome}",
             caller,
         )
         localstack.stop(running)

@@ -184,7 +184,9 @@ def test_an_answer_served_while_the_database_is_away_is_committed_once_it_is_bac
 
             caller = threading.Thread(target=call)
             caller.start()
-            until(lambda: bool(slow.stats().grants), f"the call at Google {outcome}", caller)
+            until(
+                lambda: bool(slow.stats().grants), lambda: f"the call at Google {outcome}", caller
+            )
             localstack.stop(running)
             time.sleep(latency + 0.5)  # the answer is back; its settle finds nobody listening
             localstack.start_again(running)
