@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from llm_limits.cli.app import app
 from llm_limits.local.fake_gemini import FakeGemini
+from tests.support import until
 
 from ..client.support import KEYS, Conn, set_gemma_limits
 from .conftest import StartGateway, audit, ledger
@@ -156,7 +157,11 @@ def test_a_stream_google_cuts_mid_way_is_settled_as_lost_and_not_retried(
 
     # The first chunk reached the caller, so the gateway could not try again.
     assert len(received) == 1
-    _wait_for(lambda: [r["status"] for r in ledger(keyed_db)] == ["released"])
+    until(
+        lambda: [r["status"] for r in ledger(keyed_db)] == ["released"],
+        lambda: f"the ledger released: {ledger(keyed_db)}",
+        timeout=10.0,
+    )
     [released] = audit(keyed_db, "released")
     assert (released["sent"], released["reason"]) == (True, "connection_lost")
     assert generate_requests(fake) == 1
@@ -185,7 +190,11 @@ def test_a_caller_gone_mid_stream_is_settled_as_sent(
             received += chunk
         assert received.startswith(b"HTTP/1.1 200")
     # The caller hung up after the first chunk: the call reached Google and stays counted.
-    _wait_for(lambda: [r["status"] for r in ledger(keyed_db)] == ["released"])
+    until(
+        lambda: [r["status"] for r in ledger(keyed_db)] == ["released"],
+        lambda: f"the ledger released: {ledger(keyed_db)}",
+        timeout=10.0,
+    )
     [released] = audit(keyed_db, "released")
     assert released["sent"] is True
     assert released["reason"] == "cancelled"
@@ -375,17 +384,6 @@ def test_bad_input_is_a_google_shaped_4xx_and_spends_nothing(
     assert "contents is not specified" in answer["error"]["message"]
     assert ledger(keyed_db) == []
     assert generate_requests(fake) == 0
-
-
-def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_the_day_of_27b_spent_the_bot_is_served_by_12b_and_told_so(

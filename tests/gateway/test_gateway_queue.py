@@ -20,10 +20,11 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
+from tests.support import until
+
 from ..client.support import Conn, set_gemma_limits, set_window
 from .conftest import StartGateway, ledger
 from .harness import Gateway, add_caller
-from .test_gateway_e2e import _wait_for
 
 GEMMA = "gemma-3-27b-it"
 PROMPT = "Сколько ещё ждать ответа?"
@@ -90,7 +91,7 @@ def test_a_queued_call_reads_its_first_place_and_its_wait_in_the_headers(
         )
     )
     ahead.start()
-    _wait_for(lambda: tickets(saturated) == 1)
+    until(lambda: tickets(saturated) == 1, lambda: "one ticket in line", timeout=10.0)
     behind_sdk = sdk("behind")
     behind = asyncio.run(behind_sdk.aio.models.generate_content(model=GEMMA, contents=PROMPT))
     ahead.join(30)
