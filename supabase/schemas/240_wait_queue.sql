@@ -940,8 +940,14 @@ revoke all on function google_ai_internal.look_at_line(
 /*
  * try_backfill: one try for a waiter behind others, when backfill_group
  * says its request fits now without delaying the head (p_head) of its line:
- * reserve_round on that group only. Never past a head of a better class:
- * a class is not served while one above it waits in its line.
+ * reserve_round on that group only. backfill_group counts the room the
+ * waiter's own limits leave, so it is asked only where those are the
+ * head's: within one class rank, in a class that nothing above binds. Never
+ * past a head of a better class (a class is not served while one above it
+ * waits in its line), nor past one of a lower class (aging lifted it: its
+ * class's reserves and pacing bind it, and each grant to the waiter's class
+ * would move the pace it waits for, as it would in a paced class, so the
+ * head would lose the slots it heads the line for).
  *
  * Parameters: p_head (the head's ticket id), the requests and tokens ahead,
  * the waiter's candidates, the model row, tokens, caller, request_id,
@@ -974,7 +980,8 @@ declare
     fits_in text;
 begin
     select t.* into head from google_ai_internal.wait_tickets as t where t.id = p_head;
-    if head.priority < p_policy.priority then
+    if head.priority is distinct from p_policy.priority or coalesce(p_policy.paced, false)
+        or coalesce(pg_catalog.cardinality(p_policy.higher_classes), 0) > 0 then
         return null;
     end if;
     fits_in := google_ai_internal.backfill_group(
