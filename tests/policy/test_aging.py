@@ -38,13 +38,28 @@ FLOOD = pl.Load(
 )  # fmt: skip
 
 
+def use_per_hold(out: pl.Outcome, api_model: str) -> float:
+    """Calls the fake served on a model in the flood's first whole holds, over the RPM of as
+    many windows. A flood above the limit is served in one burst per hold (window plus guard);
+    per window over the run (`Outcome.use`), a last burst that begins a few hundred ms late
+    (slices and graces on a loaded machine) falls past the run's end and reads as a fifth of
+    the capacity idle."""
+    hold = (WINDOW_MS + GUARD_MS) / 1000
+    holds = int(FLOOD.seconds // hold)
+    end = out.started + holds * hold
+    return sum(1 for t in out.served.get(api_model, []) if out.started <= t < end) / (
+        holds * FLOOD.rpm
+    )
+
+
 def test_a_batch_waiter_is_served_within_the_aging_bound(db: Conn, db_url: str) -> None:
     out = load(db, db_url, FLOOD)
     batch = out.of(pl.BATCH)
     assert len(batch) >= 2 and all(c.outcome == "ok" for c in batch), batch
     assert max(c.seconds for c in batch) <= BOUND_S, [c.seconds for c in batch]
     # The flood was above the whole limit: both models served it at their RPM meanwhile.
-    assert out.use(pl.API_MODEL, FLOOD) >= 0.9 and out.use(pl.API_FALLBACK, FLOOD) >= 0.9
+    use = {m: use_per_hold(out, m) for m in (pl.API_MODEL, pl.API_FALLBACK)}
+    assert min(use.values()) >= 0.9, use
 
 
 def test_without_aging_the_batch_waiter_would_still_wait(db: Conn, db_url: str) -> None:
