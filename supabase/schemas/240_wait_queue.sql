@@ -260,25 +260,28 @@ revoke all on function google_ai_internal.group_slots(
 ) from public, anon, authenticated;
 
 /*
- * turn_estimate: the earliest moment a waiter with `p_ahead` requests
- * (`p_ahead_tokens` tokens) ahead of it in line could be granted (turn):
- * its slot is the (p_ahead + 1)-th to free across the candidate groups
- * (group_slots; the tokens ahead shared evenly between the groups); and
- * when it can expect it (told), the classes above taking their share. A release can only
- * make it sooner, which the head of the queue catches; other queues on the
+ * turn_estimate: the earliest moment a waiter with the tickets p_ahead_ids
+ * ahead of it in line could be granted (turn): with n of them still in
+ * line, its slot is the (n + 1)-th to free across the candidate groups
+ * (group_slots; their tokens shared evenly between the groups); and when it
+ * can expect it (told), the classes above taking their share. Those still
+ * in line are counted here, in the snapshot the ledger is read in: one
+ * granted since the caller looked at the line is gone from it and in the
+ * ledger, and is counted once, as a used slot. A release can only make the
+ * turn sooner, which the head of the queue catches; other queues on the
  * same groups can make it later, which the waiter finds out when it calls
  * back.
  *
- * Parameters: the model, its candidates (acquire's order), the requests and
- * tokens ahead, the waiter's own tokens, its policy, the settings.
+ * Parameters: the model, its candidates (acquire's order), the tickets
+ * ahead (line_ahead), the waiter's own tokens, its policy, the settings.
  * Returns timestamptz values on google_ai_internal.clock(). Raises nothing.
- * Example: select * from google_ai_internal.turn_estimate(m, cands, 3, 3600, 1200, pol, cfg);
+ * Example: select * from google_ai_internal.turn_estimate(m, cands, line.ahead_ids, 1200, pol,
+ *              cfg);
  */
 create or replace function google_ai_internal.turn_estimate(
     p_model public.google_ai_model_limits,
     p_cands google_ai_internal.candidate [],
-    p_ahead integer,
-    p_ahead_tokens bigint,
+    p_ahead_ids uuid [],
     p_tokens integer,
     p_policy google_ai_internal.caller_policy,
     p_cfg public.google_ai_settings,
@@ -292,6 +295,8 @@ as $$
 declare
     at_now timestamptz := google_ai_internal.clock();
     hold interval := google_ai_internal.window_hold(p_cfg);
+    ahead integer;
+    ahead_tokens bigint;
     groups integer;
     cand google_ai_internal.candidate;
     tried text [] := '{}';
@@ -299,6 +304,9 @@ declare
     turns timestamptz [] := '{}';
     tolds timestamptz [] := '{}';
 begin
+    select count(*)::integer, coalesce(sum(t.tokens), 0)::bigint into ahead, ahead_tokens
+    from google_ai_internal.wait_tickets as t
+    where t.id = any(p_ahead_ids);
     select count(distinct c.quota_group) into groups from pg_catalog.unnest(p_cands) as c;
     if groups = 0 then
         turn := at_now;
@@ -309,23 +317,23 @@ begin
         continue when cand.quota_group = any(tried);  -- each group once, on its best key
         tried := tried || cand.quota_group;
         slots := google_ai_internal.group_slots(
-            cand, p_model.model, p_ahead, p_ahead_tokens / groups + p_tokens, p_policy, p_cfg,
+            cand, p_model.model, ahead, ahead_tokens / groups + p_tokens, p_policy, p_cfg,
             at_now, hold
         );
         turns := turns || slots.turns;
         tolds := tolds || slots.told;
     end loop;
     turn := coalesce(
-        (select s from pg_catalog.unnest(turns) as s order by s offset p_ahead limit 1), at_now + hold
+        (select s from pg_catalog.unnest(turns) as s order by s offset ahead limit 1), at_now + hold
     );
     told := coalesce(
-        (select s from pg_catalog.unnest(tolds) as s order by s offset p_ahead limit 1), at_now + hold
+        (select s from pg_catalog.unnest(tolds) as s order by s offset ahead limit 1), at_now + hold
     );
 end;
 $$;
 
 revoke all on function google_ai_internal.turn_estimate(
-    public.google_ai_model_limits, google_ai_internal.candidate [], integer, bigint, integer,
+    public.google_ai_model_limits, google_ai_internal.candidate [], uuid [], integer,
     google_ai_internal.caller_policy, public.google_ai_settings
 ) from public, anon, authenticated;
 
@@ -422,8 +430,9 @@ revoke all on function google_ai_internal.queue_rank(
  *
  * Parameters: p_me, the waiter's ticket; p_starving; p_now; p_grace
  * (wait_ticket_grace_ms); p_aging_ms.
- * Returns how many are ahead, their tokens, the nearest one and the head of
- * the line (both null when the waiter is the head). Raises nothing.
+ * Returns how many are ahead, their tokens and tickets, the nearest one and
+ * the head of the line (both null when the waiter is the head). Raises
+ * nothing.
  * Example: select * from google_ai_internal.line_ahead(me, '{}', now(), interval '1 s', 60000);
  */
 create or replace function google_ai_internal.line_ahead(
@@ -434,6 +443,7 @@ create or replace function google_ai_internal.line_ahead(
     p_aging_ms integer,
     out ahead integer,
     out ahead_tokens bigint,
+    out ahead_ids uuid [],
     out nearest uuid,
     out head uuid
 )
@@ -466,9 +476,10 @@ begin
     select
         count(*)::integer,
         coalesce(sum(x.tokens), 0)::bigint,
+        coalesce(pg_catalog.array_agg(x.id), '{}'),
         (pg_catalog.array_agg(x.id order by x.rank desc, x.turn desc, x.served_at desc, x.seq desc))[1],
         (pg_catalog.array_agg(x.id order by x.rank, x.turn, x.served_at, x.seq))[1]
-    into ahead, ahead_tokens, nearest, head
+    into ahead, ahead_tokens, ahead_ids, nearest, head
     from placed as x
     inner join placed as me on me.id = p_me.id
     where
@@ -800,14 +811,15 @@ revoke all on function google_ai_internal.head_try(
  * ahead is when its own turn has come but the one ahead is not here.
  *
  * Parameters: the model row, its candidates, the tokens, the waiter's
- * policy, the settings, the one ahead's ticket id, how many are ahead and their tokens, the ms left
- * until the deadline, whether this call may stay, the end of its slice.
+ * policy, the settings, the one ahead's ticket id, the tickets ahead, the
+ * ms left until the deadline, whether this call may stay, the end of its
+ * slice.
  * Returns the verdict (queued or wait_timeout, retry_after_ms when the turn
  * can come, expected_wait_ms when it is expected), the turn, the hint and
  * whether the call is done.
  * Raises nothing.
- * Example: select * from google_ai_internal.turn_behind(m, cands, 100, pol, cfg, pred_id, 2, 200,
- *              5000, true, clock_timestamp() + interval '2 s');
+ * Example: select * from google_ai_internal.turn_behind(m, cands, 100, pol, cfg, pred_id,
+ *              line.ahead_ids, 5000, true, clock_timestamp() + interval '2 s');
  */
 create or replace function google_ai_internal.turn_behind(
     p_model public.google_ai_model_limits,
@@ -816,8 +828,7 @@ create or replace function google_ai_internal.turn_behind(
     p_policy google_ai_internal.caller_policy,
     p_cfg public.google_ai_settings,
     p_pred uuid,
-    p_ahead integer,
-    p_ahead_tokens bigint,
+    p_ahead_ids uuid [],
     p_remaining_ms double precision,
     p_may_stay boolean,
     p_slice_end timestamptz,
@@ -840,7 +851,7 @@ begin
     select t.* into pred from google_ai_internal.wait_tickets as t where t.id = p_pred;
     done := true;
     estimate := google_ai_internal.turn_estimate(
-        p_model, p_cands, p_ahead, p_ahead_tokens, p_tokens, p_policy, p_cfg
+        p_model, p_cands, p_ahead_ids, p_tokens, p_policy, p_cfg
     );
     turn := greatest(estimate.turn, pred.turn_at);
     verdict.granted := false;
@@ -883,7 +894,8 @@ $$;
 
 revoke all on function google_ai_internal.turn_behind(
     public.google_ai_model_limits, google_ai_internal.candidate [], integer,
-    google_ai_internal.caller_policy, public.google_ai_settings, uuid, integer, bigint, double precision, boolean, timestamptz
+    google_ai_internal.caller_policy, public.google_ai_settings, uuid, uuid [], double precision,
+    boolean, timestamptz
 ) from public, anon, authenticated;
 
 /*
@@ -905,6 +917,7 @@ create or replace function google_ai_internal.look_at_line(
     out cands google_ai_internal.candidate [],
     out ahead integer,
     out ahead_tokens bigint,
+    out ahead_ids uuid [],
     out nearest uuid,
     out head uuid
 )
@@ -918,7 +931,8 @@ begin
     cands := array(
         select c from google_ai_internal.candidates(p_model, p_key_aliases, at_now, p_tokens) as c
     );
-    select l.ahead, l.ahead_tokens, l.nearest, l.head into ahead, ahead_tokens, nearest, head
+    select l.ahead, l.ahead_tokens, l.ahead_ids, l.nearest, l.head
+    into ahead, ahead_tokens, ahead_ids, nearest, head
     from google_ai_internal.line_ahead(
         p_me,
         google_ai_internal.starving_classes(
@@ -1223,8 +1237,8 @@ begin
             );
             exit when verdict.granted;
             step := google_ai_internal.turn_behind(
-                p_model, line.cands, p_tokens, p_policy, p_cfg, line.nearest, line.ahead,
-                line.ahead_tokens, remaining_ms, not placed.fresh, slice_end
+                p_model, line.cands, p_tokens, p_policy, p_cfg, line.nearest, line.ahead_ids,
+                remaining_ms, not placed.fresh, slice_end
             );
         end if;
         verdict := step.verdict;

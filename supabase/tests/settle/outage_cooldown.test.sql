@@ -105,11 +105,23 @@ select is(
     (select q.cooldown_reason from public.quota_status() as q where q.quota_group = 'proj-1' and q.model = 'm'),
     'upstream_probe', 'quota_status shows the hold'
 );
+-- The head of a WAIT line on k1, for a waiter behind it to be told its turn.
+create temp table head_ticket as
+select gen_random_uuid() as id;
+insert into google_ai_internal.wait_tickets (
+    id, model, key_set, tokens, created_at, due_at, turn_at, alive_until, deadline
+)
+select
+    t.id, 'm' as model, google_ai_internal.queue_key_set(array['k1']) as key_set,
+    10 as tokens, now() as created_at, now() as due_at, now() as turn_at,
+    now() + interval '1 h' as alive_until, now() + interval '1 h' as deadline
+from head_ticket as t;
 select is(
     (google_ai_internal.turn_estimate(
         (select m from public.google_ai_model_limits as m where m.model = 'm'),
         array(select c from google_ai_internal.candidates('m', array['k1'], google_ai_internal.clock(), 10) as c),
-        1, 10, 10, null::google_ai_internal.caller_policy, google_ai_internal.settings()
+        array[(select t.id from head_ticket as t)], 10, null::google_ai_internal.caller_policy,
+        google_ai_internal.settings()
     )).turn,
     '2026-03-01 12:00:02.500+00'::timestamptz,
     'a waiter behind the head is told the same, not the hold''s end: the answer may come any time'
