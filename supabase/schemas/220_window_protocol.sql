@@ -298,6 +298,9 @@ from public, anon, authenticated;
  * already left the window (granted_at <= swept_to) no longer affects the
  * window totals; a row of an earlier quota day no longer affects the day.
  * The sweep later subtracts the new counted values, so the totals stay exact.
+ * When nothing changes (a settlement whose estimate was Google's own count,
+ * as the carriers' exact counting makes it) the window row is not touched:
+ * a settle then takes no lock on the row every grant of its group needs.
  * If the window row is missing (truncated, or dropped by maintenance), it is
  * rebuilt, locked, and recounted from the ledger, which already holds this
  * reservation's new counts: applying the delta on top would count it twice.
@@ -317,6 +320,9 @@ as $$
 declare
     cfg public.google_ai_settings;
 begin
+    if p_requests = p_res.counted_requests and p_tokens = p_res.counted_tokens then
+        return;
+    end if;
     update public.google_ai_quota_state as s
     set
         window_requests = s.window_requests + case
